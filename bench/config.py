@@ -1,0 +1,110 @@
+"""Frozen dataclass configs, ``--set NAME.FIELD=VALUE`` overrides and TOML experiment files.
+
+Every protection, mimicry attack and metric carries a frozen dataclass ``Config``
+holding its paper defaults. Overrides are parsed against the field's declared type,
+so ``--set sdedit.strengths=0.1,0.3`` gives a ``tuple[float, ...]`` and a typo in a
+field name is an error that lists the real fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A bad override, field or config file; the message names what and why."""
+
+
+def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_cls)}
+
+
+def _parse_scalar(text: str, kind: Any, where: str) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {text!r}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {text!r}") from None
+    return text
+
+
+def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
+    """Parse ``text`` as a value of ``annotation`` (str, int, float, bool, tuple, Optional, Literal)."""
+    if not isinstance(text, str):  # values from TOML are already typed
+        if isinstance(text, list):
+            return tuple(text)
+        return text
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        non_none = [a for a in args if a is not type(None)]
+        if text.strip().lower() in {"none", "null", ""} and len(non_none) < len(args):
+            return None
+        return parse_value(text, non_none[0], where)
+    if origin is typing.Literal:
+        if text not in args:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, args))}, got {text!r}")
+        return text
+    if origin in (tuple, list):
+        item = args[0] if args else str
+        return tuple(_parse_scalar(p.strip(), item, where) for p in text.split(",") if p.strip())
+    return _parse_scalar(text, annotation, where)
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], *, owner: str) -> Any:
+    """A copy of frozen dataclass ``config`` with ``overrides`` (field -> text or value) applied."""
+    fields = config_fields(type(config))
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for field_name, raw in overrides.items():
+        if field_name not in fields:
+            raise ConfigError(
+                f"{owner} has no setting {field_name!r}; its settings are: {', '.join(fields)}"
+            )
+        changes[field_name] = parse_value(raw, hints[field_name], f"{owner}.{field_name}")
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set_options(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["sdedit.strengths=0.3", "sds-.steps=50"]`` -> ``{"sdedit": {"strengths": "0.3"}, ...}``."""
+    result: dict[str, dict[str, str]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set {item!r}: expected NAME.FIELD=VALUE, e.g. sdedit.strengths=0.3")
+        key, value = item.split("=", 1)
+        name, field_name = key.rsplit(".", 1)
+        result.setdefault(name.strip(), {})[field_name.strip()] = value
+    return result
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read an experiment file; its ``[set.NAME]`` tables become overrides like ``--set``."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def config_as_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON used for cache keys: sorted keys, no whitespace, floats as repr."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,518 @@
+"""The ``LDM`` model bundle and ``load_model(spec)``.
+
+Specs:
+- ``tiny-random``: seeded small Stable-Diffusion-shaped components (tests; ~1 s on CPU).
+- ``toy``: the small latent diffusion model this project trains and ships (``models/toy``).
+- ``sd15-arch`` / ``sd21-arch`` / ``sdxl-arch``: the real architectures with random
+  weights, for cost measurement where no weights are needed.
+- a local diffusers folder, or a hub id already in the local Hugging Face cache,
+  loaded offline with ``use_safetensors=True`` after a preflight.
+
+Every parameter is frozen: attacks take gradients w.r.t. the image, never the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bench.registry import Registry
+from bench.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOY_MODEL_DIR = PROJECT_ROOT / "models" / "toy"
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "inpaint_unet")
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+class ModelError(RuntimeError):
+    """Missing, partial or unsafe weights; raised in preflight, before any work starts."""
+
+
+@dataclass
+class LDM:
+    """A latent diffusion model bundle: the parts every attack and protection uses.
+
+    Images enter as ``(N, 3, H, W)`` float in ``[0, 1]``; :meth:`to_model_range` is the
+    one place they become the model's ``[-1, 1]``. Latents are scaled by
+    ``scaling_factor`` (0.18215 for SD 1.x/2.x) as in Stable Diffusion.
+    """
+
+    name: str
+    vae: Any
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    device: torch.device
+    dtype: torch.dtype
+    weights_hash: str
+    resolution: int
+    inpaint_unet: Any = None
+    scaling_factor: float = 0.18215
+    source: str = ""
+    conditioning_override: Callable[[int], dict] | None = None
+    _prompt_cache: dict = field(default_factory=dict, repr=False)
+
+    # -- ranges and latents -------------------------------------------------
+    @staticmethod
+    def to_model_range(images: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` -> ``[-1, 1]``: the single conversion point."""
+        return images * 2.0 - 1.0
+
+    @staticmethod
+    def from_model_range(decoded: torch.Tensor) -> torch.Tensor:
+        return ((decoded + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def posterior(self, images: torch.Tensor):
+        """The VAE posterior ``q(z|x)`` (a diagonal Gaussian) of ``images`` in ``[0, 1]``."""
+        pixels = self.to_model_range(images.to(self.device, self.dtype))
+        return self.vae.encode(pixels).latent_dist
+
+    def encode(self, images: torch.Tensor, *, mode: str = "sample", generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scaled latent ``z = s * E(x)``; ``mode`` is ``sample`` (the reference's choice) or ``mean``."""
+        dist = self.posterior(images)
+        if mode == "mean":
+            latent = dist.mean
+        elif mode == "sample":
+            latent = dist.sample(generator=generator)
+        else:
+            raise ValueError(f"latent mode must be 'sample' or 'mean', got {mode!r}")
+        return latent * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in ``[0, 1]`` from scaled latents."""
+        return self.from_model_range(self.vae.decode(latents / self.scaling_factor).sample)
+
+    # -- conditioning -------------------------------------------------------
+    def encode_prompt(self, prompt: str, batch: int = 1) -> torch.Tensor:
+        """Text embedding ``c`` of ``prompt``, ``(batch, 77, D)``, cached per prompt."""
+        if prompt not in self._prompt_cache:
+            if self.conditioning_override is not None:
+                self._prompt_cache[prompt] = self.conditioning_override(1)["encoder_hidden_states"]
+            else:
+                tokens = self.tokenizer(
+                    [prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt",
+                )
+                with torch.no_grad():
+                    hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+                self._prompt_cache[prompt] = hidden.to(self.dtype)
+        return self._prompt_cache[prompt].expand(batch, -1, -1)
+
+    def unet_extra_kwargs(self, batch: int) -> dict:
+        """Extra UNet inputs some architectures need (SDXL's ``added_cond_kwargs``)."""
+        if self.conditioning_override is None:
+            return {}
+        extra = self.conditioning_override(batch)
+        return {k: v for k, v in extra.items() if k != "encoder_hidden_states"}
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor,
+                      unet: Any = None) -> torch.Tensor:
+        """``ε_θ(z_t, t, c)``."""
+        unet = unet if unet is not None else self.unet
+        return unet(noisy_latents, timesteps, encoder_hidden_states=prompt_embeds,
+                    **self.unet_extra_kwargs(noisy_latents.shape[0])).sample
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.scheduler.alphas_cumprod.to(self.device)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    # -- pipelines ----------------------------------------------------------
+    def pipeline_components(self, unet: Any = None, scheduler: Any = None) -> dict:
+        from diffusers import DDIMScheduler
+
+        return dict(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            unet=unet if unet is not None else self.unet,
+            scheduler=scheduler if scheduler is not None else DDIMScheduler.from_config(self.scheduler.config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+
+    def img2img_pipeline(self):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        pipe = StableDiffusionImg2ImgPipeline(**self.pipeline_components())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def inpaint_pipeline(self):
+        from diffusers import StableDiffusionInpaintPipeline
+
+        if self.inpaint_unet is None:
+            raise ModelError(f"model {self.name} has no inpainting UNet (expected an 'inpaint_unet/' folder)")
+        pipe = StableDiffusionInpaintPipeline(**self.pipeline_components(unet=self.inpaint_unet))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def text2img_pipeline(self):
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(**self.pipeline_components())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        parts = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder,
+                 "inpaint_unet": self.inpaint_unet}
+        return {k: v for k, v in parts.items() if isinstance(v, torch.nn.Module)}
+
+    def weights_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for m in self.modules().values() for p in m.parameters())
+
+    def identity(self) -> dict:
+        return {"name": self.name, "weights_hash": self.weights_hash, "dtype": str(self.dtype).replace("torch.", "")}
+
+    def save_pretrained(self, folder: Path) -> Path:
+        """Write a diffusers-style folder (safetensors only) that :func:`load_model` reads back."""
+        folder = Path(folder)
+        for part in ("vae", "unet", "text_encoder", "inpaint_unet"):
+            module = getattr(self, part)
+            if module is not None:
+                module.save_pretrained(folder / part, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        self.scheduler.save_pretrained(folder / "scheduler")
+        (folder / "model_index.json").write_text(json.dumps({
+            "_class_name": "StableDiffusionPipeline", "cloakbench_resolution": self.resolution,
+            "scaling_factor": self.scaling_factor,
+        }, indent=1))
+        return folder
+
+
+MODELS: Registry[Callable[..., LDM]] = Registry("model")
+
+
+def freeze(module: torch.nn.Module | None, device: torch.device, dtype: torch.dtype):
+    if module is None:
+        return None
+    module.requires_grad_(False).eval()
+    current = next(module.parameters()).dtype
+    # Cast only when needed: diffusers warns about a no-op ``to(dtype)`` on some modules.
+    return module.to(device=device) if current == dtype else module.to(device=device, dtype=dtype)
+
+
+def sd_noise_schedule():
+    """DDPM with Stable Diffusion's scaled-linear β (0.00085–0.012, 1000 steps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=SD_TIMESTEPS, beta_start=SD_BETA_START, beta_end=SD_BETA_END,
+        beta_schedule="scaled_linear", clip_sample=False, steps_offset=1,
+    )
+
+
+def _hash_configs(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- tiny-random ------------------------------------------------------------------
+TINY_RESOLUTION = 64
+
+
+def tiny_configs() -> dict[str, dict]:
+    """Small SD-shaped configs: VAE downsampling 8 with 4 latent channels, as in SD."""
+    vae = dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32, 32, 32), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=TINY_RESOLUTION,
+    )
+    unet = dict(
+        sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=77, projection_dim=32)
+    return {"vae": vae, "unet": unet, "text": text}
+
+
+def build_components(configs: dict[str, dict], seed: int, tokenizer_dir: Path, inpaint: bool = True) -> dict:
+    """Seeded random SD-shaped components from ``configs`` (see :func:`tiny_configs`)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tokenizer(tokenizer_dir)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**configs["vae"])
+    unet = UNet2DConditionModel(**configs["unet"])
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **configs["text"],
+    )
+    text_encoder = CLIPTextModel(text_config)
+    inpaint_unet = UNet2DConditionModel(**{**configs["unet"], "in_channels": 9}) if inpaint else None
+    return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, inpaint_unet=inpaint_unet)
+
+
+@MODELS.register("tiny-random")
+def tiny_random(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0, **_) -> LDM:
+    """Seeded tiny random SD-shaped model (64², latent 8²) for tests; builds in about a second."""
+    configs = tiny_configs()
+    tokenizer_dir = Path(tempfile.mkdtemp(prefix="cloakbench-tokenizer-"))
+    parts = build_components(configs, seed, tokenizer_dir)
+    return _bundle("tiny-random", parts, device, dtype, f"random:{seed}:{_hash_configs(configs)[:16]}",
+                   TINY_RESOLUTION)
+
+
+def _bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution: int, **extra) -> LDM:
+    device = torch.device(device)
+    return LDM(
+        name=name, device=device, dtype=dtype, weights_hash=weights_hash, resolution=resolution,
+        vae=freeze(parts["vae"], device, dtype), unet=freeze(parts["unet"], device, dtype),
+        text_encoder=freeze(parts.get("text_encoder"), device, dtype), tokenizer=parts.get("tokenizer"),
+        inpaint_unet=freeze(parts.get("inpaint_unet"), device, dtype), scheduler=sd_noise_schedule(),
+        scaling_factor=parts.get("scaling_factor", 0.18215), **extra,
+    )
+
+
+# -- the real architectures with random weights -------------------------------------
+SD_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+)
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu")
+SD21_UNET = {**SD15_UNET, "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20),
+             "use_linear_projection": True}
+SD21_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                 max_position_embeddings=77, projection_dim=512, hidden_act="gelu")
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280), cross_attention_dim=2048, attention_head_dim=(5, 10, 20),
+    transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+)
+
+
+def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: int, device, dtype, seed: int,
+                scaling_factor: float = 0.18215) -> LDM:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(Path(tempfile.mkdtemp(prefix="cloakbench-tokenizer-")))
+    parts: dict[str, Any] = {
+        "vae": AutoencoderKL(**SD_VAE), "unet": UNet2DConditionModel(**unet_cfg), "tokenizer": tokenizer,
+        "scaling_factor": scaling_factor,
+    }
+    override = None
+    if text_cfg is not None:
+        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **text_cfg))
+    else:
+        # SDXL's two text encoders only run once per prompt, never inside a PGD step, so
+        # the cost benchmark feeds seeded embeddings of the true shapes instead.
+        generator = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(1, 77, unet_cfg["cross_attention_dim"], generator=generator)
+        pooled = torch.randn(1, 1280, generator=generator)
+        time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
+
+        def override(batch: int, _dev=torch.device(device), _dt=dtype) -> dict:
+            return {
+                "encoder_hidden_states": hidden.to(_dev, _dt).expand(batch, -1, -1),
+                "added_cond_kwargs": {"text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
+                                      "time_ids": time_ids.to(_dev, _dt).expand(batch, -1)},
+            }
+    configs = {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}
+    return _bundle(name, parts, device, dtype, f"random:{seed}:{_hash_configs(configs)[:16]}", resolution,
+                   conditioning_override=override)
+
+
+@MODELS.register("sd15-arch")
+def sd15_arch(device="cpu", dtype=torch.float32, seed: int = 0, **_) -> LDM:
+    """Stable Diffusion 1.5 architecture (UNet 860 M), random weights: cost measurement only."""
+    return _arch_model("sd15-arch", SD15_UNET, SD15_TEXT, 512, device, dtype, seed)
+
+
+@MODELS.register("sd21-arch")
+def sd21_arch(device="cpu", dtype=torch.float32, seed: int = 0, **_) -> LDM:
+    """Stable Diffusion 2.1-base architecture (OpenCLIP-H text), random weights: cost only."""
+    return _arch_model("sd21-arch", SD21_UNET, SD21_TEXT, 512, device, dtype, seed)
+
+
+@MODELS.register("sdxl-arch")
+def sdxl_arch(device="cpu", dtype=torch.float32, seed: int = 0, **_) -> LDM:
+    """SDXL base architecture (UNet 2.6 B), random weights and seeded conditioning: cost only."""
+    return _arch_model("sdxl-arch", SDXL_UNET, None, 1024, device, dtype, seed, scaling_factor=0.13025)
+
+
+@MODELS.register("toy")
+def toy(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> LDM:
+    """The small LDM this project trains and ships (models/toy; see its MODEL_CARD.md)."""
+    if not (TOY_MODEL_DIR / "model_index.json").exists():
+        raise ModelError(
+            f"the toy model is not in {TOY_MODEL_DIR}: train it with `python scripts/train_toy.py` "
+            "or use --model tiny-random"
+        )
+    return load_folder(TOY_MODEL_DIR, device=device, dtype=dtype, name="toy")
+
+
+# -- local folders and the Hugging Face cache ---------------------------------------
+def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
+    """Check a diffusers folder before any work; return each weight component's file.
+
+    Names the first missing file or folder and says how to get the weights; refuses
+    pickle-only weights unless ``allow_pickle`` (then loaded with ``weights_only=True``).
+    """
+    how = ("download it on a machine with network (e.g. `huggingface-cli download "
+           "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.safetensors' '*.json' '*.txt'`) "
+           "and copy the folder here, or pass --model tiny-random")
+    if not folder.exists():
+        raise ModelError(f"model folder {folder} does not exist; {how}")
+    if not folder.is_dir():
+        raise ModelError(f"model path {folder} is not a folder of a diffusers model; {how}")
+    found: dict[str, Path] = {}
+    for part in COMPONENTS + ("inpaint_unet",):
+        sub = folder / part
+        optional = part == "inpaint_unet"
+        if not sub.is_dir():
+            if optional:
+                continue
+            raise ModelError(f"model folder {folder} is missing {sub}/ ; {how}")
+        if part in ("tokenizer", "scheduler"):
+            needed = ["scheduler_config.json"] if part == "scheduler" else []
+            for name in needed:
+                if not (sub / name).exists():
+                    raise ModelError(f"missing {sub / name}; {how}")
+            continue
+        if not (sub / "config.json").exists():
+            raise ModelError(f"missing {sub / 'config.json'}; {how}")
+        safetensors = sorted(sub.glob("*.safetensors"))
+        pickles = sorted(p for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if safetensors:
+            found[part] = safetensors[0]
+        elif pickles:
+            if not allow_pickle:
+                raise ModelError(
+                    f"{pickles[0]} is a pickle file, which can run code when loaded; convert it to "
+                    "safetensors, or pass --allow-pickle to load it with torch.load(weights_only=True)"
+                )
+            found[part] = pickles[0]
+        else:
+            raise ModelError(f"no weights in {sub}/ (expected diffusion_pytorch_model.safetensors or "
+                             f"model.safetensors); {how}")
+    return found
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_pickled(cls, sub: Path, weights: Path):
+    """Build ``cls`` from its config and load a pickle state dict with ``weights_only=True`` only."""
+    if hasattr(cls, "load_config"):
+        model = cls.from_config(cls.load_config(str(sub)))
+    else:
+        model = cls(cls.config_class.from_pretrained(str(sub)))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle: bool = False,
+                name: str | None = None) -> LDM:
+    """Load a local diffusers folder offline (safetensors; pickle only by opt-in)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    weights = preflight(folder, allow_pickle=allow_pickle)
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+               "inpaint_unet": UNet2DConditionModel}
+    parts: dict[str, Any] = {}
+    for part, path in weights.items():
+        cls = classes[part]
+        if path.suffix == ".safetensors":
+            parts[part] = cls.from_pretrained(str(folder / part), use_safetensors=True, local_files_only=True)
+        else:
+            parts[part] = _load_pickled(cls, folder / part, path)
+    parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+    parts["scaling_factor"] = float(parts["vae"].config.get("scaling_factor", 0.18215))
+    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").exists() else {}
+    resolution = int(index.get("cloakbench_resolution", parts["vae"].config.sample_size))
+    bundle = _bundle(name or folder.name, parts, device, dtype, _hash_files(list(weights.values())), resolution,
+                     source=str(folder))
+    from diffusers import DDPMScheduler
+
+    bundle.scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
+    return bundle
+
+
+def resolve_hub_cache(repo_id: str) -> Path:
+    """The local snapshot folder of a hub id, or a ModelError saying it is not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError) as error:
+        raise ModelError(
+            f"{repo_id} is not in the local Hugging Face cache ({error.__class__.__name__}); this machine "
+            f"cannot download it. On a machine with network run `huggingface-cli download {repo_id}` and copy "
+            "the cache (HF_HOME), or pass a local folder with --model PATH"
+        ) from None
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ModelError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}") from None
+
+
+def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+               allow_pickle: bool = False, seed: int = 0) -> LDM:
+    """Load a model by registry name, local folder, or cached hub id (``owner/name``)."""
+    dtype = parse_dtype(dtype)
+    if spec in MODELS:
+        return MODELS.get(spec)(device=device, dtype=dtype, seed=seed, allow_pickle=allow_pickle)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return load_folder(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
+    if spec.count("/") == 1:
+        return load_folder(resolve_hub_cache(spec), device=device, dtype=dtype, allow_pickle=allow_pickle,
+                           name=spec)
+    # Neither a name nor a path: let the registry suggest a near miss.
+    MODELS.get(spec)
+    raise AssertionError("unreachable")

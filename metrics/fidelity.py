@@ -1,0 +1,69 @@
+"""Pixel-fidelity metrics through torchmetrics: PSNR and SSIM (and MS-SSIM where the size allows).
+
+PSNR is computed on float images in [0, 1] (the reference evaluation's uint8 PSNR wraps
+around; see METRICS.md). SSIM is on RGB with a Gaussian window of 11 and σ = 1.5, data
+range 1, per image (Wang et al., "Image quality assessment: from error visibility to
+structural similarity", IEEE TIP 2004).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+from metrics.base import METRICS, Metric, MetricUnavailable, check_pair
+
+
+@METRICS.register("psnr")
+class PSNR(Metric):
+    """PSNR in dB on [0, 1] float images (higher = more similar)."""
+
+    higher_is_better = True
+    unit = "dB"
+
+    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        check_pair(outputs, references, self.name)
+        values = peak_signal_noise_ratio(
+            outputs.double(), references.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+        )
+        return values.float()
+
+
+@METRICS.register("ssim")
+class SSIM(Metric):
+    """SSIM on RGB, Gaussian window 11, σ 1.5, data range 1 (higher = more similar)."""
+
+    higher_is_better = True
+
+    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        check_pair(outputs, references, self.name)
+        return structural_similarity_index_measure(
+            outputs.double(), references.double(), gaussian_kernel=True, kernel_size=11, sigma=1.5,
+            data_range=1.0, reduction="none",
+        ).float()
+
+
+# MS-SSIM downsamples four times with an 11-pixel window: it needs sides above (11 - 1) * 2**4.
+MS_SSIM_MIN_SIDE = 161
+
+
+@METRICS.register("ms-ssim")
+class MSSSIM(Metric):
+    """Multi-scale SSIM (5 scales, window 11); only for images larger than 160 px a side."""
+
+    higher_is_better = True
+
+    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        check_pair(outputs, references, self.name)
+        if min(outputs.shape[-2:]) < MS_SSIM_MIN_SIDE:
+            raise MetricUnavailable(
+                f"ms-ssim needs images of at least {MS_SSIM_MIN_SIDE} px a side; these are "
+                f"{outputs.shape[-1]}x{outputs.shape[-2]}"
+            )
+        return multiscale_structural_similarity_index_measure(
+            outputs.double(), references.double(), data_range=1.0, reduction="none"
+        ).float()

@@ -1,0 +1,108 @@
+"""The mimicry contract (attacks and purifications) and its registry.
+
+``Mimicry(config)(images, model, *, generator, context) -> Tensor``: ``images`` are the
+published 8-bit images as ``(N, 3, H, W)`` float in ``[0, 1]``; the result is the
+attack's output in the same range. Attacks with several settings (SDEdit strengths)
+list them in :meth:`Mimicry.settings`; the runner calls once per setting with
+``context.setting`` set, and the ``setting`` column of each row holds it.
+
+A *purification* (``is_purification = True``) tries to wash a protection off before an
+attack; ``jpeg+sdedit`` means purify with ``jpeg`` then attack with ``sdedit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from bench.component import Component
+from bench.registry import Registry
+
+
+@dataclass
+class AttackContext:
+    """What some attacks need beyond the images.
+
+    - ``setting``: the current setting (e.g. SDEdit strength as a string), "" if none.
+    - ``image_names``: display names of the images, in batch order (mask matching).
+    - ``masks``: ``(N, 1, H, W)`` masks (1 = repaint) when the run provides a mask folder.
+    - ``prompt``: the prompt of the run (the protection prompt by default).
+    - ``work_dir``: a folder an attack may write side files into (textual-inversion embeddings).
+    - ``notes``: filled by the attack: facts the report must show (e.g. "bicubic upscaling").
+    """
+
+    setting: str = ""
+    image_names: list[str] = field(default_factory=list)
+    masks: torch.Tensor | None = None
+    mask_dir: str | None = None
+    prompt: str = "a photo"
+    work_dir: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Mimicry(Component):
+    """Base class of every mimicry attack and purification."""
+
+    is_purification: ClassVar[bool] = False
+    # "image": the attack maps each image to an output; "set": it learns from the whole
+    # image set (textual inversion) and returns generations, not one output per image.
+    scope: ClassVar[str] = "image"
+
+    def settings(self) -> list[str]:
+        """The settings this attack sweeps (strings for the ``setting`` column)."""
+        return [""]
+
+    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
+                 context: AttackContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+MIMICRY: Registry[type[Mimicry]] = Registry("mimicry attack")
+
+
+def attack_names() -> list[str]:
+    return [n for n, c in MIMICRY.items() if not c.is_purification]
+
+
+def purification_names() -> list[str]:
+    return [n for n, c in MIMICRY.items() if c.is_purification]
+
+
+def expand_all_attacks(default_attack: str = "sdedit") -> list[str]:
+    """``--attacks all``: every attack, plus every purification followed by ``default_attack``."""
+    names = [n for n in attack_names() if n != "identity"]
+    if default_attack in MIMICRY:
+        names += [f"{p}+{default_attack}" for p in purification_names()]
+    return names
+
+
+def parse_attack_spec(spec: str) -> tuple[list[str], str]:
+    """``"jpeg+blur+sdedit"`` -> ``(["jpeg", "blur"], "sdedit")``; every name validated."""
+    parts = [p.strip() for p in spec.split("+") if p.strip()]
+    if not parts:
+        raise ValueError(f"empty attack spec {spec!r}")
+    for part in parts:
+        MIMICRY.get(part)
+    for part in parts[:-1]:
+        if not MIMICRY.get(part).is_purification:
+            raise ValueError(f"in {spec!r}, {part!r} is an attack, not a purification; only purifications "
+                             "can come before '+'")
+    return parts[:-1], parts[-1]
+
+
+def resolve_attacks(spec: str) -> list[str]:
+    """Comma list or ``all`` -> validated attack specs, before anything runs."""
+    specs: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        expanded = expand_all_attacks() if item == "all" else [item]
+        for one in expanded:
+            parse_attack_spec(one)
+            if one not in specs:
+                specs.append(one)
+    if not specs:
+        raise ValueError(f"no attack named in {spec!r}")
+    return specs

@@ -1,0 +1,9 @@
+"""Protections: adversarial perturbations that try to stop diffusion-based mimicry.
+
+Importing this package registers every protection in :data:`PROTECTIONS`.
+"""
+
+from protections.base import PROTECTIONS, Protection, publishable_protections
+from protections import none  # noqa: F401  (registers)
+
+__all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

@@ -1,0 +1,15 @@
+"""The clean reference: no protection at all."""
+
+from __future__ import annotations
+
+import torch
+
+from protections.base import PROTECTIONS, Protection
+
+
+@PROTECTIONS.register("none")
+class NoProtection(Protection):
+    """No protection: the clean image, returned bit-exactly (the reference every row compares to)."""
+
+    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        return images.clone()

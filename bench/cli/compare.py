@@ -1,0 +1,122 @@
+"""``bench compare``: the grid of protections x attacks x images, resumable, with a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.cli.app import app, console, user_error
+from bench.cli.options import merged_overrides, parse_shard, pick, read_config
+
+DEFAULT_MODEL = "toy"
+
+
+@app.command()
+def compare(
+    methods: Optional[str] = typer.Option(None, "--methods", "-m",
+                                          help="Protections: 'all' or a comma list (see `bench list protections`). "
+                                               "'none' (the clean reference) is always added. [default: all]"),
+    attacks: Optional[str] = typer.Option(None, "--attacks", "-a",
+                                          help="Mimicry attacks: 'all' (every attack, plus every purification "
+                                               "followed by sdedit) or a comma list; PURIFICATION+ATTACK composes, "
+                                               "e.g. jpeg+sdedit. [default: sdedit]"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics: 'all' or a comma list. [default: all]"),
+    images: Optional[list[str]] = typer.Option(None, "--images", "-i",
+                                               help="Image folders or files, or 'samples' (photos shipped with "
+                                                    "scikit-image). Repeatable. [default: samples]"),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help=f"Model: {DEFAULT_MODEL} (shipped), tiny-random, a diffusers folder, "
+                                             f"or a cached hub id. [default: {DEFAULT_MODEL}]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (resumed if it exists). "
+                                                                "[default: runs/compare]"),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:0. [default: cpu]"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16. [default: float32]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed; every cell's seed derives from it. [default: 0]"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt for protections and attacks. "
+                                                               "[default: 'a photo']"),
+    set_items: Optional[list[str]] = typer.Option(None, "--set",
+                                                  help="Override a setting: NAME.FIELD=VALUE, e.g. "
+                                                       "sdedit.strengths=0.3 or sds-.steps=50. Repeatable."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML experiment file ([compare] options and "
+                                                                 "[set.NAME] tables); flags override it."),
+    quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
+    force: bool = typer.Option(False, "--force", help="Accept a changed plan for an existing run folder."),
+    cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell is marked "
+                                                                              "failed(timeout)."),
+    mask_dir: Optional[Path] = typer.Option(None, "--mask-dir", help="Inpainting masks, matched by image name."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.ckpt), loaded "
+                                                                    "with torch.load(weights_only=True) only."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
+    shard: str = typer.Option("0/1", "--shard", help="Run only shard I of N (by image hash), for job arrays."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
+) -> None:
+    """Run protections x mimicry attacks on images; record quality, time and memory; write a report.
+
+    Resumable: rerun the same command and finished cells are reused.
+    """
+    from bench.config import ConfigError
+    from bench.images import ImageError
+    from bench.models import ModelError
+    from bench.registry import RegistryError
+    from bench.runner import CompareSpec, run_compare
+    from bench.store import StoreError
+
+    try:
+        file = read_config(config, "compare")
+        spec = CompareSpec(
+            images=list(images) if images else list(file.get("images", ["samples"])),
+            methods=pick(methods, file, "methods", "all"),
+            attacks=pick(attacks, file, "attacks", "sdedit"),
+            metrics=pick(metrics, file, "metrics", "all"),
+            model=pick(model, file, "model", DEFAULT_MODEL),
+            out=Path(pick(out, file, "out", "runs/compare")),
+            device=pick(device, file, "device", "cpu"),
+            dtype=pick(dtype, file, "dtype", "float32"),
+            seed=int(pick(seed, file, "seed", 0)),
+            prompt=pick(prompt, file, "prompt", "a photo"),
+            quick=quick or bool(file.get("quick", False)),
+            force=force,
+            overrides=merged_overrides(file, set_items or []),
+            cell_timeout_s=pick(cell_timeout, file, "cell_timeout", None),
+            mask_dir=str(mask_dir) if mask_dir else file.get("mask_dir"),
+            allow_pickle=allow_pickle,
+            deterministic=deterministic,
+            shard=parse_shard(shard),
+            write_report=report,
+            command=shlex.join(["bench"] + sys.argv[1:]),
+        )
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
+                      transient=False) as progress:
+            task = None
+
+            def on_event(kind: str, info: dict) -> None:
+                nonlocal task
+                if kind == "plan":
+                    task = progress.add_task("cells", total=info["cells"], current="")
+                    if info["skipped"]:
+                        console.print(f"[yellow]{info['skipped']} input file(s) skipped (see the report)[/]")
+                elif kind == "start" and task is not None:
+                    progress.update(task, current=" ".join(f"{v}" for v in info["cell"].values()))
+                elif kind in ("done", "reused", "failed") and task is not None:
+                    progress.advance(task)
+                    if kind == "failed":
+                        console.print(f"[red]failed[/] {info['cell']}: {info['reason']}", highlight=False)
+
+            summary = run_compare(spec, on_event)
+    except (ConfigError, ImageError, ModelError, RegistryError, StoreError, ValueError) as error:
+        raise user_error(str(error)) from None
+    console.print(
+        f"[green]done[/] {summary.cells} cells: {summary.computed} computed, {summary.reused} reused from "
+        f"earlier runs, {summary.failed} failed; {len(summary.skipped)} input(s) skipped; "
+        f"{summary.seconds:.1f} s", highlight=False)
+    for skipped in summary.skipped:
+        console.print(f"  skipped {skipped.reason}", highlight=False, markup=False)
+    console.print(f"rows: {summary.rows_csv}", highlight=False)
+    if summary.report:
+        console.print(f"report: {summary.report}", highlight=False)

@@ -1,0 +1,300 @@
+"""Image intake: every image enters through :func:`load_images` (RELIABILITY.md, "Images in").
+
+The loader opens PNG, JPEG and WebP by content (never by extension), forces a full
+decode (a truncated file is an error, never grey-filled), refuses decompression bombs
+from the header before decoding, applies EXIF orientation, composites alpha on white,
+scales 16-bit to 8-bit explicitly, converts CMYK / palette / grayscale to RGB, and
+brings each image to the model's square working size by a recorded transform (resize
+the short side, centre crop). Images are identified by the SHA-256 of their working
+pixels, not by file name. A bad file is skipped with its path and reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = {"PNG", "JPEG", "WEBP"}
+MAX_PIXELS = 64_000_000  # refuse bigger headers before decoding (a 20k x 20k bomb is 400 M)
+MIN_SIDE = 32  # below this a picture carries too little to protect or attack
+WHITE = (255, 255, 255)
+# The default sample set: colour photos that ship inside scikit-image (no download).
+# The toy model never trains on these, so the demo evaluates on unseen pictures.
+SAMPLE_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an input image; the message names the path and reason."""
+
+
+@dataclass
+class LoadedImage:
+    """One input image at working size.
+
+    ``pixels`` is ``(3, S, S)`` float32 in ``[0, 1]``; ``pixel_hash`` the SHA-256 of
+    those pixels as 8-bit RGB (the image's identity); ``notes`` record every
+    normalisation applied (alpha composited, 16-bit scaled, EXIF rotation, resize/crop).
+    """
+
+    name: str
+    source: str
+    pixels: torch.Tensor
+    pixel_hash: str
+    original_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class IntakeResult:
+    images: list[LoadedImage]
+    skipped: list[Skipped]
+
+    def batch(self) -> torch.Tensor:
+        """All images stacked as ``(N, 3, S, S)``."""
+        return torch.stack([image.pixels for image in self.images])
+
+
+def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Round (not truncate) to the nearest ``k/255``: what a saved PNG will hold.
+
+    Rounding keeps ``|δ|∞ <= eps/255`` for integer ``eps``; truncation (the reference's
+    choice) lets it reach ``(eps+1)/255``.
+    """
+    return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
+def to_uint8_array(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got {tuple(image.shape)}")
+    array = torch.round(image.detach().float().clamp(0, 1) * 255.0).to(torch.uint8)
+    return array.permute(1, 2, 0).cpu().numpy()
+
+
+def from_uint8_array(array: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
+    return torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
+
+
+def pixel_hash(image: torch.Tensor) -> str:
+    array = to_uint8_array(image)
+    digest = hashlib.sha256()
+    digest.update(str(array.shape).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+        raise
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8_array(image), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: torch.Tensor, path: Path) -> Path:
+    """Save a ``(3, H, W)`` image in [0, 1] as an 8-bit RGB PNG, atomically."""
+    write_atomic(Path(path), png_bytes(image))
+    return Path(path)
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """Read back a PNG this project wrote, as ``(3, H, W)`` float in [0, 1]."""
+    with Image.open(path) as opened:
+        return from_uint8_array(np.asarray(opened.convert("RGB")))
+
+
+# -- decoding -----------------------------------------------------------------------
+def _open_checked(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        size = path.stat().st_size
+        what = "an empty file (0 bytes)" if size == 0 else "not a PNG, JPEG or WebP image"
+        raise ImageError(f"{path}: {what}") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot be opened ({error})") from None
+    if image.format not in ACCEPTED_FORMATS:
+        fmt = image.format
+        image.close()
+        raise ImageError(f"{path}: format {fmt} is not accepted (PNG, JPEG or WebP only)")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise ImageError(
+            f"{path}: {width}x{height} = {width * height:,} pixels exceeds the limit of {MAX_PIXELS:,} "
+            "(refused before decoding: possible decompression bomb)"
+        )
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        image.close()
+        raise ImageError(f"{path}: the file is truncated or corrupt ({error})") from None
+    return image
+
+
+def to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Normalise any decoded mode to 8-bit RGB, recording what was done."""
+    transposed = ImageOps.exif_transpose(image)
+    if transposed is not None and transposed is not image:
+        orientation = image.getexif().get(0x0112)
+        if orientation not in (None, 1):
+            notes.append(f"EXIF orientation {orientation} applied")
+        image = transposed
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0
+        array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
+        notes.append(f"16-bit ({image.mode}) scaled to 8-bit")
+        image = Image.fromarray(array, mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        notes.append("palette converted to RGB")
+    if image.mode in ("LA", "PA"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, WHITE)
+        background.paste(image, mask=image.getchannel("A"))
+        notes.append("alpha composited on white")
+        image = background
+    elif image.mode == "CMYK":
+        image = image.convert("RGB")
+        notes.append("CMYK converted to RGB")
+    elif image.mode in ("L", "1"):
+        image = image.convert("RGB")
+        notes.append("grayscale converted to RGB")
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+        notes.append(f"{image.mode} converted to RGB")
+    return image
+
+
+def to_working_size(image: Image.Image, size: int, notes: list[str], where: str) -> Image.Image:
+    """Resize the short side to ``size`` (bicubic) and centre-crop a ``size x size`` square."""
+    if size % 8:
+        raise ValueError(f"working size must be a multiple of 8 (the VAE downsamples by 8), got {size}")
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{where}: {width}x{height} is too small (the short side must be at least {MIN_SIDE} px)")
+    if (width, height) == (size, size):
+        return image
+    scale = size / min(width, height)
+    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                           Image.Resampling.BICUBIC)
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    notes.append(f"resized {width}x{height} -> {resized.width}x{resized.height}, centre-cropped to {size}x{size}")
+    return resized.crop((left, top, left + size, top + size))
+
+
+def _finish(name: str, source: str, rgb: Image.Image, original: tuple[int, int], size: int,
+            notes: list[str]) -> LoadedImage:
+    working = to_working_size(rgb, size, notes, source)
+    pixels = from_uint8_array(np.asarray(working, dtype=np.uint8))
+    return LoadedImage(name=name, source=source, pixels=pixels, pixel_hash=pixel_hash(pixels),
+                       original_size=original, notes=notes)
+
+
+def load_image_file(path: Path, size: int, name: str | None = None) -> LoadedImage:
+    """Decode, normalise and size one file; raises :class:`ImageError` naming the file."""
+    path = Path(path)
+    notes: list[str] = []
+    with _open_checked(path) as opened:
+        original = opened.size
+        rgb = to_rgb(opened, notes)
+        return _finish(name or path.stem, str(path), rgb, original, size, notes)
+
+
+def sample_names() -> tuple[str, ...]:
+    return SAMPLE_NAMES
+
+
+def load_sample(name: str, size: int) -> LoadedImage:
+    from skimage import data
+
+    array = getattr(data, name)()
+    notes = [f"scikit-image sample '{name}'"]
+    rgb = to_rgb(Image.fromarray(array), notes)
+    return _finish(name, f"skimage.data.{name}", rgb, (array.shape[1], array.shape[0]), size, notes)
+
+
+def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
+    """``(name, path or None for a sample, sample name)`` in a sorted, deterministic order."""
+    entries: list[tuple[str, Path | None, str]] = []
+    for source in sources:
+        if source == "samples":
+            entries += [(name, None, name) for name in SAMPLE_NAMES]
+            continue
+        path = Path(source).expanduser()
+        if path.is_dir():
+            # Every regular file is offered to the loader, which judges by content;
+            # hidden files (.DS_Store, our own temp files) are not images.
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            entries += [(str(p.relative_to(path).with_suffix("")), p, "") for p in files]
+        else:
+            entries.append((path.stem, path, ""))
+    return entries
+
+
+def load_images(sources: list[str] | str, size: int) -> IntakeResult:
+    """Load every image named by ``sources`` (folders, files, or ``samples``) at ``size``.
+
+    Bad files and duplicates (same pixels) are skipped with a reason; order is sorted
+    by name within each source so runs are reproducible on any file system.
+    """
+    if isinstance(sources, str):
+        sources = [sources]
+    loaded: list[LoadedImage] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, str] = {}
+    for name, path, sample in _expand_sources(sources):
+        where = str(path) if path is not None else f"skimage.data.{sample}"
+        try:
+            if path is None:
+                image = load_sample(sample, size)
+            elif not path.exists():
+                raise ImageError(f"{path}: no such file or folder")
+            else:
+                image = load_image_file(path, size, name=name)
+        except ImageError as error:
+            log.warning("skipping %s", error)
+            skipped.append(Skipped(where, str(error)))
+            continue
+        if image.pixel_hash in seen:
+            skipped.append(Skipped(where, f"{where}: same pixels as {seen[image.pixel_hash]} (duplicate)"))
+            continue
+        seen[image.pixel_hash] = where
+        loaded.append(image)
+    return IntakeResult(loaded, skipped)

@@ -1,0 +1,332 @@
+"""``bench perf``: the cost of one PGD step of each protection, as ratios to AdvDM.
+
+The paper being measured: Xue et al., "Toward effective protection against diffusion
+based mimicry through score distillation" (ICLR 2024, arXiv 2311.12832) claims that
+SDS "doubles the speed of protection and reduces memory occupation by half" against
+AdvDM (Liang et al., ICML 2023, arXiv 2302.04578). PERFORMANCE.md says how it is
+measured here:
+
+- every configuration (method × architecture × resolution × batch × mode × options)
+  runs in a **fresh child process** (``python -m bench.perf_worker``) so that its peak
+  RSS, CUDA peaks and allocator state are its own;
+- wall-clock per step after warm-up, median over repeats (``cuda.synchronize`` first);
+- peak CUDA memory allocated and reserved; on CPU the peak RSS growth over the RSS
+  right after loading (the kernel's high-water mark is reset there);
+- the bytes autograd saves for backward during one step (parameters excluded), the
+  device-independent measure of what a method keeps alive;
+- ``mode``: ``fair`` (all weights frozen, target encoded once) or ``reference`` (the
+  way the reference implementation runs: UNet weights trainable, target re-encoded and
+  passed through the UNet every step) — the protection's ``reference_mode`` setting.
+
+Absolute times only mean something on one machine in one run; ratios are what the
+regression check (:mod:`bench.perf_check`) keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+MODES = ("fair", "reference")
+DENOMINATOR = "advdm"
+#: Methods that have no PGD step to time (identity and random noise).
+NO_STEP_METHODS = ("none", "noise")
+#: Fields that identify the group inside which ratios to AdvDM are taken.
+GROUP_FIELDS = ("arch", "resolution", "batch", "mode", "dtype", "device", "optimisations")
+SCHEMA_VERSION = 1
+
+
+class PerfError(RuntimeError):
+    """A bad request to ``bench perf`` (the message is meant for the user)."""
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """One configuration, measured in one fresh child process.
+
+    ``resolution`` 0 means the model's working size. ``steps`` steps are timed after
+    ``warmup`` untimed ones, ``repeats`` times; ``inject_delay_s`` adds a sleep to every
+    step (only to prove that the regression check can fail).
+    """
+
+    arch: str
+    method: str
+    resolution: int = 0
+    batch: int = 1
+    mode: str = "fair"
+    dtype: str = "float32"
+    device: str = "cpu"
+    steps: int = 3
+    warmup: int = 1
+    repeats: int = 3
+    optimisations: str = "none"
+    seed: int = 0
+    threads: int = 0
+    inject_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PerfError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.steps < 1 or self.repeats < 1 or self.warmup < 0 or self.batch < 1 or self.resolution < 0:
+            raise PerfError(f"steps, repeats and batch must be >= 1 and warmup >= 0: {self}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PerfConfig":
+        return cls(**json.loads(text))
+
+    def label(self) -> str:
+        res = self.resolution or "native"
+        return (f"{self.method} [{self.mode}] {self.arch} {res}px x{self.batch} {self.dtype} {self.device}"
+                f"{'' if self.optimisations == 'none' else ' opt=' + self.optimisations}")
+
+
+# -- the request -----------------------------------------------------------------------
+def parse_int_list(text: str | Iterable[int], what: str) -> list[int]:
+    if not isinstance(text, str):
+        return [int(v) for v in text]
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PerfError(f"--{what} {text!r}: expected comma-separated integers, e.g. 256,512") from None
+    if not values or any(v < 0 for v in values):
+        raise PerfError(f"--{what} {text!r}: expected positive integers")
+    return values
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "both":
+            modes.extend(MODES)
+        elif part in MODES:
+            modes.append(part)
+        elif part:
+            raise PerfError(f"--mode {text!r}: use fair, reference, or fair,reference (both)")
+    modes = [m for m in MODES if m in modes]
+    if not modes:
+        raise PerfError("--mode: nothing to measure")
+    return modes
+
+
+def resolve_methods(spec: str) -> list[str]:
+    """Validated method names, AdvDM first (every ratio needs it); ``all`` = every PGD protection."""
+    from protections import PROTECTIONS, publishable_protections
+
+    steppable = [n for n in publishable_protections() if n not in NO_STEP_METHODS]
+    names = PROTECTIONS.resolve(spec, all_names=steppable)
+    skipped = [n for n in names if n in NO_STEP_METHODS]
+    if skipped:
+        raise PerfError(f"{', '.join(skipped)} has no PGD step to time; leave it out of --methods")
+    if DENOMINATOR not in names:
+        if DENOMINATOR not in PROTECTIONS:
+            raise PerfError(f"{DENOMINATOR} is not registered, and every ratio is taken against it")
+        log.info("adding %s: every ratio is taken against it", DENOMINATOR)
+    return [DENOMINATOR] + [n for n in names if n != DENOMINATOR]
+
+
+def expand_configs(*, arch: str, methods: list[str], resolutions: list[int], batches: list[int], modes: list[str],
+                   optimisations: list[str], **common: Any) -> list[PerfConfig]:
+    """Every configuration, ordered so that each ratio's pair is measured close in time."""
+    configs = []
+    for resolution in resolutions:
+        for batch in batches:
+            for opt in optimisations:
+                for mode in modes:
+                    for method in methods:
+                        configs.append(PerfConfig(arch=arch, method=method, resolution=resolution, batch=batch,
+                                                  mode=mode, optimisations=opt, **common))
+    return configs
+
+
+def parse_inject_delay(items: Iterable[str]) -> dict[str, float]:
+    """``["sds-=0.5"]`` -> ``{"sds-": 0.5}`` (test-only: slows a method down on purpose)."""
+    delays: dict[str, float] = {}
+    for item in items:
+        name, sep, seconds = item.rpartition("=")
+        try:
+            delays[name.strip()] = float(seconds)
+        except ValueError:
+            name = ""
+        if not sep or not name.strip():
+            raise PerfError(f"--inject-delay {item!r}: expected METHOD=SECONDS, e.g. sds-=0.5")
+    return delays
+
+
+# -- running children ------------------------------------------------------------------
+def worker_command(config: PerfConfig, out_path: Path) -> list[str]:
+    return [sys.executable, "-m", "bench.perf_worker", "--config", config.to_json(), "--out", str(out_path)]
+
+
+def run_config(config: PerfConfig, *, timeout_s: float | None = None) -> dict[str, Any]:
+    """Measure one configuration in a fresh child process; a failure becomes a row with ``status=failed``."""
+    with tempfile.TemporaryDirectory(prefix="cloakbench-perf-") as tmp:
+        out_path = Path(tmp) / "result.json"
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            done = subprocess.run(worker_command(config, out_path), capture_output=True, text=True,
+                                  timeout=timeout_s, env=env, cwd=root)
+        except subprocess.TimeoutExpired:
+            return failed_row(config, f"timed out after {timeout_s:.0f} s")
+        if done.returncode == 0 and out_path.exists():
+            return json.loads(out_path.read_text())
+        tail = (done.stderr or done.stdout or "").strip().splitlines()[-12:]
+        reason = f"child exited with {done.returncode}"
+        if done.returncode < 0 or done.returncode == 137:
+            reason += " (killed: out of memory?)"
+        return failed_row(config, reason + (": " + " | ".join(tail) if tail else ""))
+
+
+def failed_row(config: PerfConfig, error: str) -> dict[str, Any]:
+    row = dataclasses.asdict(config)
+    row.update(status="failed", error=error, reference_mode=config.mode == "reference")
+    return row
+
+
+def measure(configs: list[PerfConfig], *, timeout_s: float | None = None,
+            on_result: Callable[[PerfConfig, dict], None] | None = None) -> list[dict[str, Any]]:
+    """Run each configuration in its own child, one at a time (never in parallel: they share the CPU)."""
+    rows = []
+    for config in configs:
+        log.info("measuring %s", config.label())
+        row = run_config(config, timeout_s=timeout_s)
+        rows.append(row)
+        if on_result is not None:
+            on_result(config, row)
+    add_ratios(rows)
+    return rows
+
+
+# -- ratios ----------------------------------------------------------------------------
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if numerator is None or denominator in (None, 0):
+        return None
+    return float(numerator) / float(denominator)
+
+
+def group_key(row: dict, *, without: tuple[str, ...] = ()) -> tuple:
+    return tuple(row.get(f) for f in GROUP_FIELDS if f not in without)
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Fill each ok row's ratios in place.
+
+    - ``*_ratio_to_advdm``: against AdvDM in the same group (architecture, resolution,
+      batch, mode, dtype, device, options) — the paper's claim is about these;
+    - ``reference_over_fair_*``: this method run the reference's way over the fair way;
+    - ``*_vs_none``: this option set against no options (same method and mode).
+    """
+    ok = [r for r in rows if r.get("status") == "ok"]
+    advdm = {group_key(r): r for r in ok if r["method"] == DENOMINATOR}
+    by_mode = {(r["method"], group_key(r, without=("mode",)), r["mode"]): r for r in ok}
+    by_opt = {(r["method"], group_key(r, without=("optimisations",)), r["optimisations"]): r for r in ok}
+    for row in ok:
+        base = advdm.get(group_key(row))
+        row["time_ratio_to_advdm"] = _ratio(row["s_per_step"], base and base["s_per_step"])
+        row["memory_ratio_to_advdm"] = _ratio(row["attack_bytes"], base and base["attack_bytes"])
+        row["saved_ratio_to_advdm"] = _ratio(row["saved_bytes"], base and base["saved_bytes"])
+        fair = by_mode.get((row["method"], group_key(row, without=("mode",)), "fair"))
+        if row["mode"] == "reference" and fair is not None:
+            row["reference_over_fair_time"] = _ratio(row["s_per_step"], fair["s_per_step"])
+            row["reference_over_fair_memory"] = _ratio(row["attack_bytes"], fair["attack_bytes"])
+            row["reference_over_fair_saved"] = _ratio(row["saved_bytes"], fair["saved_bytes"])
+        plain = by_opt.get((row["method"], group_key(row, without=("optimisations",)), "none"))
+        if row["optimisations"] != "none" and plain is not None:
+            row["time_vs_none"] = _ratio(row["s_per_step"], plain["s_per_step"])
+            row["memory_vs_none"] = _ratio(row["attack_bytes"], plain["attack_bytes"])
+            row["saved_vs_none"] = _ratio(row["saved_bytes"], plain["saved_bytes"])
+
+
+# -- provenance ------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers were measured on; absolute times mean nothing without it."""
+    import torch
+
+    description: dict[str, Any] = {
+        "cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    try:
+        description["load_average_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as handle:
+            description["memory_bytes"] = int(handle.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        description.update(gpu=props.name, gpu_memory_bytes=int(props.total_memory),
+                           cuda=torch.version.cuda, gpu_count=torch.cuda.device_count())
+    return description
+
+
+def versions() -> dict[str, Any]:
+    import diffusers
+    import torch
+    import transformers
+
+    found = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+             "transformers": transformers.__version__}
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            found["cloakbench_commit"] = commit.stdout.strip()
+            found["cloakbench_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found
+
+
+# -- summaries -------------------------------------------------------------------------
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
+    """The rows as a JSON list (one object per method and configuration), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def advdm_reference_over_fair(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reference/fair ratios of every reference row that has its fair twin."""
+    return [r for r in rows if r.get("status") == "ok" and r.get("reference_over_fair_time") is not None]

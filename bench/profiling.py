@@ -1,0 +1,178 @@
+"""Cost measurement: wall-clock, peak CUDA memory, peak RSS and bytes saved for backward.
+
+One context manager, :func:`profile_phase`, records a phase of a cell (PERFORMANCE.md):
+
+- wall-clock by ``time.perf_counter`` with ``torch.cuda.synchronize()`` before each read
+  on a GPU, so queued kernels are counted;
+- peak CUDA memory allocated and reserved (``reset_peak_memory_stats`` before);
+- peak RSS of this process (``getrusage``: a high-water mark since the process started,
+  so only a fresh child process gives a per-configuration figure — ``bench perf`` does that);
+- optionally the bytes of tensors saved for backward (``saved_tensors_hooks``), the
+  device-independent measure of what a method keeps alive for its backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """Resident set size now (Linux ``/proc/self/status`` VmRSS); ``None`` where unavailable."""
+    return _proc_status_bytes("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0).
+
+    Model loading often has a transient peak above anything a PGD step reaches (weights
+    built in fp32, then cast), which would hide the step's own peak; after this call
+    :func:`peak_rss_bytes` is the peak since the reset. Returns ``False`` when the
+    platform does not allow it (then the peak is the one since process start).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SavedTensorCounter:
+    """Counts the bytes of tensors autograd saves for backward while active.
+
+    Storage is counted once per distinct storage, so a tensor saved by several ops (or
+    views of one buffer) is not double-counted. Storages listed in ``exclude`` (the
+    model's parameters: they live in memory whether or not a step saves them) are
+    counted apart, in ``excluded_bytes``, so ``bytes`` is what the method itself keeps alive.
+    """
+
+    def __init__(self, exclude: set[int] | None = None) -> None:
+        self.bytes = 0
+        self.excluded_bytes = 0
+        self.tensors = 0
+        self._seen: set[int] = set()
+        self._exclude = exclude or set()
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            size = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # e.g. tensors without storage
+            key, size = id(tensor), tensor.numel() * tensor.element_size()
+        if key not in self._seen:
+            self._seen.add(key)
+            if key in self._exclude:
+                self.excluded_bytes += size
+            else:
+                self.bytes += size
+        self.tensors += 1
+        return tensor
+
+    @staticmethod
+    def unpack(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+def parameter_storages(*modules: torch.nn.Module | None) -> set[int]:
+    """Storage addresses of every parameter and buffer of ``modules`` (for ``exclude=``)."""
+    keys: set[int] = set()
+    for module in modules:
+        if module is None:
+            continue
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            try:
+                keys.add(tensor.untyped_storage().data_ptr())
+            except (RuntimeError, NotImplementedError):
+                continue
+    return keys
+
+
+@contextlib.contextmanager
+def count_saved_bytes(exclude: set[int] | None = None) -> Iterator[SavedTensorCounter]:
+    """``with count_saved_bytes() as saved: loss.backward()`` -> ``saved.bytes``.
+
+    ``exclude``: storage addresses not to count as the step's own (see
+    :func:`parameter_storages`); they are summed in ``saved.excluded_bytes`` instead.
+    """
+    counter = SavedTensorCounter(exclude)
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        yield counter
+
+
+@dataclass
+class PhaseRecord:
+    """What :func:`profile_phase` measured. ``None`` means "not measured on this device"."""
+
+    phase: str
+    device: str
+    wall_s: float = 0.0
+    peak_rss_bytes: int = 0
+    peak_cuda_allocated_bytes: int | None = None
+    peak_cuda_reserved_bytes: int | None = None
+    saved_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, float, str]]:
+        """``(metric, value, unit)`` triples for the results store (pair="cost")."""
+        rows = [("wall_s", self.wall_s, "s"), ("peak_rss_bytes", float(self.peak_rss_bytes), "B")]
+        for name in ("peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes", "saved_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                rows.append((name, float(value), "B"))
+        return rows
+
+
+@contextlib.contextmanager
+def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved: bool = False) -> Iterator[PhaseRecord]:
+    """Measure the enclosed block; the record is filled when the block exits."""
+    device = torch.device(device)
+    record = PhaseRecord(phase=phase, device=str(device))
+    on_cuda = device.type == "cuda" and torch.cuda.is_available()
+    if on_cuda:
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    saver = count_saved_bytes() if count_saved else contextlib.nullcontext()
+    start = time.perf_counter()
+    try:
+        with saver as counter:
+            yield record
+    finally:
+        if on_cuda:
+            _synchronize(device)
+        record.wall_s = time.perf_counter() - start
+        record.peak_rss_bytes = peak_rss_bytes()
+        if on_cuda:
+            record.peak_cuda_allocated_bytes = int(torch.cuda.max_memory_allocated(device))
+            record.peak_cuda_reserved_bytes = int(torch.cuda.max_memory_reserved(device))
+        if count_saved and counter is not None:
+            record.saved_bytes = counter.bytes

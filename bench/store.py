@@ -1,0 +1,257 @@
+"""The results store of one run folder (RELIABILITY.md, "Store").
+
+Layout::
+
+    RUN/manifest.json    versions, git commit + dirty flag, device, command line, UTC times, plan
+    RUN/journal.sqlite   WAL journal: cells (pending -> running(pid) -> done | failed(reason)) and their rows
+    RUN/artifacts/ab/<sha256>.png   content-addressed outputs, written atomically
+    RUN/rows.csv         tidy long-format rows, rebuilt from the journal in plan order
+    RUN/.lock            held (flock) by the one process working on the run
+
+A cell counts as done only if its journal row says so *and* every artifact it lists
+still hashes to the recorded SHA-256; rows and artifact hashes are committed in the
+same transaction that marks the cell done.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.images import write_atomic
+
+log = logging.getLogger(__name__)
+
+ROW_COLUMNS = (
+    "run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting", "seed",
+    "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    reason TEXT,
+    artifacts TEXT NOT NULL DEFAULT '[]',
+    updated_utc REAL
+);
+CREATE TABLE IF NOT EXISTS rows (
+    cell TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    row TEXT NOT NULL,
+    PRIMARY KEY (cell, position)
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The run folder cannot be used as asked (locked, or a changed plan without --force)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the run folder
+    sha256: str
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RunStore:
+    """One run folder. Use as a context manager: it takes the lock and opens the journal."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_name = self.run_dir.name
+        self._lock_handle = None
+        self.db: sqlite3.Connection | None = None
+
+    # -- lifetime -----------------------------------------------------------
+    def __enter__(self) -> "RunStore":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self.db = sqlite3.connect(self.run_dir / "journal.sqlite", isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self._recover_interrupted()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _take_lock(self) -> None:
+        handle = open(self.run_dir / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreError(f"run folder {self.run_dir} is in use by {holder}; wait for it to finish "
+                             "or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def _recover_interrupted(self) -> None:
+        """We hold the lock, so any ``running`` cell belongs to a process that is gone."""
+        count = self.db.execute("UPDATE cells SET state='pending', pid=NULL WHERE state='running'").rowcount
+        if count:
+            log.warning("%d cell(s) were interrupted by a crash or kill; they will be recomputed", count)
+
+    # -- manifest -----------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / "manifest.json"
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.exists():
+            return None
+        return json.loads(self.manifest_path.read_text())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    # -- artifacts ----------------------------------------------------------
+    def put_artifact(self, data: bytes, suffix: str) -> Artifact:
+        digest = sha256_bytes(data)
+        relative = Path("artifacts") / digest[:2] / f"{digest}{suffix}"
+        target = self.run_dir / relative
+        if not (target.exists() and sha256_file(target) == digest):
+            write_atomic(target, data)
+        return Artifact(relative.as_posix(), digest)
+
+    def artifact_path(self, artifact: Artifact | str) -> Path:
+        return self.run_dir / (artifact.path if isinstance(artifact, Artifact) else artifact)
+
+    def _artifacts_intact(self, artifacts: list[Artifact]) -> bool:
+        for artifact in artifacts:
+            path = self.artifact_path(artifact)
+            if not path.exists() or sha256_file(path) != artifact.sha256:
+                return False
+        return True
+
+    # -- cells --------------------------------------------------------------
+    def cell_state(self, key: str) -> tuple[str, str | None] | None:
+        found = self.db.execute("SELECT state, reason FROM cells WHERE key=?", (key,)).fetchone()
+        return (found[0], found[1]) if found else None
+
+    def done_artifacts(self, key: str) -> list[Artifact] | None:
+        """The artifacts of a finished, intact cell; ``None`` if it must be (re)computed.
+
+        A cell whose artifact was flipped or truncated is reported with a warning and
+        put back to pending, so a corrupt file is never reported.
+        """
+        found = self.db.execute("SELECT state, artifacts FROM cells WHERE key=?", (key,)).fetchone()
+        if not found or found[0] != "done":
+            return None
+        artifacts = [Artifact(**a) for a in json.loads(found[1])]
+        if not self._artifacts_intact(artifacts):
+            log.warning("cached artifact of cell %s is missing or fails its SHA-256 check; recomputing", key[:12])
+            self.db.execute("UPDATE cells SET state='pending' WHERE key=?", (key,))
+            return None
+        return artifacts
+
+    def mark_running(self, key: str, kind: str, label: dict) -> None:
+        self.db.execute(
+            "INSERT INTO cells (key, kind, label, state, pid, updated_utc) VALUES (?, ?, ?, 'running', ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET state='running', pid=excluded.pid, reason=NULL, "
+            "updated_utc=excluded.updated_utc",
+            (key, kind, json.dumps(label, sort_keys=True), os.getpid(), time.time()),
+        )
+
+    def mark_done(self, key: str, artifacts: list[Artifact], rows: list[dict]) -> None:
+        """Rows and artifact hashes land in the same transaction that marks the cell done."""
+        with self._transaction():
+            self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
+            self.db.executemany(
+                "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
+                [(key, i, json.dumps(row, sort_keys=True)) for i, row in enumerate(rows)],
+            )
+            self.db.execute(
+                "UPDATE cells SET state='done', pid=NULL, reason=NULL, artifacts=?, updated_utc=? WHERE key=?",
+                (json.dumps([a.__dict__ for a in artifacts]), time.time(), key),
+            )
+
+    def mark_failed(self, key: str, reason: str, rows: list[dict]) -> None:
+        with self._transaction():
+            self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
+            self.db.executemany(
+                "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
+                [(key, i, json.dumps(row, sort_keys=True)) for i, row in enumerate(rows)],
+            )
+            self.db.execute("UPDATE cells SET state='failed', pid=NULL, reason=?, updated_utc=? WHERE key=?",
+                            (reason, time.time(), key))
+
+    def _transaction(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, *_):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    def cell_rows(self, key: str) -> list[dict]:
+        return [json.loads(r[0]) for r in
+                self.db.execute("SELECT row FROM rows WHERE cell=? ORDER BY position", (key,))]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM cells GROUP BY state").fetchall())
+
+    # -- rows.csv -----------------------------------------------------------
+    def write_rows_csv(self, cell_order: Iterable[str]) -> Path:
+        """Rebuild ``rows.csv`` from the journal, cells in plan order (deterministic)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for key in cell_order:
+            for row in self.cell_rows(key):
+                writer.writerow({column: _csv_value(row.get(column)) for column in ROW_COLUMNS})
+        path = self.run_dir / "rows.csv"
+        write_atomic(path, buffer.getvalue().encode())
+        return path
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value

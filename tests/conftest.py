@@ -1,0 +1,28 @@
+"""Shared fixtures: a seeded tiny model and small image batches (CPU, fast)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Offline by construction: no test may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from bench.models import load_model
+
+    return load_model("tiny-random", device="cpu", dtype="float32", seed=0)
+
+
+@pytest.fixture()
+def images():
+    """Two seeded smooth-ish images, 64x64, in [0, 1]."""
+    generator = torch.Generator().manual_seed(1234)
+    coarse = torch.rand(2, 3, 8, 8, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False).clamp(0, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,7 +49,7 @@ def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
         return text
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         if text.strip().lower() in {"none", "null", ""} and len(non_none) < len(args):
             return None

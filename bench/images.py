@@ -137,9 +137,21 @@ def read_png(path: Path) -> torch.Tensor:
 
 
 # -- decoding -----------------------------------------------------------------------
+def _open_lazily(path: Path) -> Image.Image:
+    """``Image.open`` reads the header only. Pillow's own bomb check fires there with a
+    vaguer message; it is lifted for the header read alone so that our check below
+    refuses with the width and height, still before any pixel is decoded."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _open_checked(path: Path) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = _open_lazily(path)
     except UnidentifiedImageError:
         size = path.stat().st_size
         what = "an empty file (0 bytes)" if size == 0 else "not a PNG, JPEG or WebP image"

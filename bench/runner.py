@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 Event = Callable[[str, dict], None]
 
 
+class MissingInput(RuntimeError):
+    """An attack cell whose published image does not exist because its protection failed."""
+
+
 class CellTimeout(Exception):
     """Raised inside a cell when its time limit passes."""
 
@@ -315,8 +319,14 @@ class Runner:
 
     # -- cells --------------------------------------------------------------
     def run_cell(self, cell: Cell) -> None:
-        if cell.kind == "attack" or cell.kind == "set-attack":
-            cell.key = self.attack_key(cell)
+        if cell.kind in ("attack", "set-attack"):
+            try:
+                cell.key = self.attack_key(cell)
+            except MissingInput as error:
+                # Its protection failed: record why under a key that names what was asked for.
+                cell.key = key_of({"kind": "blocked", "label": cell.label, "seed": cell.seed})
+                self.record_failure(cell, f"error: {error}")
+                return
         artifacts = self.store.done_artifacts(cell.key)
         if artifacts is not None:
             self.remember(cell, artifacts)
@@ -334,19 +344,23 @@ class Runner:
                 else:
                     artifacts, rows = self.set_attack(cell)
         except Exception as error:  # noqa: BLE001 - recorded with its reason; the grid goes on
-            reason = self.failure_reason(error, cell)
-            log.error("cell %s failed: %s", cell.label, reason)
             log.debug("%s", traceback.format_exc())
-            row = {**self.base_row(cell), "pair": "failure", "metric": "error", "value": None, "unit": "",
-                   "higher_is_better": "", "status": "failed", "note": reason}
-            self.store.mark_failed(cell.key, reason, [row])
-            self.failed += 1
-            self.grid.emit("failed", {"cell": cell.label, "reason": reason})
+            self.record_failure(cell, self.failure_reason(error, cell))
             return
         self.store.mark_done(cell.key, artifacts, rows)
         self.remember(cell, artifacts)
         self.computed += 1
         self.grid.emit("done", {"cell": cell.label})
+
+    def record_failure(self, cell: Cell, reason: str) -> None:
+        log.error("cell %s failed: %s", cell.label, reason)
+        row = {**self.base_row(cell), "pair": "failure", "metric": "error", "value": None, "unit": "",
+               "higher_is_better": "", "status": "failed", "note": reason}
+        if self.store.cell_state(cell.key) is None:
+            self.store.mark_running(cell.key, cell.kind, cell.label)
+        self.store.mark_failed(cell.key, reason, [row])
+        self.failed += 1
+        self.grid.emit("failed", {"cell": cell.label, "reason": reason})
 
     def failure_reason(self, error: BaseException, cell: Cell) -> str:
         if isinstance(error, CellTimeout):
@@ -379,7 +393,7 @@ class Runner:
         try:
             return self.published[(protection, image.pixel_hash)]
         except KeyError:
-            raise RuntimeError(f"protection {protection} failed on {image.name}; nothing to attack") from None
+            raise MissingInput(f"protection {protection} failed on {image.name}; nothing to attack") from None
 
     def protect(self, cell: Cell) -> tuple[list[Artifact], list[dict]]:
         protection = self.grid.protections[cell.protection]

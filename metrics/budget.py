@@ -1,0 +1,54 @@
+"""Perturbation budget actually spent: L∞ and L2 of ``protected − clean`` in /255 units.
+
+Measured on the saved 8-bit images (the runner quantises before metrics), so this is the
+budget a reader of the files sees, not the optimiser's nominal ``eps``. Only meaningful
+between a protected image and its own clean original (``budget_only``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metrics.base import METRICS, Metric, check_pair
+
+
+def difference_in_levels(outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """``(outputs − references) × 255`` in float64, snapped to whole levels for 8-bit images.
+
+    A float32 ``k/255`` is off by up to ~1e-5 of a level, so an exact 2-level change
+    would read 2.0000074 and look like a broken budget; images on the 8-bit grid are
+    differenced as integers instead.
+    """
+    difference = (outputs.double() - references.double()) * 255.0
+    levels = torch.round(difference)
+    on_grid = torch.allclose(outputs.double() * 255.0, torch.round(outputs.double() * 255.0), atol=1e-3) and \
+        torch.allclose(references.double() * 255.0, torch.round(references.double() * 255.0), atol=1e-3)
+    return levels if on_grid else difference
+
+
+@METRICS.register("linf")
+class LInf(Metric):
+    """Largest per-pixel change, max |protected − clean| × 255 (lower = smaller perturbation)."""
+
+    higher_is_better = False
+    unit = "/255"
+    budget_only = True
+
+    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        check_pair(outputs, references, self.name)
+        difference = difference_in_levels(outputs, references)
+        return difference.abs().flatten(1).amax(dim=1).float()
+
+
+@METRICS.register("l2")
+class L2(Metric):
+    """Euclidean norm of the change over all pixels and channels, ‖protected − clean‖₂ × 255."""
+
+    higher_is_better = False
+    unit = "/255"
+    budget_only = True
+
+    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        check_pair(outputs, references, self.name)
+        difference = difference_in_levels(outputs, references)
+        return torch.linalg.vector_norm(difference.flatten(1), ord=2, dim=1).float()

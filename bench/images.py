@@ -301,7 +301,7 @@ def load_images(sources: list[str] | str, size: int) -> IntakeResult:
             else:
                 image = load_image_file(path, size, name=name)
         except ImageError as error:
-            log.warning("skipping %s", error)
+            log.info("skipping %s", error)
             skipped.append(Skipped(where, str(error)))
             continue
         if image.pixel_hash in seen:

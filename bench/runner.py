@@ -169,8 +169,21 @@ class Grid:
                 [self._build(mimicry_pkg.MIMICRY.get(p)) for p in purifications],
                 self._build(mimicry_pkg.MIMICRY.get(attack)),
             )
+        self.attack_unavailable = {s: self._unavailable_reason(ps + [a]) for s, (ps, a) in self.attacks.items()}
         self.metrics = [metric_pkg.METRICS.get(n).from_overrides(spec.overrides.get(n)) for n in self.metric_names]
         self.metric_availability = {m.name: m.availability() for m in self.metrics}
+
+    @staticmethod
+    def _unavailable_reason(components) -> str | None:
+        """Why an attack chain cannot run here (missing weights), checked before any work."""
+        from mimicry.base import AttackUnavailable
+
+        for component in components:
+            try:
+                component.check_available()
+            except AttackUnavailable as error:
+                return str(error)
+        return None
 
     def _check_override_names(self, *packages) -> None:
         from bench.config import ConfigError
@@ -251,6 +264,7 @@ class Runner:
         self.reused = 0
         self.computed = 0
         self.failed = 0
+        self.unavailable = 0
 
     # -- rows ---------------------------------------------------------------
     def base_row(self, cell: Cell, **extra) -> dict:
@@ -320,6 +334,11 @@ class Runner:
     # -- cells --------------------------------------------------------------
     def run_cell(self, cell: Cell) -> None:
         if cell.kind in ("attack", "set-attack"):
+            reason = self.grid.attack_unavailable.get(cell.attack)
+            if reason:
+                cell.key = key_of({"kind": "unavailable", "label": cell.label, "seed": cell.seed})
+                self.record_failure(cell, reason, status="unavailable")
+                return
             try:
                 cell.key = self.attack_key(cell)
             except MissingInput as error:
@@ -352,15 +371,24 @@ class Runner:
         self.computed += 1
         self.grid.emit("done", {"cell": cell.label})
 
-    def record_failure(self, cell: Cell, reason: str) -> None:
-        log.error("cell %s failed: %s", cell.label, reason)
-        row = {**self.base_row(cell), "pair": "failure", "metric": "error", "value": None, "unit": "",
-               "higher_is_better": "", "status": "failed", "note": reason}
+    def record_failure(self, cell: Cell, reason: str, status: str = "failed") -> None:
+        """A cell that produced nothing: one row says why. Failed cells are retried on resume."""
+        if status == "failed":
+            log.error("cell %s failed: %s", cell.label, reason)
+        else:
+            log.info("cell %s unavailable: %s", cell.label, reason)
+        pair, metric = ("failure", "error") if status == "failed" else ("attack_vs_clean", "attack")
+        row = {**self.base_row(cell), "pair": pair, "metric": metric, "value": None, "unit": "",
+               "higher_is_better": "", "status": status, "note": reason}
         if self.store.cell_state(cell.key) is None:
             self.store.mark_running(cell.key, cell.kind, cell.label)
         self.store.mark_failed(cell.key, reason, [row])
-        self.failed += 1
-        self.grid.emit("failed", {"cell": cell.label, "reason": reason})
+        if status == "failed":
+            self.failed += 1
+            self.grid.emit("failed", {"cell": cell.label, "reason": reason})
+        else:
+            self.unavailable += 1
+            self.grid.emit("unavailable", {"cell": cell.label, "reason": reason})
 
     def failure_reason(self, error: BaseException, cell: Cell) -> str:
         if isinstance(error, CellTimeout):
@@ -419,7 +447,9 @@ class Runner:
         with torch.no_grad():
             found = encoder_analysis(self.model, clean.to(self.model.device, self.model.dtype),
                                      protected.to(self.model.device, self.model.dtype))
-        return [{**base, "pair": "analysis", "metric": r["metric"], "value": float(r["value"]),
+        # δx = 0 leaves the amplification undefined: such a value is None with a note, never a number.
+        return [{**base, "pair": "analysis", "metric": r["metric"], "value": r["value"],
+                 "status": "ok" if r["value"] is not None else "unavailable", "note": r.get("note") or "",
                  "unit": r.get("unit", ""), "higher_is_better": ""} for r in found]
 
     def _context(self, cell: Cell, work_dir: Path | None = None):
@@ -535,6 +565,7 @@ class RunSummary:
     reused: int
     computed: int
     failed: int
+    unavailable: int
     skipped: list
     rows_csv: Path
     report: Path | None
@@ -580,12 +611,13 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None) -> RunSummary:
         rows_csv = store.write_rows_csv(order)
         manifest["finished_utc"] = datetime.now(timezone.utc).isoformat()
         manifest["cells"] = {"total": len(cells), "reused": runner.reused, "computed": runner.computed,
-                             "failed": runner.failed}
+                             "failed": runner.failed, "unavailable": runner.unavailable}
         store.write_manifest(manifest)
     report = None
     if spec.write_report:
         report = render_report(spec.out)
-    return RunSummary(spec.out, len(cells), runner.reused, runner.computed, runner.failed, intake.skipped,
+    return RunSummary(spec.out, len(cells), runner.reused, runner.computed, runner.failed, runner.unavailable,
+                      intake.skipped,
                       rows_csv, report, time.perf_counter() - started)
 
 

@@ -299,23 +299,30 @@ def build_lpips(net: str = "alex", device: Any = "cpu", path: str | os.PathLike 
     require(heads_spec)
 
     import lpips
-    import torchvision
 
-    reference = getattr(torchvision.models, tv_name)(weights=None)
-    reference.load_state_dict(load_state_dict(backbone_file))  # strict: a wrong file fails here
+    state = load_state_dict(backbone_file)
+    # LPIPS uses only torchvision's convolutional `features` (the classifier is not needed).
+    features = {key[len("features."):]: value for key, value in state.items() if key.startswith("features.")}
     with warnings.catch_warnings():
         # lpips passes torchvision's deprecated `pretrained=False`; harmless, and not the user's to fix.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-    # lpips slices torchvision's `features` into children named by their index there.
-    copied = 0
-    for slice_module in model.net.children():
-        for index, layer in slice_module.named_children():
-            layer.load_state_dict(reference.features[int(index)].state_dict())
-            copied += sum(1 for _ in layer.parameters())
-    expected = sum(1 for _ in reference.features.parameters())
-    if copied != expected:
-        raise RuntimeError(f"lpips {net}: copied {copied} backbone tensors, expected {expected}")
+    # lpips slices `features` into children named by their index there: load each layer strictly.
+    used: set[str] = set()
+    try:
+        for slice_module in model.net.children():
+            for index, layer in slice_module.named_children():
+                own = {name: features[f"{index}.{name}"] for name in layer.state_dict()}
+                layer.load_state_dict(own)
+                used.update(f"{index}.{name}" for name in own)
+    except KeyError as error:
+        raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: "
+                           f"missing features.{error.args[0]}") from None
+    except RuntimeError as error:
+        raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: {error}") from error
+    if used != set(features):
+        raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: unexpected "
+                           f"features {sorted(set(features) - used)[:4]}")
     logger.info("lpips %s backbone loaded from %s", net, backbone_file)
     return model.to(device).eval().requires_grad_(False)
 

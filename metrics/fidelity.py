@@ -33,6 +33,9 @@ class PSNR(Metric):
         return values.float()
 
 
+SSIM_WINDOW = 11
+
+
 @METRICS.register("ssim")
 class SSIM(Metric):
     """SSIM on RGB, Gaussian window 11, σ 1.5, data range 1 (higher = more similar)."""
@@ -41,14 +44,18 @@ class SSIM(Metric):
 
     def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         check_pair(outputs, references, self.name)
-        return structural_similarity_index_measure(
-            outputs.double(), references.double(), gaussian_kernel=True, kernel_size=11, sigma=1.5,
-            data_range=1.0, reduction="none",
-        ).float()
+        _, ssim_map = structural_similarity_index_measure(
+            outputs.double(), references.double(), gaussian_kernel=True, kernel_size=SSIM_WINDOW, sigma=1.5,
+            data_range=1.0, reduction="none", return_full_image=True,
+        )
+        # torchmetrics pads the image and averages the map over the padded border too;
+        # Wang et al.'s reference code (and skimage) average only where the window fits.
+        border = (SSIM_WINDOW - 1) // 2
+        return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3)).float()
 
 
-# MS-SSIM downsamples four times with an 11-pixel window: it needs sides above (11 - 1) * 2**4.
-MS_SSIM_MIN_SIDE = 161
+# MS-SSIM downsamples four times with an 11-pixel window: torchmetrics needs side // 16 > 10.
+MS_SSIM_MIN_SIDE = 176
 
 
 @METRICS.register("ms-ssim")

@@ -42,6 +42,14 @@ class AttackContext:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class AttackUnavailable(RuntimeError):
+    """An attack cannot run here (e.g. pretrained weights it needs are missing); the message says why.
+
+    Raised before any work starts, so the runner can record the cell as "unavailable" with
+    this reason instead of a made-up output.
+    """
+
+
 class Mimicry(Component):
     """Base class of every mimicry attack and purification."""
 
@@ -53,6 +61,9 @@ class Mimicry(Component):
     def settings(self) -> list[str]:
         """The settings this attack sweeps (strings for the ``setting`` column)."""
         return [""]
+
+    def check_available(self) -> None:
+        """Raise :class:`AttackUnavailable` if this attack cannot run here (checked before any work)."""
 
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
                  context: AttackContext) -> torch.Tensor:

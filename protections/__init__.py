@@ -5,5 +5,6 @@ Importing this package registers every protection in :data:`PROTECTIONS`.
 
 from protections.base import PROTECTIONS, Protection, publishable_protections
 from protections import none  # noqa: F401  (registers)
+from protections import noise, semantic, encoder, sds  # noqa: F401,E402  (register)
 
 __all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

@@ -57,7 +57,7 @@ def test_second_run_recomputes_nothing_and_rows_are_tidy(tmp_path, image_dir, te
     linf = [float(r["value"]) for r in rows if r["metric"] == "linf" and r["protection"] == "test-slow"]
     assert linf and max(linf) <= 2.0  # the published PNG holds the ±2/255 budget
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["cells"] == {"total": 12, "reused": 12, "computed": 0, "failed": 0}
+    assert manifest["cells"] == {"total": 12, "reused": 12, "computed": 0, "failed": 0, "unavailable": 0}
     assert {"python", "torch", "diffusers"} <= set(manifest["versions"])
     assert manifest["git_commit"] and manifest["finished_utc"]
     costs = read_rows(tmp_path / "run", without_cost=False)

@@ -37,6 +37,8 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 from bench.cli import compare  # noqa: E402,F401  (registers the verb)
 from bench.cli import listing  # noqa: E402,F401
 from bench.cli import perf  # noqa: E402,F401
+from bench.cli import protect  # noqa: E402,F401  (bench protect)
+from bench.cli import models, report  # noqa: E402,F401  (bench models, bench report)
 
 
 def main() -> None:

@@ -94,6 +94,7 @@ def compare(
                       TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
                       transient=False) as progress:
             task = None
+            warned: set = set()
 
             def on_event(kind: str, info: dict) -> None:
                 nonlocal task
@@ -103,17 +104,21 @@ def compare(
                         console.print(f"[yellow]{info['skipped']} input file(s) skipped (see the report)[/]")
                 elif kind == "start" and task is not None:
                     progress.update(task, current=" ".join(f"{v}" for v in info["cell"].values()))
-                elif kind in ("done", "reused", "failed") and task is not None:
+                elif kind in ("done", "reused", "failed", "unavailable") and task is not None:
                     progress.advance(task)
                     if kind == "failed":
                         console.print(f"[red]failed[/] {info['cell']}: {info['reason']}", highlight=False)
+                    elif kind == "unavailable" and info["cell"].get("attack") not in warned:
+                        warned.add(info["cell"].get("attack"))
+                        console.print(f"[yellow]unavailable[/] {info['cell'].get('attack')}: {info['reason']}",
+                                      highlight=False)
 
             summary = run_compare(spec, on_event)
     except (ConfigError, ImageError, ModelError, RegistryError, StoreError, ValueError) as error:
         raise user_error(str(error)) from None
     console.print(
         f"[green]done[/] {summary.cells} cells: {summary.computed} computed, {summary.reused} reused from "
-        f"earlier runs, {summary.failed} failed; {len(summary.skipped)} input(s) skipped; "
+        f"earlier runs, {summary.failed} failed, {summary.unavailable} unavailable here; {len(summary.skipped)} input(s) skipped; "
         f"{summary.seconds:.1f} s", highlight=False)
     for skipped in summary.skipped:
         console.print(f"  skipped {skipped.reason}", highlight=False, markup=False)

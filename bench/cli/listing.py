@@ -36,12 +36,12 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
     if kind in (Kind.protections, Kind.all):
         from protections import PROTECTIONS
 
-        rows = [(n, ("[analysis only] " if c.analysis_only else "") + c.description()) for n, c in PROTECTIONS.items()]
+        rows = [(n, ("(analysis only) " if c.analysis_only else "") + c.description()) for n, c in PROTECTIONS.items()]
         out.print(_table("protections", rows))
     if kind in (Kind.mimicry, Kind.all):
         from mimicry import MIMICRY
 
-        rows = [(n, ("[purification] " if c.is_purification else "") + c.description()) for n, c in MIMICRY.items()]
+        rows = [(n, ("(purification) " if c.is_purification else "") + c.description()) for n, c in MIMICRY.items()]
         out.print(_table("mimicry attacks and purifications (compose as PURIFICATION+ATTACK)", rows))
     if kind in (Kind.metrics, Kind.all):
         from metrics import METRICS

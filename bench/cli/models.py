@@ -1,0 +1,83 @@
+"""``bench models``: which weights are here, which are missing, and where each missing file goes."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli.app import app
+
+# Registered model specs built from configs with seeded random weights: nothing to download.
+BUILT_IN = ("tiny-random", "sd15-arch", "sd21-arch", "sdxl-arch")
+
+
+def metric_status() -> list[tuple[str, bool, str]]:
+    """``(metric, ready, why)`` for every registered metric with its default config."""
+    from metrics import METRICS
+
+    return [(name, *cls().availability()) for name, cls in METRICS.items()]
+
+
+def model_status() -> list[tuple[str, bool, str]]:
+    """``(model, ready, detail)``: the registered models, then diffusers folders in the HF cache."""
+    from bench import weights
+    from bench.models import MODELS, TOY_MODEL_DIR, ModelError, preflight
+
+    rows = []
+    for name in MODELS.names():
+        if name in BUILT_IN:
+            rows.append((name, True, "built from its config with seeded random weights (no download)"))
+        elif name == "toy":
+            try:
+                preflight(TOY_MODEL_DIR)
+                rows.append((name, True, f"{TOY_MODEL_DIR}"))
+            except ModelError as error:
+                rows.append((name, False, str(error)))
+        else:
+            rows.append((name, True, "registered"))
+    cache = weights.hf_hub_cache()
+    if cache.is_dir():
+        # Cheap scan: one glob per cached repo, no file is opened.
+        for repo in sorted(cache.glob("models--*")):
+            snapshots = sorted(repo.glob("snapshots/*/model_index.json"))
+            if snapshots:
+                repo_id = repo.name[len("models--"):].replace("--", "/")
+                rows.append((repo_id, True, f"diffusers model in the Hugging Face cache ({snapshots[-1].parent})"))
+    return rows
+
+
+@app.command("models")
+def models_command() -> None:
+    """Show which metric weights and models are present, and where to put the missing ones."""
+    from bench import weights
+
+    out = Console()
+    files = Table(title="pretrained files (never downloaded; put them here)", title_justify="left", show_lines=True)
+    for column in ("weights", "status", "used by", "file and place", "how to get it"):
+        files.add_column(column, overflow="fold")
+    for status in weights.status():
+        spec = status.spec
+        state = "[green]ready[/]" if status.ready else "[red]missing[/]"
+        where = str(status.path) if status.ready else status.expected
+        override = f"\n(override: {spec.env_var})" if spec.env_var else ""
+        files.add_row(spec.name, state, ", ".join(spec.used_by), where + override,
+                      "" if status.ready else spec.how_to_get)
+    out.print(files)
+
+    metric_table = Table(title="metrics", title_justify="left")
+    for column in ("metric", "status", "reason"):
+        metric_table.add_column(column, overflow="fold")
+    metrics = metric_status()
+    for name, ready, why in metrics:
+        short = why.split(" This machine cannot download")[0]  # the how-to is in the table above
+        metric_table.add_row(name, "[green]ready[/]" if ready else "[red]unavailable[/]", "" if ready else short)
+    out.print(metric_table)
+
+    model_table = Table(title="models", title_justify="left")
+    for column in ("model", "status", "detail"):
+        model_table.add_column(column, overflow="fold")
+    for name, ready, detail in model_status():
+        model_table.add_row(name, "[green]ready[/]" if ready else "[red]missing[/]", detail)
+    out.print(model_table)
+    if not all(ready for _, ready, _ in metrics):
+        out.print("Metrics marked unavailable are recorded as such in runs (no number); the run goes on.")

@@ -1,0 +1,245 @@
+"""``bench perf``: cost per PGD step and per image of each protection, as ratios to AdvDM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.cli.app import app, console, user_error
+
+DEFAULT_ARCH = "tiny-random"
+
+
+def _mib(value: Any) -> str:
+    return "—" if value is None else f"{value / 2**20:,.1f}"
+
+
+def _ratio(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def results_table(rows: list[dict[str, Any]]) -> Table:
+    """One line per method and configuration; ratios against AdvDM of the same mode and size.
+
+    ``steps``: the method's default PGD steps; ``s/image`` = s/step × steps / batch.
+    """
+    on_gpu = any(r.get("peak_cuda_allocated_bytes") is not None for r in rows)
+    several_opts = len({r["optimisations"] for r in rows}) > 1
+    has_reference = any(r.get("reference_over_fair_time") is not None for r in rows)
+    first_ok = next((r for r in rows if r.get("status") == "ok"), None)
+    where = ""
+    if first_ok:
+        machine = first_ok["machine"]
+        where = f" — {machine.get('gpu') or machine.get('cpu')} ({first_ok['arch']}, {first_ok['dtype']})"
+    table = Table(title=f"cost per PGD step{where}", title_justify="left")
+    for name, justify in [("method", "left"), ("mode", "left"), ("res", "right"), ("batch", "right")] + \
+            ([("options", "left")] if several_opts else []) + [
+            ("s/step", "right"), ("steps", "right"), ("s/image", "right"),
+            # On CPU the RSS growth over the post-load RSS IS the attack memory (weights excluded).
+            ("peak alloc MiB" if on_gpu else "", "right"), ("reserved MiB" if on_gpu else "", "right"),
+            ("attack MiB" if on_gpu else "RSS growth MiB", "right"), ("saved MiB", "right"),
+            ("GFLOP", "right"), ("time /advdm", "right"), ("cpu /advdm", "right"), ("flops /advdm", "right"),
+            ("mem /advdm", "right"), ("saved /advdm", "right")] + \
+            ([("ref/fair time", "right"), ("ref/fair flops", "right"), ("ref/fair mem", "right")]
+             if has_reference else []):
+        if name:
+            table.add_column(name, justify=justify)
+    for row in rows:
+        cells = [row["method"], row["mode"], str(row.get("resolution") or "native"), str(row["batch"])]
+        if several_opts:
+            cells.append(row["optimisations"])
+        if row.get("status") != "ok":
+            cells.append(f"[red]failed[/]: {escape(str(row.get('error', ''))[:90])}")
+            table.add_row(*cells)
+            continue
+        per_image = row.get("s_per_image")
+        cells += [_seconds(row["s_per_step"]), str(row.get("default_steps") or "—"), _seconds(per_image)]
+        if on_gpu:
+            cells += [_mib(row["peak_bytes"]), _mib(row.get("peak_cuda_reserved_bytes"))]
+        flops = row.get("flops_per_step")
+        cells += [_mib(row["attack_bytes"]), _mib(row["saved_bytes"]), "—" if flops is None else f"{flops / 1e9:,.1f}",
+                  _ratio(row.get("time_ratio_to_advdm")), _ratio(row.get("cpu_time_ratio_to_advdm")),
+                  _ratio(row.get("flops_ratio_to_advdm")), _ratio(row.get("memory_ratio_to_advdm")),
+                  _ratio(row.get("saved_ratio_to_advdm"))]
+        if has_reference:
+            cells += [_ratio(row.get("reference_over_fair_time")), _ratio(row.get("reference_over_fair_flops")),
+                      _ratio(row.get("reference_over_fair_memory"))]
+        table.add_row(*cells)
+    return table
+
+
+def output_console() -> Console:
+    """stdout; wide enough for the table when stdout is a log file or a pipe (CI)."""
+    out = Console()
+    return out if out.is_terminal else Console(width=250)
+
+
+def _measure_with_progress(configs, timeout_s, isolation):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.perf import measure
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=len(configs))
+
+        def advance(config, row):
+            progress.advance(task)
+            if row.get("status") != "ok":
+                console.print(f"[red]failed[/] {escape(config.label())}: {escape(str(row.get('error')))}",
+                              highlight=False, soft_wrap=True)
+
+        progress.update(task, description=f"measuring {configs[0].label()}")
+        return measure(configs, timeout_s=timeout_s, isolation=isolation, on_result=advance)
+
+
+@app.command()
+def perf(
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch", help="tiny-random, toy, sd15-arch, sd21-arch, sdxl-arch, or a "
+                                                           "model folder (random-weight archs need no download)."),
+    resolution: str = typer.Option("", "--resolution", "-r", help="Comma list of square sizes, e.g. 256,512. "
+                                                                  "[default: the model's working size]"),
+    batch: str = typer.Option("1", "--batch", "-b", help="Comma list of images per PGD step, e.g. 1,2,4."),
+    methods: str = typer.Option("all", "--methods", "-m", help="Protections: 'all' or a comma list; advdm is "
+                                                              "always measured (every ratio is taken against it)."),
+    mode: str = typer.Option("fair", "--mode", help="fair (weights frozen, target encoded once), reference (as the "
+                                                    "reference implementation runs), or fair,reference / both."),
+    reference_mode: bool = typer.Option(False, "--reference-mode", help="Measure the reference's way of running "
+                                                                        "(same as --mode reference)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16, bfloat16."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    steps: int = typer.Option(3, "--steps", help="Measured PGD steps per repeat (after warm-up)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed steps first (allocator, caches, compilation)."),
+    repeats: int = typer.Option(3, "--repeats", help="Repeats of the measured steps; s/step is their median."),
+    opt: str = typer.Option("none", "--opt", help="Optimisation variants, comma list; '+' joins flags in one "
+                                                  "variant: none, channels-last, sdpa, classic-attn, bf16, fp16, "
+                                                  "vae-ckpt, unet-ckpt, compile."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and images."),
+    threads: int = typer.Option(0, "--threads", help="torch threads in each child (0: torch's default)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows (one object per method and "
+                                                                 "configuration) to this JSON file."),
+    check: Optional[Path] = typer.Option(None, "--check", help="Re-measure with this baseline's settings and exit 1 "
+                                                               "if a ratio regresses past its tolerance."),
+    write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", help="Write the measured ratios as a "
+                                                                                 "baseline for --check."),
+    tolerance: Optional[str] = typer.Option(None, "--tolerance", help="Baseline tolerances, e.g. "
+                                                                      "time=0.35,memory=0.3,saved=0.02."),
+    note: str = typer.Option("", "--note", help="A note stored with --write-baseline (e.g. 'shared 2-core CPU')."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds before one configuration is marked "
+                                                                    "failed."),
+    isolation: str = typer.Option("auto", "--isolation", help="How each configuration gets its fresh process: "
+                                                              "forkserver (CPU default: forked from a server that "
+                                                              "has imported torch) or subprocess (CUDA default)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the configurations and child commands; run nothing."),
+    verbose_check: bool = typer.Option(False, "--show-all", help="With --check, print every ratio, not only "
+                                                                 "those that regressed or improved."),
+    inject_delay: Optional[list[str]] = typer.Option(None, "--inject-delay", hidden=True,
+                                                     help="TESTING ONLY: METHOD=SECONDS sleeps after each step of "
+                                                          "METHOD, to prove that --check fails on a slowed method."),
+) -> None:
+    """Time and memory of one PGD step of each protection, with ratios to AdvDM, per configuration.
+
+    Each configuration runs in a fresh child process. Use --check benchmarks/baseline.json in CI.
+    """
+    from bench import perf_check
+    from bench.optimize import OptimisationError, parse_variants
+    from bench.perf import (ISOLATIONS, PerfError, expand_configs, parse_inject_delay, parse_int_list, parse_modes,
+                            resolve_methods, worker_command, write_json)
+    from bench.registry import RegistryError
+
+    try:
+        baseline = perf_check.load_baseline(check) if check else None
+        if baseline is not None:
+            settings = dict(baseline["settings"])
+            console.print(escape(f"checking against {check}: measuring with the baseline's settings "
+                                 f"({settings['arch']}, {settings['resolutions']}px, batch {settings['batches']}, "
+                                 f"methods {','.join(settings['methods'])}, modes {','.join(settings['modes'])})"),
+                          highlight=False, soft_wrap=True)
+        else:
+            # --reference-mode alone means the reference's way only; with --mode both, both.
+            modes = parse_modes(mode if not reference_mode or mode != "fair" else "reference")
+            if reference_mode and "reference" not in modes:
+                modes = parse_modes(",".join(modes + ["reference"]))
+            settings = {
+                "arch": arch, "resolutions": parse_int_list(resolution, "resolution") if resolution else [0],
+                "batches": parse_int_list(batch, "batch"), "methods": resolve_methods(methods), "modes": modes,
+                "optimisations": [v.label for v in parse_variants(opt)], "steps": steps, "warmup": warmup,
+                "repeats": repeats, "dtype": dtype, "device": device, "seed": seed, "threads": threads,
+            }
+        if isolation not in ISOLATIONS:
+            raise PerfError(f"--isolation must be one of {', '.join(ISOLATIONS)}")
+        tolerances = perf_check.parse_tolerances(tolerance)
+        delays = parse_inject_delay(inject_delay or [])
+        configs = expand_configs(
+            arch=settings["arch"], methods=settings["methods"], resolutions=settings["resolutions"],
+            batches=settings["batches"], modes=settings["modes"], optimisations=settings["optimisations"],
+            dtype=settings["dtype"], device=settings["device"], steps=settings["steps"], warmup=settings["warmup"],
+            repeats=settings["repeats"], seed=settings["seed"], threads=settings["threads"],
+        )
+        if delays:
+            unknown = sorted(set(delays) - set(settings["methods"]))
+            if unknown:
+                raise PerfError(f"--inject-delay names {', '.join(unknown)}, which is not measured here")
+            from dataclasses import replace
+
+            configs = [replace(c, inject_delay_s=delays.get(c.method, 0.0)) for c in configs]
+    except (PerfError, RegistryError, OptimisationError) as error:
+        raise user_error(str(error))
+
+    if dry_run:
+        out = output_console()
+        for config in configs:
+            command = " ".join(worker_command(config, Path("RESULT.json"))[1:3]) + f" --config '{config.to_json()}'"
+            out.print(escape(config.label()), highlight=False)
+            out.print("  " + escape(command), highlight=False, soft_wrap=True)
+        out.print(f"{len(configs)} configurations, each in a fresh child process", highlight=False)
+        return
+
+    rows = _measure_with_progress(configs, timeout, isolation)
+    output_console().print(results_table(rows))
+    for row in rows:
+        if row.get("status") == "ok" and row.get("reference_over_fair_time") is not None and row["method"] == "advdm":
+            console.print(f"advdm, reference way over fair way ({row['resolution']}px x{row['batch']}): time "
+                          f"{row['reference_over_fair_time']:.2f}x (CPU time "
+                          f"{_ratio(row.get('reference_over_fair_cpu_time'))}x, FLOPs "
+                          f"{_ratio(row.get('reference_over_fair_flops'))}x), memory "
+                          f"{_ratio(row['reference_over_fair_memory'])}x, saved for backward "
+                          f"{_ratio(row.get('reference_over_fair_saved'))}x", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_json(rows, json_out)
+        console.print(f"wrote {len(rows)} rows to {json_out}", highlight=False)
+    failed_rows = [r for r in rows if r.get("status") != "ok"]
+    if write_baseline is not None:
+        try:
+            written = perf_check.build_baseline(rows, settings, tolerances, note=note)
+        except PerfError as error:
+            raise user_error(str(error))
+        write_json(written, write_baseline)
+        console.print(f"wrote {len(written['ratios'])} ratios to {write_baseline}", highlight=False)
+    if baseline is not None:
+        findings = perf_check.check(rows, baseline)
+        for finding in findings:
+            if finding.status == "ok" and not verbose_check:
+                continue
+            style = {"regressed": "bold red", "missing": "bold red", "improved": "yellow"}.get(finding.status, "green")
+            console.print(f"[{style}]{escape(finding.message())}[/]", highlight=False, soft_wrap=True)
+        bad = perf_check.failed(findings)
+        if bad:
+            console.print(f"[bold red]{len(bad)} of {len(findings)} ratios regressed past tolerance[/]")
+            raise typer.Exit(code=1)
+        console.print(f"[green]all {len(findings)} ratios within tolerance of {escape(str(check))}[/]",
+                      soft_wrap=True)
+        return
+    if failed_rows:
+        raise typer.Exit(code=1)

@@ -1,0 +1,193 @@
+"""Inpainting: repaint a masked region of the published image and keep the rest.
+
+Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022
+(arXiv 2112.10752) — the 9-input-channel inpainting UNet (SD 1.5 inpainting for real runs;
+the tiny and toy models ship one). PhotoGuard (Salman et al., "Raising the Cost of
+Malicious AI-Powered Image Editing", arXiv 2302.06588) and Xue et al. (arXiv 2311.12832)
+attack with it.
+
+Threat model: the mimic keeps part of the protected image (say, a face) and lets the model
+repaint the rest with a prompt; a protection works if the repainted result is worse for the
+protected image than for the clean one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from mimicry.base import MIMICRY, AttackContext, Mimicry
+from mimicry.common import check_images, note
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# -- masks: (N, 1, H, W) float, 1 = repaint, 0 = keep (diffusers' convention) ---------------
+def center_box_mask(batch: int, height: int, width: int, fraction: float, device=None) -> torch.Tensor:
+    """Repaint a centred box whose sides are ``fraction`` of the image's sides."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"box fraction must be in (0, 1], got {fraction}")
+    box_h, box_w = round(height * fraction), round(width * fraction)
+    top, left = (height - box_h) // 2, (width - box_w) // 2
+    mask = torch.zeros(batch, 1, height, width, device=device)
+    mask[:, :, top:top + box_h, left:left + box_w] = 1.0
+    return mask
+
+
+def background_mask(batch: int, height: int, width: int, axes: tuple[float, float], device=None) -> torch.Tensor:
+    """Repaint everything but a centred ellipse (the reference's portrait setting).
+
+    ``axes`` are the ellipse's full width and height as fractions of the image's.
+    """
+    fraction_w, fraction_h = axes
+    if not (0.0 < fraction_w <= 1.0 and 0.0 < fraction_h <= 1.0):
+        raise ValueError(f"ellipse axes must be fractions in (0, 1], got {axes}")
+    # Pixel centres, so the ellipse is symmetric for even and odd sizes.
+    rows = (torch.arange(height, dtype=torch.float32, device=device) + 0.5 - height / 2) / (fraction_h * height / 2)
+    cols = (torch.arange(width, dtype=torch.float32, device=device) + 0.5 - width / 2) / (fraction_w * width / 2)
+    inside = rows[:, None] ** 2 + cols[None, :] ** 2 <= 1.0
+    return (~inside).to(torch.float32).expand(batch, 1, height, width).clone()
+
+
+def find_mask_files(mask_dir: Path, image_names: list[str]) -> list[Path]:
+    """The mask file of each image: same stem, any of ``.png/.jpg/.jpeg`` (case-insensitive)."""
+    if not mask_dir.is_dir():
+        raise FileNotFoundError(f"mask folder {mask_dir} does not exist or is not a folder")
+    by_stem: dict[str, list[Path]] = {}
+    for path in sorted(mask_dir.iterdir()):
+        if path.is_file() and path.suffix.lower() in MASK_SUFFIXES:
+            by_stem.setdefault(path.stem, []).append(path)
+    found = []
+    for name in image_names:
+        stem = Path(name).stem
+        candidates = by_stem.get(stem, [])
+        if not candidates:
+            raise FileNotFoundError(
+                f"no mask for image {name!r} in mask folder {mask_dir} (looked for {stem}"
+                f"{{{','.join(MASK_SUFFIXES)}}}); masks there: {', '.join(sorted(by_stem)) or 'none'}"
+            )
+        if len(candidates) > 1:
+            raise ValueError(f"image {name!r} has several masks in {mask_dir}: "
+                             f"{', '.join(p.name for p in candidates)}; keep one")
+        found.append(candidates[0])
+    return found
+
+
+def load_mask(path: Path, height: int, width: int) -> tuple[torch.Tensor, bool]:
+    """A ``(1, H, W)`` binary mask (white = repaint, threshold 0.5, as diffusers binarises).
+
+    A mask of another size is resized (nearest) only if its aspect ratio matches the
+    image's; returns ``(mask, resized)``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        picture = handle.convert("L")
+    resized = picture.size != (width, height)
+    if resized:
+        mask_w, mask_h = picture.size
+        if abs(mask_w * height - mask_h * width) > max(mask_w, mask_h):  # more than a pixel off
+            raise ValueError(f"mask {path} is {mask_w}x{mask_h} but the image is {width}x{height}: "
+                             "different aspect ratios, so the mask cannot be matched to the image")
+        picture = picture.resize((width, height), Image.NEAREST)
+    values = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
+    return (values >= 0.5).to(torch.float32)[None], resized
+
+
+def masks_from_folder(mask_dir: str | Path, image_names: list[str], height: int, width: int,
+                      device=None) -> tuple[torch.Tensor, list[str]]:
+    """``(N, 1, H, W)`` masks matched to ``image_names``; also the names of masks that were resized."""
+    paths = find_mask_files(Path(mask_dir), image_names)
+    masks, resized = [], []
+    for name, path in zip(image_names, paths):
+        mask, was_resized = load_mask(path, height, width)
+        masks.append(mask)
+        if was_resized:
+            resized.append(name)
+    return torch.stack(masks).to(device), resized
+
+
+@MIMICRY.register("inpaint")
+class Inpaint(Mimicry):
+    """Inpainting with SD's 9-channel inpainting UNet through diffusers; the kept region is pasted back.
+
+    ``StableDiffusionInpaintPipeline`` repaints where the mask is 1 and conditions on the
+    rest; afterwards the kept pixels are copied back from the input exactly (as the
+    reference does; the VAE would otherwise alter them), which ``context.notes["paste_back"]``
+    records. Images are ``(N, 3, H, W)`` in ``[0, 1]``; the output has the same shape and range.
+
+    Masks (1 = repaint):
+        ``"center"``: a centred box, sides ``box`` (0.5) of the image's.
+        ``"background"``: everything but a centred ellipse of ``ellipse`` (0.6, 0.8) of the
+            image's width and height (a portrait's face and shoulders kept).
+        ``"folder"``: ``context.masks`` if the runner loaded them, else one file per image in
+            ``context.mask_dir`` with the image's stem (``.png/.jpg/.jpeg``); grey masks are
+            thresholded at 0.5; a missing mask is an error naming the image and the folder.
+
+    Config (defaults from MIMICRY.md): ``steps`` 50, ``guidance_scale`` 7.5, ``strength`` 1.0.
+    The prompt is ``context.prompt``.
+    """
+
+    version = 1
+
+    @dataclass(frozen=True)
+    class Config:
+        mask: Literal["center", "background", "folder"] = "center"
+        steps: int = 50
+        guidance_scale: float = 7.5
+        strength: float = 1.0
+        box: float = 0.5
+        ellipse: tuple[float, float] = (0.6, 0.8)
+
+    def masks(self, images: torch.Tensor, context: AttackContext) -> torch.Tensor:
+        """The ``(N, 1, H, W)`` masks this call uses (1 = repaint)."""
+        batch, _, height, width = images.shape
+        kind = self.config.mask
+        if kind != "folder" and (context.mask_dir or context.masks is not None):
+            log.warning("inpaint: a mask folder was given but mask=%r; set inpaint.mask=folder to use it", kind)
+            note(context, self.name, "mask_folder_ignored", True)
+        if kind == "center":
+            return center_box_mask(batch, height, width, self.config.box, device=images.device)
+        if kind == "background":
+            return background_mask(batch, height, width, tuple(self.config.ellipse), device=images.device)
+        if context.masks is not None:
+            masks = context.masks.to(images.device, torch.float32)
+            if masks.shape != (batch, 1, height, width):
+                raise ValueError(f"inpaint: context.masks has shape {tuple(masks.shape)}, expected "
+                                 f"{(batch, 1, height, width)}")
+            return (masks >= 0.5).to(torch.float32)
+        if not context.mask_dir:
+            raise ValueError("inpaint: mask=folder needs a mask folder (context.mask_dir), and none was given")
+        if len(context.image_names) != batch:
+            raise ValueError(f"inpaint: {batch} images but {len(context.image_names)} image names to match "
+                             f"masks in {context.mask_dir}")
+        masks, resized = masks_from_folder(context.mask_dir, context.image_names, height, width, images.device)
+        if resized:
+            note(context, self.name, "masks_resized", resized)
+        return masks
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
+                 context: AttackContext) -> torch.Tensor:
+        check_images(images, self.name)
+        if not 0.0 < self.config.strength <= 1.0:
+            raise ValueError(f"inpaint: strength must be in (0, 1], got {self.config.strength}")
+        masks = self.masks(images, context)
+        pipe = model.inpaint_pipeline()
+        batch, _, height, width = images.shape
+        generated = pipe(
+            prompt=[context.prompt] * batch, image=images, mask_image=masks, height=height, width=width,
+            strength=self.config.strength, num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale, generator=generator, output_type="pt",
+        ).images.to(device=images.device, dtype=torch.float32)
+        context.notes["paste_back"] = True
+        note(context, self.name, "mask", self.config.mask)
+        note(context, self.name, "repainted_fraction", [round(float(m.mean()), 4) for m in masks])
+        return torch.where(masks.bool(), generated, images)

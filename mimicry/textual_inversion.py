@@ -1,0 +1,275 @@
+"""Textual inversion: learn a new word for the published image set, then generate with it.
+
+Gal et al., "An Image is Worth One Word: Personalizing Text-to-Image Generation using
+Textual Inversion", ICLR 2023 (arXiv 2208.01618), following the recipe of diffusers'
+``examples/textual_inversion`` (one new token, only its embedding row trained, AdamW,
+ε-prediction MSE at uniform random timesteps, random horizontal flips).
+
+Threat model: the mimic trains a concept token on all published images of an artist
+(``scope = "set"``) and generates new images with it; a protection works if generations
+from the protected-trained token are worse (further from the concept) than from the
+clean-trained one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mimicry.base import MIMICRY, AttackContext, Mimicry
+from mimicry.common import check_images, note
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_FILE = "learned_embeds.safetensors"
+
+
+@dataclass
+class TrainedConcept:
+    """The result of :func:`train_embedding`: private copies of tokenizer and text encoder."""
+
+    token: str
+    token_id: int
+    tokenizer: Any
+    text_encoder: Any
+    loss_trace: list[float]
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """The learned row, ``(D,)`` float32 on the CPU."""
+        return self.text_encoder.get_input_embeddings().weight[self.token_id].detach().float().cpu().clone()
+
+
+def add_concept_token(model, token: str, initializer: str):
+    """Copies of the model's tokenizer and text encoder with ``token`` added as one new row.
+
+    The shared model is never touched. The new row starts at the mean embedding of the
+    tokens of ``initializer`` (one token in CLIP's vocabulary for common words; several in
+    the small vocabulary of the tiny and toy models). The embedding matrix is rebuilt from
+    the old one plus that row, so no random initialisation (and no global RNG) is involved.
+    Returns ``(tokenizer, text_encoder, token_id)``; the copy is float32 for training.
+    """
+    if model.text_encoder is None or model.tokenizer is None:
+        raise ValueError(f"textual inversion needs a text encoder and tokenizer; model {model.name} has none")
+    if token in model.tokenizer.get_vocab():
+        raise ValueError(f"token {token!r} is already in the tokenizer's vocabulary; choose another concept token")
+    tokenizer = copy.deepcopy(model.tokenizer)
+    if tokenizer.add_tokens(token) != 1:
+        raise ValueError(f"token {token!r} is already in the tokenizer's vocabulary; choose another concept token")
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    init_ids = tokenizer(initializer, add_special_tokens=False).input_ids
+    if not init_ids:
+        raise ValueError(f"initializer {initializer!r} tokenizes to nothing")
+    text_encoder = copy.deepcopy(model.text_encoder).to(torch.float32)
+    old = text_encoder.get_input_embeddings().weight.detach()
+    if token_id != old.shape[0]:
+        raise ValueError(f"new token id {token_id} does not follow the embedding matrix ({old.shape[0]} rows)")
+    row = old[init_ids].mean(dim=0, keepdim=True)
+    embedding = torch.nn.Embedding.from_pretrained(torch.cat([old, row]), freeze=True)
+    text_encoder.set_input_embeddings(embedding)
+    text_encoder.config.vocab_size = old.shape[0] + 1
+    return tokenizer, text_encoder, token_id
+
+
+def _index_stream(count: int, batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices for ``steps`` batches: shuffled passes over the set, like a data loader's epochs."""
+    needed = batch * steps
+    passes = -(-needed // count)
+    order = torch.cat([torch.randperm(count, generator=generator, device=generator.device).cpu()
+                       for _ in range(passes)])
+    return order[:needed].view(steps, batch)
+
+
+def train_embedding(model, images: torch.Tensor, *, token: str, initializer: str, templates: tuple[str, ...],
+                    steps: int, batch_size: int, learning_rate: float, weight_decay: float, flip_p: float,
+                    generator: torch.Generator) -> TrainedConcept:
+    """Train only the new token's embedding row on ``images`` (one concept).
+
+    Loss: ``‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t, τ(prompt))‖²`` with ``t ~ U{0..T−1}``,
+    ``z₀ ~ q(z|flip(x))`` and a random template filled with ``token`` (v-prediction models
+    use the velocity target). After every optimiser step all other rows are copied back from
+    the original matrix, so they stay bit-identical (AdamW's weight decay would move them).
+    The VAE posterior of each image (and of its mirror image) is computed once; a fresh
+    latent is sampled from it every step, as encoding each step would give.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"textual inversion needs steps >= 1 and batch_size >= 1, got {steps}, {batch_size}")
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"every training template needs a '{{}}' for the token; got {templates}")
+    tokenizer, text_encoder, token_id = add_concept_token(model, token, initializer)
+    embeddings = text_encoder.get_input_embeddings()
+    original = embeddings.weight.detach().clone()
+    frozen_rows = torch.ones(original.shape[0], dtype=torch.bool, device=original.device)
+    frozen_rows[token_id] = False
+    embeddings.weight.requires_grad_(True)
+    optimizer = torch.optim.AdamW([embeddings.weight], lr=learning_rate, weight_decay=weight_decay)
+
+    device, dtype = model.device, model.dtype
+    with torch.no_grad():
+        both = torch.cat([images, images.flip(-1)]).to(device, dtype)
+        posterior = model.posterior(both)
+        means, stds = posterior.mean, posterior.std
+    count = images.shape[0]
+    prediction = getattr(model.scheduler.config, "prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ValueError(f"textual inversion: unsupported prediction type {prediction!r}")
+    batches = _index_stream(count, batch_size, steps, generator)
+    loss_trace: list[float] = []
+    from diffusers.utils.torch_utils import randn_tensor
+
+    for step in range(steps):
+        index = batches[step]
+        flipped = (torch.rand(batch_size, generator=generator, device=generator.device) < flip_p).long().cpu()
+        rows = (index + flipped * count).to(device)
+        latents = means[rows] + stds[rows] * randn_tensor(
+            means[rows].shape, generator=generator, device=device, dtype=dtype)
+        latents = latents * model.scaling_factor
+        noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
+        timesteps = torch.randint(0, model.num_train_timesteps, (batch_size,), generator=generator,
+                                  device=generator.device).to(device)
+        noisy = model.scheduler.add_noise(latents, noise, timesteps)
+        choice = torch.randint(0, len(templates), (batch_size,), generator=generator,
+                               device=generator.device).tolist()
+        prompts = [templates[c].format(token) for c in choice]
+        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(device)
+        hidden = text_encoder(ids)[0].to(dtype)
+        prediction_out = model.predict_noise(noisy, timesteps, hidden)
+        target = noise if prediction == "epsilon" else model.scheduler.get_velocity(latents, noise, timesteps)
+        loss = torch.nn.functional.mse_loss(prediction_out.float(), target.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            embeddings.weight[frozen_rows] = original[frozen_rows]
+        loss_trace.append(float(loss.detach()))
+    embeddings.weight.requires_grad_(False)
+    text_encoder.requires_grad_(False).eval()
+    return TrainedConcept(token, token_id, tokenizer, text_encoder, loss_trace)
+
+
+def save_embedding(path: Path, token: str, vector: torch.Tensor) -> Path:
+    """Write ``{token: (1, D)}`` as safetensors: the file ``pipe.load_textual_inversion`` reads."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({token: vector.detach().float().cpu().reshape(1, -1).contiguous()}, str(path))
+    return path
+
+
+def generate(pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance_scale: float,
+             resolution: int) -> torch.Tensor:
+    """``len(prompts)`` images, image ``i`` from a CPU generator seeded with ``seeds[i]``.
+
+    CPU generators make the initial noise the same on every device, so the generations of
+    the clean-trained and protected-trained tokens start from identical noise.
+    """
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    return pipe(
+        prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
+        height=resolution, width=resolution, output_type="pt",
+    ).images.to(torch.float32)
+
+
+def concept_pipeline(model, concept: TrainedConcept):
+    """A text-to-image pipeline over the model's UNet/VAE with the concept's private text encoder."""
+    from diffusers import StableDiffusionPipeline
+
+    components = model.pipeline_components()
+    components.update(tokenizer=concept.tokenizer, text_encoder=concept.text_encoder.to(model.device, model.dtype))
+    pipe = StableDiffusionPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@MIMICRY.register("textual-inversion")
+class TextualInversion(Mimicry):
+    """Textual inversion (Gal et al., arXiv 2208.01618): learn one token on the image set, generate K images.
+
+    All images of the call form one concept. One new token (``token``, default
+    ``<concept>``) is added to private copies of the tokenizer and text encoder — the shared
+    model is never modified — and only its embedding row is trained (every other row is
+    restored after each step and stays bit-identical). The row is saved as
+    ``context.work_dir/learned_embeds.safetensors`` (``{token: (1, D)}``, loadable with
+    ``pipe.load_textual_inversion(path, token=...)``), then ``k`` images are generated with
+    ``prompts`` (cycled) from seeds ``base + i``, where ``base`` is drawn from the generator
+    first, so a clean run and a protected run with the same seed start from the same noise.
+    Returns ``(k, 3, R, R)`` in ``[0, 1]`` at the model's resolution ``R``.
+
+    Recipe (diffusers' textual inversion example): AdamW (weight decay 1e-2), learning rate
+    5e-4 × batch (``scale_lr``), 3000 steps at 512² on a GPU, random flips, ε-MSE.
+    Defaults here: ``learning_rate`` 5e-4 (multiplied by ``batch_size`` 4), ``steps`` 0 =
+    scaled to the model: 3000 (the recipe) when the model works at ≥ 512², else 200 (the
+    tiny and toy models on a CPU; tiny-random at 64² trains and generates 4 images in about
+    20 s on a busy 2-core CPU). ``k`` 4,
+    ``sample_steps`` 50, ``guidance_scale`` 7.5, ``initializer`` "painting". The loss of
+    every step is in ``context.notes["loss_trace"]``; the rest (steps, file, prompts, seeds)
+    in ``context.notes["textual-inversion"]``.
+    """
+
+    version = 1
+    # --quick: a few training steps and two small generations
+    QUICK = {'steps': 10, 'k': 2, 'sample_steps': 5}
+    scope = "set"
+
+    @dataclass(frozen=True)
+    class Config:
+        token: str = "<concept>"
+        initializer: str = "painting"
+        steps: int = 0
+        batch_size: int = 4
+        learning_rate: float = 5e-4
+        scale_lr: bool = True
+        weight_decay: float = 1e-2
+        flip_p: float = 0.5
+        templates: tuple[str, ...] = (
+            "a photo of {}", "a picture of {}", "a painting of {}", "an image of {}",
+            "a close up photo of {}", "a rendering of {}", "{}",
+        )
+        k: int = 4
+        prompts: tuple[str, ...] = ("a photo of {}", "a painting of {}", "a picture of {}", "an image of {}")
+        sample_steps: int = 50
+        guidance_scale: float = 7.5
+
+    def resolved_steps(self, model) -> int:
+        if self.config.steps > 0:
+            return self.config.steps
+        return 3000 if model.resolution >= 512 else 200
+
+    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
+                 context: AttackContext) -> torch.Tensor:
+        check_images(images, self.name)
+        config = self.config
+        if config.k < 1 or not config.prompts:
+            raise ValueError(f"{self.name}: k must be >= 1 and prompts non-empty")
+        if any("{}" not in p for p in config.prompts):
+            raise ValueError(f"{self.name}: every generation prompt needs a '{{}}' for the token; got {config.prompts}")
+        base_seed = int(torch.randint(0, 2**31 - 1 - config.k, (1,), generator=generator, device=generator.device))
+        steps = self.resolved_steps(model)
+        learning_rate = config.learning_rate * (config.batch_size if config.scale_lr else 1)
+        concept = train_embedding(
+            model, images, token=config.token, initializer=config.initializer, templates=tuple(config.templates),
+            steps=steps, batch_size=config.batch_size, learning_rate=learning_rate,
+            weight_decay=config.weight_decay, flip_p=config.flip_p, generator=generator,
+        )
+        work_dir = Path(context.work_dir) if context.work_dir else Path(tempfile.mkdtemp(prefix="cloakbench-ti-"))
+        if not context.work_dir:
+            log.warning("textual-inversion: no context.work_dir; embedding written to %s", work_dir)
+        path = save_embedding(work_dir / EMBEDDING_FILE, config.token, concept.embedding)
+        prompts = [config.prompts[i % len(config.prompts)].format(config.token) for i in range(config.k)]
+        seeds = [base_seed + i for i in range(config.k)]
+        with torch.no_grad():
+            generations = generate(concept_pipeline(model, concept), prompts, seeds, steps=config.sample_steps,
+                                   guidance_scale=config.guidance_scale, resolution=model.resolution)
+        context.notes["loss_trace"] = concept.loss_trace
+        for key, value in {"steps": steps, "learning_rate": learning_rate, "token": config.token,
+                           "embedding_path": str(path), "generation_prompts": prompts,
+                           "generation_seeds": seeds, "concept_images": images.shape[0]}.items():
+            note(context, self.name, key, value)
+        return generations.to(images.device)

@@ -1,0 +1,433 @@
+"""One sign-gradient PGD engine for every L∞ protection.
+
+Each protection is mostly its :meth:`PGDProtection.direction`: the vector whose sign
+moves the image one step. The engine owns everything else, once:
+
+- the budget in 8-bit units: ``eps`` (default 16, i.e. 16/255), step ``alpha``
+  (default 1/255), ``steps`` (default 100), optionally PhotoGuard's linearly decaying
+  step (``alpha_schedule="linear"``: from ``alpha`` down to ``alpha/100``);
+- the update ``x ← clip_[0,1](Π_eps(x + alpha · sign(direction)))`` with an optional
+  uniform random start in ``[−eps, eps]``;
+- a batch of images per step (each image draws its own randomness, see below);
+- a per-step loss trace (``(N,)`` per step);
+- the final 8-bit rounding (:func:`bench.images.quantize_8bit`), followed by a clamp
+  to the 8-bit values inside the ball, so the saved PNG keeps ``|δ|∞ ≤ eps/255`` even
+  when the clean image is not itself 8-bit (the reference truncates and reaches
+  ``(eps+1)/255``);
+- fair cost (default) or the reference implementation's cost (``reference_mode``).
+
+Step-level API (what ``bench perf`` times; ``__call__`` is exactly this)::
+
+    protection = PROTECTIONS.get("sds-").from_overrides({"steps": "2"})
+    state = protection.prepare(images, model, generator=generator)  # encode target, prompt, random start
+    loss = protection.step(state)        # one PGD step, in place; returns the (N,) losses
+    protected = protection.finalize(state)  # 8-bit rounded, inside the budget
+    # protection(images, model, generator=g) == prepare + config.steps × step + finalize
+
+``state.trace`` holds every step's losses; ``state.adversarial`` the current float image.
+
+Randomness and batching. Every image gets its own ``torch.Generator`` (on the CPU, so
+a GPU run draws the very same numbers): from a single ``generator``, one 62-bit draw
+is taken and mixed with the SHA-256 of each image's pixels; a list of N generators
+(the diffusers convention) is used as given. All per-step draws (posterior sample,
+``t``, ``ε``, target sample) come from the image's own generator in a fixed order, so
+protecting a batch gives each image what protecting it alone with the same seed
+gives (up to the floating-point differences of batched kernels), and an image's
+perturbation does not depend on its neighbours or its position in the batch.
+
+Fair cost and reference mode (PROTECTIONS.md, "Fair cost"). By default every weight
+is frozen, gradients are taken w.r.t. the image only (``torch.autograd.grad``) and the
+target latent is computed once. ``reference_mode=True`` reproduces what the reference
+implementation of Xue et al. pays for: the UNet's weights require grad during the
+step (so the backward pass is ``loss.backward()`` and builds weight gradients, which
+are then dropped); AdvDM, AdvDM(−), Mist and texture-only, whose reference loss module
+handles the target every step, re-encode the target and run the UNet on its latent
+(texture-only also on the image's), keeping those graphs alive through the backward
+pass; SDST(−) re-encodes its target each step, as the reference's SDS loop does.
+PhotoGuard and the encoder attack come from other code bases and pay nothing extra.
+The extra forwards draw their ``t``/``ε`` from a separate generator, so the update is
+the same as in fair mode when seeded alike. The shared model is never left modified: the weights'
+``requires_grad`` and ``.grad`` are restored at the end of every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Sequence
+
+import torch
+
+from protections import losses
+from protections.base import Protection
+from protections.targets import target_image
+
+log = logging.getLogger(__name__)
+
+GeneratorArg = torch.Generator | Sequence[torch.Generator]
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """Settings shared by every L∞ PGD protection (budgets in 8-bit units of [0, 1] images).
+
+    eps: L∞ budget, ``eps/255`` (default 16). A budget stated on [−1, 1] converts as
+        ``eps_[−1,1] · 255 / 2`` (PhotoGuard's 0.06 → 7.65). After the final 8-bit
+        rounding the effective budget is ``floor(eps)/255`` for 8-bit clean images.
+    alpha: step size, ``alpha/255`` per step (default 1).
+    steps: PGD steps (default 100).
+    random_start: start from a uniform draw in ``[−eps, eps]`` (clamped to [0, 1]).
+    alpha_schedule: ``constant``, or ``linear`` (PhotoGuard's decay from ``alpha`` to ``alpha/100``).
+    latent: ``sample`` (the reference: ``E(x)`` is a posterior sample) or ``mean``.
+    reference_mode: reproduce the reference implementation's cost (see module docstring).
+    """
+
+    eps: float = 16.0
+    alpha: float = 1.0
+    steps: int = 100
+    random_start: bool = True
+    alpha_schedule: Literal["constant", "linear"] = "constant"
+    latent: Literal["sample", "mean"] = "sample"
+    reference_mode: bool = False
+
+    def __post_init__(self):
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0 (8-bit units), got {self.eps}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0 (8-bit units), got {self.alpha}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.alpha_schedule not in ("constant", "linear"):
+            raise ValueError(f"alpha_schedule must be 'constant' or 'linear', got {self.alpha_schedule!r}")
+        if self.latent not in ("sample", "mean"):
+            raise ValueError(f"latent must be 'sample' or 'mean', got {self.latent!r}")
+
+
+# -- randomness ------------------------------------------------------------------------
+def _pixel_digest(image: torch.Tensor) -> bytes:
+    return hashlib.sha256(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).digest()
+
+
+def image_generators(images: torch.Tensor, generator: GeneratorArg | None) -> list[torch.Generator]:
+    """One generator per image: ``generator`` mixed with each image's pixels, or a given list."""
+    count = images.shape[0]
+    if generator is None:
+        raise ValueError("this protection is random: pass generator=torch.Generator().manual_seed(SEED)")
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != count:
+            raise ValueError(f"got {len(generator)} generators for {count} images; pass one per image")
+        return list(generator)
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    derived = []
+    for image in images:
+        digest = hashlib.sha256(base.to_bytes(8, "little") + _pixel_digest(image)).digest()
+        derived.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1))
+    return derived
+
+
+def draw_uniform(generators: list[torch.Generator], shape: Sequence[int], low: float, high: float,
+                 device: torch.device) -> torch.Tensor:
+    """``(N, *shape)`` uniform in ``[low, high)``, row ``i`` from ``generators[i]``."""
+    rows = [torch.rand(tuple(shape), generator=g, device=g.device) for g in generators]
+    return (torch.stack(rows).to(device) * (high - low) + low)
+
+
+def draw_normal(generators: list[torch.Generator], shape: Sequence[int], device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    rows = [torch.randn(tuple(shape), generator=g, device=g.device) for g in generators]
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def draw_timesteps(generators: list[torch.Generator], num_train_timesteps: int, device: torch.device) -> torch.Tensor:
+    rows = [torch.randint(0, num_train_timesteps, (1,), generator=g, device=g.device) for g in generators]
+    return torch.cat(rows).to(device=device, dtype=torch.long)
+
+
+# -- budget --------------------------------------------------------------------------
+def project(images: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
+    """Onto the L∞ ball of radius ``eps`` (in [0, 1] units) around ``clean``, then into [0, 1]."""
+    return torch.minimum(torch.maximum(images, clean - eps), clean + eps).clamp(0.0, 1.0)
+
+
+def round_within_budget(images: torch.Tensor, clean: torch.Tensor, eps_8bit: float) -> torch.Tensor:
+    """Round to 8-bit, then keep to the 8-bit values inside the ``eps/255`` ball around ``clean``.
+
+    For an 8-bit clean image and integer ``eps`` rounding alone suffices; the clamp
+    makes the guarantee hold for any clean image and any ``eps >= 1``.
+    """
+    from bench.images import quantize_8bit
+
+    rounded = quantize_8bit(images)
+    # A tolerance absorbs float error in ``k/255``: 239.99998 must count as 240.
+    low = torch.ceil((clean - eps_8bit / 255.0) * 255.0 - 1e-4).clamp(0, 255) / 255.0
+    high = torch.floor((clean + eps_8bit / 255.0) * 255.0 + 1e-4).clamp(0, 255) / 255.0
+    if bool((low > high).any()):
+        raise ValueError(f"eps={eps_8bit} leaves no 8-bit value within the budget of a non-8-bit clean image; "
+                         "use eps >= 1 or 8-bit clean images")
+    return torch.minimum(torch.maximum(rounded, low), high)
+
+
+def check_images(images: torch.Tensor) -> None:
+    """The protection contract's input: ``(N, 3, H, W)`` float in [0, 1], sides divisible by 8."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (N, 3, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got {images.dtype}")
+    if images.shape[-1] % 8 or images.shape[-2] % 8:
+        raise ValueError(f"image sides must be multiples of 8 (the VAE downsamples by 8), got {tuple(images.shape[-2:])}")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+
+
+# -- the state of one run ----------------------------------------------------------------
+@dataclass
+class StepDraws:
+    """The randomness of one step, ``(N, …)`` each; ``None`` where the method needs none.
+
+    ``timesteps`` and ``noise`` are ``t`` and ``ε`` of ``L_S``; ``latent_noise`` gives the
+    posterior sample ``E(x) = mean + std · latent_noise``; ``target_noise`` the target's.
+    Tests build these by hand to fix ``t`` and ``ε``.
+    """
+
+    timesteps: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    latent_noise: torch.Tensor | None = None
+    target_noise: torch.Tensor | None = None
+
+
+@dataclass
+class PGDState:
+    """Everything a run carries between steps (``adversarial`` is updated in place)."""
+
+    model: object
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    generators: list[torch.Generator]
+    latent_shape: tuple[int, int, int]
+    prompt_embeds: torch.Tensor | None = None
+    target: losses.PosteriorStats | None = None
+    target_images: torch.Tensor | None = None
+    target_is_zero: bool = False
+    reference_generator: torch.Generator | None = None
+    step_index: int = 0
+    trace: list[torch.Tensor] = field(default_factory=list)
+    keep_alive: list = field(default_factory=list)
+
+    @property
+    def batch(self) -> int:
+        return self.clean.shape[0]
+
+    @property
+    def reference(self) -> bool:
+        return self.reference_generator is not None
+
+    def loss_trace(self) -> torch.Tensor:
+        """``(steps, N)`` losses, one row per step taken."""
+        return torch.stack(self.trace) if self.trace else torch.empty(0, self.batch)
+
+
+def latent_shape(model, height: int, width: int) -> tuple[int, int, int]:
+    config = model.vae.config
+    factor = 2 ** (len(config.block_out_channels) - 1)
+    return int(config.latent_channels), height // factor, width // factor
+
+
+@contextlib.contextmanager
+def trainable_unet(model, enabled: bool):
+    """The reference's accident, for one step: UNet weights require grad; restored after.
+
+    Weight gradients built by ``backward()`` are dropped so the shared model leaves the
+    step exactly as it entered it.
+    """
+    if not enabled:
+        yield
+        return
+    parameters = list(model.unet.parameters())
+    previous = [p.requires_grad for p in parameters]
+    try:
+        for p in parameters:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, flag in zip(parameters, previous):
+            p.grad = None
+            p.requires_grad_(flag)
+
+
+class PGDProtection(Protection):
+    """Base of the L∞ PGD protections; a subclass sets the class flags and :meth:`direction`."""
+
+    Config: ClassVar[type] = PGDConfig
+    # Which draws a step needs, and what the target is.
+    semantic: ClassVar[bool] = False  # draws t and ε each step
+    uses_prompt: ClassVar[bool] = False
+    uses_target: ClassVar[bool] = False  # textural loss against config.target
+    clean_is_target: ClassVar[bool] = False  # the "target" is the clean image itself
+    # Reference mode: does the reference re-encode the target each step, and does its
+    # loss module also run the UNet on the target latent each step?
+    reference_target_encode: ClassVar[bool] = False
+    reference_target_forward: ClassVar[bool] = False
+    # Named published settings, applied with ``with_profile`` / ``--profile``.
+    PROFILES: ClassVar[dict[str, dict]] = {}
+
+    # -- what a protection defines ----------------------------------------------------
+    def direction(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(direction, loss)``: the step is ``+alpha · sign(direction)``; ``loss`` is ``(N,)``."""
+        raise NotImplementedError
+
+    # -- helpers for directions -------------------------------------------------------
+    def input_gradient(self, state: PGDState, adversarial: torch.Tensor, outputs: torch.Tensor,
+                       grad_outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """``∂outputs/∂x`` (a VJP with ``grad_outputs``): image-only in fair mode, ``backward()`` in reference mode."""
+        if state.reference:
+            outputs.backward(gradient=grad_outputs)
+            return adversarial.grad.detach()
+        (gradient,) = torch.autograd.grad(outputs, adversarial, grad_outputs=grad_outputs)
+        return gradient
+
+    def image_latent(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws) -> torch.Tensor:
+        return losses.image_latent(state.model, adversarial, draws.latent_noise)
+
+    def target_latent(self, state: PGDState, draws: StepDraws, like: torch.Tensor) -> torch.Tensor:
+        if state.target_is_zero:
+            return torch.zeros_like(like)
+        return state.target.expand(state.batch).latent(draws.target_noise, state.model.scaling_factor).to(like.dtype)
+
+    def reference_semantic_forward(self, state: PGDState, latents: torch.Tensor) -> None:
+        """Reference mode only: run ``L_S`` on ``latents`` with its graph kept through the backward."""
+        if not state.reference:
+            return
+        model = state.model
+        generator = state.reference_generator
+        timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator)
+        noise = torch.randn(tuple(latents.shape), generator=generator)
+        loss = losses.semantic_loss(model, latents, timesteps.to(model.device),
+                                    noise.to(model.device, latents.dtype),
+                                    state.prompt_embeds[:1].expand(latents.shape[0], -1, -1))
+        state.keep_alive.append(loss)
+
+    # -- the engine ---------------------------------------------------------------------
+    def step_size(self, state: PGDState) -> float:
+        """This step's ``alpha`` in 8-bit units."""
+        alpha = self.config.alpha
+        if self.config.alpha_schedule == "linear":
+            steps = max(1, self.config.steps)
+            return alpha - (alpha - alpha / 100.0) * state.step_index / steps
+        return alpha
+
+    def _needs_target(self) -> bool:
+        return self.uses_target or (self.config.reference_mode and self.reference_target_forward)
+
+    def _target_spec(self) -> str:
+        return getattr(self.config, "target", "pattern")
+
+    def prepare(self, images: torch.Tensor, model, *, generator: GeneratorArg | None) -> PGDState:
+        """Check inputs, derive per-image generators, encode prompt and target once, random start."""
+        check_images(images)
+        clean = images.detach().to(device=model.device, dtype=torch.float32)
+        generators = image_generators(clean, generator)
+        count, _, height, width = clean.shape
+        state = PGDState(model=model, clean=clean, adversarial=clean.clone(), generators=generators,
+                         latent_shape=latent_shape(model, height, width))
+        if self.uses_prompt or (self.config.reference_mode and self.reference_target_forward):
+            state.prompt_embeds = model.encode_prompt(getattr(self.config, "prompt", "a photo"), count)
+        if self.clean_is_target:
+            state.target_images = clean
+        elif self._needs_target():
+            picture = target_image(self._target_spec(), height, width)
+            state.target_is_zero = picture is None
+            if picture is not None:
+                state.target_images = picture.unsqueeze(0).to(model.device)
+        if state.target_images is not None:
+            with torch.no_grad():
+                state.target = losses.posterior_stats(model, state.target_images)
+        if self.config.reference_mode:
+            # Separate from the images' generators so reference mode draws the same update.
+            state.reference_generator = torch.Generator().manual_seed(0)
+        if self.config.random_start and self.config.eps > 0:
+            eps = self.config.eps / 255.0
+            start = draw_uniform(generators, clean.shape[1:], -eps, eps, clean.device)
+            state.adversarial = (clean + start).clamp(0.0, 1.0)
+        return state
+
+    def draw(self, state: PGDState) -> StepDraws:
+        """This step's randomness, per image from the image's generator, in a fixed order."""
+        model, generators, device = state.model, state.generators, state.model.device
+        draws = StepDraws()
+        if self.config.latent == "sample":
+            draws.latent_noise = draw_normal(generators, state.latent_shape, device, model.dtype)
+        if self.semantic:
+            draws.timesteps = draw_timesteps(generators, model.num_train_timesteps, device)
+            draws.noise = draw_normal(generators, state.latent_shape, device, model.dtype)
+        # Only targets the update uses draw noise: reference mode's extra target forward
+        # uses the posterior mean, so it does not shift the images' random streams.
+        if self.uses_target and not state.target_is_zero and self.config.latent == "sample":
+            draws.target_noise = draw_normal(generators, state.latent_shape, device, model.dtype)
+        return draws
+
+    def _reference_extras(self, state: PGDState) -> None:
+        model = state.model
+        if self.reference_target_encode and state.target_images is not None:
+            with torch.no_grad():  # the reference encodes its target again every step
+                state.target = losses.posterior_stats(model, state.target_images)
+        if self.reference_target_forward:
+            if state.target_is_zero:
+                target = torch.zeros((1, *state.latent_shape), device=model.device, dtype=model.dtype)
+            else:
+                target = state.target.latent(None, model.scaling_factor)[:1]
+            self.reference_semantic_forward(state, target)
+
+    def step(self, state: PGDState) -> torch.Tensor:
+        """One PGD step on ``state.adversarial``, in place; returns the ``(N,)`` losses."""
+        draws = self.draw(state)
+        adversarial = state.adversarial.detach().requires_grad_(True)
+        try:
+            with trainable_unet(state.model, state.reference):
+                if state.reference:
+                    self._reference_extras(state)
+                direction, loss = self.direction(state, adversarial, draws)
+        finally:
+            state.keep_alive.clear()
+        alpha = self.step_size(state) / 255.0
+        with torch.no_grad():
+            moved = adversarial.detach() + alpha * direction.detach().float().sign()
+            state.adversarial = project(moved, state.clean, self.config.eps / 255.0)
+        state.step_index += 1
+        loss = loss.detach().float().cpu()
+        state.trace.append(loss)
+        return loss
+
+    def finalize(self, state: PGDState) -> torch.Tensor:
+        """The protected images: 8-bit rounded, inside the budget, on the model's device."""
+        return round_within_budget(state.adversarial.detach(), state.clean, self.config.eps)
+
+    def run(self, images: torch.Tensor, model, *, generator: GeneratorArg | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(protected, loss trace (steps, N))``."""
+        state = self.prepare(images, model, generator=generator)
+        for index in range(self.config.steps):
+            loss = self.step(state)
+            if log.isEnabledFor(logging.DEBUG) and (index % 10 == 0 or index == self.config.steps - 1):
+                log.debug("%s step %d/%d loss %s", self.name, index + 1, self.config.steps, loss.tolist())
+        return self.finalize(state), state.loss_trace()
+
+    def __call__(self, images: torch.Tensor, model, *, generator: GeneratorArg | None) -> torch.Tensor:
+        return self.run(images, model, generator=generator)[0]
+
+
+def with_profile(cls: type[Protection], name: str, overrides: dict | None = None) -> Protection:
+    """``cls`` configured with its published profile ``name`` (``cls.PROFILES``), then ``overrides``."""
+    profiles = getattr(cls, "PROFILES", {}) or {}
+    if name not in profiles:
+        known = ", ".join(profiles) or "none"
+        raise ValueError(f"{cls.registry_name or cls.__name__} has no profile {name!r} (profiles: {known})")
+    from bench.config import apply_overrides
+
+    config = dataclasses.replace(cls.Config(), **profiles[name])
+    if overrides:
+        config = apply_overrides(config, overrides, owner=cls.registry_name or cls.__name__)
+    return cls(config)

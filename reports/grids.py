@@ -1,0 +1,188 @@
+"""Image grids: clean | protected | perturbation ×10 | attack on clean | attack on protected.
+
+Artifacts are found through ``rows.csv`` only (the ``artifact`` column, relative to the run
+folder): the clean image is the artifact of a protection ``none`` row without an attack,
+the protected image that of the ``protected_vs_clean`` row, each attack output that of its
+attack row, and the attack on clean is the ``none`` row with the same image, purification,
+mimicry and setting. Every image is decoded by Pillow and re-encoded as PNG before it is
+embedded, so no byte of an input file reaches the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reports.run import NO_PROTECTION, Run, attack_label
+
+logger = logging.getLogger(__name__)
+
+AMPLIFY = 10
+THUMBNAIL = 160
+MAX_IMAGES_PER_GRID = 2
+MAX_GRIDS = 40
+COLUMNS = ("clean", "protected", f"perturbation ×{AMPLIFY}", "attack on clean", "attack on protected")
+ATTACK_PAIRS = ("attack_vs_clean_attack", "attack_vs_clean")  # per-image attack outputs
+
+
+@dataclasses.dataclass
+class Tile:
+    label: str
+    data_uri: str | None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class GridRow:
+    image_name: str
+    tiles: list[Tile]
+
+
+@dataclasses.dataclass
+class Grid:
+    protection: str
+    attack: str
+    setting: str
+    rows: list[GridRow]
+
+
+def read_rgb(path: Path | None) -> tuple[np.ndarray | None, str]:
+    """``(H, W, 3) uint8`` pixels, or ``None`` and why."""
+    if path is None:
+        return None, "no artifact"
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode fully now: a truncated file is an error, not a grey tile
+            return np.asarray(image.convert("RGB")), ""
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        logger.warning("cannot read artifact %s: %s", path.name, error)
+        return None, "unreadable artifact"
+
+
+def to_data_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
+    image = Image.fromarray(pixels, mode="RGB")
+    longest = max(image.size)
+    if longest > size:
+        scale = size / longest
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.LANCZOS)
+    elif longest * 2 <= size:  # small test images: enlarge by whole pixels so they stay crisp
+        factor = size // longest
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def perturbation(protected: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """``0.5 + AMPLIFY·(protected − clean)`` in 8-bit, so grey = unchanged."""
+    difference = protected.astype(np.float64) - clean.astype(np.float64)
+    return np.clip(np.round(127.5 + AMPLIFY * difference), 0, 255).astype(np.uint8)
+
+
+class _Artifacts:
+    """Artifact lookups and decoded-image cache for one run."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.rows = run.rows[run.rows["artifact"] != ""]
+        # Images that were protected one by one (not the "concept" pseudo-image of set attacks).
+        self.images = set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"])
+        self._pixels: dict[str, tuple[np.ndarray | None, str]] = {}
+        self._uris: dict[str, str] = {}
+
+    def _first(self, selection) -> str:
+        found = self.rows[selection]
+        return found["artifact"].iloc[0] if not found.empty else ""
+
+    def clean(self, image: str) -> str:
+        rows = self.rows
+        base = (rows["image"] == image) & (rows["protection"] == NO_PROTECTION) & (rows["attack"] == "")
+        return self._first(base & (rows["pair"] == "protected_vs_clean")) or self._first(base)
+
+    def protected(self, image: str, protection: str) -> str:
+        rows = self.rows
+        return self._first((rows["image"] == image) & (rows["protection"] == protection)
+                           & (rows["pair"] == "protected_vs_clean"))
+
+    def attacked(self, image: str, protection: str, purification: str, mimicry: str, setting: str) -> str:
+        rows = self.rows
+        return self._first((rows["image"] == image) & (rows["protection"] == protection)
+                           & (rows["purification"] == purification) & (rows["mimicry"] == mimicry)
+                           & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS))
+
+    def has_attack_outputs(self, purification: str, mimicry: str, setting: str) -> bool:
+        rows = self.rows
+        return bool(((rows["purification"] == purification) & (rows["mimicry"] == mimicry)
+                     & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS)
+                     & rows["image"].isin(self.images)).any())
+
+    def pixels(self, relative: str) -> tuple[np.ndarray | None, str]:
+        if relative not in self._pixels:
+            path = self.run.artifact_path(relative)
+            if relative and path is None:
+                self._pixels[relative] = (None, "artifact missing or outside the run folder")
+            else:
+                self._pixels[relative] = read_rgb(path)
+        return self._pixels[relative]
+
+    def tile(self, label: str, relative: str) -> Tile:
+        pixels, why = self.pixels(relative)
+        if pixels is None:
+            return Tile(label, None, why)
+        if relative not in self._uris:
+            self._uris[relative] = to_data_uri(pixels)
+        return Tile(label, self._uris[relative])
+
+
+def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int = MAX_GRIDS) -> tuple[list[Grid], int]:
+    """Grids per protection (not ``none``) and attack setting, and how many were left out for size."""
+    artifacts = _Artifacts(run)
+    names = run.image_names()
+    images = sorted(names, key=lambda image: (names[image], image))
+    attacks = run.attacks() or [("", "", "")]
+    grids: list[Grid] = []
+    omitted = 0
+    for protection in run.protections():
+        if protection == NO_PROTECTION:
+            continue
+        for purification, mimicry, setting in attacks:
+            attack = attack_label(purification, mimicry)
+            if attack and not artifacts.has_attack_outputs(purification, mimicry, setting):
+                continue  # set attacks (textual inversion) have no per-image output to line up
+            grid_rows = []
+            for image in images:
+                protected_rel = artifacts.protected(image, protection)
+                if not protected_rel:
+                    continue
+                if len(grid_rows) == max_images:
+                    break
+                clean_rel = artifacts.clean(image)
+                tiles = [artifacts.tile(COLUMNS[0], clean_rel), artifacts.tile(COLUMNS[1], protected_rel)]
+                clean_pixels, _ = artifacts.pixels(clean_rel)
+                protected_pixels, _ = artifacts.pixels(protected_rel)
+                if clean_pixels is None or protected_pixels is None:
+                    tiles.append(Tile(COLUMNS[2], None, "needs both clean and protected"))
+                elif clean_pixels.shape != protected_pixels.shape:
+                    tiles.append(Tile(COLUMNS[2], None, "clean and protected sizes differ"))
+                else:
+                    tiles.append(Tile(COLUMNS[2], to_data_uri(perturbation(protected_pixels, clean_pixels))))
+                if attack:
+                    tiles.append(artifacts.tile(COLUMNS[3], artifacts.attacked(
+                        image, NO_PROTECTION, purification, mimicry, setting)))
+                    tiles.append(artifacts.tile(COLUMNS[4], artifacts.attacked(
+                        image, protection, purification, mimicry, setting)))
+                grid_rows.append(GridRow(names[image], tiles))
+            if not grid_rows:
+                continue
+            if len(grids) >= max_grids:
+                omitted += 1
+                continue
+            grids.append(Grid(protection, attack, setting, grid_rows))
+    return grids, omitted

@@ -1,0 +1,185 @@
+"""Render ``run_dir/report.html``: one self-contained file built from the run folder alone.
+
+Safety (RELIABILITY.md, "Report out"): Jinja2 with ``autoescape=True`` for every template
+(``select_autoescape`` would not match ``.html.j2``), no ``|safe`` anywhere, data for
+machines through ``|tojson``, a Content-Security-Policy that allows nothing but inline
+styles and ``data:`` images, every image re-encoded by Pillow. No absolute path is written
+(the report must work from a copied folder and is meant to be shared).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from reports import format as fmt
+from reports.grids import AMPLIFY, COLUMNS, build_grids
+from reports.plots import all_plots
+from reports.run import Run, load_run, plan_names, shorten_paths
+from reports.tables import problems, summary
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+REPORT_NAME = "report.html"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["seconds"] = fmt.seconds
+    env.filters["nbytes"] = fmt.nbytes
+    return env
+
+
+def _command_text(command: Any) -> str:
+    if isinstance(command, (list, tuple)):
+        import shlex
+
+        command = shlex.join(str(part) for part in command)
+    return shorten_paths(str(command or ""))
+
+
+def manifest_view(run: Run) -> dict[str, Any]:
+    """The manifest fields a reader needs, as display text (paths shortened)."""
+    manifest = run.manifest
+    model = manifest.get("model") or {}
+    plan = manifest.get("plan") or {}
+    versions = manifest.get("versions") or {}
+    commit = str(manifest.get("git_commit") or "unknown")
+    if manifest.get("git_dirty"):
+        commit += " (uncommitted changes)"
+    images = [str(image.get("name", "")) if isinstance(image, dict) else str(image)
+              for image in plan.get("images") or []]
+
+    def names(key: str) -> str:
+        return ", ".join(plan_names(plan.get(key))) or "—"
+
+    fields = [
+        ("run", manifest.get("run", run.run_dir.name)),
+        ("started (UTC)", manifest.get("created_utc", "—")),
+        ("finished (UTC)", manifest.get("finished_utc") or "not finished"),
+        ("device", manifest.get("device", "—")),
+        ("model", f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}"),
+        ("git commit", commit),
+        ("seed", plan.get("seed", "—")),
+        ("protections", names("protections")),
+        ("attacks", names("attacks")),
+        ("metrics", names("metrics")),
+        ("images", f"{len(images)}: " + ", ".join(images) if images else "—"),
+    ]
+    return {
+        "present": bool(manifest),
+        "methods": method_settings(plan),
+        "fields": [(label, shorten_paths(str(value))) for label, value in fields],
+        "versions": sorted((str(k), str(v)) for k, v in versions.items()),
+        "command": _command_text(manifest.get("command")),
+    }
+
+
+def _settings_text(config: Any) -> str:
+    """``key=value`` pairs; empty strings (an unset optional path) are left out."""
+    if not isinstance(config, dict):
+        return ""
+    return ", ".join(f"{key}={value}" for key, value in config.items() if value != "") or "—"
+
+
+def method_settings(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """What each protection, attack and metric ran with (name, version, config), from the plan."""
+    rows = []
+    for kind, key in (("protection", "protections"), ("attack", "attacks"), ("metric", "metrics")):
+        for entry in plan.get(key) or []:
+            if not isinstance(entry, dict):
+                rows.append({"kind": kind, "name": str(entry), "version": "", "settings": ""})
+                continue
+            if kind == "attack" and isinstance(entry.get("attack"), dict):
+                parts = [f"{p.get('name', '?')}: {_settings_text(p.get('config'))}"
+                         for p in entry.get("purifications") or [] if isinstance(p, dict)]
+                attack = entry["attack"]
+                parts.append(f"{attack.get('name', '?')}: {_settings_text(attack.get('config'))}")
+                rows.append({"kind": kind, "name": str(entry.get("spec") or attack.get("name", "")),
+                             "version": str(attack.get("version", "")), "settings": "; ".join(parts)})
+                continue
+            rows.append({"kind": kind, "name": str(entry.get("name") or entry.get("spec") or ""),
+                         "version": str(entry.get("version", "")), "settings": _settings_text(entry.get("config"))})
+    return [dict(row, settings=shorten_paths(row["settings"])) for row in rows]
+
+
+def skipped_view(run: Run) -> list[dict[str, str]]:
+    skipped = []
+    for entry in run.manifest.get("skipped") or []:
+        if not isinstance(entry, dict):
+            entry = {"path": str(entry), "reason": ""}
+        path = str(entry.get("path", ""))
+        # Only the file name: the folder it came from is the user's business, not the report's.
+        name = Path(path.replace("\\", "/")).name or path
+        reason = str(entry.get("reason", ""))
+        if path:
+            reason = reason.replace(path, name)
+            reason = reason[len(name) + 2:] if reason.startswith(name + ": ") else reason
+        skipped.append({"name": name, "reason": shorten_paths(reason)})
+    return skipped
+
+
+def render(run: Run) -> str:
+    plots, missing_plots = all_plots(run)
+    grids, omitted = build_grids(run)
+    table = summary(run)
+    issues = problems(run)
+    context = {
+        "csp": CSP,
+        "run_name": str(run.manifest.get("run") or run.run_dir.name),
+        "manifest": manifest_view(run),
+        "summary": table,
+        "plots": plots,
+        "missing_plots": missing_plots,
+        "grids": grids,
+        "grid_columns": COLUMNS,
+        "grids_omitted": omitted,
+        "amplify": AMPLIFY,
+        "skipped": skipped_view(run),
+        "unavailable": issues["unavailable"],
+        "failed": issues["failed"],
+        "n_rows": len(run.rows),
+        # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
+        # the CSP allows no script, and the type is not JavaScript).
+        "summary_json": {"run": str(run.manifest.get("run") or run.run_dir.name), "summary": table,
+                         "unavailable": issues["unavailable"], "failed": issues["failed"]},
+    }
+    return environment().get_template("report.html.j2").render(**context)
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Render the report of the run in ``run_dir`` to ``run_dir/report.html`` and return its path.
+
+    Reads only ``rows.csv``, ``manifest.json`` and the artifacts the rows name; writes
+    atomically (temp file in the same folder, then ``os.replace``).
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    html = render(run)
+    target = run_dir / REPORT_NAME
+    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=run_dir)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(html)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be read
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    logger.info("report written: %s (%d bytes)", target, len(html))
+    return target

@@ -1,0 +1,172 @@
+"""Reading a run folder for the report: ``manifest.json``, ``rows.csv`` and artifacts inside the folder.
+
+Nothing here trusts the folder: artifact paths from ``rows.csv`` are resolved and refused if
+they leave the run folder, text values stay text (an image named ``NA`` is not a missing
+value), and numbers are parsed from the ``value`` column only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting",
+           "seed", "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact")
+NO_PROTECTION = "none"
+ATTACK_PAIRS = ("attack_vs_clean", "attack_vs_clean_attack", "generations_vs_concept")
+
+
+class RunFolderError(RuntimeError):
+    """The folder is not a readable run (no rows.csv, unreadable manifest)."""
+
+
+def attack_label(purification: str, mimicry: str) -> str:
+    """``jpeg+sdedit``, ``sdedit`` or ``jpeg``; empty when the row is about no attack."""
+    return "+".join(part for part in (purification, mimicry) if part)
+
+
+_GENERATION = re.compile(r"generation \d+")
+GENERATIONS = "all generations"
+
+
+def setting_group(setting: str) -> str:
+    """Set attacks (textual inversion) write one setting per generated image; the report pools them."""
+    return GENERATIONS if _GENERATION.fullmatch(setting) else setting
+
+
+def setting_sort_key(setting: str) -> tuple:
+    try:
+        return (0, float(setting), setting)
+    except ValueError:
+        return (1, 0.0, setting)
+
+
+def plan_names(entries: Any) -> list[str]:
+    """Plan entries may be names or ``{name: ...}`` dicts; keep the names, in order."""
+    names = []
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            entry = entry.get("name") or entry.get("spec") or ""
+        if entry and str(entry) not in names:
+            names.append(str(entry))
+    return names
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:[A-Za-z]:|~)?[/\\](?:[^\s/\\'\"]+[/\\])+([^\s/\\'\"]*)")
+
+
+def shorten_paths(text: str) -> str:
+    """Replace absolute paths in free text with ``…/<last folder>/<name>``.
+
+    The report must not carry absolute paths (it is shared, and must work from a copied
+    folder); ``manifest.json`` keeps the full text for whoever needs it.
+    """
+
+    def replace(match: re.Match) -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group(0)) if p]
+        return "…/" + "/".join(parts[-2:]) if parts else match.group(0)
+
+    return _ABSOLUTE_PATH.sub(replace, text)
+
+
+@dataclasses.dataclass
+class Run:
+    run_dir: Path
+    manifest: dict[str, Any]
+    rows: pd.DataFrame
+
+    # -- plan order -------------------------------------------------------------------
+    def protections(self) -> list[str]:
+        """Protections in plan order, ``none`` first (it is the reference), then any extra seen in rows."""
+        names = plan_names(self.manifest.get("plan", {}).get("protections"))
+        for name in self.rows["protection"]:
+            if name and name not in names:
+                names.append(name)
+        if NO_PROTECTION in names:
+            names.remove(NO_PROTECTION)
+            names.insert(0, NO_PROTECTION)
+        return names
+
+    def attacks(self) -> list[tuple[str, str, str]]:
+        """``(purification, mimicry, setting group)`` keys of attack rows, in plan order then setting order."""
+        plan = plan_names(self.manifest.get("plan", {}).get("attacks"))
+        keys = {(r.purification, r.mimicry, r.setting_group) for r in self.attack_rows().itertuples()}
+
+        def order(key):
+            label = attack_label(key[0], key[1])
+            position = plan.index(label) if label in plan else len(plan)
+            return (position, label, setting_sort_key(key[2]))
+
+        return sorted(keys, key=order)
+
+    def attack_rows(self) -> pd.DataFrame:
+        return self.rows[self.rows["pair"].isin(ATTACK_PAIRS)]
+
+    def image_names(self) -> dict[str, str]:
+        """image id (pixel hash) -> display name, first name seen wins."""
+        names: dict[str, str] = {}
+        for image, name in zip(self.rows["image"], self.rows["image_name"]):
+            if image and image not in names:
+                names[image] = name or image[:12]
+        return names
+
+    # -- artifacts ----------------------------------------------------------------------
+    def artifact_path(self, relative: str) -> Path | None:
+        """The artifact file inside the run folder, or ``None`` if absent or outside the folder."""
+        if not relative:
+            return None
+        candidate = Path(relative)
+        if candidate.is_absolute():
+            logger.warning("ignoring absolute artifact path in rows.csv: %s", relative)
+            return None
+        root = self.run_dir.resolve()
+        resolved = (root / candidate).resolve()
+        if root not in resolved.parents:
+            logger.warning("ignoring artifact path that leaves the run folder: %s", relative)
+            return None
+        return resolved if resolved.is_file() else None
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    # Every column is text (keep_default_na=False: an image called "NA" stays "NA"); only
+    # `value` becomes a number, with "" -> NaN and "inf" -> inf (PSNR of identical images).
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    for column in COLUMNS:
+        if column not in rows.columns:
+            rows[column] = ""
+    rows["value"] = pd.to_numeric(rows["value"].replace("", math.nan), errors="coerce")
+    rows["attack"] = [attack_label(p, m) for p, m in zip(rows["purification"], rows["mimicry"])]
+    rows["setting_group"] = [setting_group(setting) for setting in rows["setting"]]
+    # A set attack's set-level rows (FID over all generations) carry no setting: same group.
+    set_attacks = set(rows[rows["setting_group"] == GENERATIONS]["attack"])
+    pooled = rows["attack"].isin(set_attacks) & (rows["setting"] == "") & (rows["attack"] != "")
+    rows.loc[pooled, "setting_group"] = GENERATIONS
+    return rows
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    rows_path = run_dir / "rows.csv"
+    if not rows_path.is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder: rows.csv is missing")
+    manifest_path = run_dir / "manifest.json"
+    manifest: dict[str, Any] = {}
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunFolderError(f"{manifest_path} is not valid JSON: {error}") from error
+        if not isinstance(manifest, dict):
+            raise RunFolderError(f"{manifest_path} must hold a JSON object")
+    else:
+        logger.warning("%s has no manifest.json; the report will say so", run_dir)
+    return Run(run_dir=run_dir, manifest=manifest, rows=read_rows(rows_path))

@@ -1,0 +1,242 @@
+"""The summary tables of the report, aggregated from the long-format rows.
+
+One group per protection (imperceptibility and protection cost, the same for every attack)
+with one line per attack and setting (protection strength and attack cost). Values are
+means over images; L∞ is the maximum over images (the budget actually spent). A cell whose
+rows are all unavailable says so, with the reason in its tooltip, instead of a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pandas as pd
+
+from reports import format as fmt
+from reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
+
+STRENGTH_PAIR = "attack_vs_clean_attack"
+VERSUS_CLEAN_PAIR = "attack_vs_clean"
+GENERATION_PAIR = "generations_vs_concept"
+IMPERCEPTIBILITY_PAIR = "protected_vs_clean"
+PREFERRED_ORDER = ("psnr", "ssim", "ms-ssim", "lpips", "clip-sim", "linf", "l2", "fid", "kid")
+IMPERCEPTIBILITY_METRICS = ("psnr", "ssim", "lpips", "linf")
+MAX_OVER_IMAGES = {"linf"}
+
+
+@dataclasses.dataclass
+class Column:
+    metric: str
+    label: str
+    unit: str
+    higher_is_better: bool | None
+    direction: str  # e.g. "↓ stronger" for a strength column
+
+
+@dataclasses.dataclass
+class Cell:
+    text: str
+    title: str = ""
+    css: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+REFERENCE_CELL = Cell("reference", "the attack's output on clean images, which the rows below are compared with",
+                      "missing")
+
+
+def _hib(rows: pd.DataFrame) -> bool | None:
+    flags = {flag for flag in rows["higher_is_better"] if flag in ("0", "1")}
+    if len(flags) == 1:
+        return flags.pop() == "1"
+    return None
+
+
+def _unit(rows: pd.DataFrame) -> str:
+    units = [unit for unit in rows["unit"] if unit]
+    return units[0] if units else ""
+
+
+def metric_order(metrics) -> list[str]:
+    present = list(dict.fromkeys(metrics))
+    return ([m for m in PREFERRED_ORDER if m in present]
+            + sorted(m for m in present if m not in PREFERRED_ORDER))
+
+
+def columns_for(rows: pd.DataFrame, pair: str, *, strength: bool, only=None,
+                hidden: list[str] | None = None) -> list[Column]:
+    """One column per metric with a value in ``pair`` rows, with the direction that reads as "better".
+
+    Metrics without a single ok value (weights missing, images too small) get no column, which
+    keeps the table readable; their names go to ``hidden`` and the reasons to the Unavailable section.
+    """
+    selected = rows[rows["pair"] == pair]
+    columns = []
+    for metric in metric_order(selected["metric"]):
+        if only is not None and metric not in only:
+            continue
+        of_metric = selected[selected["metric"] == metric]
+        if not ((of_metric["status"] == "ok") & of_metric["value"].notna()).any():
+            if hidden is not None and metric not in hidden:
+                hidden.append(metric)
+            continue
+        higher = _hib(of_metric)
+        unit = _unit(of_metric)
+        if higher is None:
+            direction = ""
+        elif strength:  # a similarity that is lower means the attack copied less
+            direction = "↓ stronger" if higher else "↑ stronger"
+        else:
+            direction = "↑ more natural" if higher else "↓ more natural"
+        label = fmt.metric_label(metric, unit)
+        if metric in MAX_OVER_IMAGES:
+            label += " max"
+        columns.append(Column(metric, label, unit, higher, direction))
+    return columns
+
+
+def aggregate(rows: pd.DataFrame, metric: str) -> Cell:
+    """Mean (or max) of the ok values of ``rows`` for ``metric``, or why there is none."""
+    of_metric = rows[rows["metric"] == metric]
+    if of_metric.empty:
+        return Cell("—", "not measured", "missing")
+    ok = of_metric[(of_metric["status"] == "ok") & of_metric["value"].notna()]
+    if ok.empty:
+        statuses = sorted(set(of_metric["status"]) - {"ok"}) or ["no value"]
+        notes = sorted({shorten_paths(note) for note in of_metric["note"] if note})
+        return Cell(" / ".join(statuses), "; ".join(notes), "unavailable")
+    values = ok["value"].astype(float)
+    value = values.max() if metric in MAX_OVER_IMAGES else values.mean()
+    partial = len(ok) < len(of_metric)
+    how = "max" if metric in MAX_OVER_IMAGES else "mean"
+    title = f"{how} over {len(ok)} image(s)"
+    if partial:
+        title += f"; {len(of_metric) - len(ok)} row(s) not ok"
+    finite = values[values.map(math.isfinite)]
+    if len(values) > 1 and len(finite) == len(values):
+        title += f"; range {fmt.number(finite.min(), metric)} – {fmt.number(finite.max(), metric)}"
+    return Cell(fmt.number(float(value), metric) + ("*" if partial else ""), title, "partial" if partial else "")
+
+
+def _cost_rows(rows: pd.DataFrame, protection: str, attack: str | None, setting: str | None = None) -> pd.DataFrame:
+    """Cost rows of the protect phase (``attack`` None) or of one attack.
+
+    The runner times an attack once for all its settings (cost rows with an empty setting);
+    per-setting cost rows are used when they exist.
+    """
+    cost = rows[(rows["pair"] == "cost") & (rows["protection"] == protection)]
+    if attack is None:
+        return cost[cost["attack"] == ""]
+    cost = cost[cost["attack"] == attack]
+    if setting is not None and (cost["setting_group"] == setting).any():
+        cost = cost[cost["setting_group"] == setting]
+    return cost
+
+
+def memory_metric(rows: pd.DataFrame) -> tuple[str, str]:
+    """On a GPU the CUDA peak is what limits; on CPU the process RSS (which includes the weights)."""
+    cuda = rows[(rows["pair"] == "cost") & (rows["metric"] == "peak_cuda_allocated_bytes") & (rows["status"] == "ok")]
+    if (cuda["value"].fillna(0) > 0).any():
+        return "peak_cuda_allocated_bytes", "peak CUDA allocated"
+    return "peak_rss_bytes", "peak RSS"
+
+
+def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
+    wall = cost[(cost["metric"] == "wall_s") & (cost["status"] == "ok")]["value"].dropna()
+    peak = cost[(cost["metric"] == memory) & (cost["status"] == "ok")]["value"].dropna()
+    if wall.empty:
+        time_cell = Cell("—", "no timing rows", "missing")
+    else:
+        per_image = wall.sum() / max(n_images, 1)
+        time_cell = Cell(fmt.seconds(per_image),
+                         f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)")
+    if peak.empty:
+        memory_cell = Cell("—", "no memory rows", "missing")
+    else:
+        memory_cell = Cell(fmt.nbytes(peak.max()), f"largest of {len(peak)} cell(s)")
+    return time_cell, memory_cell
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """Everything the summary table needs, as plain data for the template."""
+    rows = run.rows
+    hidden: list[str] = []
+    strength_columns = columns_for(rows, STRENGTH_PAIR, strength=True, hidden=hidden)
+    versus_clean_columns = columns_for(rows, VERSUS_CLEAN_PAIR, strength=True, hidden=hidden)
+    generation_columns = columns_for(rows, GENERATION_PAIR, strength=True, hidden=hidden)
+    impercept_columns = columns_for(rows, IMPERCEPTIBILITY_PAIR, strength=False, only=IMPERCEPTIBILITY_METRICS,
+                                    hidden=hidden)
+    memory, memory_label = memory_metric(rows)
+    groups = []
+    for protection in run.protections():
+        mine = rows[rows["protection"] == protection]
+        if mine.empty:
+            continue
+        protected = mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]
+        n_images = len({image for image in protected["image"] if image})
+        protect_time, protect_memory = cost_cells(_cost_rows(rows, protection, None), n_images, memory)
+        attacks = []
+        for purification, mimicry, setting in run.attacks():
+            label = attack_label(purification, mimicry)
+            these = mine[(mine["purification"] == purification) & (mine["mimicry"] == mimicry)
+                         & (mine["setting_group"] == setting)]
+            if these.empty:
+                continue
+            strength = these[these["pair"] == STRENGTH_PAIR]
+            reference = protection == NO_PROTECTION and strength.empty
+            versus_clean = these[these["pair"] == VERSUS_CLEAN_PAIR]
+            generation = these[these["pair"] == GENERATION_PAIR]
+            attack_time, attack_memory = cost_cells(_cost_rows(rows, protection, label, setting), n_images, memory)
+            attacks.append({
+                "attack": label,
+                "setting": setting,
+                # The attack on clean images is what the other rows are compared with.
+                "strength": [(REFERENCE_CELL if reference else aggregate(strength, c.metric)).as_dict()
+                             for c in strength_columns],
+                "versus_clean": [aggregate(versus_clean, c.metric).as_dict() for c in versus_clean_columns],
+                "generation": [aggregate(generation, c.metric).as_dict() for c in generation_columns],
+                "has_generation": not generation.empty,
+                "has_versus_clean": not versus_clean.empty,
+                "time": attack_time.as_dict(),
+                "memory": attack_memory.as_dict(),
+            })
+        groups.append({
+            "protection": protection,
+            "is_reference": protection == NO_PROTECTION,
+            "n_images": n_images,
+            "imperceptibility": [aggregate(protected, c.metric).as_dict() for c in impercept_columns],
+            "time": protect_time.as_dict(),
+            "memory": protect_memory.as_dict(),
+            "attacks": attacks or [None],
+        })
+    return {
+        "strength_columns": [dataclasses.asdict(c) for c in strength_columns],
+        "versus_clean_columns": [dataclasses.asdict(c) for c in versus_clean_columns],
+        "generation_columns": [dataclasses.asdict(c) for c in generation_columns],
+        "impercept_columns": [dataclasses.asdict(c) for c in impercept_columns],
+        "memory_label": memory_label,
+        "hidden_metrics": [fmt.METRIC_LABELS.get(m, m) for m in hidden],
+        "groups": groups,
+    }
+
+
+def problems(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """Unavailable metrics (grouped by metric and reason) and failed rows (grouped by where and why)."""
+    rows = run.rows
+    unavailable = []
+    bad = rows[rows["status"] == "unavailable"]
+    for (metric, note), group in bad.groupby(["metric", "note"], sort=True):
+        unavailable.append({"metric": metric, "reason": shorten_paths(note) or "(no reason recorded)",
+                            "count": len(group), "pairs": ", ".join(sorted(set(group["pair"])))})
+    failed = []
+    broken = rows[rows["status"] == "failed"]
+    for (protection, attack, setting, note), group in broken.groupby(
+            ["protection", "attack", "setting", "note"], sort=True):
+        failed.append({"protection": protection, "attack": attack, "setting": setting,
+                       "reason": shorten_paths(note) or "(no reason recorded)", "count": len(group),
+                       "metrics": ", ".join(sorted(set(group["metric"])))})
+    return {"unavailable": unavailable, "failed": failed}

@@ -1,0 +1,219 @@
+"""Purifications: JPEG, blur, noise, noisy upscaling, DiffPure, IMPRESS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mimicry.base import MIMICRY, AttackContext, AttackUnavailable
+from mimicry.diffpure import DiffPure, purification_timesteps
+from mimicry.filters import JPEG, Blur, GaussianNoise
+from mimicry.impress import Impress, consistency_loss
+from mimicry.upscale import NoisyUpscale
+
+
+def call(purifier, images, model=None, seed=0):
+    context = AttackContext()
+    out = purifier(images, model, generator=torch.Generator().manual_seed(seed), context=context)
+    return out, context
+
+
+def psnr(a, b):
+    return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean()))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A real photograph (skimage's astronaut, shipped in the wheel), area-downsampled to 128², 8-bit."""
+    from skimage import data
+
+    pixels = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255.0
+    small = torch.nn.functional.interpolate(pixels, size=(128, 128), mode="area")
+    return (small * 255).round() / 255
+
+
+def test_all_purifications_are_registered():
+    names = {n for n, c in MIMICRY.items() if c.is_purification}
+    assert names == {"jpeg", "blur", "noise", "upscale", "diffpure", "impress"}
+
+
+def test_jpeg_error_follows_quality(photo):
+    scores = {q: psnr(call(JPEG(JPEG.Config(quality=q)), photo)[0], photo) for q in (30, 50, 75, 95, 100)}
+    assert scores[30] < scores[50] < scores[75] < scores[95] < scores[100]
+    # q=100 still quantises the DCT (step 1) and subsamples chroma 4:2:0, so not lossless,
+    # but close: well above the 8-bit-rounding-level ~45 dB region only a lossless codec beats.
+    assert scores[100] > 35.0
+    # q=75 halves libjpeg's standard tables (luminance steps 5..61 of 255): a visible but
+    # moderate loss. Published rate-distortion curves put natural photos around 30–36 dB at
+    # this setting; a 4x-downsampled photo is denser in detail, so the band is widened downwards.
+    assert 26.0 < scores[75] < 38.0
+    out, _ = call(JPEG(), photo)
+    assert torch.equal(out * 255, (out * 255).round())  # a decoded 8-bit image
+
+
+def test_blur_matches_torchvision_and_is_low_pass():
+    from torchvision.transforms.functional import gaussian_blur
+
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out, context = call(Blur(), noise)
+    assert context.notes["blur"]["sigma"] == pytest.approx(1.4)
+    torch.testing.assert_close(out, gaussian_blur(noise, [7, 7], [1.4, 1.4]), atol=1e-5, rtol=0)
+
+    def band_energy(x, low, high):
+        spectrum = torch.fft.fft2(x - x.mean()).abs() ** 2
+        freq = torch.fft.fftfreq(x.shape[-1])
+        radius = (freq[:, None] ** 2 + freq[None, :] ** 2).sqrt()
+        return float(spectrum[..., (radius >= low) & (radius < high)].sum())
+
+    # A Gaussian with σ = 1.4 passes exp(−2π²σ²f²) of the amplitude: 8.9 % at f = 0.25.
+    assert band_energy(out, 0.25, 1.0) < 0.01 * band_energy(noise, 0.25, 1.0)
+    assert band_energy(out, 0.0, 0.02) > 0.9 * band_energy(noise, 0.0, 0.02)
+    assert abs(float(out.mean() - noise.mean())) < 2e-3
+
+
+def test_noise_has_the_set_sigma_and_is_seeded():
+    grey = torch.full((1, 3, 128, 128), 0.5)
+    out, _ = call(GaussianNoise(), grey, seed=1)
+    delta = out - grey
+    # 49 152 samples: the std estimate's own error is σ/√(2n) ≈ 0.00016.
+    assert abs(float(delta.std()) - 0.05) < 0.001
+    assert abs(float(delta.mean())) < 0.001
+    assert torch.equal(out, call(GaussianNoise(), grey, seed=1)[0])
+    assert not torch.equal(out, call(GaussianNoise(), grey, seed=2)[0])
+    white, _ = call(GaussianNoise(GaussianNoise.Config(sigma=0.2)), torch.ones(1, 3, 16, 16))
+    assert float(white.max()) == 1.0 and float(white.min()) >= 0.0
+
+
+def test_upscale_bicubic(images):
+    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path="bicubic"))
+    out, context = call(purifier, images, seed=3)
+    assert context.notes["upscaler"] == "bicubic"
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.equal(out, call(purifier, images, seed=3)[0])
+    # The ¼ bottleneck removes detail the noise alone would not: the result is smoother than the input noise.
+    noisy = images + 0.1 * torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
+    assert float((out - images).abs().mean()) < float((noisy.clamp(0, 1) - images).abs().mean())
+    with pytest.raises(ValueError, match="divisible by 4"):
+        call(purifier, images[..., :62])
+
+
+def test_upscale_missing_upscaler_is_unavailable(tmp_path, images):
+    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(tmp_path / "nothing-here")))
+    with pytest.raises(AttackUnavailable, match="nothing-here"):
+        purifier.check_available()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AttackUnavailable, match="x4 upscaler"):
+        call(NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(empty))), images)
+
+
+def _tiny_upscaler(folder):
+    """A seeded random pipeline with the SD x4 upscaler's layout (VAE ×4, 7-channel UNet, noise-level classes)."""
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from bench.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(folder / "tokenizer-src")
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4, num_class_embeds=400,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        block_out_channels=(16, 32, 32), norm_num_groups=8,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        scaling_factor=0.08333)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(steps_offset=1), max_noise_level=350)
+    pipe.save_pretrained(folder / "upscaler", safe_serialization=True)
+    return folder / "upscaler"
+
+
+def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
+    folder = _tiny_upscaler(tmp_path)
+    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(folder), upscaler_steps=2))
+    out, context = call(purifier, images, seed=1)
+    assert context.notes["upscaler"].startswith("sd-x4") and str(folder) in context.notes["upscaler"]
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.equal(out, call(purifier, images, seed=1)[0])
+    bicubic, _ = call(NoisyUpscale(NoisyUpscale.Config(upscaler_path="bicubic")), images, seed=1)
+    assert (out - bicubic).abs().mean() > 1e-3
+
+
+def test_diffpure_at_zero_is_the_vae_round_trip(tiny_model, images):
+    out, context = call(DiffPure(DiffPure.Config(t_star=0.0)), images, tiny_model, seed=4)
+    with torch.no_grad():
+        round_trip = tiny_model.decode(tiny_model.encode(images, generator=torch.Generator().manual_seed(4)))
+    torch.testing.assert_close(out, round_trip, atol=1e-6, rtol=0)
+    assert context.notes["diffpure"]["timesteps"] == []
+
+
+def test_diffpure_noises_to_exactly_t_star(tiny_model, images):
+    assert purification_timesteps(100, 10) == list(range(100, 0, -10))
+    assert purification_timesteps(3, 10) == [3, 2, 1]
+    purifier = DiffPure(DiffPure.Config(steps=2))
+    out, context = call(purifier, images, tiny_model, seed=4)
+    assert context.notes["diffpure"] == {"t_star": 100, "timesteps": [100, 50]}
+    assert torch.equal(out, call(purifier, images, tiny_model, seed=4)[0])
+    round_trip, _ = call(DiffPure(DiffPure.Config(t_star=0.0)), images, tiny_model, seed=4)
+    assert (out - round_trip).abs().mean() > 1e-3
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_impress_l2_lowers_its_consistency_loss(tiny_model, images):
+    purifier = Impress(Impress.Config(distance="l2", steps=8))
+    out, context = call(purifier, images, tiny_model)
+    with torch.no_grad():
+        before = consistency_loss(tiny_model, images)
+        after = consistency_loss(tiny_model, out)
+    assert (after < 0.8 * before).all()
+    assert context.notes["impress"]["consistency_after"] == pytest.approx(after.tolist(), rel=1e-4)
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_impress_lpips_without_weights_is_unavailable(tmp_path, monkeypatch, tiny_model, images):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("CLOAKBENCH_ALEXNET", raising=False)
+    purifier = Impress()  # distance="lpips" by default
+    with pytest.raises(AttackUnavailable) as error:
+        purifier.check_available()
+    assert "alexnet-owt-7be5be79.pth" in str(error.value) and str(tmp_path) in str(error.value)
+    with pytest.raises(AttackUnavailable, match="alexnet-owt-7be5be79.pth"):
+        call(purifier, images, tiny_model)
+
+
+@pytest.mark.slow
+def test_impress_lpips_uses_the_found_backbone(tmp_path, monkeypatch, tiny_model, images):
+    """Writes a (random) torchvision AlexNet checkpoint (~240 MB) where torch hub looks."""
+    import torchvision
+
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), checkpoints / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("CLOAKBENCH_ALEXNET", raising=False)
+    out, context = call(Impress(Impress.Config(steps=3)), images, tiny_model)
+    assert context.notes["impress"]["distance"] == "lpips" and out.shape == images.shape
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("jpeg", {}), ("blur", {}), ("noise", {}), ("upscale", {"upscaler_path": "bicubic"}),
+    ("diffpure", {"steps": "2"}), ("impress", {"distance": "l2", "steps": "2"}),
+])
+def test_purifications_deterministic_shape_range(name, overrides, tiny_model, images):
+    purifier = MIMICRY.get(name).from_overrides(overrides)
+    first, _ = call(purifier, images, tiny_model, seed=7)
+    second, _ = call(purifier, images, tiny_model, seed=7)
+    assert first.shape == images.shape and first.dtype == torch.float32
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    assert torch.equal(first, second)
+    assert not np.isclose(float((first - images).abs().mean()), 0.0)

@@ -13,7 +13,6 @@ Every parameter is frozen: attacks take gradients w.r.t. the image, never the we
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging

@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("fair", "reference")
 DENOMINATOR = "advdm"
-#: Methods that have no PGD step to time (identity and random noise).
-NO_STEP_METHODS = ("none", "noise")
 #: Fields that identify the group inside which ratios to AdvDM are taken.
 GROUP_FIELDS = ("arch", "resolution", "batch", "mode", "dtype", "device", "optimisations")
 SCHEMA_VERSION = 1
@@ -103,8 +101,10 @@ def parse_int_list(text: str | Iterable[int], what: str) -> list[int]:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise PerfError(f"--{what} {text!r}: expected comma-separated integers, e.g. 256,512") from None
-    if not values or any(v < 0 for v in values):
+    if not values or any(v < 1 for v in values):
         raise PerfError(f"--{what} {text!r}: expected positive integers")
+    if what == "resolution" and any(v % 8 for v in values):
+        raise PerfError(f"--resolution {text!r}: sides must be multiples of 8 (the VAE downsamples by 8)")
     return values
 
 
@@ -127,9 +127,9 @@ def resolve_methods(spec: str) -> list[str]:
     """Validated method names, AdvDM first (every ratio needs it); ``all`` = every PGD protection."""
     from protections import PROTECTIONS, publishable_protections
 
-    steppable = [n for n in publishable_protections() if n not in NO_STEP_METHODS]
+    steppable = [n for n in publishable_protections() if has_step(PROTECTIONS.get(n))]
     names = PROTECTIONS.resolve(spec, all_names=steppable)
-    skipped = [n for n in names if n in NO_STEP_METHODS]
+    skipped = [n for n in names if not has_step(PROTECTIONS.get(n))]
     if skipped:
         raise PerfError(f"{', '.join(skipped)} has no PGD step to time; leave it out of --methods")
     if DENOMINATOR not in names:
@@ -137,6 +137,11 @@ def resolve_methods(spec: str) -> list[str]:
             raise PerfError(f"{DENOMINATOR} is not registered, and every ratio is taken against it")
         log.info("adding %s: every ratio is taken against it", DENOMINATOR)
     return [DENOMINATOR] + [n for n in names if n != DENOMINATOR]
+
+
+def has_step(cls: type) -> bool:
+    """Whether a protection exposes the engine's step API (``prepare`` / ``step``)."""
+    return callable(getattr(cls, "prepare", None)) and callable(getattr(cls, "step", None))
 
 
 def expand_configs(*, arch: str, methods: list[str], resolutions: list[int], batches: list[int], modes: list[str],
@@ -172,27 +177,111 @@ def worker_command(config: PerfConfig, out_path: Path) -> list[str]:
     return [sys.executable, "-m", "bench.perf_worker", "--config", config.to_json(), "--out", str(out_path)]
 
 
-def run_config(config: PerfConfig, *, timeout_s: float | None = None) -> dict[str, Any]:
-    """Measure one configuration in a fresh child process; a failure becomes a row with ``status=failed``."""
+#: Modules a forked child would otherwise import itself (~5 s idle, 15 s on a busy CPU).
+PRELOAD = ("bench.perf_preload",)
+ISOLATIONS = ("auto", "forkserver", "subprocess")
+
+
+def run_config(config: PerfConfig, *, timeout_s: float | None = None, isolation: str = "auto") -> dict[str, Any]:
+    """Measure one configuration in a fresh child process; a failure becomes a row with ``status=failed``.
+
+    ``forkserver`` (the default on CPU under Linux) forks each child from a server that
+    has already imported torch, diffusers and the protections: still one new process
+    per configuration, with its own memory peaks, but without paying the imports each
+    time. ``subprocess`` starts ``python -m bench.perf_worker`` from scratch; it is the
+    default for CUDA, which must not be initialised in a process that is forked from.
+    """
+    if isolation not in ISOLATIONS:
+        raise PerfError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
+    if isolation == "auto":
+        isolation = "forkserver" if config.device == "cpu" and sys.platform.startswith("linux") else "subprocess"
+    row = _run_forked(config, timeout_s) if isolation == "forkserver" else _run_subprocess(config, timeout_s)
+    row["isolation"] = isolation
+    return row
+
+
+def _child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _run_subprocess(config: PerfConfig, timeout_s: float | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cloakbench-perf-") as tmp:
         out_path = Path(tmp) / "result.json"
-        env = dict(os.environ)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
         root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             done = subprocess.run(worker_command(config, out_path), capture_output=True, text=True,
-                                  timeout=timeout_s, env=env, cwd=root)
+                                  timeout=timeout_s, env=_child_environment(), cwd=root)
         except subprocess.TimeoutExpired:
             return failed_row(config, f"timed out after {timeout_s:.0f} s")
         if done.returncode == 0 and out_path.exists():
             return json.loads(out_path.read_text())
         tail = (done.stderr or done.stdout or "").strip().splitlines()[-12:]
-        reason = f"child exited with {done.returncode}"
-        if done.returncode < 0 or done.returncode == 137:
-            reason += " (killed: out of memory?)"
-        return failed_row(config, reason + (": " + " | ".join(tail) if tail else ""))
+        return failed_row(config, _exit_reason(done.returncode) + (": " + " | ".join(tail) if tail else ""))
+
+
+def _exit_reason(code: int | None) -> str:
+    reason = f"child exited with {code}"
+    if code is not None and (code < 0 or code == 137):
+        reason += " (killed: out of memory?)"
+    return reason
+
+
+_FORKSERVER = None
+
+
+def _forkserver_context():
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        import multiprocessing
+
+        for key, value in _child_environment().items():  # the server inherits the environment it starts in
+            os.environ.setdefault(key, value)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        _FORKSERVER = context
+    return _FORKSERVER
+
+
+def _forked_child(config_json: str, connection) -> None:
+    import traceback
+
+    from bench.perf_worker import measure_json
+
+    try:
+        connection.send(("ok", measure_json(config_json)))
+    except BaseException as error:  # noqa: BLE001 — any failure is reported as the row's error
+        tail = traceback.format_exc().strip().splitlines()[-6:]
+        connection.send(("failed", f"{type(error).__name__}: {error} | " + " | ".join(tail)))
+    finally:
+        connection.close()
+
+
+def _run_forked(config: PerfConfig, timeout_s: float | None) -> dict[str, Any]:
+    context = _forkserver_context()
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_forked_child, args=(config.to_json(), sender), name="bench-perf-child")
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            child.kill()
+            child.join()
+            return failed_row(config, f"timed out after {timeout_s:.0f} s")
+        status, payload = receiver.recv()
+    except EOFError:  # the child died without a word (killed, out of memory)
+        child.join()
+        return failed_row(config, _exit_reason(child.exitcode))
+    finally:
+        receiver.close()
+    child.join()
+    if status == "ok":
+        return json.loads(payload)
+    return failed_row(config, payload)
 
 
 def failed_row(config: PerfConfig, error: str) -> dict[str, Any]:
@@ -201,13 +290,13 @@ def failed_row(config: PerfConfig, error: str) -> dict[str, Any]:
     return row
 
 
-def measure(configs: list[PerfConfig], *, timeout_s: float | None = None,
+def measure(configs: list[PerfConfig], *, timeout_s: float | None = None, isolation: str = "auto",
             on_result: Callable[[PerfConfig, dict], None] | None = None) -> list[dict[str, Any]]:
     """Run each configuration in its own child, one at a time (never in parallel: they share the CPU)."""
     rows = []
     for config in configs:
         log.info("measuring %s", config.label())
-        row = run_config(config, timeout_s=timeout_s)
+        row = run_config(config, timeout_s=timeout_s, isolation=isolation)
         rows.append(row)
         if on_result is not None:
             on_result(config, row)
@@ -241,16 +330,21 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     for row in ok:
         base = advdm.get(group_key(row))
         row["time_ratio_to_advdm"] = _ratio(row["s_per_step"], base and base["s_per_step"])
+        row["cpu_time_ratio_to_advdm"] = _ratio(row.get("cpu_s_per_step"), base and base.get("cpu_s_per_step"))
         row["memory_ratio_to_advdm"] = _ratio(row["attack_bytes"], base and base["attack_bytes"])
         row["saved_ratio_to_advdm"] = _ratio(row["saved_bytes"], base and base["saved_bytes"])
+        row["flops_ratio_to_advdm"] = _ratio(row.get("flops_per_step"), base and base.get("flops_per_step"))
         fair = by_mode.get((row["method"], group_key(row, without=("mode",)), "fair"))
         if row["mode"] == "reference" and fair is not None:
             row["reference_over_fair_time"] = _ratio(row["s_per_step"], fair["s_per_step"])
+            row["reference_over_fair_cpu_time"] = _ratio(row.get("cpu_s_per_step"), fair.get("cpu_s_per_step"))
             row["reference_over_fair_memory"] = _ratio(row["attack_bytes"], fair["attack_bytes"])
             row["reference_over_fair_saved"] = _ratio(row["saved_bytes"], fair["saved_bytes"])
+            row["reference_over_fair_flops"] = _ratio(row.get("flops_per_step"), fair.get("flops_per_step"))
         plain = by_opt.get((row["method"], group_key(row, without=("optimisations",)), "none"))
         if row["optimisations"] != "none" and plain is not None:
             row["time_vs_none"] = _ratio(row["s_per_step"], plain["s_per_step"])
+            row["cpu_time_vs_none"] = _ratio(row.get("cpu_s_per_step"), plain.get("cpu_s_per_step"))
             row["memory_vs_none"] = _ratio(row["attack_bytes"], plain["attack_bytes"])
             row["saved_vs_none"] = _ratio(row["saved_bytes"], plain["saved_bytes"])
 

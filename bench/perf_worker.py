@@ -10,6 +10,7 @@ configuration makes its peak RSS, its CUDA peaks and its allocator state its own
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -68,11 +69,50 @@ def _loss_value(loss) -> float | None:
         return None
 
 
+def _flop_counter():
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:  # an old torch: FLOPs are then simply not reported
+        return contextlib.nullcontext()
+    return FlopCounterMode(display=False)
+
+
+def _total_flops(counter) -> int | None:
+    total = getattr(counter, "get_total_flops", None)
+    return int(total()) if total is not None else None
+
+
+#: Registered random-weight architectures, which can be initialised directly on a GPU.
+RANDOM_ARCHS = ("sd15-arch", "sd21-arch", "sdxl-arch")
+
+
+def _load(config, device):
+    """``load_model``; random architectures are built straight on the GPU when there is one.
+
+    Random initialisation of 1-3 B parameters takes tens of seconds on a CPU, and every
+    configuration loads its own model; under ``torch.device`` the parameters are created
+    and initialised on the GPU. Where that fails (an architecture that draws seeded CPU
+    tensors while building), the model is built on the CPU as usual.
+    """
+    import torch
+
+    from bench.models import load_model
+
+    if device.type == "cuda" and config.arch in RANDOM_ARCHS:
+        try:
+            with torch.device(device):
+                return load_model(config.arch, device=device, dtype=config.dtype, seed=config.seed)
+        except RuntimeError as error:
+            log.warning("building %s on %s failed (%s); building it on the CPU", config.arch, device, error)
+            gc.collect()
+            torch.cuda.empty_cache()
+    return load_model(config.arch, device=device, dtype=config.dtype, seed=config.seed)
+
+
 def measure(config) -> dict[str, Any]:
     """Load, optimise, prepare, warm up, time ``repeats`` × ``steps`` steps, count saved bytes."""
     import torch
 
-    from bench.models import load_model
     from bench.optimize import apply_optimisations
     from bench.perf import machine_description, median, versions
     from bench.profiling import (count_saved_bytes, current_rss_bytes, parameter_storages, peak_rss_bytes,
@@ -84,7 +124,7 @@ def measure(config) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but torch sees no CUDA device here")
     started = time.perf_counter()
-    model = load_model(config.arch, device=device, dtype=config.dtype, seed=config.seed)
+    model = _load(config, device)
     applied = apply_optimisations(model, config.optimisations)
     load_s = time.perf_counter() - started
     resolution = config.resolution or model.resolution
@@ -97,11 +137,14 @@ def measure(config) -> dict[str, Any]:
     step = protection.step
     if config.inject_delay_s > 0:
         # Test-only: make this method slower on purpose, to prove the regression check fails.
+        # A busy wait, not a sleep: it must cost CPU time as well as wall-clock time.
         inner = step
 
         def step(state, _inner=inner, _delay=config.inject_delay_s):
             result = _inner(state)
-            time.sleep(_delay)
+            until = time.process_time() + _delay
+            while time.process_time() < until:
+                pass
             return result
 
     weights_bytes = model.weights_bytes()
@@ -126,19 +169,37 @@ def measure(config) -> dict[str, Any]:
         _sync(device)
         warmup_times.append(time.perf_counter() - start)
     step_times: list[list[float]] = []
+    cpu_times: list[list[float]] = []
     for _ in range(config.repeats):
-        times = []
+        times, cpu = [], []
         for _ in range(config.steps):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             losses.append(_loss_value(step(state)))
             _sync(device)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu_start)
         step_times.append(times)
-    # Saved-for-backward bytes on one more (untimed) step: the hooks cost a little time.
+        cpu_times.append(cpu)
+    # Saved-for-backward bytes and FLOPs on one more (untimed) step: the hooks cost time.
     # Parameters are excluded: they are in memory whether a step saves them or not.
+    # FLOPs (matmul, convolution, attention; forward and backward) are deterministic:
+    # the measure of work that a shared CPU's load cannot blur.
     exclude = parameter_storages(*model.modules().values())
-    with count_saved_bytes(exclude=exclude) as saved:
-        losses.append(_loss_value(step(state)))
+    counting_notes: list[str] = []
+    saved, flops_per_step = None, None
+    for with_flops in (True, False):
+        # torch.compile may refuse the dispatch mode or the hooks; then count what it allows.
+        flops = _flop_counter() if with_flops else contextlib.nullcontext()
+        try:
+            with count_saved_bytes(exclude=exclude) as saved, flops:
+                losses.append(_loss_value(step(state)))
+            flops_per_step = _total_flops(flops) if with_flops else None
+            break
+        except Exception as error:  # noqa: BLE001 — recorded in the row, never hidden
+            saved = None
+            counting_notes.append(f"{'FLOP and saved-bytes' if with_flops else 'saved-bytes'} counting failed: "
+                                  f"{type(error).__name__}: {error}"[:300])
+            log.warning(counting_notes[-1])
     _sync(device)
 
     peak_rss = peak_rss_bytes()
@@ -153,10 +214,15 @@ def measure(config) -> dict[str, Any]:
         "warmup_s": warmup_times,
         "step_times_s": step_times,
         "s_per_step_repeats": [sum(t) / len(t) for t in step_times],
+        # CPU time of this process per step: on a CPU shared with other jobs it moves far
+        # less than wall-clock (with one torch thread it is the step's own compute).
+        "cpu_s_per_step_repeats": [sum(t) / len(t) for t in cpu_times],
         "weights_bytes": weights_bytes,
-        "saved_bytes": int(saved.bytes),
-        "saved_param_bytes": int(saved.excluded_bytes),
-        "saved_tensors": int(saved.tensors),
+        "saved_bytes": None if saved is None else int(saved.bytes),
+        "saved_param_bytes": None if saved is None else int(saved.excluded_bytes),
+        "saved_tensors": None if saved is None else int(saved.tensors),
+        "flops_per_step": flops_per_step,
+        "notes": counting_notes,
         "baseline_rss_bytes": baseline_rss,
         "peak_rss_bytes": peak_rss,
         "rss_growth_bytes": max(0, peak_rss - baseline_rss),
@@ -166,6 +232,7 @@ def measure(config) -> dict[str, Any]:
         "protection": protection.identity(),
     }
     row["s_per_step"] = median(row["s_per_step_repeats"])
+    row["cpu_s_per_step"] = median(row["cpu_s_per_step_repeats"])
     row["s_per_step_min"] = min(t for times in step_times for t in times)
     row["s_per_image"] = row["s_per_step"] * default_steps / config.batch if default_steps else None
     if device.type == "cuda":
@@ -184,6 +251,15 @@ def measure(config) -> dict[str, Any]:
                                            "seed", "threads", "inject_delay_s")}
     row["settings"]["torch_threads"] = torch.get_num_threads()
     return row
+
+
+def measure_json(config_json: str) -> str:
+    """:func:`measure` from and to JSON text (what a forked child sends back)."""
+    from bench.perf import PerfConfig
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return json.dumps(measure(PerfConfig.from_json(config_json)), sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:

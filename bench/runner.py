@@ -18,7 +18,6 @@ import logging
 import platform
 import signal
 import subprocess
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 import bench
-from bench.config import canonical_json, config_as_dict
+from bench.config import canonical_json
 from bench.images import IntakeResult, LoadedImage, load_images, png_bytes, quantize_8bit, read_png
 from bench.models import LDM, load_model
 from bench.profiling import profile_phase
@@ -283,10 +282,17 @@ class Runner:
         return row
 
     def metric_rows(self, base: dict, pair: str, outputs: torch.Tensor, references: torch.Tensor,
-                    budget: bool = False) -> list[dict]:
+                    budget: bool = False, scope: str = "pair") -> list[dict]:
+        """Rows of every selected metric of ``scope`` for ``outputs`` against ``references``.
+
+        ``pair`` metrics give one row per image; ``set`` metrics (FID, KID) one row for the
+        two sets. A metric that cannot run here gives a row marked unavailable with its reason.
+        """
+        from metrics.base import MetricUnavailable
+
         rows = []
         for metric in self.grid.metrics:
-            if metric.scope != "pair" or (metric.budget_only and not budget):
+            if metric.scope != scope or (metric.budget_only and not budget):
                 continue
             row = {**base, "pair": pair, "metric": metric.name, "unit": metric.unit,
                    "higher_is_better": int(metric.higher_is_better)}
@@ -297,30 +303,10 @@ class Runner:
             try:
                 values = metric(outputs.cpu().float(), references.cpu().float())
             except Exception as error:  # noqa: BLE001 - a metric's own refusal is recorded, not fatal
-                from metrics.base import MetricUnavailable
-
                 status = "unavailable" if isinstance(error, MetricUnavailable) else "failed"
                 rows.append({**row, "value": None, "status": status, "note": str(error)})
                 continue
-            for value in values.reshape(-1).tolist():
-                rows.append({**row, "value": float(value)})
-        return rows
-
-    def set_metric_rows(self, base: dict, pair: str, outputs: torch.Tensor, references: torch.Tensor) -> list[dict]:
-        rows = []
-        for metric in self.grid.metrics:
-            if metric.scope != "set":
-                continue
-            row = {**base, "pair": pair, "metric": metric.name, "unit": metric.unit,
-                   "higher_is_better": int(metric.higher_is_better)}
-            available, reason = self.grid.metric_availability[metric.name]
-            if not available:
-                rows.append({**row, "value": None, "status": "unavailable", "note": reason})
-                continue
-            try:
-                rows.append({**row, "value": float(metric(outputs.cpu().float(), references.cpu().float()))})
-            except Exception as error:  # noqa: BLE001
-                rows.append({**row, "value": None, "status": "unavailable", "note": str(error)})
+            rows += [{**row, "value": float(value)} for value in values.reshape(-1).tolist()]
         return rows
 
     @staticmethod
@@ -509,7 +495,8 @@ class Runner:
         side_files = sorted(p for p in work_dir.iterdir() if p.is_file())
         artifacts += [self.store.put_artifact(p.read_bytes(), p.suffix) for p in side_files]
         base_cell = self.base_row(cell)
-        rows = self.set_metric_rows({**base_cell, "artifact": ""}, "generations_vs_concept", generations, clean)
+        rows = self.metric_rows({**base_cell, "artifact": ""}, "generations_vs_concept", generations, clean,
+                                scope="set")
         twins = self.clean_outputs.get((cell.attack, "concept"))
         for index, generation in enumerate(generations):
             base = {**base_cell, "setting": f"generation {index}", "artifact": artifacts[index].path}

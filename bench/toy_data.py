@@ -106,29 +106,16 @@ def training_pictures(names: tuple[str, ...] = TRAIN) -> list[Picture]:
     pictures = []
     for name in names:
         array = load_picture(name)
-        pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+        pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
         pictures.append(Picture(name, TRAIN_CAPTIONS[name], pixels))
     return pictures
 
 
 def held_out_images(size: int = 128) -> dict[str, torch.Tensor]:
-    """The held-out pictures resized (area) to ``size``², each ``(3, size, size)`` in [0, 1].
+    """The held-out pictures exactly as the bench sees ``samples`` at ``size``² (bench.images intake)."""
+    from bench.images import load_sample
 
-    Centre-cropped to a square first, then resized with PIL's antialiased bicubic and
-    quantised to 8 bits, as a person's PNG would be.
-    """
-    from PIL import Image
-    import skimage.data as data
-
-    out = {}
-    for name in HELD_OUT:
-        array = _to_rgb_uint8(getattr(data, name)())
-        h, w = array.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = Image.fromarray(array[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC)
-        out[name] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
-    return out
+    return {name: load_sample(name, size).pixels for name in HELD_OUT}
 
 
 class CropSampler:

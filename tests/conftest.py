@@ -27,3 +27,13 @@ def images():
     generator = torch.Generator().manual_seed(1234)
     coarse = torch.rand(2, 3, 8, 8, generator=generator)
     return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def clean8() -> torch.Tensor:
+    """Two smooth seeded 64² images on the 8-bit grid (what the intake hands over)."""
+    from bench.images import quantize_8bit
+
+    coarse = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1234))
+    smooth = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+    return quantize_8bit(smooth)

@@ -6,21 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from bench.cli.app import app
 from protections import publishable_protections
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # See tests/test_protections.py: two threads on a shared 2-core CPU are 20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

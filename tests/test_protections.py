@@ -34,24 +34,6 @@ def build(name: str, **overrides):
     return cls.from_overrides(overrides)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a shared 2-core machine two intra-op threads spin against other jobs: a tiny
-    # PGD step takes seconds instead of ~60 ms. One thread is fast and deterministic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def clean8() -> torch.Tensor:
-    """Two smooth seeded 64² images on the 8-bit grid (what the intake hands over)."""
-    coarse = torch.rand(2, 3, 8, 8, generator=generator(1234))
-    smooth = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
-    return quantize_8bit(smooth)
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_contract_budget_determinism_and_batching(name, tiny_model, clean8, tmp_path):
     protection = build(name)

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.images import quantize_8bit
 from protections import PROTECTIONS
 from protections.engine import StepDraws
 from protections.targets import pattern_image
@@ -21,21 +20,6 @@ from protections.targets import pattern_image
 
 def generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # See tests/test_protections.py: two threads on a shared 2-core CPU are 20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def clean8() -> torch.Tensor:
-    coarse = torch.rand(2, 3, 8, 8, generator=generator(1234))
-    return quantize_8bit(F.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False))
 
 
 # -- independent reference computations (diffusers' own modules, not protections.losses) ---

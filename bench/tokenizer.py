@@ -38,32 +38,40 @@ def byte_alphabet() -> list[str]:
     return [chr(c) for c in chars]
 
 
-def _word_merges(word: str) -> list[tuple[str, str]]:
-    """Left-to-right merges that build ``word`` (ending in ``</w>``) from its characters."""
-    symbols = list(word[:-1]) + [word[-1] + "</w>"]
-    merges = []
+def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding as CLIP applies it: merge the lowest-ranked adjacent pair, repeat."""
     while len(symbols) > 1:
-        merges.append((symbols[0], symbols[1]))
-        symbols = [symbols[0] + symbols[1]] + symbols[2:]
-    return merges
+        pairs = [(ranks.get(pair, len(ranks) + 1), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        rank, index = min(pairs)
+        if rank > len(ranks):
+            break
+        symbols = symbols[:index] + [symbols[index] + symbols[index + 1]] + symbols[index + 2:]
+    return symbols
 
 
 def build_vocab_and_merges(words: tuple[str, ...] | list[str] = CAPTION_WORDS) -> tuple[dict[str, int], list[str]]:
+    """The vocabulary and the merges that make each caption word a single token.
+
+    Merges apply by rank across all words, so a word's merges are found by running
+    the merges so far and adding one merge at a time for the first pair still apart
+    (merges written word by word would let another word's earlier merge split it).
+    """
     alphabet = byte_alphabet()
     tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges: list[str] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in sorted(set(words)):
         if len(word) < 2:
             continue
-        for left, right in _word_merges(word):
-            merge = f"{left} {right}"
-            if merge not in merges:
-                merges.append(merge)
-                tokens.append(left + right)
+        symbols = _apply_bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(symbols) > 1:
+            ranks[(symbols[0], symbols[1])] = len(ranks)
+            tokens.append(symbols[0] + symbols[1])
+            symbols = _apply_bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
     tokens += [START, END]
     vocab = {}
     for token in tokens:
         vocab.setdefault(token, len(vocab))
+    merges = [f"{left} {right}" for (left, right), _ in sorted(ranks.items(), key=lambda item: item[1])]
     return vocab, merges
 
 

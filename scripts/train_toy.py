@@ -1,0 +1,458 @@
+"""Train the ``toy`` latent diffusion model on CPU and write it to ``models/toy``.
+
+A Stable-Diffusion-shaped model scaled down (High-Resolution Image Synthesis with Latent
+Diffusion Models, Rombach et al., arXiv:2112.10752): an AutoencoderKL with downsampling
+factor 8 and 4 latent channels, a small CLIP text encoder over the project's tokenizer,
+a cross-attention UNet trained for ε-prediction on SD's noise schedule, and a 9-channel
+inpainting UNet. Working resolution 128² (latent 16²).
+
+Stages run in order and each is resumable from its checkpoint in ``--work``:
+
+1. ``vae``: L1 + L2 + image-gradient loss + a small KL weight, on 64² patches cut from
+   crops at several scales (the autoencoder is convolutional; patches are 4× cheaper).
+2. ``latents``: encode a bank of 128² training crops to posterior means; the latent
+   scaling factor is 1/std of those latents, as SD chose 0.18215.
+3. ``unet``: the text encoder and the UNet, trained together, ε-prediction, 10 % empty
+   captions (so classifier-free guidance has an unconditional branch).
+4. ``inpaint``: a 9-channel UNet initialised from the UNet (the 5 extra input channels
+   zero) and trained with random masks, as SD's inpainting model was.
+5. ``export``: ``LDM.save_pretrained(models/toy)`` (safetensors), ``SHA256SUMS``, ``train_log.json``.
+
+Usage: ``python scripts/train_toy.py [--budget-minutes 70] [--vae-steps N ...] [--threads 2]``.
+Each stage stops at its step count or its share of the budget, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.models import LDM, sd_noise_schedule  # noqa: E402
+from bench.tokenizer import build_tokenizer  # noqa: E402
+from bench.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
+
+log = logging.getLogger("train_toy")
+
+RESOLUTION = 128
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+    block_out_channels=(16, 32, 64, 64), norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=RESOLUTION,
+)
+UNET_CONFIG = dict(
+    sample_size=RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
+    block_out_channels=(48, 64, 96), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+)
+TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   max_position_embeddings=77, projection_dim=64)
+# Share of --budget-minutes per stage: the VAE bounds every measured figure, so it gets most.
+BUDGET_SHARES = {"vae": 0.50, "latents": 0.04, "unet": 0.34, "inpaint": 0.12}
+
+
+# -- checkpoints --------------------------------------------------------------------
+def save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    # Our own work folder, and weights_only=True: tensors, dicts and numbers only.
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+class Logger:
+    """Appends one JSON line per logged step to ``losses.jsonl`` in the work folder."""
+
+    def __init__(self, work: Path):
+        self.path = work / "losses.jsonl"
+
+    def __call__(self, stage: str, step: int, **values) -> None:
+        values = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in values.items()}
+        record = {"stage": stage, "step": step, "time": round(time.time(), 1),
+                  **{k: round(float(v), 6) for k, v in values.items()}}
+        values = {k: float(v) for k, v in values.items()}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.info("%s %d %s", stage, step, " ".join(f"{k}={float(v):.5f}" for k, v in values.items()))
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100, time_progress: float = 0.0) -> float:
+    """Warm-up then cosine decay to 10 %; progress is by steps or by the stage's time budget,
+    whichever is further, so a budget-limited stage still ends at a low learning rate."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+class Deadline:
+    """A stage's share of the time budget; ``spent`` carries time used before a resume."""
+
+    def __init__(self, minutes: float | None, spent: float = 0.0):
+        self.seconds = minutes * 60 if minutes else None
+        self.start = time.time() - spent
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def progress(self) -> float:
+        return self.elapsed() / self.seconds if self.seconds else 0.0
+
+    def passed(self) -> bool:
+        return self.seconds is not None and self.elapsed() > self.seconds
+
+
+# -- stage 1: the autoencoder -------------------------------------------------------
+def gradient_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L1 between image gradients: keeps edges sharp without a pretrained perceptual net."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
+
+
+def train_vae(args, work: Path, logger: Logger, sampler: CropSampler, held_out: torch.Tensor) -> None:
+    from diffusers import AutoencoderKL
+
+    path = work / "vae.pt"
+    state = load_checkpoint(path)
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    step = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        sampler.generator.set_state(state["rng"])
+        if state.get("done"):
+            log.info("vae: done at step %d", step)
+            return
+    deadline = Deadline(args.stage_minutes("vae"), state.get("elapsed", 0.0) if state else 0.0)
+    vae.train()
+    started = time.time()
+    while step < args.vae_steps and not deadline.passed():
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, args.vae_steps, args.vae_lr, time_progress=deadline.progress())
+        batch, _ = sampler.sample(args.vae_batch, size=args.vae_patch)
+        x = batch * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        y = vae.decode(posterior.sample()).sample
+        l1 = (y - x).abs().mean()
+        l2 = (y - x).pow(2).mean()
+        edge = gradient_loss(y, x)
+        kl = posterior.kl().mean() / x[0].numel()  # per pixel, so the weight is resolution-free
+        loss = l1 + l2 + 0.5 * edge + args.kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            values = dict(loss=loss, l1=l1, l2=l2, edge=edge, kl=kl, s_per_step=(time.time() - started) / 50)
+            started = time.time()
+            if step % 250 == 0:
+                vae.eval()
+                with torch.no_grad():
+                    recon = vae.decode(vae.encode(held_out * 2 - 1).latent_dist.mean).sample
+                values["held_out_psnr"] = psnr(((recon + 1) / 2).clamp(0, 1), held_out).mean()
+                vae.train()
+            logger("vae", step, **values)
+        if step % 250 == 0:
+            save_checkpoint(path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                            rng=sampler.generator.get_state(), elapsed=deadline.elapsed())
+    save_checkpoint(path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                    rng=sampler.generator.get_state(), elapsed=deadline.elapsed(), done=True)
+    log.info("vae: finished at step %d", step)
+
+
+def load_vae(work: Path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**VAE_CONFIG)
+    vae.load_state_dict(load_checkpoint(work / "vae.pt")["model"])
+    return vae.eval().requires_grad_(False)
+
+
+# -- stage 2: the latent bank and the scaling factor ---------------------------------
+def encode_bank(args, work: Path, sampler: CropSampler) -> None:
+    path = work / "latents.pt"
+    if path.exists():
+        return
+    vae = load_vae(work)
+    latents, captions = [], []
+    with torch.no_grad():
+        for _ in range(args.bank_size // 32):
+            batch, caps = sampler.sample(32, size=RESOLUTION)
+            latents.append(vae.encode(batch * 2 - 1).latent_dist.mean)
+            captions += caps
+    latents = torch.cat(latents)
+    # SD picked 0.18215 so that scaled latents have unit variance; do the same here.
+    scaling = float(1.0 / latents.std())
+    log.info("latent bank: %d crops, std %.4f -> scaling_factor %.5f", len(latents), latents.std(), scaling)
+    save_checkpoint(path, latents=latents, captions=captions, scaling_factor=scaling)
+
+
+# -- stage 3: text encoder + UNet -----------------------------------------------------
+def build_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **TEXT_CONFIG))
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> None:
+    from diffusers import UNet2DConditionModel
+
+    stage = "inpaint" if inpaint else "unet"
+    path = work / f"{stage}.pt"
+    state = load_checkpoint(path)
+    if state is not None and state.get("done"):
+        log.info("%s: done at step %d", stage, state["step"])
+        return
+    bank = load_checkpoint(work / "latents.pt")
+    latents = bank["latents"] * bank["scaling_factor"]
+    captions = bank["captions"]
+    token_ids = tokenize(tokenizer, captions + [""])
+    empty_ids, token_ids = token_ids[-1:], token_ids[:-1]
+    scheduler = sd_noise_schedule()
+    alphas = scheduler.alphas_cumprod
+    generator = torch.Generator().manual_seed(args.seed + (2 if inpaint else 1))
+    torch.manual_seed(args.seed + (2 if inpaint else 1))
+
+    text_encoder = build_text_encoder(tokenizer)
+    if inpaint:
+        base = load_checkpoint(work / "unet.pt")
+        text_encoder.load_state_dict(base["text_encoder"])
+        text_encoder.requires_grad_(False).eval()
+        unet = UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": 9})
+        weights = dict(base["model"])
+        conv = weights["conv_in.weight"]
+        # SD-inpainting's recipe: the 5 extra input channels start at zero, so the new
+        # UNet starts as exactly the text-to-image UNet.
+        weights["conv_in.weight"] = torch.cat([conv, torch.zeros(conv.shape[0], 5, *conv.shape[2:])], 1)
+        unet.load_state_dict(weights)
+        params = list(unet.parameters())
+        masked_bank = load_checkpoint(work / "latents.pt")
+    else:
+        unet = UNet2DConditionModel(**UNET_CONFIG)
+        params = list(unet.parameters()) + list(text_encoder.parameters())
+    lr = args.inpaint_lr if inpaint else args.unet_lr
+    total = args.inpaint_steps if inpaint else args.unet_steps
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    step = 0
+    if state is not None:
+        unet.load_state_dict(state["model"])
+        if not inpaint:
+            text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        generator.set_state(state["rng"])
+    if inpaint:
+        vae = load_vae(work)
+        sampler_pictures = training_pictures()
+        crop_sampler = CropSampler(sampler_pictures, RESOLUTION, generator=generator)
+        del masked_bank
+    unet.train()
+    text_encoder.train(not inpaint)
+    deadline = Deadline(args.stage_minutes(stage), state.get("elapsed", 0.0) if state else 0.0)
+    started = time.time()
+    batch = args.unet_batch
+    while step < total and not deadline.passed():
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, total, lr, time_progress=deadline.progress())
+        if inpaint:
+            # Fresh crops, so the masked-image latents are of the same picture.
+            images, caps = crop_sampler.sample(batch, size=RESOLUTION)
+            ids = tokenize(tokenizer, caps)
+            masks = random_masks(batch, RESOLUTION, generator)
+            with torch.no_grad():
+                z0 = vae.encode(images * 2 - 1).latent_dist.mean * bank["scaling_factor"]
+                # The diffusers inpainting pipeline zeroes the masked pixels in [-1, 1].
+                masked = (images * 2 - 1) * (masks < 0.5)
+                zm = vae.encode(masked).latent_dist.mean * bank["scaling_factor"]
+            latent_mask = F.interpolate(masks, size=z0.shape[-2:])
+        else:
+            index = torch.randint(len(latents), (batch,), generator=generator)
+            z0 = latents[index]
+            flip = torch.rand(batch, generator=generator) < 0.5
+            z0 = torch.where(flip[:, None, None, None], z0.flip(-1), z0)  # latent flips ≈ image flips
+            ids = token_ids[index]
+        drop = torch.rand(batch, generator=generator) < 0.1
+        ids = torch.where(drop[:, None], empty_ids.expand_as(ids), ids)
+        noise = torch.randn(z0.shape, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        if inpaint:
+            zt = torch.cat([zt, latent_mask, zm], 1)
+        if inpaint:
+            with torch.no_grad():
+                c = text_encoder(ids)[0]
+        else:
+            c = text_encoder(ids)[0]
+        pred = unet(zt, t, encoder_hidden_states=c).sample
+        loss = F.mse_loss(pred, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            logger(stage, step, loss=loss, s_per_step=(time.time() - started) / 50)
+            started = time.time()
+        if step % 250 == 0:
+            save_checkpoint(path, model=unet.state_dict(), text_encoder=text_encoder.state_dict(),
+                            optimizer=optimizer.state_dict(), step=step, rng=generator.get_state(),
+                            elapsed=deadline.elapsed())
+    save_checkpoint(path, model=unet.state_dict(), text_encoder=text_encoder.state_dict(),
+                    optimizer=optimizer.state_dict(), step=step, rng=generator.get_state(),
+                    elapsed=deadline.elapsed(), done=True)
+    log.info("%s: finished at step %d", stage, step)
+
+
+def random_masks(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random rectangles (1 = repaint), 1/8 to 3/4 of each side, aligned to the latent grid."""
+    masks = torch.zeros(batch, 1, size, size)
+    cells = size // 8
+    for i in range(batch):
+        for _ in range(int(torch.randint(1, 3, (1,), generator=generator))):
+            h = int(torch.randint(max(1, cells // 8), cells * 3 // 4 + 1, (1,), generator=generator))
+            w = int(torch.randint(max(1, cells // 8), cells * 3 // 4 + 1, (1,), generator=generator))
+            top = int(torch.randint(0, cells - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, cells - w + 1, (1,), generator=generator))
+            masks[i, :, top * 8:(top + h) * 8, left * 8:(left + w) * 8] = 1.0
+    return masks
+
+
+# -- stage 5: export -----------------------------------------------------------------
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export(args, work: Path, tokenizer) -> Path:
+    from diffusers import UNet2DConditionModel
+
+    bank = load_checkpoint(work / "latents.pt")
+    vae = load_vae(work)
+    vae.register_to_config(scaling_factor=bank["scaling_factor"])
+    unet_state = load_checkpoint(work / "unet.pt")
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet.load_state_dict(unet_state["model"])
+    text_encoder = build_text_encoder(tokenizer)
+    text_encoder.load_state_dict(unet_state["text_encoder"])
+    inpaint_state = load_checkpoint(work / "inpaint.pt")
+    inpaint_unet = UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": 9})
+    inpaint_unet.load_state_dict(inpaint_state["model"])
+    bundle = LDM(name="toy", vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                 scheduler=sd_noise_schedule(), device=torch.device("cpu"), dtype=torch.float32,
+                 weights_hash="", resolution=RESOLUTION, inpaint_unet=inpaint_unet,
+                 scaling_factor=bank["scaling_factor"])
+    out = Path(args.out)
+    staging = Path(tempfile.mkdtemp(prefix="toy-export-", dir=work))
+    staging.chmod(0o755)
+    bundle.save_pretrained(staging)
+    for keep in ("MODEL_CARD.md", "measurements.json"):
+        if (out / keep).exists():
+            shutil.copy2(out / keep, staging / keep)
+    steps = {"vae": load_checkpoint(work / "vae.pt")["step"], "unet": unet_state["step"],
+             "inpaint": inpaint_state["step"]}
+    records = [json.loads(line) for line in (work / "losses.jsonl").read_text().splitlines()]
+    (staging / "train_log.json").write_text(json.dumps({
+        "args": {k: v for k, v in vars(args).items() if not callable(v)}, "steps": steps,
+        "scaling_factor": bank["scaling_factor"], "vae_config": VAE_CONFIG, "unet_config": UNET_CONFIG,
+        "text_config": TEXT_CONFIG, "losses": records,
+    }, indent=1, default=str))
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging.replace(out)
+    weights = sorted(p for p in out.rglob("*.safetensors"))
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out)}\n" for p in weights))
+    log.info("exported %s (%s bytes of weights)", out, sum(p.stat().st_size for p in weights))
+    return out
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default=str(ROOT / "runs" / "toy-train"))
+    parser.add_argument("--out", default=str(ROOT / "models" / "toy"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="total wall-clock budget, split between stages (vae 50 %%, unet 34 %%, inpaint 12 %%)")
+    parser.add_argument("--stages", default="vae,latents,unet,inpaint,export")
+    parser.add_argument("--vae-steps", type=int, default=12000)
+    parser.add_argument("--vae-batch", type=int, default=8)
+    parser.add_argument("--vae-patch", type=int, default=64)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-6)
+    parser.add_argument("--bank-size", type=int, default=4096)
+    parser.add_argument("--unet-steps", type=int, default=6000)
+    parser.add_argument("--unet-batch", type=int, default=32)
+    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--inpaint-steps", type=int, default=1500)
+    parser.add_argument("--inpaint-lr", type=float, default=3e-4)
+    args = parser.parse_args(argv)
+    args.stage_minutes = lambda stage: args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    logger = Logger(work)
+    stages = args.stages.split(",")
+    tokenizer = build_tokenizer(work / "tokenizer")
+    pictures = training_pictures()
+    sampler = CropSampler(pictures, RESOLUTION, generator=torch.Generator().manual_seed(args.seed))
+    held_out = torch.stack(list(held_out_images(RESOLUTION).values()))
+    if "vae" in stages:
+        train_vae(args, work, logger, sampler, held_out)
+    if "latents" in stages:
+        encode_bank(args, work, sampler)
+    if "unet" in stages:
+        train_unet(args, work, logger, tokenizer, inpaint=False)
+    if "inpaint" in stages:
+        train_unet(args, work, logger, tokenizer, inpaint=True)
+    if "export" in stages:
+        export(args, work, tokenizer)
+
+
+if __name__ == "__main__":
+    main()

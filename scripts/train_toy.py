@@ -362,6 +362,14 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _portable(value):
+    """Paths inside the repository are recorded relative to it, so the log names no machine."""
+    try:
+        return str(Path(value).resolve().relative_to(ROOT))
+    except (TypeError, ValueError):
+        return value
+
+
 def export(args, work: Path, tokenizer) -> Path:
     from diffusers import UNet2DConditionModel
 
@@ -391,7 +399,7 @@ def export(args, work: Path, tokenizer) -> Path:
              "inpaint": inpaint_state["step"]}
     records = [json.loads(line) for line in (work / "losses.jsonl").read_text().splitlines()]
     (staging / "train_log.json").write_text(json.dumps({
-        "args": {k: v for k, v in vars(args).items() if not callable(v)}, "steps": steps,
+        "args": {k: _portable(v) for k, v in vars(args).items() if not callable(v)}, "steps": steps,
         "scaling_factor": bank["scaling_factor"], "vae_config": VAE_CONFIG, "unet_config": UNET_CONFIG,
         "text_config": TEXT_CONFIG, "losses": records,
     }, indent=1, default=str))

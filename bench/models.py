@@ -443,6 +443,15 @@ def _load_pickled(cls, sub: Path, weights: Path):
     return model
 
 
+def _quiet_loading_bars() -> None:
+    """The libraries' per-file progress bars would interleave with the CLI's own progress."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle: bool = False,
                 name: str | None = None) -> LDM:
     """Load a local diffusers folder offline (safetensors; pickle only by opt-in)."""
@@ -451,6 +460,7 @@ def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle
 
     folder = Path(folder)
     weights = preflight(folder, allow_pickle=allow_pickle)
+    _quiet_loading_bars()
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
                "inpaint_unet": UNet2DConditionModel}
     parts: dict[str, Any] = {}

@@ -7,9 +7,13 @@ AdvDM (Liang et al., ICML 2023, arXiv 2302.04578). PERFORMANCE.md says how it is
 measured here:
 
 - every configuration (method × architecture × resolution × batch × mode × options)
-  runs in a **fresh child process** (``python -m bench.perf_worker``) so that its peak
-  RSS, CUDA peaks and allocator state are its own;
-- wall-clock per step after warm-up, median over repeats (``cuda.synchronize`` first);
+  runs in a **fresh child process** (forked from a server that has imported torch on
+  CPU, ``python -m bench.perf_worker`` on CUDA) so that its peak RSS, CUDA peaks and
+  allocator state are its own;
+- wall-clock per step after warm-up, median over repeats (``cuda.synchronize`` first),
+  and the process's CPU time per step (steadier than wall-clock on a shared CPU);
+- FLOPs of one step (``torch.utils.flop_counter``: matmul, convolution, attention,
+  forward and backward) — deterministic, so a regression in work shows on any machine;
 - peak CUDA memory allocated and reserved; on CPU the peak RSS growth over the RSS
   right after loading (the kernel's high-water mark is reset there);
 - the bytes autograd saves for backward during one step (parameters excluded), the
@@ -164,11 +168,12 @@ def parse_inject_delay(items: Iterable[str]) -> dict[str, float]:
     for item in items:
         name, sep, seconds = item.rpartition("=")
         try:
-            delays[name.strip()] = float(seconds)
+            value = float(seconds)
         except ValueError:
-            name = ""
-        if not sep or not name.strip():
+            value = -1.0
+        if not sep or not name.strip() or value < 0:
             raise PerfError(f"--inject-delay {item!r}: expected METHOD=SECONDS, e.g. sds-=0.5")
+        delays[name.strip()] = value
     return delays
 
 

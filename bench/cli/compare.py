@@ -54,6 +54,8 @@ def compare(
     deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
     shard: str = typer.Option("0/1", "--shard", help="Run only shard I of N (by image hash), for job arrays."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (on a shared machine, "
+                                                                  "fewer threads than cores avoids oversubscription)."),
 ) -> None:
     """Run protections x mimicry attacks on images; record quality, time and memory; write a report.
 
@@ -66,6 +68,10 @@ def compare(
     from bench.runner import CompareSpec, run_compare
     from bench.store import StoreError
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     try:
         file = read_config(config, "compare")
         spec = CompareSpec(

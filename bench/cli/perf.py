@@ -52,7 +52,8 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
             ("GFLOP", "right"), ("time /advdm", "right"), ("cpu /advdm", "right"), ("flops /advdm", "right"),
             ("mem /advdm", "right"), ("saved /advdm", "right")] + \
             ([("ref/fair time", "right"), ("ref/fair flops", "right"), ("ref/fair mem", "right")]
-             if has_reference else []):
+             if has_reference else []) + \
+            ([("time /none", "right"), ("mem /none", "right"), ("saved /none", "right")] if several_opts else []):
         if name:
             table.add_column(name, justify=justify)
     for row in rows:
@@ -75,6 +76,9 @@ def results_table(rows: list[dict[str, Any]]) -> Table:
         if has_reference:
             cells += [_ratio(row.get("reference_over_fair_time")), _ratio(row.get("reference_over_fair_flops")),
                       _ratio(row.get("reference_over_fair_memory"))]
+        if several_opts:
+            cells += [_ratio(row.get("time_vs_none")), _ratio(row.get("memory_vs_none")),
+                      _ratio(row.get("saved_vs_none"))]
         table.add_row(*cells)
     return table
 

@@ -4,8 +4,10 @@
 env:
 	bash scripts/setup_env.sh
 
+# One torch thread: the toy model is too small to gain from more, and a second thread
+# fights any other job on a 2-core machine (measured: 5 min vs over an hour).
 demo: env
-	.venv/bin/bench compare --methods all --out runs/demo
+	.venv/bin/bench compare --methods all --out runs/demo --threads 1
 
 test: env
 	.venv/bin/python -m pytest

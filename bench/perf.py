@@ -195,6 +195,8 @@ def run_config(config: PerfConfig, *, timeout_s: float | None = None, isolation:
     per configuration, with its own memory peaks, but without paying the imports each
     time. ``subprocess`` starts ``python -m bench.perf_worker`` from scratch; it is the
     default for CUDA, which must not be initialised in a process that is forked from.
+    A script that calls this with ``forkserver`` needs the ``if __name__ == "__main__":``
+    guard: multiprocessing re-imports the main module in each child.
     """
     if isolation not in ISOLATIONS:
         raise PerfError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")

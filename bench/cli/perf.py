@@ -29,47 +29,50 @@ def _seconds(value: Any) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def _columns(on_gpu: bool, several_opts: bool, has_reference: bool) -> list[str]:
+    columns = ["method", "mode", "res", "batch"] + (["options"] if several_opts else [])
+    columns += ["s/step", "steps", "s/image"]
+    # On CPU the RSS growth over the post-load RSS is the attack memory (weights excluded).
+    columns += ["peak alloc MiB", "reserved MiB", "attack MiB"] if on_gpu else ["RSS growth MiB"]
+    columns += ["saved MiB", "GFLOP", "time /advdm", "cpu /advdm", "flops /advdm", "mem /advdm", "saved /advdm"]
+    if has_reference:
+        columns += ["ref/fair time", "ref/fair flops", "ref/fair mem"]
+    if several_opts:
+        columns += ["time /none", "mem /none", "saved /none"]
+    return columns
+
+
 def results_table(rows: list[dict[str, Any]]) -> Table:
     """One line per method and configuration; ratios against AdvDM of the same mode and size.
 
     ``steps``: the method's default PGD steps; ``s/image`` = s/step × steps / batch.
     """
     on_gpu = any(r.get("peak_cuda_allocated_bytes") is not None for r in rows)
-    several_opts = len({r["optimisations"] for r in rows}) > 1
+    several_opts = len({r.get("optimisations") for r in rows}) > 1
     has_reference = any(r.get("reference_over_fair_time") is not None for r in rows)
     first_ok = next((r for r in rows if r.get("status") == "ok"), None)
     where = ""
     if first_ok:
         machine = first_ok["machine"]
         where = f" — {machine.get('gpu') or machine.get('cpu')} ({first_ok['arch']}, {first_ok['dtype']})"
-    table = Table(title=f"cost per PGD step{where}", title_justify="left")
-    for name, justify in [("method", "left"), ("mode", "left"), ("res", "right"), ("batch", "right")] + \
-            ([("options", "left")] if several_opts else []) + [
-            ("s/step", "right"), ("steps", "right"), ("s/image", "right"),
-            # On CPU the RSS growth over the post-load RSS IS the attack memory (weights excluded).
-            ("peak alloc MiB" if on_gpu else "", "right"), ("reserved MiB" if on_gpu else "", "right"),
-            ("attack MiB" if on_gpu else "RSS growth MiB", "right"), ("saved MiB", "right"),
-            ("GFLOP", "right"), ("time /advdm", "right"), ("cpu /advdm", "right"), ("flops /advdm", "right"),
-            ("mem /advdm", "right"), ("saved /advdm", "right")] + \
-            ([("ref/fair time", "right"), ("ref/fair flops", "right"), ("ref/fair mem", "right")]
-             if has_reference else []) + \
-            ([("time /none", "right"), ("mem /none", "right"), ("saved /none", "right")] if several_opts else []):
-        if name:
-            table.add_column(name, justify=justify)
+    table = Table(title=escape(f"cost per PGD step{where}"), title_justify="left")
+    for index, name in enumerate(_columns(on_gpu, several_opts, has_reference)):
+        table.add_column(name, justify="left" if index < 2 or name == "options" else "right")
     for row in rows:
-        cells = [row["method"], row["mode"], str(row.get("resolution") or "native"), str(row["batch"])]
+        cells = [row.get("method", "?"), row.get("mode", "?"), str(row.get("resolution") or "native"),
+                 str(row.get("batch", "?"))]
         if several_opts:
-            cells.append(row["optimisations"])
+            cells.append(row.get("optimisations", "?"))
         if row.get("status") != "ok":
             cells.append(f"[red]failed[/]: {escape(str(row.get('error', ''))[:90])}")
             table.add_row(*cells)
             continue
-        per_image = row.get("s_per_image")
-        cells += [_seconds(row["s_per_step"]), str(row.get("default_steps") or "—"), _seconds(per_image)]
+        flops = row.get("flops_per_step")
+        cells += [_seconds(row["s_per_step"]), str(row.get("default_steps") or "—"), _seconds(row.get("s_per_image"))]
         if on_gpu:
             cells += [_mib(row["peak_bytes"]), _mib(row.get("peak_cuda_reserved_bytes"))]
-        flops = row.get("flops_per_step")
-        cells += [_mib(row["attack_bytes"]), _mib(row["saved_bytes"]), "—" if flops is None else f"{flops / 1e9:,.1f}",
+        cells += [_mib(row["attack_bytes"]), _mib(row["saved_bytes"]),
+                  "—" if flops is None else f"{flops / 1e9:,.1f}",
                   _ratio(row.get("time_ratio_to_advdm")), _ratio(row.get("cpu_time_ratio_to_advdm")),
                   _ratio(row.get("flops_ratio_to_advdm")), _ratio(row.get("memory_ratio_to_advdm")),
                   _ratio(row.get("saved_ratio_to_advdm"))]
@@ -130,7 +133,9 @@ def perf(
                                                   "variant: none, channels-last, sdpa, classic-attn, bf16, fp16, "
                                                   "vae-ckpt, unet-ckpt, compile."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and images."),
-    threads: int = typer.Option(0, "--threads", help="torch threads in each child (0: torch's default)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads in each child; 0: torch's default "
+                                                                  "(all cores). [default: 1 on CPU — steady ratios "
+                                                                  "on a shared CPU; 0 on CUDA]"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows (one object per method and "
                                                                  "configuration) to this JSON file."),
     check: Optional[Path] = typer.Option(None, "--check", help="Re-measure with this baseline's settings and exit 1 "
@@ -179,7 +184,10 @@ def perf(
                 "arch": arch, "resolutions": parse_int_list(resolution, "resolution") if resolution else [0],
                 "batches": parse_int_list(batch, "batch"), "methods": resolve_methods(methods), "modes": modes,
                 "optimisations": [v.label for v in parse_variants(opt)], "steps": steps, "warmup": warmup,
-                "repeats": repeats, "dtype": dtype, "device": device, "seed": seed, "threads": threads,
+                "repeats": repeats, "dtype": dtype, "device": device, "seed": seed,
+                # Two threads on a 2-core CPU that other jobs share made a tiny-random step up to
+                # 40x slower (each parallel region waits for a descheduled thread); one thread did not.
+                "threads": threads if threads is not None else (1 if device == "cpu" else 0),
             }
         if isolation not in ISOLATIONS:
             raise PerfError(f"--isolation must be one of {', '.join(ISOLATIONS)}")

@@ -26,29 +26,33 @@ def difference_in_levels(outputs: torch.Tensor, references: torch.Tensor) -> tor
     return levels if on_grid else difference
 
 
-@METRICS.register("linf")
-class LInf(Metric):
-    """Largest per-pixel change, max |protected − clean| × 255 (lower = smaller perturbation)."""
+class BudgetMetric(Metric):
+    """Shared shape of the budget metrics: a norm of the change in 8-bit levels, per image."""
 
     higher_is_better = False
     unit = "/255"
     budget_only = True
 
+    def norm(self, levels: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` changes in levels -> ``(N,)`` norms."""
+        raise NotImplementedError
+
     def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         check_pair(outputs, references, self.name)
-        difference = difference_in_levels(outputs, references)
-        return difference.abs().flatten(1).amax(dim=1).float()
+        return self.norm(difference_in_levels(outputs, references).flatten(1)).float()
+
+
+@METRICS.register("linf")
+class LInf(BudgetMetric):
+    """Largest per-pixel change, max |protected − clean| × 255 (lower = smaller perturbation)."""
+
+    def norm(self, levels: torch.Tensor) -> torch.Tensor:
+        return levels.abs().amax(dim=1)
 
 
 @METRICS.register("l2")
-class L2(Metric):
+class L2(BudgetMetric):
     """Euclidean norm of the change over all pixels and channels, ‖protected − clean‖₂ × 255."""
 
-    higher_is_better = False
-    unit = "/255"
-    budget_only = True
-
-    def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        check_pair(outputs, references, self.name)
-        difference = difference_in_levels(outputs, references)
-        return torch.linalg.vector_norm(difference.flatten(1), ord=2, dim=1).float()
+    def norm(self, levels: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(levels, ord=2, dim=1)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
-def test_protections(monkeypatch):
+def with_test_protections(monkeypatch):
     register_test_protections(monkeypatch.setitem)
 
 
@@ -46,7 +46,7 @@ def read_rows(run_dir: Path, *, without_cost: bool = True) -> list[dict]:
     return [r for r in rows if not (without_cost and r["pair"] == "cost")]
 
 
-def test_second_run_recomputes_nothing_and_rows_are_tidy(tmp_path, image_dir, test_protections):
+def test_second_run_recomputes_nothing_and_rows_are_tidy(tmp_path, image_dir, with_test_protections):
     first = run_compare(spec_for(tmp_path / "run", image_dir))
     assert (first.computed, first.reused, first.failed) == (12, 0, 0)  # 3 images x (2 protect + 2 attack)
     second = run_compare(spec_for(tmp_path / "run", image_dir))
@@ -99,7 +99,7 @@ def test_kill_minus_nine_then_rerun_gives_the_rows_of_an_uninterrupted_run(tmp_p
     assert drop_run(read_rows(killed)) == drop_run(read_rows(reference))
 
 
-def test_flipped_or_truncated_artifact_is_detected_and_recomputed(tmp_path, image_dir, test_protections, caplog):
+def test_flipped_or_truncated_artifact_is_detected_and_recomputed(tmp_path, image_dir, with_test_protections, caplog):
     run_dir = tmp_path / "run"
     run_compare(spec_for(run_dir, image_dir))
     before = read_rows(run_dir)
@@ -115,13 +115,13 @@ def test_flipped_or_truncated_artifact_is_detected_and_recomputed(tmp_path, imag
     assert read_rows(run_dir) == before
 
 
-def test_second_process_on_the_same_run_is_refused(tmp_path, image_dir, test_protections):
+def test_second_process_on_the_same_run_is_refused(tmp_path, image_dir, with_test_protections):
     with RunStore(tmp_path / "run"):
         with pytest.raises(StoreError, match=r"in use by pid \d+"):
             run_compare(spec_for(tmp_path / "run", image_dir))
 
 
-def test_changed_plan_is_refused_unless_forced(tmp_path, image_dir, test_protections):
+def test_changed_plan_is_refused_unless_forced(tmp_path, image_dir, with_test_protections):
     run_compare(spec_for(tmp_path / "run", image_dir))
     with pytest.raises(StoreError, match=r"different plan \(changed: .*seed"):
         run_compare(spec_for(tmp_path / "run", image_dir, seed=1))
@@ -130,7 +130,7 @@ def test_changed_plan_is_refused_unless_forced(tmp_path, image_dir, test_protect
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["plan"]["seed"] == 1
 
 
-def test_out_of_memory_cell_is_recorded_and_the_next_cell_runs(tmp_path, image_dir, test_protections):
+def test_out_of_memory_cell_is_recorded_and_the_next_cell_runs(tmp_path, image_dir, with_test_protections):
     summary = run_compare(spec_for(tmp_path / "run", image_dir, methods="none,test-oom,test-slow"))
     # 3 oom protect cells + their 3 attack cells fail; everything else finishes.
     assert summary.failed == 6
@@ -142,7 +142,7 @@ def test_out_of_memory_cell_is_recorded_and_the_next_cell_runs(tmp_path, image_d
                for r in rows)
 
 
-def test_hanging_cell_times_out_and_the_run_goes_on(tmp_path, image_dir, test_protections):
+def test_hanging_cell_times_out_and_the_run_goes_on(tmp_path, image_dir, with_test_protections):
     started = time.monotonic()
     summary = run_compare(spec_for(tmp_path / "run", image_dir, methods="none,test-hang", cell_timeout_s=0.5))
     assert time.monotonic() - started < 60
@@ -158,7 +158,7 @@ def test_missing_weights_fail_in_preflight_before_any_work(tmp_path, image_dir):
     assert not out.exists()
 
 
-def test_bad_inputs_are_skipped_listed_and_the_run_goes_on(tmp_path, image_dir, test_protections):
+def test_bad_inputs_are_skipped_listed_and_the_run_goes_on(tmp_path, image_dir, with_test_protections):
     mixed = tmp_path / "mixed"
     write_images(mixed, count=2)
     (mixed / "broken.png").write_text("not an image")

@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Run as a script: its per-variant summary lines are INFO records shown on the console.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from bench.optimize import parse_variants
     from bench.perf import machine_description, versions
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             report = strength_report(variant.label, method=method, arch=args.arch, steps=args.steps, seed=args.seed)
             reports.append(report)
-            print(f"{variant.label:>16} {method:>6}: first-step signs {report['first_step']['sign_agreement']:.4f} "
+            log.info(f"{variant.label:>16} {method:>6}: first-step signs {report['first_step']['sign_agreement']:.4f} "
                   f"cos {report['first_step']['cosine']:.5f}; "
                   f"trace diff {report['trace_max_relative_difference']:.2e}; "
                   f"SDEdit effect {report['sdedit']['effect_optimised']:.4f} vs plain "

@@ -27,8 +27,15 @@ from mimicry.common import (
 log = logging.getLogger(__name__)
 
 
+class StrengthSweep(Mimicry):
+    """An attack swept over ``config.strengths``: one setting (and one output) per strength."""
+
+    def settings(self) -> list[str]:
+        return [format_strength(s) for s in self.config.strengths]
+
+
 @MIMICRY.register("sdedit")
-class SDEdit(Mimicry):
+class SDEdit(StrengthSweep):
     """SDEdit (Meng et al., arXiv 2108.01073): img2img at several strengths with DDIM, through diffusers.
 
     Per strength ``s``, the latent ``z₀ = s_vae·E(x)`` is noised and denoised by diffusers'
@@ -69,9 +76,6 @@ class SDEdit(Mimicry):
         eta: float = 0.0
         latent: Literal["sample", "mean"] = "sample"
 
-    def settings(self) -> list[str]:
-        return [format_strength(s) for s in self.config.strengths]
-
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
                  context: AttackContext) -> torch.Tensor:
@@ -107,7 +111,7 @@ class SDEdit(Mimicry):
 
 
 @MIMICRY.register("sdedit-1step")
-class SDEditOneStep(Mimicry):
+class SDEditOneStep(StrengthSweep):
     """One-step SDEdit: decode the x̂₀ prediction at t = strength·T (the reference's one-step edit).
 
     Xue et al. (arXiv 2311.12832) report both one-step and multi-step edits. Here
@@ -127,9 +131,6 @@ class SDEditOneStep(Mimicry):
         strengths: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
         guidance_scale: float = 1.0
         latent: Literal["sample", "mean"] = "sample"
-
-    def settings(self) -> list[str]:
-        return [format_strength(s) for s in self.config.strengths]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,

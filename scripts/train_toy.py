@@ -25,7 +25,6 @@ Each stage stops at its step count or its share of the budget, whichever comes f
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.models import LDM, sd_noise_schedule  # noqa: E402
+from bench.store import sha256_file as sha256  # noqa: E402
 from bench.tokenizer import build_tokenizer  # noqa: E402
 from bench.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 
@@ -261,7 +261,6 @@ def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> No
         weights["conv_in.weight"] = torch.cat([conv, torch.zeros(conv.shape[0], 5, *conv.shape[2:])], 1)
         unet.load_state_dict(weights)
         params = list(unet.parameters())
-        masked_bank = load_checkpoint(work / "latents.pt")
     else:
         unet = UNet2DConditionModel(**UNET_CONFIG)
         params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -354,14 +353,6 @@ def random_masks(batch: int, size: int, generator: torch.Generator) -> torch.Ten
 
 
 # -- stage 5: export -----------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _portable(value):
     """Paths inside the repository are recorded relative to it, so the log names no machine."""
     try:

@@ -27,13 +27,13 @@ from typing import Any, Callable
 
 import torch
 
-import bench
-from bench.config import canonical_json
-from bench.images import IntakeResult, LoadedImage, load_images, png_bytes, quantize_8bit, read_png
-from bench.models import LDM, load_model
-from bench.profiling import profile_phase
-from bench.quick import quick_component
-from bench.store import Artifact, RunStore, StoreError
+import cloakbench
+from cloakbench.core.config import canonical_json
+from cloakbench.core.images import IntakeResult, LoadedImage, load_images, png_bytes, quantize_8bit, read_png
+from cloakbench.core.models import LDM, load_model
+from cloakbench.profiling import profile_phase
+from cloakbench.core.quick import quick_component
+from cloakbench.store import Artifact, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def derive_seed(run_seed: int, *parts: Any) -> int:
 
 
 def key_of(payload: dict) -> str:
-    return hashlib.sha256(canonical_json({**payload, "cloakbench": bench.__version__}).encode()).hexdigest()
+    return hashlib.sha256(canonical_json({**payload, "cloakbench": cloakbench.__version__}).encode()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -114,7 +114,7 @@ def time_limit(seconds: float | None):
 
 
 def git_state() -> tuple[str, bool | None]:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
@@ -130,7 +130,7 @@ def versions() -> dict[str, str]:
     import transformers
 
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "cloakbench": bench.__version__}
+            "transformers": transformers.__version__, "cloakbench": cloakbench.__version__}
 
 
 def device_name(device: torch.device) -> str:
@@ -143,9 +143,9 @@ class Grid:
     """Plans and runs one compare run against a :class:`RunStore`."""
 
     def __init__(self, spec: CompareSpec, on_event: Event | None = None):
-        import metrics as metric_pkg
-        import mimicry as mimicry_pkg
-        import protections as protection_pkg
+        import cloakbench.metrics as metric_pkg
+        import cloakbench.mimicry as mimicry_pkg
+        import cloakbench.protections as protection_pkg
 
         self.spec = spec
         self.emit = on_event or (lambda kind, info: None)
@@ -175,7 +175,7 @@ class Grid:
     @staticmethod
     def _unavailable_reason(components) -> str | None:
         """Why an attack chain cannot run here (missing weights), checked before any work."""
-        from mimicry.base import AttackUnavailable
+        from cloakbench.mimicry.base import AttackUnavailable
 
         for component in components:
             try:
@@ -185,7 +185,7 @@ class Grid:
         return None
 
     def _check_override_names(self, *packages) -> None:
-        from bench.config import ConfigError
+        from cloakbench.core.config import ConfigError
 
         known = set()
         for registry in (packages[0].PROTECTIONS, packages[1].MIMICRY, packages[2].METRICS):
@@ -288,7 +288,7 @@ class Runner:
         ``pair`` metrics give one row per image; ``set`` metrics (FID, KID) one row for the
         two sets. A metric that cannot run here gives a row marked unavailable with its reason.
         """
-        from metrics.base import MetricUnavailable
+        from cloakbench.metrics.base import MetricUnavailable
 
         rows = []
         for metric in self.grid.metrics:
@@ -427,7 +427,7 @@ class Runner:
     def analysis_rows(self, base: dict, clean: torch.Tensor, protected: torch.Tensor) -> list[dict]:
         """The encoder-vulnerability analysis (Xue et al., Sec. 4): δz vs δx per image."""
         try:
-            from metrics.analysis import encoder_analysis
+            from cloakbench.metrics.analysis import encoder_analysis
         except ImportError:
             return []
         with torch.no_grad():
@@ -439,7 +439,7 @@ class Runner:
                  "unit": r.get("unit", ""), "higher_is_better": ""} for r in found]
 
     def _context(self, cell: Cell, work_dir: Path | None = None):
-        from mimicry.base import AttackContext
+        from cloakbench.mimicry.base import AttackContext
 
         names = [cell.image.name] if cell.image else [im.name for im in self.intake.images]
         return AttackContext(image_names=names, prompt=self.spec.prompt, mask_dir=self.spec.mask_dir,
@@ -610,7 +610,7 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None) -> RunSummary:
 
 def render_report(run_dir: Path) -> Path | None:
     try:
-        from reports.html import write_report
+        from cloakbench.reports.html import write_report
     except ImportError:
         log.warning("the report package is not available; rows.csv is written")
         return None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from bench.images import write_atomic
+from cloakbench.core.images import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from metrics.base import METRICS, Metric, check_pair
+from cloakbench.metrics.base import METRICS, Metric, check_pair
 
 
 def difference_in_levels(outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ import dataclasses
 
 import torch
 
-from bench import weights
-from metrics.base import METRICS, Metric, MetricUnavailable, check_pair
+from cloakbench.core import weights
+from cloakbench.metrics.base import METRICS, Metric, MetricUnavailable, check_pair
 
 
 @METRICS.register("clip-sim")

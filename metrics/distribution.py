@@ -6,7 +6,7 @@
 
 Both use torchmetrics' port of the TF Inception (torch-fidelity's
 ``weights-inception-2015-12-05-6726825d.pth``, 2048-d pool features), built offline by
-:func:`bench.weights.build_inception`. ``outputs`` are the generated set and ``references``
+:func:`cloakbench.core.weights.build_inception`. ``outputs`` are the generated set and ``references``
 the concept set; both (N, 3, H, W) in [0, 1], quantised to uint8 (round, as the saved PNGs
 are) because the Inception port takes uint8. Scope is ``set``: one scalar per pair of sets.
 FID from a handful of images is dominated by its small-sample bias; KID is unbiased and
@@ -19,8 +19,8 @@ import dataclasses
 
 import torch
 
-from bench import weights
-from metrics.base import METRICS, Metric, MetricUnavailable
+from cloakbench.core import weights
+from cloakbench.metrics.base import METRICS, Metric, MetricUnavailable
 
 MIN_IMAGES = 2
 FEATURE_LAYERS = (64, 192, 768, 2048)

@@ -15,7 +15,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from metrics.base import METRICS, Metric, MetricUnavailable, check_pair
+from cloakbench.metrics.base import METRICS, Metric, MetricUnavailable, check_pair
 
 
 @METRICS.register("psnr")

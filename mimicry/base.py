@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.component import Component
-from bench.registry import Registry
+from cloakbench.core.component import Component
+from cloakbench.core.registry import Registry
 
 
 @dataclass

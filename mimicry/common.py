@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.models import LDM
+from cloakbench.core.models import LDM
 
 
 def check_images(images: torch.Tensor, owner: str) -> None:

@@ -14,8 +14,8 @@ from typing import Literal
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, Mimicry
-from mimicry.common import check_epsilon_prediction, check_images, ddim_denoise, forward_noise, note
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.common import check_epsilon_prediction, check_images, ddim_denoise, forward_noise, note
 
 
 def purification_timesteps(t_star: int, steps: int) -> list[int]:

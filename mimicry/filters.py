@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, Mimicry
-from mimicry.common import check_images, note
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.common import check_images, note
 
 
 def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:

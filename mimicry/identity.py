@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 
 
 @MIMICRY.register("identity")

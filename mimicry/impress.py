@@ -14,8 +14,8 @@ from typing import Literal
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from mimicry.common import check_images, note
+from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
+from cloakbench.mimicry.common import check_images, note
 
 
 def consistency_loss(model, images: torch.Tensor, latent: str = "mean",
@@ -79,7 +79,7 @@ class Impress(Mimicry):
     def check_available(self) -> None:
         if self.config.distance != "lpips":
             return
-        from bench import weights
+        from cloakbench.core import weights
 
         if weights.find(weights.ALEXNET, self.config.lpips_path or None) is None:
             raise AttackUnavailable(
@@ -90,7 +90,7 @@ class Impress(Mimicry):
 
     def _lpips_network(self, device):
         if self._lpips is None:
-            from bench import weights
+            from cloakbench.core import weights
 
             self.check_available()
             try:

@@ -18,8 +18,8 @@ from typing import Literal
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, Mimicry
-from mimicry.common import (
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.common import (
     alpha_bar, check_epsilon_prediction, check_images, forward_noise, format_strength, predict_guided_noise,
     note, predict_x0, resolve_strength,
 )

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, Mimicry
-from mimicry.common import check_images, note
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.common import check_images, note
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from mimicry.common import check_images
-from mimicry.filters import add_noise
+from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
+from cloakbench.mimicry.common import check_images
+from cloakbench.mimicry.filters import add_noise
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ FACTOR = 4
 
 def find_cached_upscaler() -> str | None:
     """The local Hugging Face cache snapshot of the SD x4 upscaler, or ``None`` (never downloads)."""
-    from bench.models import ModelError, resolve_hub_cache
+    from cloakbench.core.models import ModelError, resolve_hub_cache
 
     try:
         return str(resolve_hub_cache(SD_UPSCALER_ID))

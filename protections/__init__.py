@@ -3,8 +3,8 @@
 Importing this package registers every protection in :data:`PROTECTIONS`.
 """
 
-from protections.base import PROTECTIONS, Protection, publishable_protections
-from protections import none  # noqa: F401  (registers)
-from protections import noise, semantic, encoder, sds  # noqa: F401,E402  (register)
+from cloakbench.protections.base import PROTECTIONS, Protection, publishable_protections
+from cloakbench.protections import none  # noqa: F401  (registers)
+from cloakbench.protections import noise, semantic, encoder, sds  # noqa: F401,E402  (register)
 
 __all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import torch
 
-from bench.component import Component
-from bench.registry import Registry
+from cloakbench.core.component import Component
+from cloakbench.core.registry import Registry
 
 
 class Protection(Component):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from protections import losses
-from protections.base import PROTECTIONS
-from protections.engine import PGDConfig, PGDProtection
+from cloakbench.protections import losses
+from cloakbench.protections.base import PROTECTIONS
+from cloakbench.protections.engine import PGDConfig, PGDProtection
 
 
 @dataclass(frozen=True)

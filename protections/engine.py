@@ -10,7 +10,7 @@ moves the image one step. The engine owns everything else, once:
   uniform random start in ``[−eps, eps]``;
 - a batch of images per step (each image draws its own randomness, see below);
 - a per-step loss trace (``(N,)`` per step);
-- the final 8-bit rounding (:func:`bench.images.quantize_8bit`), followed by a clamp
+- the final 8-bit rounding (:func:`cloakbench.core.images.quantize_8bit`), followed by a clamp
   to the 8-bit values inside the ball, so the saved PNG keeps ``|δ|∞ ≤ eps/255`` even
   when the clean image is not itself 8-bit (the reference truncates and reaches
   ``(eps+1)/255``);
@@ -61,9 +61,9 @@ from typing import ClassVar, Literal, Sequence
 
 import torch
 
-from protections import losses
-from protections.base import Protection
-from protections.targets import target_image
+from cloakbench.protections import losses
+from cloakbench.protections.base import Protection
+from cloakbench.protections.targets import target_image
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def round_within_budget(images: torch.Tensor, clean: torch.Tensor, eps_8bit: flo
     For an 8-bit clean image and integer ``eps`` rounding alone suffices; the clamp
     makes the guarantee hold for any clean image and any ``eps >= 1``.
     """
-    from bench.images import quantize_8bit
+    from cloakbench.core.images import quantize_8bit
 
     rounded = quantize_8bit(images)
     # A tolerance absorbs float error in ``k/255``: 239.99998 must count as 240.
@@ -425,7 +425,7 @@ def with_profile(cls: type[Protection], name: str, overrides: dict | None = None
     if name not in profiles:
         known = ", ".join(profiles) or "none"
         raise ValueError(f"{cls.registry_name or cls.__name__} has no profile {name!r} (profiles: {known})")
-    from bench.config import apply_overrides
+    from cloakbench.core.config import apply_overrides
 
     config = dataclasses.replace(cls.Config(), **profiles[name])
     if overrides:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from protections.base import PROTECTIONS, Protection
-from protections.engine import GeneratorArg, check_images, draw_uniform, image_generators, round_within_budget
+from cloakbench.protections.base import PROTECTIONS, Protection
+from cloakbench.protections.engine import GeneratorArg, check_images, draw_uniform, image_generators, round_within_budget
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from protections.base import PROTECTIONS, Protection
+from cloakbench.protections.base import PROTECTIONS, Protection
 
 
 @PROTECTIONS.register("none")

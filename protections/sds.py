@@ -15,13 +15,13 @@ from typing import ClassVar, Literal
 
 import torch
 
-from protections import losses
-from protections.base import PROTECTIONS
-from protections.engine import (
+from cloakbench.protections import losses
+from cloakbench.protections.base import PROTECTIONS
+from cloakbench.protections.engine import (
     GeneratorArg, PGDProtection, PGDState, StepDraws, check_images, draw_normal, draw_timesteps,
     image_generators, latent_shape,
 )
-from protections.semantic import SemanticConfig
+from cloakbench.protections.semantic import SemanticConfig
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class LatentSDS(PGDProtection):
         return loss
 
     def finalize(self, state: PGDState) -> torch.Tensor:
-        from bench.images import quantize_8bit
+        from cloakbench.core.images import quantize_8bit
 
         with torch.no_grad():
             decoded = state.model.decode(state.adversarial)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from protections import losses
-from protections.base import PROTECTIONS
-from protections.engine import PGDConfig, PGDProtection, PGDState, StepDraws
+from cloakbench.protections import losses
+from cloakbench.protections.base import PROTECTIONS
+from cloakbench.protections.engine import PGDConfig, PGDProtection, PGDState, StepDraws
 
 
 @dataclass(frozen=True)

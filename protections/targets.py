@@ -49,6 +49,6 @@ def target_image(spec: str, height: int, width: int) -> torch.Tensor | None:
         raise ValueError(f"target {spec!r} is neither 'pattern', 'zero' nor an image file")
     if height != width:
         raise ValueError(f"a target file needs square images (the intake's working size); got {height}x{width}")
-    from bench.images import load_image_file
+    from cloakbench.core.images import load_image_file
 
     return load_image_file(path, height).pixels

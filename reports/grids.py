@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reports.run import NO_PROTECTION, Run, attack_label
+from cloakbench.reports.run import NO_PROTECTION, Run, attack_label
 
 logger = logging.getLogger(__name__)
 

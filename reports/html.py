@@ -17,11 +17,11 @@ from typing import Any
 
 import jinja2
 
-from reports import format as fmt
-from reports.grids import AMPLIFY, COLUMNS, build_grids
-from reports.plots import all_plots
-from reports.run import Run, load_run, plan_names, shorten_paths
-from reports.tables import problems, summary
+from cloakbench.reports import format as fmt
+from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
+from cloakbench.reports.plots import all_plots
+from cloakbench.reports.run import Run, load_run, plan_names, shorten_paths
+from cloakbench.reports.tables import problems, summary
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ matplotlib.use("Agg")  # no display, and no GUI backend picked up from the envir
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports import format as fmt  # noqa: E402
-from reports.run import NO_PROTECTION, Run  # noqa: E402
-from reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric  # noqa: E402
+from cloakbench.reports import format as fmt  # noqa: E402
+from cloakbench.reports.run import NO_PROTECTION, Run  # noqa: E402
+from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric  # noqa: E402
 
 NOISE = "noise"
 X_PREFERENCE = ("lpips", "ssim", "psnr")

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports import format as fmt
-from reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
+from cloakbench.reports import format as fmt
+from cloakbench.reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
 
 STRENGTH_PAIR = "attack_vs_clean_attack"
 VERSUS_CLEAN_PAIR = "attack_vs_clean"

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.models import TOY_MODEL_DIR, load_model  # noqa: E402
-from bench.toy_data import HELD_OUT, held_out_images  # noqa: E402
+from cloakbench.core.models import TOY_MODEL_DIR, load_model  # noqa: E402
+from cloakbench.core.toy_data import HELD_OUT, held_out_images  # noqa: E402
 
 log = logging.getLogger("measure_toy")
 
@@ -53,8 +53,8 @@ def vae_round_trip(model, images: torch.Tensor) -> torch.Tensor:
 
 
 def sdedit(model, images: torch.Tensor, prompt: str) -> torch.Tensor:
-    from mimicry.base import AttackContext
-    from mimicry.sdedit import SDEdit
+    from cloakbench.mimicry.base import AttackContext
+    from cloakbench.mimicry.sdedit import SDEdit
 
     attack = SDEdit()
     context = AttackContext(setting=f"{STRENGTH:g}", image_names=list(HELD_OUT), prompt=prompt)
@@ -63,7 +63,7 @@ def sdedit(model, images: torch.Tensor, prompt: str) -> torch.Tensor:
 
 def write_grid(rows: list[torch.Tensor], path: Path) -> None:
     """Rows of images (each ``(N, 3, H, W)``) side by side, one PNG."""
-    from bench.images import save_png
+    from cloakbench.core.images import save_png
 
     grid = torch.cat([torch.cat(list(row), dim=2) for row in rows], dim=1)
     save_png(grid, path)
@@ -75,9 +75,9 @@ def summary(values: list[float], names=HELD_OUT) -> dict:
 
 
 def measure_protections(model, images, clean_edit, names, steps, prompt, grid_rows) -> dict:
-    from metrics.analysis.encoder import encoder_analysis_batch
-    from protections import PROTECTIONS
-    from bench.images import quantize_8bit
+    from cloakbench.metrics.analysis.encoder import encoder_analysis_batch
+    from cloakbench.protections import PROTECTIONS
+    from cloakbench.core.images import quantize_8bit
 
     out = {}
     for name in names:
@@ -171,7 +171,7 @@ def write_card(folder: Path) -> Path:
         rows = [r for r in losses if r["stage"] == stage]
         return (rows[-1]["time"] - rows[0]["time"]) / 60 if len(rows) > 1 else 0.0
 
-    from bench.toy_data import TRAIN_CAPTIONS
+    from cloakbench.core.toy_data import TRAIN_CAPTIONS
 
     per_image = result["vae_round_trip_psnr"]["per_image"]
     edit_per_image = result["sdedit"]["psnr_vs_input"]["per_image"]
@@ -198,7 +198,7 @@ def write_card(folder: Path) -> Path:
         f"- Text encoder: `CLIPTextModel` hidden {train['text_config']['hidden_size']}, "
         f"{train['text_config']['num_hidden_layers']} layers, over the project's own byte-level tokenizer "
         "(`bench/tokenizer.py`), trained jointly with the UNet.",
-        "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`bench.models.sd_noise_schedule`).",
+        "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`cloakbench.core.models.sd_noise_schedule`).",
         "",
         "## Data",
         "",
@@ -211,7 +211,7 @@ def write_card(folder: Path) -> Path:
         "",
         "**Held out** (never trained on): `astronaut`, `chelsea`, `coffee`, `rocket` — the default",
         "evaluation set `samples`. Every figure below is measured on them, through the same intake",
-        "as `bench compare --images samples` (`bench.images.load_sample`, 128²).",
+        "as `bench compare --images samples` (`cloakbench.core.images.load_sample`, 128²).",
         "",
         "## Training (`scripts/train_toy.py`, seed 0)",
         "",
@@ -293,8 +293,8 @@ def measure_textual_inversion(model, name: str = "chelsea") -> dict:
     Generations with the trained token are compared with generations, from the same seeds,
     with the untrained token (its embedding = the initializer's, the state before step 1).
     """
-    from bench.images import load_sample
-    from mimicry.textual_inversion import (
+    from cloakbench.core.images import load_sample
+    from cloakbench.mimicry.textual_inversion import (
         TextualInversion, TrainedConcept, add_concept_token, concept_pipeline, generate, train_embedding,
     )
 

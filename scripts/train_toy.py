@@ -40,10 +40,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.models import LDM, sd_noise_schedule  # noqa: E402
-from bench.store import sha256_file as sha256  # noqa: E402
-from bench.tokenizer import build_tokenizer  # noqa: E402
-from bench.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
+from cloakbench.core.models import LDM, sd_noise_schedule  # noqa: E402
+from cloakbench.store import sha256_file as sha256  # noqa: E402
+from cloakbench.core.tokenizer import build_tokenizer  # noqa: E402
+from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 
 log = logging.getLogger("train_toy")
 

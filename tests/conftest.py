@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from bench.models import load_model
+    from cloakbench.core.models import load_model
 
     return load_model("tiny-random", device="cpu", dtype="float32", seed=0)
 
@@ -32,7 +32,7 @@ def images():
 @pytest.fixture(scope="module")
 def clean8() -> torch.Tensor:
     """Two smooth seeded 64² images on the 8-bit grid (what the intake hands over)."""
-    from bench.images import quantize_8bit
+    from cloakbench.core.images import quantize_8bit
 
     coarse = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1234))
     smooth = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)

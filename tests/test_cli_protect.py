@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bench.cli.app import app
-from protections import publishable_protections
+from cloakbench.cli.app import app
+from cloakbench.protections import publishable_protections
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ pytestmark = [
 
 
 def _peak_step_bytes(method: str, model, images) -> int:
-    from protections import PROTECTIONS
+    from cloakbench.protections import PROTECTIONS
 
     protection = PROTECTIONS.get(method).from_overrides({"steps": "2"})
     state = protection.prepare(images, model, generator=torch.Generator().manual_seed(0))
@@ -31,13 +31,13 @@ def _peak_step_bytes(method: str, model, images) -> int:
 
 @pytest.fixture(scope="module")
 def cuda_model():
-    from bench.models import load_model
+    from cloakbench.core.models import load_model
 
     return load_model("tiny-random", device="cuda")
 
 
 def test_protections_run_on_cuda_within_budget(cuda_model):
-    from protections import PROTECTIONS, publishable_protections
+    from cloakbench.protections import PROTECTIONS, publishable_protections
 
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).cuda()
     for name in publishable_protections():
@@ -55,7 +55,7 @@ def test_sds_step_needs_less_gpu_memory_than_advdm(cuda_model):
 def test_runner_records_cuda_peaks(tmp_path):
     import csv
 
-    from bench.runner import CompareSpec, run_compare
+    from cloakbench.runner import CompareSpec, run_compare
 
     run_compare(CompareSpec(images=["samples"], methods="sds-", attacks="sdedit", model="tiny-random",
                             device="cuda", quick=True, out=tmp_path / "run", write_report=False))

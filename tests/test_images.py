@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.images import (
+from cloakbench.core.images import (
     MAX_PIXELS,
     ImageError,
     load_image_file,

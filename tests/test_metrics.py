@@ -2,7 +2,7 @@
 
 Pretrained weights are never available here: LPIPS, FID/KID and CLIP are exercised with
 seeded random checkpoints of the right architectures written into temporary caches and
-loaded through the real code path (bench.weights). Their numbers are meaningless; what is
+loaded through the real code path (cloakbench.core.weights). Their numbers are meaningless; what is
 tested is the plumbing: value range conventions, identities, and "unavailable, never a number".
 """
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench import weights
-from metrics import METRICS, MetricUnavailable
+from cloakbench.core import weights
+from cloakbench.metrics import METRICS, MetricUnavailable
 from tests.test_weights import alexnet_checkpoint, caches, install, write_hf_snapshot  # noqa: F401  (fixtures)
 
 

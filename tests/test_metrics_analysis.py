@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from metrics.analysis import ANALYSIS_METRICS, encoder_analysis, encoder_analysis_batch
+from cloakbench.metrics.analysis import ANALYSIS_METRICS, encoder_analysis, encoder_analysis_batch
 
 
 def _as_dict(rows):

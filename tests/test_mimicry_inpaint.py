@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mimicry.base import AttackContext
-from mimicry.inpaint import Inpaint, background_mask, center_box_mask
+from cloakbench.mimicry.base import AttackContext
+from cloakbench.mimicry.inpaint import Inpaint, background_mask, center_box_mask
 
 
 def attack(**overrides):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mimicry.base import MIMICRY, AttackContext, AttackUnavailable
-from mimicry.diffpure import DiffPure, purification_timesteps
-from mimicry.filters import JPEG, Blur, GaussianNoise
-from mimicry.impress import Impress, consistency_loss
-from mimicry.upscale import NoisyUpscale
+from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable
+from cloakbench.mimicry.diffpure import DiffPure, purification_timesteps
+from cloakbench.mimicry.filters import JPEG, Blur, GaussianNoise
+from cloakbench.mimicry.impress import Impress, consistency_loss
+from cloakbench.mimicry.upscale import NoisyUpscale
 
 
 def call(purifier, images, model=None, seed=0):
@@ -114,7 +114,7 @@ def _tiny_upscaler(folder):
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.tokenizer import build_tokenizer
+    from cloakbench.core.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(folder / "tokenizer-src")

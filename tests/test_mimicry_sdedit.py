@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimicry.base import AttackContext
-from mimicry.sdedit import SDEdit, SDEditOneStep
+from cloakbench.mimicry.base import AttackContext
+from cloakbench.mimicry.sdedit import SDEdit, SDEditOneStep
 
 
 def run(attack, images, model, setting, seed=0):
@@ -91,7 +91,7 @@ def test_clear_errors(tiny_model, images):
 
 def test_a_purification_and_an_attack_share_one_context(tiny_model, images):
     """``diffpure+sdedit`` as the runner runs it: one context, notes kept apart per attack."""
-    from mimicry.diffpure import DiffPure
+    from cloakbench.mimicry.diffpure import DiffPure
 
     context = AttackContext(setting="0.5", prompt="a photo")
     purified = DiffPure(DiffPure.Config(steps=2))(images, tiny_model, generator=torch.Generator().manual_seed(0),

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mimicry.base import AttackContext
-from mimicry.textual_inversion import TextualInversion, generate, train_embedding
+from cloakbench.mimicry.base import AttackContext
+from cloakbench.mimicry.textual_inversion import TextualInversion, generate, train_embedding
 
 FAST = {"steps": "6", "sample_steps": "2", "k": "2", "batch_size": "2"}
 
@@ -48,7 +48,7 @@ def test_only_the_new_row_trains_and_the_shared_model_is_untouched(tiny_model, i
 
 
 def test_saved_embedding_reloads_in_diffusers_and_reproduces_the_generations(tmp_path, tiny_model, images):
-    from bench.models import load_model
+    from cloakbench.core.models import load_model
 
     attack = TextualInversion.from_overrides(FAST)
     context = AttackContext(prompt="a photo", work_dir=str(tmp_path))

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from bench.models import ModelError, load_model, preflight
+from cloakbench.core.models import ModelError, load_model, preflight
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_preflight_lists_weight_files(saved_tiny):
 
 
 def test_sd15_architecture_config_is_the_real_one():
-    from bench.models import SD15_UNET, SD_VAE
+    from cloakbench.core.models import SD15_UNET, SD_VAE
 
     # Parameter counts of the published SD 1.5 (FACTS.md: UNet 859.5 M, VAE 83.7 M), computed on the meta device.
     from diffusers import AutoencoderKL, UNet2DConditionModel

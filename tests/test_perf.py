@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import perf_check
-from bench.perf import (PerfConfig, PerfError, add_ratios, expand_configs, parse_inject_delay, parse_int_list,
+from cloakbench.perf import check as perf_check
+from cloakbench.perf.runner import (PerfConfig, PerfError, add_ratios, expand_configs, parse_inject_delay, parse_int_list,
                         parse_modes, resolve_methods)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def test_committed_baseline_is_ratios_with_tolerances():
 
 # -- a real measurement in a child process ---------------------------------------------
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from bench.cli.app import main; main()", "perf", *args]
+    command = [sys.executable, "-c", "from cloakbench.cli.app import main; main()", "perf", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
@@ -193,7 +193,7 @@ def test_dry_run_lists_every_configuration_without_running():
                     "--mode", "both", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "12 configurations" in done.stdout
-    assert "bench.perf_worker" in done.stdout and "sd15-arch" in done.stdout
+    assert "cloakbench.perf.worker" in done.stdout and "sd15-arch" in done.stdout
     reference = _run_cli("--dry-run", "--methods", "sds-", "--reference-mode", "--resolution", "128", timeout=60)
     assert reference.returncode == 0, reference.stderr
     assert "2 configurations" in reference.stdout and "[fair]" not in reference.stdout

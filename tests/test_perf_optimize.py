@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from bench.models import load_model
-from bench.optimize import OptimisationError, apply_optimisations, parse_optimisations, parse_variants
-from bench.perf_strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
+from cloakbench.core.models import load_model
+from cloakbench.perf.optimisations import OptimisationError, apply_optimisations, parse_optimisations, parse_variants
+from cloakbench.perf.strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
 
 
 def test_parse_and_label_round_trip():

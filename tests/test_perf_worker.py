@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.perf import PerfConfig, add_ratios
-from bench.perf_worker import measure
+from cloakbench.perf.runner import PerfConfig, add_ratios
+from cloakbench.perf.worker import measure
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 import torch
 
-from bench.config import ConfigError, parse_set_options
-from bench.images import quantize_8bit, read_png, save_png
-from protections import PROTECTIONS, publishable_protections
-from protections.encoder import PhotoGuard
-from protections.engine import PGDProtection, image_generators, round_within_budget, with_profile
+from cloakbench.core.config import ConfigError, parse_set_options
+from cloakbench.core.images import quantize_8bit, read_png, save_png
+from cloakbench.protections import PROTECTIONS, publishable_protections
+from cloakbench.protections.encoder import PhotoGuard
+from cloakbench.protections.engine import PGDProtection, image_generators, round_within_budget, with_profile
 
 ALL = PROTECTIONS.names()
 PAPER_METHODS = [n for n in ALL if n not in ("none", "noise")]

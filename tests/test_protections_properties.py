@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protections import PROTECTIONS
-from protections.engine import StepDraws
-from protections.targets import pattern_image
+from cloakbench.protections import PROTECTIONS
+from cloakbench.protections.engine import StepDraws
+from cloakbench.protections.targets import pattern_image
 
 
 def generator(seed: int = 0) -> torch.Generator:

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from bench.component import Component
-from bench.config import ConfigError, apply_overrides, parse_set_options
-from bench.registry import Registry, RegistryError
+from cloakbench.core.component import Component
+from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options
+from cloakbench.core.registry import Registry, RegistryError
 
 
 def make_registry() -> Registry:

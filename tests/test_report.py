@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from reports.grids import perturbation
-from reports.html import CSP, write_report
-from reports.run import load_run, shorten_paths
+from cloakbench.reports.grids import perturbation
+from cloakbench.reports.html import CSP, write_report
+from cloakbench.reports.run import load_run, shorten_paths
 
 EVIL_NAME = '"><img src=x onerror=alert(1)>.png'
 EVIL_SKIPPED = "<svg onload=alert(2)>.jpg"
@@ -170,7 +170,7 @@ def write_fake_run(run_dir: Path, *, names=("astronaut.png", EVIL_NAME), size: i
         "model": {"name": "tiny-random", "weights_hash": "f" * 64, "dtype": "float32"},
         "plan": {"images": plan_images, "protections": list(BUDGET), "attacks": ["sdedit", "jpeg", "textual-inversion"],
                  "metrics": ["psnr", "ssim", "lpips", "linf"], "seed": seed},
-        # As bench.images words it: the reason repeats the path.
+        # As cloakbench.core.images words it: the reason repeats the path.
         "skipped": [{"path": str(run_dir.parent / "inputs" / EVIL_SKIPPED),
                      "reason": f"{run_dir.parent / 'inputs' / EVIL_SKIPPED}: not an image (text file)"}],
     }
@@ -267,7 +267,7 @@ def test_summary_values_are_the_means_of_the_rows(rendered):
 def test_a_cell_says_why_it_has_no_number():
     import pandas as pd
 
-    from reports.tables import aggregate
+    from cloakbench.reports.tables import aggregate
 
     rows = pd.DataFrame({"metric": ["lpips"] * 3, "status": ["ok", "unavailable", "ok"],
                          "value": [0.2, math.nan, 0.4], "note": ["", "weights missing at /srv/x/y.pth", ""]})
@@ -380,7 +380,7 @@ def test_shorten_paths(text, expected):
 def test_bench_report_rerenders(fake_run, tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli.app import app
+    from cloakbench.cli.app import app
 
     result = CliRunner().invoke(app, ["report", str(fake_run)])
     assert result.exit_code == 0, result.output

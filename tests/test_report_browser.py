@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.html import write_report
+from cloakbench.reports.html import write_report
 from tests.test_report import EVIL_NAME, EVIL_SKIPPED, write_fake_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.models import ModelError
-from bench.runner import CompareSpec, run_compare
-from bench.store import RunStore, StoreError
+from cloakbench.core.models import ModelError
+from cloakbench.runner import CompareSpec, run_compare
+from cloakbench.store import RunStore, StoreError
 from tests.support.grid import register_test_protections, write_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def test_bad_inputs_are_skipped_listed_and_the_run_goes_on(tmp_path, image_dir, 
 
 
 def test_unknown_override_name_fails_before_work(tmp_path, image_dir):
-    from bench.config import ConfigError
+    from cloakbench.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="no protection, attack or metric"):
         run_compare(spec_for(tmp_path / "run", image_dir, methods="none", overrides={"sdedt": {"steps": "2"}}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.tokenizer import CAPTION_WORDS, MODEL_MAX_LENGTH, build_tokenizer
+from cloakbench.core.tokenizer import CAPTION_WORDS, MODEL_MAX_LENGTH, build_tokenizer
 
 
 @pytest.fixture(scope="module")

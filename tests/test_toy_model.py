@@ -10,8 +10,8 @@ import re
 import pytest
 import torch
 
-from bench.models import TOY_MODEL_DIR, load_model
-from bench.toy_data import HELD_OUT, TRAIN, training_pictures
+from cloakbench.core.models import TOY_MODEL_DIR, load_model
+from cloakbench.core.toy_data import HELD_OUT, TRAIN, training_pictures
 
 pytestmark = pytest.mark.skipif(not (TOY_MODEL_DIR / "model_index.json").exists(),
                                 reason="models/toy not present (train it with scripts/train_toy.py)")
@@ -69,7 +69,7 @@ def test_weights_stay_small():
 
 def test_vae_round_trip_reproduces_recorded_psnr(toy):
     """One held-out image, posterior mean -> decode, within 1 dB of measurements.json."""
-    from bench.toy_data import held_out_images
+    from cloakbench.core.toy_data import held_out_images
 
     recorded = json.loads((TOY_MODEL_DIR / "measurements.json").read_text())
     name = "coffee"

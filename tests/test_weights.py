@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchvision
 
-from bench import weights
+from cloakbench.core import weights
 
 
 @pytest.fixture()
@@ -164,7 +164,7 @@ def test_status_lists_every_spec(caches, alexnet_checkpoint):
 def test_bench_models_says_what_is_ready_and_where_the_rest_goes(caches, alexnet_checkpoint):
     from typer.testing import CliRunner
 
-    from bench.cli.app import app
+    from cloakbench.cli.app import app
 
     install(alexnet_checkpoint[0], weights.torch_hub_checkpoints())
     result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "400"})

@@ -34,11 +34,11 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-from bench.cli import compare  # noqa: E402,F401  (registers the verb)
-from bench.cli import listing  # noqa: E402,F401
-from bench.cli import perf  # noqa: E402,F401
-from bench.cli import protect  # noqa: E402,F401  (bench protect)
-from bench.cli import models, report  # noqa: E402,F401  (bench models, bench report)
+from cloakbench.cli import compare  # noqa: E402,F401  (registers the verb)
+from cloakbench.cli import listing  # noqa: E402,F401
+from cloakbench.cli import perf  # noqa: E402,F401
+from cloakbench.cli import protect  # noqa: E402,F401  (bench protect)
+from cloakbench.cli import models, report  # noqa: E402,F401  (bench models, bench report)
 
 
 def main() -> None:

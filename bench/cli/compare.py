@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cli.app import app, console, user_error
-from bench.cli.options import merged_overrides, parse_shard, pick, read_config
+from cloakbench.cli.app import app, console, user_error
+from cloakbench.cli.options import merged_overrides, parse_shard, pick, read_config
 
 DEFAULT_MODEL = "toy"
 
@@ -61,12 +61,12 @@ def compare(
 
     Resumable: rerun the same command and finished cells are reused.
     """
-    from bench.config import ConfigError
-    from bench.images import ImageError
-    from bench.models import ModelError
-    from bench.registry import RegistryError
-    from bench.runner import CompareSpec, run_compare
-    from bench.store import StoreError
+    from cloakbench.core.config import ConfigError
+    from cloakbench.core.images import ImageError
+    from cloakbench.core.models import ModelError
+    from cloakbench.core.registry import RegistryError
+    from cloakbench.runner import CompareSpec, run_compare
+    from cloakbench.store import StoreError
 
     if threads is not None:
         import torch

@@ -7,7 +7,7 @@ from enum import Enum
 import typer
 from rich.table import Table
 
-from bench.cli.app import app
+from cloakbench.cli.app import app
 
 
 class Kind(str, Enum):
@@ -34,22 +34,22 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
 
     out = Console()
     if kind in (Kind.protections, Kind.all):
-        from protections import PROTECTIONS
+        from cloakbench.protections import PROTECTIONS
 
         rows = [(n, ("(analysis only) " if c.analysis_only else "") + c.description()) for n, c in PROTECTIONS.items()]
         out.print(_table("protections", rows))
     if kind in (Kind.mimicry, Kind.all):
-        from mimicry import MIMICRY
+        from cloakbench.mimicry import MIMICRY
 
         rows = [(n, ("(purification) " if c.is_purification else "") + c.description()) for n, c in MIMICRY.items()]
         out.print(_table("mimicry attacks and purifications (compose as PURIFICATION+ATTACK)", rows))
     if kind in (Kind.metrics, Kind.all):
-        from metrics import METRICS
+        from cloakbench.metrics import METRICS
 
         rows = [(n, c.description()) for n, c in METRICS.items()]
         out.print(_table("metrics", rows))
     if kind in (Kind.models, Kind.all):
-        from bench.models import MODELS
+        from cloakbench.core.models import MODELS
 
         rows = [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in MODELS.items()]
         rows.append(("PATH | owner/name", "a local diffusers folder, or a hub id already in the local cache"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli.app import app
+from cloakbench.cli.app import app
 
 # Registered model specs built from configs with seeded random weights: nothing to download.
 BUILT_IN = ("tiny-random", "sd15-arch", "sd21-arch", "sdxl-arch")
@@ -13,15 +13,15 @@ BUILT_IN = ("tiny-random", "sd15-arch", "sd21-arch", "sdxl-arch")
 
 def metric_status() -> list[tuple[str, bool, str]]:
     """``(metric, ready, why)`` for every registered metric with its default config."""
-    from metrics import METRICS
+    from cloakbench.metrics import METRICS
 
     return [(name, *cls().availability()) for name, cls in METRICS.items()]
 
 
 def model_status() -> list[tuple[str, bool, str]]:
     """``(model, ready, detail)``: the registered models, then diffusers folders in the HF cache."""
-    from bench import weights
-    from bench.models import MODELS, TOY_MODEL_DIR, ModelError, preflight
+    from cloakbench.core import weights
+    from cloakbench.core.models import MODELS, TOY_MODEL_DIR, ModelError, preflight
 
     rows = []
     for name in MODELS.names():
@@ -49,7 +49,7 @@ def model_status() -> list[tuple[str, bool, str]]:
 @app.command("models")
 def models_command() -> None:
     """Show which metric weights and models are present, and where to put the missing ones."""
-    from bench import weights
+    from cloakbench.core import weights
 
     out = Console()
     files = Table(title="pretrained files (never downloaded; put them here)", title_justify="left", show_lines=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.config import ConfigError, load_toml, parse_set_options
+from cloakbench.core.config import ConfigError, load_toml, parse_set_options
 
 
 def merged_overrides(config_file: dict, set_items: list[str]) -> dict[str, dict[str, Any]]:

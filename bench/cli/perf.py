@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.cli.app import app, console, user_error
+from cloakbench.cli.app import app, console, user_error
 
 DEFAULT_ARCH = "tiny-random"
 
@@ -95,7 +95,7 @@ def output_console() -> Console:
 def _measure_with_progress(configs, timeout_s, isolation):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.perf import measure
+    from cloakbench.perf.runner import measure
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -161,11 +161,11 @@ def perf(
 
     Each configuration runs in a fresh child process. Use --check benchmarks/baseline.json in CI.
     """
-    from bench import perf_check
-    from bench.optimize import OptimisationError, parse_variants
-    from bench.perf import (ISOLATIONS, PerfError, expand_configs, parse_inject_delay, parse_int_list, parse_modes,
+    from cloakbench.perf import check as perf_check
+    from cloakbench.perf.optimisations import OptimisationError, parse_variants
+    from cloakbench.perf.runner import (ISOLATIONS, PerfError, expand_configs, parse_inject_delay, parse_int_list, parse_modes,
                             resolve_methods, worker_command, write_json)
-    from bench.registry import RegistryError
+    from cloakbench.core.registry import RegistryError
 
     try:
         baseline = perf_check.load_baseline(check) if check else None

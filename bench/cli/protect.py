@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from bench.cli.app import app, console, user_error
+from cloakbench.cli.app import app, console, user_error
 
 if TYPE_CHECKING:  # torch is imported lazily so `bench --help` and `bench list` stay fast
     import torch
@@ -36,9 +36,9 @@ class PlannedMethod:
 def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bool, profile: str | None,
                  set_items: list[str]) -> list[PlannedMethod]:
     """Resolve names and build each protection: profile, then --quick, --eps/--steps, then --set."""
-    from bench.config import ConfigError, apply_overrides, parse_set_options
-    from bench.quick import quick_component
-    from protections import PROTECTIONS, publishable_protections
+    from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options
+    from cloakbench.core.quick import quick_component
+    from cloakbench.protections import PROTECTIONS, publishable_protections
 
     names = PROTECTIONS.resolve(method, all_names=publishable_protections())
     overrides = parse_set_options(set_items)
@@ -139,11 +139,11 @@ def protect(
     """
     import torch
 
-    from bench.config import ConfigError, config_as_dict
-    from bench.images import ImageError, load_images, read_png, save_png, write_atomic
-    from bench.models import ModelError, load_model
-    from bench.profiling import profile_phase, reset_peak_rss
-    from bench.registry import RegistryError
+    from cloakbench.core.config import ConfigError, config_as_dict
+    from cloakbench.core.images import ImageError, load_images, read_png, save_png, write_atomic
+    from cloakbench.core.models import ModelError, load_model
+    from cloakbench.profiling import profile_phase, reset_peak_rss
+    from cloakbench.core.registry import RegistryError
 
     sources = list(paths or []) + list(images or [])
     if not sources:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from bench.cli.app import app, console, user_error
+from cloakbench.cli.app import app, console, user_error
 
 
 @app.command("report")
 def report_command(run: Path = typer.Argument(..., help="Run folder (with rows.csv and manifest.json).")) -> None:
     """Write RUN/report.html from rows.csv, manifest.json and the artifacts alone."""
-    from reports.html import write_report
-    from reports.run import RunFolderError
+    from cloakbench.reports.html import write_report
+    from cloakbench.reports.run import RunFolderError
 
     if not run.is_dir():
         raise user_error(f"{run} is not a folder")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.profiling import count_saved_bytes, parameter_storages
+from cloakbench.profiling import count_saved_bytes, parameter_storages
 
 pytestmark = pytest.mark.benchmark
 
@@ -33,7 +33,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    from bench.models import load_model
+    from cloakbench.core.models import load_model
 
     return load_model("tiny-random", device="cpu", dtype="float32", seed=0)
 
@@ -48,7 +48,7 @@ def images():
 @pytest.mark.parametrize("reference_mode", [False, True], ids=["fair", "reference"])
 @pytest.mark.parametrize("method", METHODS)
 def test_step_cost(benchmark, method, reference_mode, model, images):
-    from protections import PROTECTIONS
+    from cloakbench.protections import PROTECTIONS
 
     cls = PROTECTIONS.get(method)
     protection = cls.from_overrides({"reference_mode": reference_mode})

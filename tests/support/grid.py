@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from protections.base import PROTECTIONS, Protection
+from cloakbench.protections.base import PROTECTIONS, Protection
 
 
 class SlowNoise(Protection):
@@ -67,7 +67,7 @@ def write_images(folder: Path, count: int = 4, size: int = 72) -> Path:
 
 
 def main(images: str, out: str) -> None:
-    from bench.runner import CompareSpec, run_compare
+    from cloakbench.runner import CompareSpec, run_compare
 
     register_test_protections()
     spec = CompareSpec(images=[images], methods="none,test-slow", attacks="identity", metrics="psnr,ssim,linf",

@@ -16,7 +16,7 @@ diffusion based mimicry through score distillation" (ICLR 2024, arXiv 2311.12832
 
 Batching several images per PGD step is not a model option: ``bench perf --batch``
 measures it. Every option here must earn its place with a measured ratio from
-``bench perf --opt`` and leave protection strength unchanged (``bench.perf_strength``).
+``bench perf --opt`` and leave protection strength unchanged (``cloakbench.perf.strength``).
 The options are applied to the model in place, once, before a protection runs.
 """
 
@@ -162,7 +162,7 @@ def attacked_modules(model) -> dict[str, torch.nn.Module]:
 
 
 def apply_optimisations(model, flags: Optimisations | str) -> dict[str, Any]:
-    """Apply ``flags`` to ``model`` (an :class:`bench.models.LDM`) in place.
+    """Apply ``flags`` to ``model`` (an :class:`cloakbench.core.models.LDM`) in place.
 
     Returns what was applied (for the results JSON). Applying twice is refused: a model
     carries the options it was given, in ``model.optimisations``.

@@ -1,6 +1,6 @@
 """The child process of ``bench perf``: measure ONE configuration and write one JSON row.
 
-Run as ``python -m bench.perf_worker --config JSON --out FILE``. A fresh process per
+Run as ``python -m cloakbench.perf.worker --config JSON --out FILE``. A fresh process per
 configuration makes its peak RSS, its CUDA peaks and its allocator state its own
 (PERFORMANCE.md). The protection is driven through the engine's step API
 (``state = protection.prepare(images, model, generator=)``, ``protection.step(state)``
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("bench.perf_worker")
+log = logging.getLogger("cloakbench.perf.worker")
 
 
 def seeded_images(batch: int, resolution: int, seed: int):
@@ -35,7 +35,7 @@ def seeded_images(batch: int, resolution: int, seed: int):
 
 
 def build_protection(method: str, mode: str):
-    from protections import PROTECTIONS
+    from cloakbench.protections import PROTECTIONS
 
     cls = PROTECTIONS.get(method)
     if not (hasattr(cls, "prepare") and hasattr(cls, "step")):
@@ -96,7 +96,7 @@ def _load(config, device):
     """
     import torch
 
-    from bench.models import load_model
+    from cloakbench.core.models import load_model
 
     if device.type == "cuda" and config.arch in RANDOM_ARCHS:
         try:
@@ -113,9 +113,9 @@ def measure(config) -> dict[str, Any]:
     """Load, optimise, prepare, warm up, time ``repeats`` × ``steps`` steps, count saved bytes."""
     import torch
 
-    from bench.optimize import apply_optimisations
-    from bench.perf import machine_description, median, versions
-    from bench.profiling import (count_saved_bytes, current_rss_bytes, parameter_storages, peak_rss_bytes,
+    from cloakbench.perf.optimisations import apply_optimisations
+    from cloakbench.perf.runner import machine_description, median, versions
+    from cloakbench.profiling import (count_saved_bytes, current_rss_bytes, parameter_storages, peak_rss_bytes,
                                  reset_peak_rss)
 
     if config.threads:
@@ -255,7 +255,7 @@ def measure(config) -> dict[str, Any]:
 
 def measure_json(config_json: str) -> str:
     """:func:`measure` from and to JSON text (what a forked child sends back)."""
-    from bench.perf import PerfConfig
+    from cloakbench.perf.runner import PerfConfig
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -263,7 +263,7 @@ def measure_json(config_json: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.perf import PerfConfig
+    from cloakbench.perf.runner import PerfConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="PerfConfig as JSON")

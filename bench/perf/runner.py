@@ -8,7 +8,7 @@ measured here:
 
 - every configuration (method × architecture × resolution × batch × mode × options)
   runs in a **fresh child process** (forked from a server that has imported torch on
-  CPU, ``python -m bench.perf_worker`` on CUDA) so that its peak RSS, CUDA peaks and
+  CPU, ``python -m cloakbench.perf.worker`` on CUDA) so that its peak RSS, CUDA peaks and
   allocator state are its own;
 - wall-clock per step after warm-up, median over repeats (``cuda.synchronize`` first),
   and the process's CPU time per step (steadier than wall-clock on a shared CPU);
@@ -23,7 +23,7 @@ measured here:
   passed through the UNet every step) — the protection's ``reference_mode`` setting.
 
 Absolute times only mean something on one machine in one run; ratios are what the
-regression check (:mod:`bench.perf_check`) keeps.
+regression check (:mod:`cloakbench.perf.check`) keeps.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def parse_modes(text: str) -> list[str]:
 
 def resolve_methods(spec: str) -> list[str]:
     """Validated method names, AdvDM first (every ratio needs it); ``all`` = every PGD protection."""
-    from protections import PROTECTIONS, publishable_protections
+    from cloakbench.protections import PROTECTIONS, publishable_protections
 
     steppable = [n for n in publishable_protections() if has_step(PROTECTIONS.get(n))]
     names = PROTECTIONS.resolve(spec, all_names=steppable)
@@ -179,11 +179,11 @@ def parse_inject_delay(items: Iterable[str]) -> dict[str, float]:
 
 # -- running children ------------------------------------------------------------------
 def worker_command(config: PerfConfig, out_path: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.perf_worker", "--config", config.to_json(), "--out", str(out_path)]
+    return [sys.executable, "-m", "cloakbench.perf.worker", "--config", config.to_json(), "--out", str(out_path)]
 
 
 #: Modules a forked child would otherwise import itself (~5 s idle, 15 s on a busy CPU).
-PRELOAD = ("bench.perf_preload",)
+PRELOAD = ("cloakbench.perf.preload",)
 ISOLATIONS = ("auto", "forkserver", "subprocess")
 
 
@@ -193,7 +193,7 @@ def run_config(config: PerfConfig, *, timeout_s: float | None = None, isolation:
     ``forkserver`` (the default on CPU under Linux) forks each child from a server that
     has already imported torch, diffusers and the protections: still one new process
     per configuration, with its own memory peaks, but without paying the imports each
-    time. ``subprocess`` starts ``python -m bench.perf_worker`` from scratch; it is the
+    time. ``subprocess`` starts ``python -m cloakbench.perf.worker`` from scratch; it is the
     default for CUDA, which must not be initialised in a process that is forked from.
     A script that calls this with ``forkserver`` needs the ``if __name__ == "__main__":``
     guard: multiprocessing re-imports the main module in each child.
@@ -211,15 +211,13 @@ def _child_environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
 def _run_subprocess(config: PerfConfig, timeout_s: float | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cloakbench-perf-") as tmp:
         out_path = Path(tmp) / "result.json"
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         try:
             done = subprocess.run(worker_command(config, out_path), capture_output=True, text=True,
                                   timeout=timeout_s, env=_child_environment(), cwd=root)
@@ -257,7 +255,7 @@ def _forkserver_context():
 def _forked_child(config_json: str, connection) -> None:
     import traceback
 
-    from bench.perf_worker import measure_json
+    from cloakbench.perf.worker import measure_json
 
     try:
         connection.send(("ok", measure_json(config_json)))
@@ -400,7 +398,7 @@ def versions() -> dict[str, Any]:
 
     found = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
              "transformers": transformers.__version__}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

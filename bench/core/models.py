@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 import torch
 
-from bench.registry import Registry
-from bench.tokenizer import build_tokenizer
+from cloakbench.core.registry import Registry
+from cloakbench.core.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOY_MODEL_DIR = PROJECT_ROOT / "models" / "toy"
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

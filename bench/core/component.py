@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 from typing import Any, ClassVar, Mapping
 
-from bench.config import apply_overrides, config_as_dict
+from cloakbench.core.config import apply_overrides, config_as_dict
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,8 +112,8 @@ def training_pictures(names: tuple[str, ...] = TRAIN) -> list[Picture]:
 
 
 def held_out_images(size: int = 128) -> dict[str, torch.Tensor]:
-    """The held-out pictures exactly as the bench sees ``samples`` at ``size``² (bench.images intake)."""
-    from bench.images import load_sample
+    """The held-out pictures exactly as the bench sees ``samples`` at ``size``² (cloakbench.core.images intake)."""
+    from cloakbench.core.images import load_sample
 
     return {name: load_sample(name, size).pixels for name in HELD_OUT}
 

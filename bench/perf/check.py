@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.perf import DENOMINATOR, SCHEMA_VERSION, PerfError
+from cloakbench.perf.runner import DENOMINATOR, SCHEMA_VERSION, PerfError
 
 #: Default relative tolerances. Time on a shared 2-core CPU drifts by tens of percent;
 #: RSS growth moves with the allocator; FLOPs and saved-for-backward bytes are deterministic.
@@ -117,7 +117,7 @@ def _where(row: dict) -> str:
 
 
 def ratios_of(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every checkable ratio in ``rows`` (after :func:`bench.perf.add_ratios`), by name."""
+    """Every checkable ratio in ``rows`` (after :func:`cloakbench.perf.runner.add_ratios`), by name."""
     found: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row.get("status") != "ok":

@@ -1,6 +1,6 @@
 """Does an optimisation flag change what a protection computes? Strength checks on a small model.
 
-PERFORMANCE.md: each option of :mod:`bench.optimize` "earns its place by a measured
+PERFORMANCE.md: each option of :mod:`cloakbench.perf.optimisations` "earns its place by a measured
 ratio in ``bench perf``, and protection strength must not drop with it". This module
 compares a protection run on the plain model with the same run (same seed, same
 images, same draws) on the optimised model, at three depths:
@@ -14,7 +14,7 @@ images, same draws) on the optimised model, at three depths:
    absolute difference between the edit of the protected and of the clean image. For
    scale, the same protection with another seed gives the natural spread.
 
-Run: ``python -m bench.perf_strength --opt channels-last,classic-attn,bf16,vae-ckpt --json FILE``.
+Run: ``python -m cloakbench.perf.strength --opt channels-last,classic-attn,bf16,vae-ckpt --json FILE``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ EXACT_SIGN_AGREEMENT = 0.99
 
 def first_step_direction(method: str, model, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The PGD direction and loss of the first step (the engine's own prepare/draw/direction)."""
-    from protections import PROTECTIONS
+    from cloakbench.protections import PROTECTIONS
 
     protection = PROTECTIONS.get(method)()
     state = protection.prepare(images, model, generator=torch.Generator().manual_seed(seed))
@@ -60,14 +60,14 @@ def direction_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict[st
 
 def protect(method: str, model, images: torch.Tensor, seed: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(protected 8-bit images, loss trace (steps, N))``."""
-    from protections import PROTECTIONS
+    from cloakbench.protections import PROTECTIONS
 
     protection = PROTECTIONS.get(method).from_overrides({"steps": steps})
     return protection.run(images, model, generator=torch.Generator().manual_seed(seed))
 
 
 def sdedit(model, images: torch.Tensor, *, seed: int, strength: float, steps: int, prompt: str) -> torch.Tensor:
-    from mimicry.base import MIMICRY, AttackContext
+    from cloakbench.mimicry.base import MIMICRY, AttackContext
 
     attack = MIMICRY.get("sdedit").from_overrides({"strengths": str(strength), "steps": steps})
     return attack(images, model, generator=torch.Generator().manual_seed(seed),
@@ -82,9 +82,9 @@ def strength_report(flags: str, *, method: str = "sds-", arch: str = "tiny-rando
                     sdedit_strength: float = 0.5, sdedit_steps: int = 20, prompt: str = "a photo",
                     images: torch.Tensor | None = None) -> dict[str, Any]:
     """Compare ``method`` on the plain and on the ``flags``-optimised model; see the module docstring."""
-    from bench.images import load_images
-    from bench.models import load_model
-    from bench.optimize import apply_optimisations, parse_optimisations
+    from cloakbench.core.images import load_images
+    from cloakbench.core.models import load_model
+    from cloakbench.perf.optimisations import apply_optimisations, parse_optimisations
 
     options = parse_optimisations(flags)
     plain = load_model(arch, seed=seed)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Run as a script: its per-variant summary lines are INFO records shown on the console.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bench.optimize import parse_variants
-    from bench.perf import machine_description, versions
+    from cloakbench.perf.optimisations import parse_variants
+    from cloakbench.perf.runner import machine_description, versions
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     reports = []

@@ -37,11 +37,22 @@ def metric(name: str, **overrides):
     return cls.from_overrides(overrides) if overrides else cls()
 
 
-def test_every_metric_declares_its_semantics():
+def test_every_metric_declares_its_semantics(caches):
     for name, cls in METRICS.items():
         assert isinstance(cls.higher_is_better, bool), name
         assert cls.scope in ("pair", "set"), name
-        assert cls.needs, name
+        # needs = (the reference, then each pretrained file the user must supply), checked against
+        # the weight specs that name this metric and against its availability with empty caches.
+        assert cls.needs[0] == {"pair": "reference image", "set": "reference image set"}[cls.scope], name
+        declared = " ".join(cls.needs[1:]).lower()
+        specs = [s for s in weights.ALL_SPECS if s.folder != weights.LPIPS_PACKAGE  # those ship with lpips
+                 and name in {user.split()[0] for user in s.used_by}]
+        assert bool(declared) == bool(specs), f"{name}: needs {cls.needs}, weight specs {[s.name for s in specs]}"
+        for spec in specs:
+            assert spec.name.split("-")[0] in declared, f"{name}: needs {cls.needs} do not name {spec.name}"
+        ready, reason = cls().availability()
+        assert ready == (not specs), f"{name}: availability {reason!r} with no weights anywhere"
+        assert ready or any(spec.filename in reason for spec in specs), f"{name}: {reason}"
         assert cls.description(), name
     assert {"lpips", "fid", "kid", "clip-sim", "linf", "l2"} <= set(METRICS.names())
     assert METRICS.get("linf").budget_only and METRICS.get("l2").budget_only

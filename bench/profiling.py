@@ -17,7 +17,7 @@ import contextlib
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -140,7 +140,6 @@ class PhaseRecord:
     peak_cuda_allocated_bytes: int | None = None
     peak_cuda_reserved_bytes: int | None = None
     saved_bytes: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, float, str]]:
         """``(metric, value, unit)`` triples for the results store (pair="cost")."""

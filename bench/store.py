@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -29,13 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cloakbench.core.images import write_atomic
+from cloakbench.core.provenance import sha256_bytes, sha256_file
+from cloakbench.core.schema import COLUMNS, csv_value
 
 log = logging.getLogger(__name__)
-
-ROW_COLUMNS = (
-    "run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting", "seed",
-    "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact",
-)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -67,16 +63,35 @@ class Artifact:
     sha256: str
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class ArtifactFolder:
+    """The content-addressed ``artifacts/`` of a run folder: no lock, no journal.
 
+    Workers of any executor write here: a file is named by the SHA-256 of its bytes and
+    written atomically, so two writers of the same bytes cannot corrupt each other, and
+    the driver checks every hash before it records a cell as done.
+    """
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir)
+
+    def put(self, data: bytes, suffix: str) -> Artifact:
+        digest = sha256_bytes(data)
+        relative = Path("artifacts") / digest[:2] / f"{digest}{suffix}"
+        target = self.root / relative
+        if not (target.exists() and sha256_file(target) == digest):
+            write_atomic(target, data)
+        return Artifact(relative.as_posix(), digest)
+
+    def path(self, artifact: Artifact | str) -> Path:
+        return self.root / (artifact.path if isinstance(artifact, Artifact) else artifact)
+
+    def intact(self, artifacts: Iterable[Artifact]) -> bool:
+        """Every file exists and still hashes to what was recorded."""
+        for artifact in artifacts:
+            path = self.path(artifact)
+            if not path.exists() or sha256_file(path) != artifact.sha256:
+                return False
+        return True
 
 
 class RunStore:
@@ -85,6 +100,7 @@ class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.run_name = self.run_dir.name
+        self.artifacts = ArtifactFolder(self.run_dir)
         self._lock_handle = None
         self.db: sqlite3.Connection | None = None
 
@@ -145,22 +161,10 @@ class RunStore:
 
     # -- artifacts ----------------------------------------------------------
     def put_artifact(self, data: bytes, suffix: str) -> Artifact:
-        digest = sha256_bytes(data)
-        relative = Path("artifacts") / digest[:2] / f"{digest}{suffix}"
-        target = self.run_dir / relative
-        if not (target.exists() and sha256_file(target) == digest):
-            write_atomic(target, data)
-        return Artifact(relative.as_posix(), digest)
+        return self.artifacts.put(data, suffix)
 
     def artifact_path(self, artifact: Artifact | str) -> Path:
-        return self.run_dir / (artifact.path if isinstance(artifact, Artifact) else artifact)
-
-    def _artifacts_intact(self, artifacts: list[Artifact]) -> bool:
-        for artifact in artifacts:
-            path = self.artifact_path(artifact)
-            if not path.exists() or sha256_file(path) != artifact.sha256:
-                return False
-        return True
+        return self.artifacts.path(artifact)
 
     # -- cells --------------------------------------------------------------
     def cell_state(self, key: str) -> tuple[str, str | None] | None:
@@ -177,7 +181,7 @@ class RunStore:
         if not found or found[0] != "done":
             return None
         artifacts = [Artifact(**a) for a in json.loads(found[1])]
-        if not self._artifacts_intact(artifacts):
+        if not self.artifacts.intact(artifacts):
             log.warning("cached artifact of cell %s is missing or fails its SHA-256 check; recomputing", key[:12])
             self.db.execute("UPDATE cells SET state='pending' WHERE key=?", (key,))
             return None
@@ -197,7 +201,7 @@ class RunStore:
             self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
             self.db.executemany(
                 "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
-                [(key, i, json.dumps(row, sort_keys=True)) for i, row in enumerate(rows)],
+                [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
             )
             self.db.execute(
                 "UPDATE cells SET state='done', pid=NULL, reason=NULL, artifacts=?, updated_utc=? WHERE key=?",
@@ -209,7 +213,7 @@ class RunStore:
             self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
             self.db.executemany(
                 "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
-                [(key, i, json.dumps(row, sort_keys=True)) for i, row in enumerate(rows)],
+                [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
             )
             self.db.execute("UPDATE cells SET state='failed', pid=NULL, reason=?, updated_utc=? WHERE key=?",
                             (reason, time.time(), key))
@@ -230,28 +234,16 @@ class RunStore:
         return [json.loads(r[0]) for r in
                 self.db.execute("SELECT row FROM rows WHERE cell=? ORDER BY position", (key,))]
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, COUNT(*) FROM cells GROUP BY state").fetchall())
-
     # -- rows.csv -----------------------------------------------------------
     def write_rows_csv(self, cell_order: Iterable[str]) -> Path:
         """Rebuild ``rows.csv`` from the journal, cells in plan order (deterministic)."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for key in cell_order:
             for row in self.cell_rows(key):
-                writer.writerow({column: _csv_value(row.get(column)) for column in ROW_COLUMNS})
+                writer.writerow({column: csv_value(row.get(column)) for column in COLUMNS})
         path = self.run_dir / "rows.csv"
         write_atomic(path, buffer.getvalue().encode())
         return path
 
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float):
-        return repr(value)
-    return value

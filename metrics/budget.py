@@ -9,21 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from cloakbench.core.budget import change_in_levels
 from cloakbench.metrics.base import METRICS, Metric, check_pair
-
-
-def difference_in_levels(outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """``(outputs − references) × 255`` in float64, snapped to whole levels for 8-bit images.
-
-    A float32 ``k/255`` is off by up to ~1e-5 of a level, so an exact 2-level change
-    would read 2.0000074 and look like a broken budget; images on the 8-bit grid are
-    differenced as integers instead.
-    """
-    difference = (outputs.double() - references.double()) * 255.0
-    levels = torch.round(difference)
-    on_grid = torch.allclose(outputs.double() * 255.0, torch.round(outputs.double() * 255.0), atol=1e-3) and \
-        torch.allclose(references.double() * 255.0, torch.round(references.double() * 255.0), atol=1e-3)
-    return levels if on_grid else difference
 
 
 class BudgetMetric(Metric):
@@ -39,7 +26,7 @@ class BudgetMetric(Metric):
 
     def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         check_pair(outputs, references, self.name)
-        return self.norm(difference_in_levels(outputs, references).flatten(1)).float()
+        return self.norm(change_in_levels(outputs, references).flatten(1)).float()
 
 
 @METRICS.register("linf")

@@ -27,7 +27,7 @@ class AttackContext:
 
     - ``setting``: the current setting (e.g. SDEdit strength as a string), "" if none.
     - ``image_names``: display names of the images, in batch order (mask matching).
-    - ``masks``: ``(N, 1, H, W)`` masks (1 = repaint) when the run provides a mask folder.
+    - ``mask_dir``: a folder of inpainting masks matched by image name, when the run has one.
     - ``prompt``: the prompt of the run (the protection prompt by default).
     - ``work_dir``: a folder an attack may write side files into (textual-inversion embeddings).
     - ``notes``: filled by the attack: facts the report must show (e.g. "bicubic upscaling").
@@ -35,7 +35,6 @@ class AttackContext:
 
     setting: str = ""
     image_names: list[str] = field(default_factory=list)
-    masks: torch.Tensor | None = None
     mask_dir: str | None = None
     prompt: str = "a photo"
     work_dir: str | None = None

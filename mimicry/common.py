@@ -12,18 +12,6 @@ import torch
 from cloakbench.core.models import LDM
 
 
-def check_images(images: torch.Tensor, owner: str) -> None:
-    """Refuse anything but ``(N, 3, H, W)`` float images in ``[0, 1]`` (no silent clamping)."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{owner}: expected images of shape (N, 3, H, W), got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"{owner}: expected float images in [0, 1], got dtype {images.dtype}")
-    low, high = float(images.min()), float(images.max())
-    if low < 0.0 or high > 1.0 or images.isnan().any():
-        raise ValueError(f"{owner}: images must lie in [0, 1]; got values in [{low:.4g}, {high:.4g}]")
-
-
 def format_strength(value: float) -> str:
     """The ``setting`` string of a strength: ``0.3`` -> ``"0.3"``."""
     return f"{value:g}"

@@ -14,8 +14,9 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import check_epsilon_prediction, check_images, ddim_denoise, forward_noise, note
+from cloakbench.mimicry.common import check_epsilon_prediction, ddim_denoise, forward_noise, note
 
 
 def purification_timesteps(t_star: int, steps: int) -> list[int]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import check_images, note
+from cloakbench.mimicry.common import note
 
 
 def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:

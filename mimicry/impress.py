@@ -14,8 +14,9 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from cloakbench.mimicry.common import check_images, note
+from cloakbench.mimicry.common import note
 
 
 def consistency_loss(model, images: torch.Tensor, latent: str = "mean",

@@ -20,8 +20,9 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import check_images, note
+from cloakbench.mimicry.common import note
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,7 @@ class Inpaint(Mimicry):
         ``"center"``: a centred box, sides ``box`` (0.5) of the image's.
         ``"background"``: everything but a centred ellipse of ``ellipse`` (0.6, 0.8) of the
             image's width and height (a portrait's face and shoulders kept).
-        ``"folder"``: ``context.masks`` if the runner loaded them, else one file per image in
-            ``context.mask_dir`` with the image's stem (``.png/.jpg/.jpeg``); grey masks are
+        ``"folder"``: one file per image in ``context.mask_dir`` with the image's stem (``.png/.jpg/.jpeg``); grey masks are
             thresholded at 0.5; a missing mask is an error naming the image and the folder.
 
     Config (defaults from MIMICRY.md): ``steps`` 50, ``guidance_scale`` 7.5, ``strength`` 1.0.
@@ -150,19 +150,13 @@ class Inpaint(Mimicry):
         """The ``(N, 1, H, W)`` masks this call uses (1 = repaint)."""
         batch, _, height, width = images.shape
         kind = self.config.mask
-        if kind != "folder" and (context.mask_dir or context.masks is not None):
+        if kind != "folder" and context.mask_dir:
             log.warning("inpaint: a mask folder was given but mask=%r; set inpaint.mask=folder to use it", kind)
             note(context, self.name, "mask_folder_ignored", True)
         if kind == "center":
             return center_box_mask(batch, height, width, self.config.box, device=images.device)
         if kind == "background":
             return background_mask(batch, height, width, tuple(self.config.ellipse), device=images.device)
-        if context.masks is not None:
-            masks = context.masks.to(images.device, torch.float32)
-            if masks.shape != (batch, 1, height, width):
-                raise ValueError(f"inpaint: context.masks has shape {tuple(masks.shape)}, expected "
-                                 f"{(batch, 1, height, width)}")
-            return (masks >= 0.5).to(torch.float32)
         if not context.mask_dir:
             raise ValueError("inpaint: mask=folder needs a mask folder (context.mask_dir), and none was given")
         if len(context.image_names) != batch:

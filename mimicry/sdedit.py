@@ -18,9 +18,10 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import (
-    alpha_bar, check_epsilon_prediction, check_images, forward_noise, format_strength, predict_guided_noise,
+    alpha_bar, check_epsilon_prediction, forward_noise, format_strength, predict_guided_noise,
     note, predict_x0, resolve_strength,
 )
 

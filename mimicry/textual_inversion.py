@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import check_images, note
+from cloakbench.mimicry.common import note
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from cloakbench.mimicry.common import check_images
 from cloakbench.mimicry.filters import add_noise
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cloakbench.core.schema import PER_IMAGE_ATTACK_PAIRS
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ THUMBNAIL = 160
 MAX_IMAGES_PER_GRID = 2
 MAX_GRIDS = 40
 COLUMNS = ("clean", "protected", f"perturbation ×{AMPLIFY}", "attack on clean", "attack on protected")
-ATTACK_PAIRS = ("attack_vs_clean_attack", "attack_vs_clean")  # per-image attack outputs
+ATTACK_PAIRS = tuple(pair.value for pair in PER_IMAGE_ATTACK_PAIRS)  # per-image attack outputs
 
 
 @dataclasses.dataclass

@@ -17,12 +17,13 @@ from typing import Any
 
 import pandas as pd
 
+from cloakbench.core import schema
+from cloakbench.core.schema import COLUMNS
+
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting",
-           "seed", "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact")
 NO_PROTECTION = "none"
-ATTACK_PAIRS = ("attack_vs_clean", "attack_vs_clean_attack", "generations_vs_concept")
+ATTACK_PAIRS = tuple(pair.value for pair in schema.ATTACK_PAIRS)
 
 
 class RunFolderError(RuntimeError):

@@ -55,7 +55,8 @@ def test_sds_step_needs_less_gpu_memory_than_advdm(cuda_model):
 def test_runner_records_cuda_peaks(tmp_path):
     import csv
 
-    from cloakbench.runner import CompareSpec, run_compare
+    from cloakbench.compare import run_compare
+    from cloakbench.spec import CompareSpec
 
     run_compare(CompareSpec(images=["samples"], methods="sds-", attacks="sdedit", model="tiny-random",
                             device="cuda", quick=True, out=tmp_path / "run", write_report=False))

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from cloakbench.core.models import ModelError
-from cloakbench.runner import CompareSpec, run_compare
+from cloakbench.compare import run_compare
+from cloakbench.spec import CompareSpec
 from cloakbench.store import RunStore, StoreError
 from tests.support.grid import register_test_protections, write_images
 

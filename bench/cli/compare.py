@@ -65,7 +65,8 @@ def compare(
     from cloakbench.core.images import ImageError
     from cloakbench.core.models import ModelError
     from cloakbench.core.registry import RegistryError
-    from cloakbench.runner import CompareSpec, run_compare
+    from cloakbench.compare import run_compare
+    from cloakbench.spec import CompareSpec
     from cloakbench.store import StoreError
 
     if threads is not None:

@@ -21,16 +21,26 @@ def metric_status() -> list[tuple[str, bool, str]]:
 def model_status() -> list[tuple[str, bool, str]]:
     """``(model, ready, detail)``: the registered models, then diffusers folders in the HF cache."""
     from cloakbench.core import weights
-    from cloakbench.core.models import MODELS, TOY_MODEL_DIR, ModelError, preflight
+    from cloakbench.core.models import FOLDER_MODELS, MODELS, ModelError, preflight
+    from cloakbench.core.pixel_models import PIXEL_FOLDERS, pixel_preflight
 
     rows = []
     for name in MODELS.names():
         if name in BUILT_IN:
             rows.append((name, True, "built from its config with seeded random weights (no download)"))
-        elif name == "toy":
+        elif name in FOLDER_MODELS or name in PIXEL_FOLDERS:
+            # The shipped folders (toy, toy-b: LDMs; toy-pixel: a pixel DDPM): a preflight, no load.
             try:
-                preflight(TOY_MODEL_DIR)
-                rows.append((name, True, f"{TOY_MODEL_DIR}"))
+                if name in PIXEL_FOLDERS:
+                    pixel_preflight(PIXEL_FOLDERS[name])
+                    rows.append((name, True, f"{PIXEL_FOLDERS[name]} (pixel-space DDPM)"))
+                else:
+                    if not FOLDER_MODELS[name].is_dir():
+                        # Not a hub download: this project trains and ships these folders.
+                        raise ModelError(f"{FOLDER_MODELS[name]} is missing: restore it from the repository or "
+                                         "retrain it with scripts/train_toy.py (see its MODEL_CARD.md)")
+                    preflight(FOLDER_MODELS[name])
+                    rows.append((name, True, f"{FOLDER_MODELS[name]}"))
             except ModelError as error:
                 rows.append((name, False, str(error)))
         else:

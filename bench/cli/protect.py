@@ -70,31 +70,6 @@ def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bo
     return planned
 
 
-def measure(saved: "torch.Tensor", clean: "torch.Tensor") -> dict[str, float]:
-    """L∞ and L2 of ``saved − clean`` in 8-bit units (L2 over all 3·H·W values).
-
-    Both are 8-bit images (the PNG and the intake's pixels), so the difference is
-    taken on integer levels: no float residue like 16.000001.
-    """
-    import torch
-
-    delta = torch.round(saved.double() * 255.0) - torch.round(clean.double() * 255.0)
-    return {"linf_255": float(delta.abs().max()), "l2_255": float(delta.pow(2).sum().sqrt())}
-
-
-def _versions() -> dict[str, str]:
-    import diffusers
-    import torch
-
-    from importlib import metadata
-
-    try:
-        own = metadata.version("cloakbench")
-    except metadata.PackageNotFoundError:
-        own = "unknown"
-    return {"cloakbench": own, "torch": torch.__version__, "diffusers": diffusers.__version__}
-
-
 @app.command("protect")
 def protect(
     paths: Optional[list[str]] = typer.Argument(None, metavar="IMAGES",
@@ -139,6 +114,8 @@ def protect(
     """
     import torch
 
+    from cloakbench.core import provenance
+    from cloakbench.core.budget import budget_spent
     from cloakbench.core.config import ConfigError, config_as_dict
     from cloakbench.core.images import ImageError, load_images, read_png, save_png, write_atomic
     from cloakbench.core.models import ModelError, load_model
@@ -162,7 +139,8 @@ def protect(
     if quick:
         console.print("[yellow]--quick: a few steps only; these outputs are not real protections[/]")
 
-    versions = _versions()
+    versions = provenance.versions()
+    commit, dirty = provenance.git_state()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for plan in planned:
         protection = plan.protection
@@ -185,7 +163,7 @@ def protect(
             for index, image in enumerate(chunk):
                 png = out / plan.name / f"{image.name}.png"
                 save_png(protected[index].detach().float().cpu(), png)
-                measured = measure(read_png(png), image.pixels)
+                measured = budget_spent(read_png(png), image.pixels)
                 sidecar = {
                     "image": image.name, "source": image.source, "pixel_hash": image.pixel_hash,
                     "method": plan.name, "version": protection.version, "profile": plan.profile,
@@ -200,7 +178,8 @@ def protect(
                     "peak_rss_bytes": record.peak_rss_bytes, "peak_rss_since": "batch" if rss_reset else "process",
                     "peak_cuda_allocated_bytes": record.peak_cuda_allocated_bytes,
                     "peak_cuda_reserved_bytes": record.peak_cuda_reserved_bytes,
-                    "quick": quick, "versions": versions, "created_utc": created,
+                    "quick": quick, "versions": versions, "git_commit": commit, "git_dirty": dirty,
+                    "created_utc": created,
                 }
                 write_atomic(png.with_suffix(".json"), (json.dumps(sidecar, indent=1) + "\n").encode())
                 console.print(f"{plan.name:<10} {image.name:<20} L∞ {measured['linf_255']:.0f}/255  "

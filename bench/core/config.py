@@ -109,3 +109,39 @@ def config_as_dict(config: Any) -> dict[str, Any]:
 def canonical_json(value: Any) -> str:
     """Canonical JSON used for cache keys: sorted keys, no whitespace, floats as repr."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def qualify_overrides(overrides: Mapping[str, Mapping[str, Any]],
+                      registries: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{"noise": {...}, "mimicry:noise": {...}}`` -> ``{("mimicry", "noise"): {...}, ...}``.
+
+    ``registries`` maps a kind (``protection``, ``mimicry``, ``metric``) to its registry.
+    A name users type must resolve to exactly one component: a bare name that several
+    kinds register (``noise`` is a protection and a purification) is refused with a
+    message naming each qualified form; an unknown name gets a did-you-mean.
+    """
+    from cloakbench.core.registry import suggest
+
+    resolved: dict[tuple[str, str], dict[str, Any]] = {}
+    for raw_name, fields in overrides.items():
+        kind, _, name = raw_name.rpartition(":")
+        if kind:
+            if kind not in registries:
+                raise ConfigError(f"--set {raw_name}: unknown kind {kind!r}; use one of "
+                                  f"{', '.join(k + ':' for k in registries)}")
+            if name not in registries[kind]:
+                raise ConfigError(f"--set names {raw_name!r}, but {name!r} is no {kind}"
+                                  f"{suggest(name, registries[kind].names())}")
+            owners = [kind]
+        else:
+            owners = [k for k, registry in registries.items() if name in registry]
+            if len(owners) > 1:
+                forms = " or ".join(f"{k}:{name}.FIELD" for k in owners)
+                raise ConfigError(f"--set {name}.FIELD is ambiguous: {name!r} is a {' and a '.join(owners)}; "
+                                  f"write {forms}")
+            if not owners:
+                known = sorted({n for registry in registries.values() for n in registry.names()})
+                raise ConfigError(f"--set names {name!r}, which is no protection, attack or metric"
+                                  f"{suggest(name, known)}")
+        resolved.setdefault((owners[0], name), {}).update(fields)
+    return resolved

@@ -71,6 +71,26 @@ class IntakeResult:
         return torch.stack([image.pixels for image in self.images])
 
 
+def check_images(images: torch.Tensor, owner: str, *, multiple_of: int = 1) -> None:
+    """Refuse anything but ``(N, 3, H, W)`` float images in ``[0, 1]`` (no silent clamping).
+
+    The one input check of the image contract (docs/ARCHITECTURE.md, "Contracts"), used by
+    protections (``multiple_of=8``: the VAE downsamples by 8) and mimicry attacks. The
+    message starts with ``owner`` so the user knows which component refused.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{owner}: expected images of shape (N, 3, H, W), got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"{owner}: expected float images in [0, 1], got dtype {images.dtype}")
+    if images.shape[-1] % multiple_of or images.shape[-2] % multiple_of:
+        raise ValueError(f"{owner}: image sides must be multiples of {multiple_of} (the VAE downsamples by "
+                         f"{multiple_of}), got {tuple(images.shape[-2:])}")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0 or bool(images.isnan().any()):
+        raise ValueError(f"{owner}: images must lie in [0, 1]; got values in [{low:.4g}, {high:.4g}]")
+
+
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     """Round (not truncate) to the nearest ``k/255``: what a saved PNG will hold.
 
@@ -247,10 +267,6 @@ def load_image_file(path: Path, size: int, name: str | None = None) -> LoadedIma
         original = opened.size
         rgb = to_rgb(opened, notes)
         return _finish(name or path.stem, str(path), rgb, original, size, notes)
-
-
-def sample_names() -> tuple[str, ...]:
-    return SAMPLE_NAMES
 
 
 def load_sample(name: str, size: int) -> LoadedImage:

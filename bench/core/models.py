@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 import torch
 
+from cloakbench.core.provenance import PROJECT_ROOT, sha256_files
 from cloakbench.core.registry import Registry
 from cloakbench.core.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOY_MODEL_DIR = PROJECT_ROOT / "models" / "toy"
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -217,8 +217,16 @@ def sd_noise_schedule():
     )
 
 
-def _hash_configs(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def random_weights_hash(configs: dict, seed: int) -> str:
+    """The identity of seeded random weights: the seed and a hash of the configs they are built from."""
+    digest = hashlib.sha256(json.dumps([configs], sort_keys=True, default=str).encode()).hexdigest()
+    return f"random:{seed}:{digest[:16]}"
+
+
+def project_tokenizer():
+    """The project's byte-level CLIP tokenizer, built in a temporary folder removed after loading."""
+    with tempfile.TemporaryDirectory(prefix="cloakbench-tokenizer-") as folder:
+        return build_tokenizer(Path(folder))
 
 
 # -- tiny-random ------------------------------------------------------------------
@@ -244,32 +252,32 @@ def tiny_configs() -> dict[str, dict]:
     return {"vae": vae, "unet": unet, "text": text}
 
 
-def build_components(configs: dict[str, dict], seed: int, tokenizer_dir: Path, inpaint: bool = True) -> dict:
+def build_components(configs: dict[str, dict], seed: int, tokenizer_dir: Path | None = None,
+                     inpaint: bool = True) -> dict:
     """Seeded random SD-shaped components from ``configs`` (see :func:`tiny_configs`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = build_tokenizer(tokenizer_dir)
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**configs["vae"])
-    unet = UNet2DConditionModel(**configs["unet"])
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **configs["text"],
-    )
-    text_encoder = CLIPTextModel(text_config)
-    inpaint_unet = UNet2DConditionModel(**{**configs["unet"], "in_channels": 9}) if inpaint else None
+    tokenizer = build_tokenizer(tokenizer_dir) if tokenizer_dir is not None else project_tokenizer()
+    # A private RNG stream: building a model must not move the caller's global seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        unet = UNet2DConditionModel(**configs["unet"])
+        text_config = CLIPTextConfig(
+            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **configs["text"],
+        )
+        text_encoder = CLIPTextModel(text_config)
+        inpaint_unet = UNet2DConditionModel(**{**configs["unet"], "in_channels": 9}) if inpaint else None
     return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, inpaint_unet=inpaint_unet)
 
 
 @MODELS.register("tiny-random")
 def tiny_random(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0, **_) -> LDM:
     """Seeded tiny random SD-shaped model (64², latent 8²) for tests; builds in about a second."""
-    configs = tiny_configs()
-    tokenizer_dir = Path(tempfile.mkdtemp(prefix="cloakbench-tokenizer-"))
-    parts = build_components(configs, seed, tokenizer_dir)
-    return _bundle("tiny-random", parts, device, dtype, f"random:{seed}:{_hash_configs(configs)[:16]}",
-                   TINY_RESOLUTION)
+    parts = build_components(tiny_configs(), seed)
+    return _bundle("tiny-random", parts, device, dtype, random_weights_hash(tiny_configs(), seed), TINY_RESOLUTION)
 
 
 def _bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution: int, **extra) -> LDM:
@@ -316,18 +324,19 @@ def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: in
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(Path(tempfile.mkdtemp(prefix="cloakbench-tokenizer-")))
-    parts: dict[str, Any] = {
-        "vae": AutoencoderKL(**SD_VAE), "unet": UNet2DConditionModel(**unet_cfg), "tokenizer": tokenizer,
-        "scaling_factor": scaling_factor,
-    }
+    tokenizer = project_tokenizer()
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global seed where it was
+        torch.manual_seed(seed)
+        parts: dict[str, Any] = {
+            "vae": AutoencoderKL(**SD_VAE), "unet": UNet2DConditionModel(**unet_cfg), "tokenizer": tokenizer,
+            "scaling_factor": scaling_factor,
+        }
+        if text_cfg is not None:
+            parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
+                vocab_size=49408, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, **text_cfg))
     override = None
-    if text_cfg is not None:
-        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
-            vocab_size=49408, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, **text_cfg))
-    else:
+    if text_cfg is None:
         # SDXL's two text encoders only run once per prompt, never inside a PGD step, so
         # the cost benchmark feeds seeded embeddings of the true shapes instead.
         generator = torch.Generator().manual_seed(seed)
@@ -341,9 +350,12 @@ def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: in
                 "added_cond_kwargs": {"text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
                                       "time_ids": time_ids.to(_dev, _dt).expand(batch, -1)},
             }
-    configs = {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}
-    return _bundle(name, parts, device, dtype, f"random:{seed}:{_hash_configs(configs)[:16]}", resolution,
-                   conditioning_override=override)
+    return _bundle(name, parts, device, dtype, random_weights_hash(_arch_configs(unet_cfg, text_cfg), seed),
+                   resolution, conditioning_override=override)
+
+
+def _arch_configs(unet_cfg: dict, text_cfg: dict | None) -> dict:
+    return {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}
 
 
 @MODELS.register("sd15-arch")
@@ -373,6 +385,97 @@ def toy(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> L
             "or use --model tiny-random"
         )
     return load_folder(TOY_MODEL_DIR, device=device, dtype=dtype, name="toy")
+
+
+TOY_B_MODEL_DIR = PROJECT_ROOT / "models" / "toy-b"
+
+
+@MODELS.register("toy-b")
+def toy_b(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> LDM:
+    """toy's VAE with an independently trained UNet and text encoder (models/toy-b): the
+    second model of transfer experiments (protect on one, attack with the other)."""
+    if not (TOY_B_MODEL_DIR / "model_index.json").exists():
+        raise ModelError(
+            f"the toy-b model is not in {TOY_B_MODEL_DIR}: train it with `python scripts/train_toy.py --name toy-b "
+            "--seed 1 --vae-from models/toy/vae ...` (see models/toy-b/MODEL_CARD.md) or use --model toy"
+        )
+    return load_folder(TOY_B_MODEL_DIR, device=device, dtype=dtype, name="toy-b")
+
+
+@MODELS.register("toy-pixel")
+def toy_pixel(device="cpu", dtype=torch.float32, **_):
+    """The pixel-space DDPM for pixel purifications (models/toy-pixel). Returns a
+    ``PixelDiffusion`` (cloakbench.core.pixel_models), not an ``LDM``: protections and
+    latent attacks cannot run on it."""
+    from cloakbench.core.pixel_models import load_pixel_model
+
+    return load_pixel_model("toy-pixel", device=device, dtype=dtype)
+
+
+# -- identities without building ----------------------------------------------------
+#: Registry models built from configs with seeded random weights: name -> (configs, resolution).
+RANDOM_MODELS: dict[str, Callable[[], tuple[dict, int]]] = {
+    "tiny-random": lambda: (tiny_configs(), TINY_RESOLUTION),
+    "sd15-arch": lambda: (_arch_configs(SD15_UNET, SD15_TEXT), 512),
+    "sd21-arch": lambda: (_arch_configs(SD21_UNET, SD21_TEXT), 512),
+    "sdxl-arch": lambda: (_arch_configs(SDXL_UNET, None), 1024),
+}
+#: Registry models that are folders this project ships: name -> folder.
+FOLDER_MODELS: dict[str, Path] = {"toy": TOY_MODEL_DIR, "toy-b": TOY_B_MODEL_DIR}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a plan needs to know about a model, read from configs and files without building it."""
+
+    name: str
+    weights_hash: str
+    resolution: int
+
+    def identity(self, dtype: str | torch.dtype) -> dict:
+        """The same dict :meth:`LDM.identity` gives once the model is built."""
+        return {"name": self.name, "weights_hash": self.weights_hash,
+                "dtype": str(parse_dtype(dtype)).replace("torch.", "")}
+
+
+def model_facts(spec: str, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
+    """Name, weights hash and working resolution of ``spec`` (as :func:`load_model` takes it).
+
+    Nothing is built and no weight is loaded: random models hash their configs and seed,
+    folders hash their weight files after the preflight. A plan of cells is keyed on this,
+    so planning never needs a model in memory (docs/ARCHITECTURE.md, "Plan and execute").
+    """
+    if spec in RANDOM_MODELS:
+        configs, resolution = RANDOM_MODELS[spec]()
+        return ModelFacts(spec, random_weights_hash(configs, seed), resolution)
+    if spec in FOLDER_MODELS:
+        folder, name = FOLDER_MODELS[spec], spec
+    elif spec in MODELS:
+        raise ModelError(f"model {spec!r} is registered but declares no facts: add it to RANDOM_MODELS or "
+                         "FOLDER_MODELS in cloakbench/core/models.py")
+    else:
+        folder, name = _folder_of(spec)
+    weights = preflight(folder, allow_pickle=allow_pickle)
+    return ModelFacts(name, sha256_files(weights.values()), _folder_resolution(folder))
+
+
+def _folder_of(spec: str) -> tuple[Path, str]:
+    """A local folder or a cached hub id; an unknown name gets the registry's near-miss answer."""
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return path, path.name
+    if spec.count("/") == 1:
+        return resolve_hub_cache(spec), spec
+    MODELS.get(spec)  # raises "unknown model ...; did you mean ..."
+    raise AssertionError("unreachable")
+
+
+def _folder_resolution(folder: Path) -> int:
+    """The working size: ``cloakbench_resolution`` in model_index.json, else the VAE's ``sample_size``."""
+    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").exists() else {}
+    if "cloakbench_resolution" in index:
+        return int(index["cloakbench_resolution"])
+    return int(json.loads((folder / "vae" / "config.json").read_text()).get("sample_size", 512))
 
 
 # -- local folders and the Hugging Face cache ---------------------------------------
@@ -422,16 +525,6 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
     return found
 
 
-def _hash_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load_pickled(cls, sub: Path, weights: Path):
     """Build ``cls`` from its config and load a pickle state dict with ``weights_only=True`` only."""
     if hasattr(cls, "load_config"):
@@ -472,9 +565,8 @@ def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle
             parts[part] = _load_pickled(cls, folder / part, path)
     parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
     parts["scaling_factor"] = float(parts["vae"].config.get("scaling_factor", 0.18215))
-    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").exists() else {}
-    resolution = int(index.get("cloakbench_resolution", parts["vae"].config.sample_size))
-    bundle = _bundle(name or folder.name, parts, device, dtype, _hash_files(list(weights.values())), resolution,
+    bundle = _bundle(name or folder.name, parts, device, dtype, sha256_files(weights.values()),
+                     _folder_resolution(folder),
                      source=str(folder))
     from diffusers import DDPMScheduler
 
@@ -516,12 +608,5 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: str | to
     dtype = parse_dtype(dtype)
     if spec in MODELS:
         return MODELS.get(spec)(device=device, dtype=dtype, seed=seed, allow_pickle=allow_pickle)
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith((".", "/", "~")):
-        return load_folder(path, device=device, dtype=dtype, allow_pickle=allow_pickle)
-    if spec.count("/") == 1:
-        return load_folder(resolve_hub_cache(spec), device=device, dtype=dtype, allow_pickle=allow_pickle,
-                           name=spec)
-    # Neither a name nor a path: let the registry suggest a near miss.
-    MODELS.get(spec)
-    raise AssertionError("unreachable")
+    folder, name = _folder_of(spec)
+    return load_folder(folder, device=device, dtype=dtype, allow_pickle=allow_pickle, name=name)

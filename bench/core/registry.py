@@ -13,6 +13,12 @@ from typing import Callable, Generic, Iterable, TypeVar
 T = TypeVar("T")
 
 
+def suggest(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'sds-'?"`` for the names close to ``name``, or ``""``: the one did-you-mean."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 class RegistryError(KeyError):
     """An unknown or duplicate registry name. The message is meant for the user."""
 
@@ -72,10 +78,8 @@ class Registry(Generic[T]):
             raise RegistryError(self._unknown_message(name)) from None
 
     def _unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(self._entries) or "(none registered)"
-        return f"unknown {self.kind} {name!r}{hint} Known: {known}"
+        return f"unknown {self.kind} {name!r}{suggest(name, self._entries)} Known: {known}"
 
     def resolve(self, spec: str | Iterable[str], *, all_names: Iterable[str] | None = None) -> list[str]:
         """Turn ``"all"``, ``"a,b"`` or a list into validated names, in the order given.

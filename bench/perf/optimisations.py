@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from cloakbench.core.registry import suggest
+
 log = logging.getLogger(__name__)
 
 #: Short names accepted on the command line, ``+``-joined into one variant.
@@ -76,9 +78,6 @@ class Optimisations:
             parts.append("compile")
         return "+".join(parts) or "none"
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def parse_optimisations(text: str) -> Optimisations:
     """``"channels-last+bf16"`` -> :class:`Optimisations`; ``"none"`` or ``""`` -> all off."""
@@ -104,11 +103,8 @@ def parse_optimisations(text: str) -> Optimisations:
         elif flag == "compile":
             changes["compile"] = True
         else:
-            import difflib
-
-            close = difflib.get_close_matches(flag, FLAG_NAMES, n=2, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise OptimisationError(f"unknown optimisation {flag!r}{hint} Known: {', '.join(FLAG_NAMES)}")
+            raise OptimisationError(f"unknown optimisation {flag!r}{suggest(flag, FLAG_NAMES)} "
+                                    f"Known: {', '.join(FLAG_NAMES)}")
     return Optimisations(**changes)
 
 

@@ -392,23 +392,11 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    import diffusers
-    import torch
-    import transformers
+    """Library versions and the checkout's commit (one provenance for every result; docs/RELIABILITY.md)."""
+    from cloakbench.core import provenance
 
-    found = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-             "transformers": transformers.__version__}
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        if commit.returncode == 0:
-            found["cloakbench_commit"] = commit.stdout.strip()
-            found["cloakbench_dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
+    commit, dirty = provenance.git_state()
+    return {**provenance.versions(), "cloakbench_commit": commit, "cloakbench_dirty": dirty}
 
 
 # -- summaries -------------------------------------------------------------------------
@@ -426,6 +414,3 @@ def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def advdm_reference_over_fair(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The reference/fair ratios of every reference row that has its fair twin."""
-    return [r for r in rows if r.get("status") == "ok" and r.get("reference_over_fair_time") is not None]

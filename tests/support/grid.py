@@ -67,7 +67,8 @@ def write_images(folder: Path, count: int = 4, size: int = 72) -> Path:
 
 
 def main(images: str, out: str) -> None:
-    from cloakbench.runner import CompareSpec, run_compare
+    from cloakbench.compare import run_compare
+    from cloakbench.spec import CompareSpec
 
     register_test_protections()
     spec = CompareSpec(images=[images], methods="none,test-slow", attacks="identity", metrics="psnr,ssim,linf",

@@ -1,0 +1,178 @@
+"""``run_compare``: plan a grid, run its cells on an executor, record everything (the driver).
+
+The driver is the only writer of the run folder's journal (docs/RELIABILITY.md, "Store"):
+it plans (:mod:`cloakbench.plan`, no model loaded), refuses a changed plan unless
+``--force``, skips cells that are done and intact, hands the rest to an executor stage by
+stage (:mod:`cloakbench.executors`), verifies each outcome's artifacts by hash and records
+it, then writes ``rows.csv`` in plan order and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cloakbench.core import provenance
+from cloakbench.core.images import IntakeResult, load_images
+from cloakbench.core.models import model_facts
+from cloakbench.execute import CellTask, Outcome, failure_outcome
+from cloakbench.executors import Executor, SerialExecutor
+from cloakbench.plan import Cell, Components, Plan, build_plan, describe_plan_change
+from cloakbench.spec import CompareSpec
+from cloakbench.store import RunStore, StoreError
+
+log = logging.getLogger(__name__)
+
+Event = Callable[[str, dict], None]
+ExecutorFactory = Callable[[CompareSpec, Components, IntakeResult], Executor]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    cells: int
+    reused: int
+    computed: int
+    failed: int
+    unavailable: int
+    skipped: list
+    rows_csv: Path
+    report: Path | None
+    seconds: float
+
+
+def build_manifest(spec: CompareSpec, plan: Plan, model_identity: dict, intake: IntakeResult,
+                   previous: dict | None, executor: str) -> dict:
+    commit, dirty = provenance.git_state()
+    now = datetime.now(timezone.utc).isoformat()
+    return {
+        "run": spec.out.name,
+        "created_utc": (previous or {}).get("created_utc", now),
+        "resumed_utc": now if previous else None,
+        "finished_utc": None,
+        "command": spec.command,
+        "versions": provenance.versions(),
+        "device": provenance.device_name(spec.device),
+        "executor": executor,
+        "git_commit": commit, "git_dirty": dirty,
+        "model": model_identity,
+        "plan": plan.description, "plan_hash": plan.hash,
+        "skipped": [dataclasses.asdict(s) for s in intake.skipped],
+        "image_notes": {im.name: im.notes for im in intake.images},
+        "settings": {"quick": spec.quick, "dtype": spec.dtype, "deterministic": spec.deterministic,
+                     "overrides": spec.overrides, "cell_timeout_s": spec.cell_timeout_s},
+    }
+
+
+class _Tally:
+    """Counts what happened to the cells, and tells the CLI as it goes."""
+
+    def __init__(self, emit: Event):
+        self.emit = emit
+        self.reused = self.computed = self.failed = self.unavailable = 0
+
+    def record(self, store: RunStore, outcome: Outcome, cell: Cell) -> None:
+        label = cell.label
+        if outcome.status == "done" and not store.artifacts.intact(outcome.artifacts):
+            outcome = dataclasses.replace(outcome, status="failed",
+                                          reason="error: an artifact the worker wrote fails its SHA-256 check")
+        if outcome.status == "done":
+            store.mark_done(outcome.key, outcome.artifacts, outcome.rows)
+            self.computed += 1
+            self.emit("done", {"cell": label})
+            return
+        if store.cell_state(outcome.key) is None:
+            store.mark_running(outcome.key, cell.kind, label)
+        store.mark_failed(outcome.key, outcome.reason, outcome.rows)
+        if outcome.status == "failed":
+            log.error("cell %s failed: %s", label, outcome.reason)
+            self.failed += 1
+            self.emit("failed", {"cell": label, "reason": outcome.reason})
+        else:
+            log.info("cell %s unavailable: %s", label, outcome.reason)
+            self.unavailable += 1
+            self.emit("unavailable", {"cell": label, "reason": outcome.reason})
+
+
+def run_compare(spec: CompareSpec, on_event: Event | None = None,
+                executor_factory: ExecutorFactory | None = None) -> RunSummary:
+    """Plan, (re)run and record a compare grid; returns what happened."""
+    started = time.perf_counter()
+    emit = on_event or (lambda kind, info: None)
+    if spec.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    components = Components.from_spec(spec)  # every name and setting checked before any work
+    facts = model_facts(spec.model, seed=spec.seed, allow_pickle=spec.allow_pickle)
+    intake = load_images(spec.images, facts.resolution)
+    if not intake.images:
+        reasons = "; ".join(s.reason for s in intake.skipped) or "no files found"
+        raise StoreError(f"no usable images in {', '.join(spec.images)}: {reasons}")
+    plan = build_plan(spec, components, facts, intake)
+    executor = (executor_factory or SerialExecutor)(spec, components, intake)
+    tally = _Tally(emit)
+    try:
+        with RunStore(spec.out) as store:
+            previous = store.read_manifest()
+            if previous and previous.get("plan_hash") != plan.hash and not spec.force:
+                raise StoreError(
+                    f"{spec.out} holds a run with a different plan (changed: "
+                    f"{describe_plan_change(previous.get('plan', {}), plan.description)}); use another --out, or "
+                    "--force to switch this run to the new plan (finished cells that still match are reused)"
+                )
+            manifest = build_manifest(spec, plan, facts.identity(spec.dtype), intake, previous, executor.name)
+            store.write_manifest(manifest)
+            emit("plan", {"cells": len(plan.cells), "images": len(intake.images), "skipped": len(intake.skipped)})
+            for stage in plan.stages():
+                _run_stage(stage, store, executor, tally, emit)
+                store.write_rows_csv(c.key for c in plan.cells)
+            rows_csv = store.write_rows_csv(c.key for c in plan.cells)
+            manifest["finished_utc"] = datetime.now(timezone.utc).isoformat()
+            manifest["cells"] = {"total": len(plan.cells), "reused": tally.reused, "computed": tally.computed,
+                                 "failed": tally.failed, "unavailable": tally.unavailable}
+            store.write_manifest(manifest)
+    finally:
+        executor.close()
+    report = render_report(spec.out) if spec.write_report else None
+    return RunSummary(spec.out, len(plan.cells), tally.reused, tally.computed, tally.failed, tally.unavailable,
+                      intake.skipped, rows_csv, report, time.perf_counter() - started)
+
+
+def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, emit: Event) -> None:
+    """Skip the done cells of one stage, resolve the inputs of the others, run them, record each."""
+    tasks, cells = [], {}
+    for cell in stage:
+        if store.done_artifacts(cell.key) is not None:
+            tally.reused += 1
+            emit("reused", {"cell": cell.label})
+            continue
+        inputs = [store.done_artifacts(key) for key in cell.inputs]
+        if any(found is None for found in inputs):
+            missing = [ref.name for ref, found in zip(cell.images, inputs) if found is None]
+            tally.record(store, failure_outcome(cell, store.run_name, f"error: protection {cell.protection} failed "
+                                                f"on {', '.join(missing)}; nothing to attack"), cell)
+            continue
+        twin = store.done_artifacts(cell.twin) if cell.twin else None
+        tasks.append(CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ())))
+        cells[cell.key] = cell
+
+    def on_start(task: CellTask) -> None:
+        store.mark_running(task.cell.key, task.cell.kind, task.cell.label)
+        emit("start", {"cell": task.cell.label})
+
+    for outcome in executor.run(tasks, on_start):
+        tally.record(store, outcome, cells[outcome.key])
+
+
+def render_report(run_dir: Path) -> Path | None:
+    from cloakbench.reports.html import write_report
+
+    return write_report(Path(run_dir))

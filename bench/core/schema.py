@@ -1,0 +1,77 @@
+"""The rows every run writes: their columns, what each pair compares, and one row type.
+
+The only place that lists the columns of ``rows.csv``: the store writes them, the report
+reads them, the executor builds :class:`Row` values. Rows are tidy long format, one
+number per row (docs/ARCHITECTURE.md, "Results store").
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, TypedDict
+
+
+class Pair(str, Enum):
+    """What a row compares; the ``pair`` column holds the value."""
+
+    PROTECTED_VS_CLEAN = "protected_vs_clean"  # is the protection invisible?
+    ATTACK_VS_CLEAN = "attack_vs_clean"  # the attack's output against the clean image
+    ATTACK_VS_CLEAN_ATTACK = "attack_vs_clean_attack"  # against the same attack's output on the clean image
+    GENERATIONS_VS_CONCEPT = "generations_vs_concept"  # a per-set attack's generations against the set
+    ANALYSIS = "analysis"  # the encoder-vulnerability analysis
+    COST = "cost"  # wall-clock and memory of the cell
+    TRAINING = "training"  # a per-set attack's training loss trace
+    FAILURE = "failure"  # a cell that produced nothing; ``note`` says why
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Pairs whose rows say how strongly a protection stops an attack (lower similarity = stronger).
+ATTACK_PAIRS: tuple[Pair, ...] = (Pair.ATTACK_VS_CLEAN, Pair.ATTACK_VS_CLEAN_ATTACK, Pair.GENERATIONS_VS_CONCEPT)
+#: Pairs of per-image attack outputs (what the report's image grids show).
+PER_IMAGE_ATTACK_PAIRS: tuple[Pair, ...] = (Pair.ATTACK_VS_CLEAN_ATTACK, Pair.ATTACK_VS_CLEAN)
+
+#: The columns of ``rows.csv``, in order.
+COLUMNS: tuple[str, ...] = (
+    "run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting", "seed",
+    "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact",
+)
+
+#: ``status`` values: a number, a component that cannot run here (missing weights), or a failure.
+STATUSES: tuple[str, ...] = ("ok", "unavailable", "failed")
+
+
+class Row(TypedDict, total=False):
+    """One tidy row (see :data:`COLUMNS`); ``value`` is ``None`` unless ``status == "ok"``."""
+
+    run: str
+    cell: str
+    image: str
+    image_name: str
+    protection: str
+    purification: str
+    mimicry: str
+    setting: str
+    seed: int
+    pair: str
+    metric: str
+    value: float | None
+    unit: str
+    higher_is_better: int | str
+    status: str
+    note: str
+    artifact: str
+
+
+def csv_value(value: Any) -> Any:
+    """A row value as ``rows.csv`` writes it: ``None`` empty, booleans 0/1, floats at full precision."""
+    if value is None:
+        return ""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value

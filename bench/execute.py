@@ -1,0 +1,316 @@
+"""Executing one cell: its inputs in, its artifacts and rows out (docs/ARCHITECTURE.md, "Plan and execute").
+
+:func:`run_cell` is what every executor calls, in whatever process holds a
+:class:`Workspace` (the model, the images and the configured components, loaded once per
+worker). It never touches the journal: it returns an :class:`Outcome` that the driver
+records. Artifacts go to the run folder's content-addressed ``artifacts/`` (atomic
+writes, so two workers writing the same bytes are harmless); the driver verifies their
+hashes before it marks the cell done.
+
+One code path serves every attack: a per-image attack maps one published image to one
+output per setting (SDEdit strengths); a per-set attack (textual inversion) learns from
+all published images and returns generations. Both become a list of output items, each
+compared with its reference (the clean image, or the nearest clean concept image) and
+with the same item of the clean twin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cloakbench import mimicry as mimicry_pkg
+from cloakbench.core.images import IntakeResult, LoadedImage, load_images, png_bytes, quantize_8bit, read_png
+from cloakbench.core.models import LDM, load_model
+from cloakbench.core.schema import Pair, Row
+from cloakbench.metrics import MetricUnavailable
+from cloakbench.metrics.analysis import encoder_analysis
+from cloakbench.plan import NO_PROTECTION, Cell, Components, derive_seed
+from cloakbench.profiling import profile_phase
+from cloakbench.spec import CompareSpec
+from cloakbench.store import Artifact, ArtifactFolder
+
+log = logging.getLogger(__name__)
+
+
+class CellTimeout(Exception):
+    """Raised inside a cell when its time limit passes."""
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """A cell and the finished artifacts it reads: its inputs' published PNGs, its twin's outputs."""
+
+    cell: Cell
+    inputs: tuple[Artifact, ...] = ()
+    twin: tuple[Artifact, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What running a cell produced. ``status``: ``done``, ``failed`` or ``unavailable``."""
+
+    key: str
+    status: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    reason: str = ""
+    worker: str = ""
+
+
+@dataclass
+class Workspace:
+    """What a worker holds while it runs cells: loaded once, used for many cells."""
+
+    spec: CompareSpec
+    model: LDM
+    images: dict[str, LoadedImage]  # by pixel hash
+    components: Components
+    artifacts: ArtifactFolder
+    unavailable: dict[str, str | None]  # attack spec -> why it cannot run here (None: it can)
+    metric_availability: dict[str, tuple[bool, str]]
+
+    @classmethod
+    def open(cls, spec: CompareSpec, *, components: Components | None = None,
+             intake: IntakeResult | None = None, model: LDM | None = None) -> "Workspace":
+        """Load what the cells of ``spec`` need; a worker process calls this with the spec alone."""
+        components = components or Components.from_spec(spec)
+        model = model or load_model(spec.model, device=spec.device, dtype=spec.dtype,
+                                    allow_pickle=spec.allow_pickle, seed=spec.seed)
+        intake = intake or load_images(spec.images, model.resolution)
+        return cls(
+            spec=spec, model=model, images={im.pixel_hash: im for im in intake.images}, components=components,
+            artifacts=ArtifactFolder(Path(spec.out)),
+            unavailable={s: _unavailable_reason(ps + [a]) for s, (ps, a) in components.attacks.items()},
+            metric_availability={m.name: m.availability() for m in components.metrics},
+        )
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.model.device).manual_seed(seed)
+
+
+def _unavailable_reason(components: list) -> str | None:
+    """Why an attack chain cannot run here (missing weights), checked before any work."""
+    for component in components:
+        try:
+            component.check_available()
+        except mimicry_pkg.AttackUnavailable as error:
+            return str(error)
+    return None
+
+
+# -- the failure policy ---------------------------------------------------------------
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`CellTimeout` in this (main) thread after ``seconds``."""
+    if not seconds:
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise CellTimeout(f"timeout after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def failure_reason(error: BaseException, model: LDM) -> str:
+    """One line for the ``note`` column: ``timeout: …``, ``oom: …`` or ``error: Type: message``."""
+    if isinstance(error, CellTimeout):
+        return f"timeout: {error}"
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        size = f"{model.resolution}x{model.resolution}"
+        return f"oom: CUDA out of memory at {size}, batch 1 ({str(error).splitlines()[0] if str(error) else ''})"
+    return f"error: {type(error).__name__}: {error}"
+
+
+def failure_outcome(cell: Cell, run: str, reason: str, status: str = "failed") -> Outcome:
+    """A cell that produced nothing: one row says why. Failed cells are retried on resume."""
+    pair, metric = (Pair.FAILURE, "error") if status == "failed" else (Pair.ATTACK_VS_CLEAN, "attack")
+    row = {**base_row(cell, run), "pair": pair.value, "metric": metric, "value": None, "unit": "",
+           "higher_is_better": "", "status": status, "note": reason}
+    return Outcome(cell.key, status, [], [row], reason)
+
+
+def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
+    """Run one cell under the spec's time limit; an exception becomes a failed outcome, never a crash."""
+    cell, run = task.cell, workspace.spec.out.name
+    if cell.kind == "attack":
+        reason = workspace.unavailable.get(cell.attack)
+        if reason:
+            return failure_outcome(cell, run, reason, status="unavailable")
+    try:
+        with time_limit(workspace.spec.cell_timeout_s):
+            if cell.kind == "protect":
+                artifacts, rows = protect(workspace, cell)
+            else:
+                artifacts, rows = attack(workspace, task)
+    except Exception as error:  # noqa: BLE001 - recorded with its reason; the grid goes on
+        log.debug("%s", traceback.format_exc())
+        return failure_outcome(cell, run, failure_reason(error, workspace.model))
+    return Outcome(cell.key, "done", artifacts, rows)
+
+
+# -- rows ---------------------------------------------------------------------------
+def base_row(cell: Cell, run: str, **extra) -> dict[str, Any]:
+    """The columns every row of ``cell`` shares."""
+    purification, mimicry = "", ""
+    if cell.attack:
+        parts = cell.attack.split("+")
+        purification, mimicry = "+".join(parts[:-1]), parts[-1]
+    single = cell.scope == "image"
+    row = {
+        "run": run, "cell": cell.key[:16],
+        "image": cell.images[0].pixel_hash[:16] if single else "concept",
+        "image_name": cell.images[0].name if single else "all images",
+        "protection": cell.protection, "purification": purification, "mimicry": mimicry,
+        "setting": "", "seed": cell.seed, "status": "ok", "note": "", "artifact": "",
+    }
+    row.update(extra)
+    return row
+
+
+def metric_rows(workspace: Workspace, base: dict, pair: Pair, outputs: torch.Tensor, references: torch.Tensor,
+                budget: bool = False, scope: str = "pair") -> list[Row]:
+    """Rows of every selected metric of ``scope`` for ``outputs`` against ``references``.
+
+    ``pair`` metrics give one row per image; ``set`` metrics (FID, KID) one row for the
+    two sets. A metric that cannot run here gives a row marked unavailable with its reason.
+    """
+    rows = []
+    for metric in workspace.components.metrics:
+        if metric.scope != scope or (metric.budget_only and not budget):
+            continue
+        row = {**base, "pair": pair.value, "metric": metric.name, "unit": metric.unit,
+               "higher_is_better": int(metric.higher_is_better)}
+        available, reason = workspace.metric_availability[metric.name]
+        if not available:
+            rows.append({**row, "value": None, "status": "unavailable", "note": reason})
+            continue
+        try:
+            values = metric(outputs.cpu().float(), references.cpu().float())
+        except Exception as error:  # noqa: BLE001 - a metric's own refusal is recorded, not fatal
+            status = "unavailable" if isinstance(error, MetricUnavailable) else "failed"
+            rows.append({**row, "value": None, "status": status, "note": str(error)})
+            continue
+        rows += [{**row, "value": float(value)} for value in values.reshape(-1).tolist()]
+    return rows
+
+
+def cost_rows(base: dict, record) -> list[Row]:
+    return [{**base, "pair": Pair.COST.value, "metric": metric, "value": value, "unit": unit, "higher_is_better": 0}
+            for metric, value, unit in record.rows()]
+
+
+def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.Tensor) -> list[Row]:
+    """The encoder-vulnerability analysis (Xue et al., Sec. 4): δz vs δx per image."""
+    with torch.no_grad():
+        found = encoder_analysis(model, clean.to(model.device, model.dtype), protected.to(model.device, model.dtype))
+    # δx = 0 leaves the amplification undefined: such a value is None with a note, never a number.
+    return [{**base, "pair": Pair.ANALYSIS.value, "metric": r["metric"], "value": r["value"],
+             "status": "ok" if r["value"] is not None else "unavailable", "note": r.get("note") or "",
+             "unit": r.get("unit", ""), "higher_is_better": ""} for r in found]
+
+
+# -- the two kinds of cell -----------------------------------------------------------
+def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]]:
+    """Protect one image; publish it as an 8-bit PNG; measure what was published."""
+    model, image = workspace.model, workspace.images[cell.images[0].pixel_hash]
+    protection = workspace.components.protections[cell.protection]
+    clean = image.pixels.unsqueeze(0).to(model.device, model.dtype)
+    with profile_phase("protect", model.device, count_saved=False) as record:
+        protected = protection(clean, model, generator=workspace.generator(cell.seed))
+    protected = quantize_8bit(protected.detach().float().cpu())
+    artifact = workspace.artifacts.put(png_bytes(protected[0]), ".png")
+    saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
+    base = base_row(cell, workspace.spec.out.name, artifact=artifact.path)
+    rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
+    rows += cost_rows(base, record)
+    if cell.protection != NO_PROTECTION:
+        rows += analysis_rows(model, base, image.pixels.unsqueeze(0), saved)
+    return [artifact], rows
+
+
+def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[Row]]:
+    """Purify and attack the published images of ``task.inputs``; compare with the clean twin."""
+    cell, model = task.cell, workspace.model
+    purifications, attacker = workspace.components.attacks[cell.attack]
+    published = torch.cat([read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.inputs])
+    clean = torch.stack([workspace.images[ref.pixel_hash].pixels for ref in cell.images])
+    twins = [read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.twin if a.path.endswith(".png")]
+    if cell.protection != NO_PROTECTION and not twins:
+        raise RuntimeError("the clean twin of this attack is missing (its cell failed)")
+    work_dir = None
+    if cell.scope == "set":
+        work_dir = workspace.artifacts.root / "work" / cell.key[:16]
+        work_dir.mkdir(parents=True, exist_ok=True)
+    context = mimicry_pkg.AttackContext(image_names=[ref.name for ref in cell.images], prompt=workspace.spec.prompt,
+                                        mask_dir=workspace.spec.mask_dir,
+                                        work_dir=str(work_dir) if work_dir else None)
+    with profile_phase("attack", model.device) as record:
+        images = published.to(model.device, model.dtype)
+        for step, purification in enumerate(purifications):
+            generator = workspace.generator(derive_seed(cell.seed, "purify", step))
+            images = quantize_8bit(purification(images, model, generator=generator, context=context).float())
+        outputs = []
+        for setting in attacker.settings():
+            context.setting = setting
+            output = attacker(images, model, generator=workspace.generator(cell.seed), context=context)
+            outputs.append((setting, quantize_8bit(output.detach().float().cpu())))
+    run = workspace.spec.out.name
+    base_cell = base_row(cell, run)
+    if cell.scope == "image":
+        items = [(setting, output) for setting, output in outputs]
+        reference_pair, references, nearest = Pair.ATTACK_VS_CLEAN, clean, False
+        note = "; ".join(f"{k}: {v}" for k, v in sorted(context.notes.items()) if k != "loss_trace")
+    else:
+        (_, generations), = outputs
+        items = [(f"generation {i}", g.unsqueeze(0)) for i, g in enumerate(generations)]
+        reference_pair, references, nearest, note = Pair.GENERATIONS_VS_CONCEPT, clean, True, ""
+    artifacts = [workspace.artifacts.put(png_bytes(output[0]), ".png") for _, output in items]
+    rows: list[Row] = []
+    if cell.scope == "set":
+        artifacts += [workspace.artifacts.put(p.read_bytes(), p.suffix)
+                      for p in sorted(p for p in work_dir.iterdir() if p.is_file())]
+        rows += metric_rows(workspace, {**base_cell, "artifact": ""}, Pair.GENERATIONS_VS_CONCEPT,
+                            torch.cat([output for _, output in items]), clean, scope="set")
+    for index, (setting, output) in enumerate(items):
+        base = {**base_cell, "setting": setting, "artifact": artifacts[index].path, "note": note}
+        if nearest:
+            rows += nearest_rows(workspace, base, output, references)
+        else:
+            rows += metric_rows(workspace, base, reference_pair, output, references)
+        if cell.protection != NO_PROTECTION:
+            rows += metric_rows(workspace, base, Pair.ATTACK_VS_CLEAN_ATTACK, output, twins[index])
+    for step, loss in enumerate(context.notes.get("loss_trace", [])):
+        rows.append({**base_cell, "pair": Pair.TRAINING.value, "metric": "loss", "setting": str(step),
+                     "value": float(loss), "unit": "", "higher_is_better": 0})
+    rows += cost_rows(base_cell, record)
+    return artifacts, rows
+
+
+def nearest_rows(workspace: Workspace, base: dict, generation: torch.Tensor, concept: torch.Tensor) -> list[Row]:
+    """Pair metrics of one generation against its nearest concept image (by each metric)."""
+    candidates = [metric_rows(workspace, base, Pair.GENERATIONS_VS_CONCEPT, generation, concept[i:i + 1])
+                  for i in range(concept.shape[0])]
+    best = []
+    for rows_for_metric in zip(*candidates):
+        valid = [r for r in rows_for_metric if r.get("value") is not None]
+        if not valid:
+            best.append(rows_for_metric[0])
+            continue
+        pick = max if rows_for_metric[0]["higher_is_better"] else min
+        best.append({**pick(valid, key=lambda r: r["value"]), "note": "nearest concept image"})
+    return best

@@ -1,10 +1,17 @@
 """Protections: adversarial perturbations that try to stop diffusion-based mimicry.
 
-Importing this package registers every protection in :data:`PROTECTIONS`.
+One module per method, under its paper's name (``advdm.py`` holds AdvDM and AdvDM(−),
+``mist.py``, ``photoguard.py``, ``texture.py``, ``encoder.py``, ``sds.py`` holds SDS(+)
+and SDS(−), ``sdst.py``, ``sds_z.py``, ``noise.py``, ``none.py``); the shared PGD loop is
+``engine.py``, the losses ``losses.py``, the reference implementation's extra costs
+``reference_costs.py``. Importing this package registers every protection in
+:data:`PROTECTIONS`, in the order ``--methods all`` lists them.
 """
 
 from cloakbench.protections.base import PROTECTIONS, Protection, publishable_protections
-from cloakbench.protections import none  # noqa: F401  (registers)
-from cloakbench.protections import noise, semantic, encoder, sds  # noqa: F401,E402  (register)
+# Registration order is the listing order (and the order of a run's cells): keep it.
+from cloakbench.protections import none, noise  # noqa: F401,E402  (register)
+from cloakbench.protections import advdm, mist, photoguard, texture, encoder  # noqa: F401,E402  (register)
+from cloakbench.protections import sds, sdst, sds_z  # noqa: F401,E402  (register)
 
 __all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

@@ -1,8 +1,39 @@
-"""The protection contract and its registry.
+"""The protection contract, its registry, and the names a protection declares.
 
 ``Protection(config)(images, model, *, generator) -> Tensor``: ``images`` is
 ``(N, 3, H, W)`` float in ``[0, 1]`` on the model's device; the result has the same
-shape and range and ``|protected - images|∞ <= eps/255``.
+shape and range and ``|protected - images|∞ <= eps/255`` (budgets in 8-bit units,
+docs/PROTECTIONS.md).
+
+Instead of one boolean class flag per input, a protection declares two things:
+
+``needs`` — what a PGD step of the method needs, beyond the image and its latent
+(the engine, ``protections/engine.py``, prepares and draws exactly these):
+
+- ``"diffusion_noise"``: each step draws, per image, a timestep ``t ~ U{0..T−1}`` and
+  noise ``ε ~ N(0, I)`` for the forward diffusion ``z_t`` of the semantic loss ``L_S``;
+- ``"prompt"``: the text embedding ``c`` of ``config.prompt``, encoded once;
+- ``"target"``: the latent of ``config.target`` (``"pattern"``, ``"zero"`` or an image
+  path, see ``protections/targets.py``), encoded once; with ``latent="sample"`` each
+  step draws a fresh posterior sample of it;
+- ``"clean_target"``: the same, but the target is the clean image itself (the
+  untargeted encoder attack pushes away from it).
+
+``reference_costs`` — what the reference implementation of Xue et al. pays on top
+of the method when ``config.reference_mode`` is on (``protections/reference_costs.py``
+runs them; docs/PROTECTIONS.md, "Fair cost"). They never change the update:
+
+- ``"trainable_unet"``: the UNet's weights require grad during the step and the
+  gradient comes from ``loss.backward()``, which builds weight gradients (dropped);
+- ``"target_encode"``: the target image is re-encoded every step;
+- ``"target_forward"``: the UNet runs ``L_S`` on the target's latent every step, its
+  graph kept alive through the backward pass (the reference's loss module does this
+  for every method it serves, even AdvDM);
+- ``"image_forward"``: the same on the image's latent (texture-only's reference loss
+  module computes an ``L_S`` it never uses).
+
+``analysis_only`` marks an entry that is not a protection an artist could publish
+(the latent attack ``sds-z`` has no pixel budget); ``--methods all`` leaves it out.
 """
 
 from __future__ import annotations
@@ -14,12 +45,29 @@ import torch
 from cloakbench.core.component import Component
 from cloakbench.core.registry import Registry
 
+#: What a step may need; see the module docstring.
+NEEDS = frozenset({"diffusion_noise", "prompt", "target", "clean_target"})
+#: What reference mode may add to a step; see the module docstring.
+REFERENCE_COSTS = ("trainable_unet", "target_encode", "target_forward", "image_forward")
+
 
 class Protection(Component):
     """Base class of every protection; subclasses set ``Config`` and implement ``__call__``."""
 
+    needs: ClassVar[frozenset[str]] = frozenset()
+    reference_costs: ClassVar[tuple[str, ...]] = ()
     # Analysis-only entries (e.g. the latent attack ``sds-z``) are left out of ``all``.
     analysis_only: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A misspelt name would otherwise be a need the engine silently never provides.
+        unknown = set(cls.needs) - NEEDS
+        if unknown:
+            raise TypeError(f"{cls.__name__}.needs: unknown {sorted(unknown)}; known: {sorted(NEEDS)}")
+        unknown = set(cls.reference_costs) - set(REFERENCE_COSTS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.reference_costs: unknown {sorted(unknown)}; known: {list(REFERENCE_COSTS)}")
 
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError

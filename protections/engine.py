@@ -1,20 +1,23 @@
 """One sign-gradient PGD engine for every L∞ protection.
 
 Each protection is mostly its :meth:`PGDProtection.direction`: the vector whose sign
-moves the image one step. The engine owns everything else, once:
+moves the image one step, written in the method's own module (``advdm.py``,
+``mist.py``, ``photoguard.py``, ``texture.py``, ``encoder.py``, ``sds.py``, ``sdst.py``).
+The engine owns everything else, once (docs/PROTECTIONS.md, "Common setting"):
 
-- the budget in 8-bit units: ``eps`` (default 16, i.e. 16/255), step ``alpha``
-  (default 1/255), ``steps`` (default 100), optionally PhotoGuard's linearly decaying
-  step (``alpha_schedule="linear"``: from ``alpha`` down to ``alpha/100``);
+- the budget in 8-bit units of ``[0, 1]`` images: ``eps`` (default 16, i.e. 16/255),
+  step ``alpha`` (default 1/255), ``steps`` (default 100), optionally PhotoGuard's
+  linearly decaying step (``alpha_schedule="linear"``: from ``alpha`` down to ``alpha/100``);
 - the update ``x ← clip_[0,1](Π_eps(x + alpha · sign(direction)))`` with an optional
   uniform random start in ``[−eps, eps]``;
+- what a method declares it ``needs`` (``protections/base.py``): the prompt and the
+  target encoded once in ``prepare``, ``t`` and ``ε`` drawn every step;
 - a batch of images per step (each image draws its own randomness, see below);
 - a per-step loss trace (``(N,)`` per step);
 - the final 8-bit rounding (:func:`cloakbench.core.images.quantize_8bit`), followed by a clamp
   to the 8-bit values inside the ball, so the saved PNG keeps ``|δ|∞ ≤ eps/255`` even
   when the clean image is not itself 8-bit (the reference truncates and reaches
-  ``(eps+1)/255``);
-- fair cost (default) or the reference implementation's cost (``reference_mode``).
+  ``(eps+1)/255``).
 
 Step-level API (what ``bench perf`` times; ``__call__`` is exactly this)::
 
@@ -35,19 +38,13 @@ protecting a batch gives each image what protecting it alone with the same seed
 gives (up to the floating-point differences of batched kernels), and an image's
 perturbation does not depend on its neighbours or its position in the batch.
 
-Fair cost and reference mode (PROTECTIONS.md, "Fair cost"). By default every weight
-is frozen, gradients are taken w.r.t. the image only (``torch.autograd.grad``) and the
-target latent is computed once. ``reference_mode=True`` reproduces what the reference
-implementation of Xue et al. pays for: the UNet's weights require grad during the
-step (so the backward pass is ``loss.backward()`` and builds weight gradients, which
-are then dropped); AdvDM, AdvDM(−), Mist and texture-only, whose reference loss module
-handles the target every step, re-encode the target and run the UNet on its latent
-(texture-only also on the image's), keeping those graphs alive through the backward
-pass; SDST(−) re-encodes its target each step, as the reference's SDS loop does.
-PhotoGuard and the encoder attack come from other code bases and pay nothing extra.
-The extra forwards draw their ``t``/``ε`` from a separate generator, so the update is
-the same as in fair mode when seeded alike. The shared model is never left modified: the weights'
-``requires_grad`` and ``.grad`` are restored at the end of every step.
+Fair cost and reference mode (docs/PROTECTIONS.md, "Fair cost"). By default every
+weight is frozen, gradients are taken w.r.t. the image only and the target latent is
+computed once. ``reference_mode=True`` adds what the reference implementation pays
+(a trainable UNet, the target re-encoded and re-forwarded each step), as each method
+declares in ``reference_costs``; that lives in ``protections/reference_costs.py``,
+reached through one hook, ``state.reference`` (``None`` at fair cost), at the points
+marked "reference mode" below. It never changes the update.
 """
 
 from __future__ import annotations
@@ -61,8 +58,10 @@ from typing import ClassVar, Literal, Sequence
 
 import torch
 
+from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.protections import losses
 from cloakbench.protections.base import Protection
+from cloakbench.protections.reference_costs import ReferenceCosts
 from cloakbench.protections.targets import target_image
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,8 @@ class PGDConfig:
     random_start: start from a uniform draw in ``[−eps, eps]`` (clamped to [0, 1]).
     alpha_schedule: ``constant``, or ``linear`` (PhotoGuard's decay from ``alpha`` to ``alpha/100``).
     latent: ``sample`` (the reference: ``E(x)`` is a posterior sample) or ``mean``.
-    reference_mode: reproduce the reference implementation's cost (see module docstring).
+    reference_mode: reproduce the reference implementation's cost
+        (``protections/reference_costs.py``); the update is unchanged.
     """
 
     eps: float = 16.0
@@ -158,8 +158,6 @@ def round_within_budget(images: torch.Tensor, clean: torch.Tensor, eps_8bit: flo
     For an 8-bit clean image and integer ``eps`` rounding alone suffices; the clamp
     makes the guarantee hold for any clean image and any ``eps >= 1``.
     """
-    from cloakbench.core.images import quantize_8bit
-
     rounded = quantize_8bit(images)
     # A tolerance absorbs float error in ``k/255``: 239.99998 must count as 240.
     low = torch.ceil((clean - eps_8bit / 255.0) * 255.0 - 1e-4).clamp(0, 255) / 255.0
@@ -168,20 +166,6 @@ def round_within_budget(images: torch.Tensor, clean: torch.Tensor, eps_8bit: flo
         raise ValueError(f"eps={eps_8bit} leaves no 8-bit value within the budget of a non-8-bit clean image; "
                          "use eps >= 1 or 8-bit clean images")
     return torch.minimum(torch.maximum(rounded, low), high)
-
-
-def check_images(images: torch.Tensor) -> None:
-    """The protection contract's input: ``(N, 3, H, W)`` float in [0, 1], sides divisible by 8."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (N, 3, H, W) tensor, got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be float in [0, 1], got {images.dtype}")
-    if images.shape[-1] % 8 or images.shape[-2] % 8:
-        raise ValueError(f"image sides must be multiples of 8 (the VAE downsamples by 8), got {tuple(images.shape[-2:])}")
-    low, high = float(images.min()), float(images.max())
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
 
 
 # -- the state of one run ----------------------------------------------------------------
@@ -213,18 +197,28 @@ class PGDState:
     target: losses.PosteriorStats | None = None
     target_images: torch.Tensor | None = None
     target_is_zero: bool = False
-    reference_generator: torch.Generator | None = None
+    reference: ReferenceCosts | None = None  # reference mode's hook; None at fair cost
     step_index: int = 0
     trace: list[torch.Tensor] = field(default_factory=list)
-    keep_alive: list = field(default_factory=list)
 
     @property
     def batch(self) -> int:
         return self.clean.shape[0]
 
-    @property
-    def reference(self) -> bool:
-        return self.reference_generator is not None
+    def set_target(self, target: str | torch.Tensor) -> None:
+        """Encode the target once (posterior mean and std; a sample is drawn per step from them).
+
+        ``target`` is a spec of ``protections/targets.py`` (``"zero"``: the zero latent,
+        nothing to encode) or the ``(N, 3, H, W)`` images themselves.
+        """
+        if isinstance(target, str):
+            picture = target_image(target, *self.clean.shape[-2:])
+            target = None if picture is None else picture.unsqueeze(0).to(self.model.device)
+        self.target_is_zero = target is None
+        self.target_images = target
+        if target is not None:
+            with torch.no_grad():
+                self.target = losses.posterior_stats(self.model, target)
 
     def loss_trace(self) -> torch.Tensor:
         """``(steps, N)`` losses, one row per step taken."""
@@ -237,41 +231,10 @@ def latent_shape(model, height: int, width: int) -> tuple[int, int, int]:
     return int(config.latent_channels), height // factor, width // factor
 
 
-@contextlib.contextmanager
-def trainable_unet(model, enabled: bool):
-    """The reference's accident, for one step: UNet weights require grad; restored after.
-
-    Weight gradients built by ``backward()`` are dropped so the shared model leaves the
-    step exactly as it entered it.
-    """
-    if not enabled:
-        yield
-        return
-    parameters = list(model.unet.parameters())
-    previous = [p.requires_grad for p in parameters]
-    try:
-        for p in parameters:
-            p.requires_grad_(True)
-        yield
-    finally:
-        for p, flag in zip(parameters, previous):
-            p.grad = None
-            p.requires_grad_(flag)
-
-
 class PGDProtection(Protection):
-    """Base of the L∞ PGD protections; a subclass sets the class flags and :meth:`direction`."""
+    """Base of the L∞ PGD protections; a subclass declares ``needs`` and writes :meth:`direction`."""
 
     Config: ClassVar[type] = PGDConfig
-    # Which draws a step needs, and what the target is.
-    semantic: ClassVar[bool] = False  # draws t and ε each step
-    uses_prompt: ClassVar[bool] = False
-    uses_target: ClassVar[bool] = False  # textural loss against config.target
-    clean_is_target: ClassVar[bool] = False  # the "target" is the clean image itself
-    # Reference mode: does the reference re-encode the target each step, and does its
-    # loss module also run the UNet on the target latent each step?
-    reference_target_encode: ClassVar[bool] = False
-    reference_target_forward: ClassVar[bool] = False
     # Named published settings, applied with ``with_profile`` / ``--profile``.
     PROFILES: ClassVar[dict[str, dict]] = {}
 
@@ -283,33 +246,24 @@ class PGDProtection(Protection):
     # -- helpers for directions -------------------------------------------------------
     def input_gradient(self, state: PGDState, adversarial: torch.Tensor, outputs: torch.Tensor,
                        grad_outputs: torch.Tensor | None = None) -> torch.Tensor:
-        """``∂outputs/∂x`` (a VJP with ``grad_outputs``): image-only in fair mode, ``backward()`` in reference mode."""
-        if state.reference:
-            outputs.backward(gradient=grad_outputs)
-            return adversarial.grad.detach()
+        """``∂outputs/∂x`` (a VJP with ``grad_outputs``), w.r.t. the image only."""
+        if state.reference is not None:  # reference mode: maybe through backward()
+            return state.reference.input_gradient(adversarial, outputs, grad_outputs)
         (gradient,) = torch.autograd.grad(outputs, adversarial, grad_outputs=grad_outputs)
         return gradient
 
     def image_latent(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws) -> torch.Tensor:
-        return losses.image_latent(state.model, adversarial, draws.latent_noise)
+        """``z = s · E(x)``: the posterior sample of ``draws.latent_noise``, or the mean."""
+        latents = losses.image_latent(state.model, adversarial, draws.latent_noise)
+        if state.reference is not None:  # reference mode: maybe an unused L_S on z
+            state.reference.image_latent(state, latents)
+        return latents
 
     def target_latent(self, state: PGDState, draws: StepDraws, like: torch.Tensor) -> torch.Tensor:
+        """``z_target``: zero, or the target's posterior sample of ``draws.target_noise`` (mean if None)."""
         if state.target_is_zero:
             return torch.zeros_like(like)
         return state.target.expand(state.batch).latent(draws.target_noise, state.model.scaling_factor).to(like.dtype)
-
-    def reference_semantic_forward(self, state: PGDState, latents: torch.Tensor) -> None:
-        """Reference mode only: run ``L_S`` on ``latents`` with its graph kept through the backward."""
-        if not state.reference:
-            return
-        model = state.model
-        generator = state.reference_generator
-        timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator)
-        noise = torch.randn(tuple(latents.shape), generator=generator)
-        loss = losses.semantic_loss(model, latents, timesteps.to(model.device),
-                                    noise.to(model.device, latents.dtype),
-                                    state.prompt_embeds[:1].expand(latents.shape[0], -1, -1))
-        state.keep_alive.append(loss)
 
     # -- the engine ---------------------------------------------------------------------
     def step_size(self, state: PGDState) -> float:
@@ -320,35 +274,22 @@ class PGDProtection(Protection):
             return alpha - (alpha - alpha / 100.0) * state.step_index / steps
         return alpha
 
-    def _needs_target(self) -> bool:
-        return self.uses_target or (self.config.reference_mode and self.reference_target_forward)
-
-    def _target_spec(self) -> str:
-        return getattr(self.config, "target", "pattern")
-
     def prepare(self, images: torch.Tensor, model, *, generator: GeneratorArg | None) -> PGDState:
         """Check inputs, derive per-image generators, encode prompt and target once, random start."""
-        check_images(images)
+        check_images(images, self.name, multiple_of=8)  # the VAE downsamples by 8
         clean = images.detach().to(device=model.device, dtype=torch.float32)
         generators = image_generators(clean, generator)
         count, _, height, width = clean.shape
         state = PGDState(model=model, clean=clean, adversarial=clean.clone(), generators=generators,
                          latent_shape=latent_shape(model, height, width))
-        if self.uses_prompt or (self.config.reference_mode and self.reference_target_forward):
-            state.prompt_embeds = model.encode_prompt(getattr(self.config, "prompt", "a photo"), count)
-        if self.clean_is_target:
-            state.target_images = clean
-        elif self._needs_target():
-            picture = target_image(self._target_spec(), height, width)
-            state.target_is_zero = picture is None
-            if picture is not None:
-                state.target_images = picture.unsqueeze(0).to(model.device)
-        if state.target_images is not None:
-            with torch.no_grad():
-                state.target = losses.posterior_stats(model, state.target_images)
+        if "prompt" in self.needs:
+            state.prompt_embeds = model.encode_prompt(self.config.prompt, count)
+        if "clean_target" in self.needs:
+            state.set_target(clean)
+        elif "target" in self.needs:
+            state.set_target(self.config.target)
         if self.config.reference_mode:
-            # Separate from the images' generators so reference mode draws the same update.
-            state.reference_generator = torch.Generator().manual_seed(0)
+            state.reference = ReferenceCosts.start(self, state)
         if self.config.random_start and self.config.eps > 0:
             eps = self.config.eps / 255.0
             start = draw_uniform(generators, clean.shape[1:], -eps, eps, clean.device)
@@ -361,38 +302,22 @@ class PGDProtection(Protection):
         draws = StepDraws()
         if self.config.latent == "sample":
             draws.latent_noise = draw_normal(generators, state.latent_shape, device, model.dtype)
-        if self.semantic:
+        if "diffusion_noise" in self.needs:
             draws.timesteps = draw_timesteps(generators, model.num_train_timesteps, device)
             draws.noise = draw_normal(generators, state.latent_shape, device, model.dtype)
-        # Only targets the update uses draw noise: reference mode's extra target forward
-        # uses the posterior mean, so it does not shift the images' random streams.
-        if self.uses_target and not state.target_is_zero and self.config.latent == "sample":
+        # Only the method's own target draws noise: reference mode's extra target uses
+        # the posterior mean, so it does not shift the images' random streams.
+        if self.needs & {"target", "clean_target"} and not state.target_is_zero and self.config.latent == "sample":
             draws.target_noise = draw_normal(generators, state.latent_shape, device, model.dtype)
         return draws
-
-    def _reference_extras(self, state: PGDState) -> None:
-        model = state.model
-        if self.reference_target_encode and state.target_images is not None:
-            with torch.no_grad():  # the reference encodes its target again every step
-                state.target = losses.posterior_stats(model, state.target_images)
-        if self.reference_target_forward:
-            if state.target_is_zero:
-                target = torch.zeros((1, *state.latent_shape), device=model.device, dtype=model.dtype)
-            else:
-                target = state.target.latent(None, model.scaling_factor)[:1]
-            self.reference_semantic_forward(state, target)
 
     def step(self, state: PGDState) -> torch.Tensor:
         """One PGD step on ``state.adversarial``, in place; returns the ``(N,)`` losses."""
         draws = self.draw(state)
         adversarial = state.adversarial.detach().requires_grad_(True)
-        try:
-            with trainable_unet(state.model, state.reference):
-                if state.reference:
-                    self._reference_extras(state)
-                direction, loss = self.direction(state, adversarial, draws)
-        finally:
-            state.keep_alive.clear()
+        # reference mode: the UNet made trainable, the target re-encoded and re-forwarded
+        with state.reference.step(state) if state.reference is not None else contextlib.nullcontext():
+            direction, loss = self.direction(state, adversarial, draws)
         alpha = self.step_size(state) / 255.0
         with torch.no_grad():
             moved = adversarial.detach() + alpha * direction.detach().float().sign()

@@ -9,7 +9,16 @@ from cloakbench.protections.base import PROTECTIONS, Protection
 
 @PROTECTIONS.register("none")
 class NoProtection(Protection):
-    """No protection: the clean image, returned bit-exactly (the reference every row compares to)."""
+    """No protection: the clean image, returned bit-exactly (the reference every row compares to).
+
+    No budget, no model, no randomness: the output is a copy of the input, even off the
+    8-bit grid. No config.
+
+    Example::
+
+        clean = PROTECTIONS.get("none")()(images, model)
+        assert torch.equal(clean, images)
+    """
 
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return images.clone()

@@ -14,8 +14,9 @@ import torch
 from cloakbench.core.config import ConfigError, parse_set_options
 from cloakbench.core.images import quantize_8bit, read_png, save_png
 from cloakbench.protections import PROTECTIONS, publishable_protections
-from cloakbench.protections.encoder import PhotoGuard
+from cloakbench.protections.base import NEEDS, REFERENCE_COSTS, Protection
 from cloakbench.protections.engine import PGDProtection, image_generators, round_within_budget, with_profile
+from cloakbench.protections.photoguard import PhotoGuard
 
 ALL = PROTECTIONS.names()
 PAPER_METHODS = [n for n in ALL if n not in ("none", "noise")]
@@ -217,3 +218,36 @@ def test_pgd_protections_expose_the_step_api():
         cls = PROTECTIONS.get(name)
         if name not in ("none", "noise"):
             assert issubclass(cls, PGDProtection), name
+
+
+MODULES = {"none": "none", "noise": "noise", "advdm": "advdm", "advdm-": "advdm", "mist": "mist",
+           "photoguard": "photoguard", "texture": "texture", "encoder": "encoder", "sds+": "sds", "sds-": "sds",
+           "sdst-": "sdst", "sds-z": "sds_z"}
+
+
+def test_every_method_declares_what_it_needs_in_known_names():
+    assert set(MODULES) == set(ALL)
+    for name in ALL:
+        cls = PROTECTIONS.get(name)
+        assert isinstance(cls.needs, frozenset) and cls.needs <= NEEDS, name
+        assert isinstance(cls.reference_costs, tuple) and set(cls.reference_costs) <= set(REFERENCE_COSTS), name
+        # A method's module is named after its paper: its whole rule is in one file.
+        assert cls.__module__ == f"cloakbench.protections.{MODULES[name]}", name
+    assert PROTECTIONS.get("sds-").needs == {"diffusion_noise", "prompt"}
+    assert PROTECTIONS.get("sdst-").needs == {"diffusion_noise", "prompt", "target"}
+    assert PROTECTIONS.get("encoder").needs == {"clean_target"}
+    for name in ("mist", "texture", "photoguard", "sdst-"):  # each reads config.target
+        assert hasattr(PROTECTIONS.get(name).Config(), "target"), name
+
+
+def test_a_misspelt_need_or_cost_is_refused_at_class_definition():
+    with pytest.raises(TypeError, match="needs"):
+        type("Typo", (Protection,), {"needs": frozenset({"promt"})})
+    with pytest.raises(TypeError, match="reference_costs"):
+        type("Typo", (Protection,), {"reference_costs": ("target_forwards",)})
+
+
+@pytest.mark.parametrize("name", ["photoguard", "encoder"])
+def test_methods_without_reference_costs_run_the_fair_step_in_reference_mode(name, tiny_model, clean8):
+    protection = build(name, reference_mode=True)
+    assert protection.prepare(clean8, tiny_model, generator=generator(0)).reference is None

@@ -301,10 +301,20 @@ def test_reference_mode_gives_the_fair_update(name, tiny_model, clean8):
     assert all(flag is False and grad is None for flag, grad in unet_state(tiny_model))
 
 
-# Extra UNet forwards per step in reference mode: the target's (AdvDM, texture) and the
-# image's (texture, whose reference loss module computes L_S it does not use);
-# PhotoGuard's own code has none of these accidents.
-EXTRA_FORWARDS = {"advdm": 1, "texture": 2, "photoguard": 0}
+# Extra UNet forwards per step in reference mode: the target's (AdvDM, AdvDM(−), Mist,
+# texture) and the image's (texture, whose reference loss module computes L_S it does not
+# use); SDS runs its one forward under no_grad; PhotoGuard's and the encoder attack's own
+# code have none of these accidents.
+EXTRA_FORWARDS = {"advdm": 1, "advdm-": 1, "mist": 1, "texture": 2, "photoguard": 0, "encoder": 0,
+                  "sds+": 0, "sds-": 0, "sdst-": 0}
+# Whose reference-mode backward reaches the UNet's weights (its loss goes through the UNet).
+BUILDS_WEIGHT_GRADS = {"advdm", "advdm-", "mist"}
+
+
+def test_the_cost_table_covers_every_method_with_a_reference_mode():
+    with_mode = [n for n, cls in PROTECTIONS.items()
+                 if "reference_mode" in {f.name for f in dataclasses.fields(cls.Config)}]
+    assert sorted(with_mode) == sorted(EXTRA_FORWARDS)
 
 
 @pytest.mark.parametrize("name", sorted(EXTRA_FORWARDS))
@@ -320,6 +330,9 @@ def test_reference_mode_pays_the_reference_costs(name, tiny_model, clean8):
             watch.close()
         return watch
 
+    # The declaration says what the measurement must find.
+    declared = PROTECTIONS.get(name).reference_costs
+    assert sum(cost in declared for cost in ("target_forward", "image_forward")) == EXTRA_FORWARDS[name]
     fair, reference = one_step("false"), one_step("true")
     assert reference.forwards == fair.forwards + EXTRA_FORWARDS[name]
     if EXTRA_FORWARDS[name]:
@@ -327,6 +340,9 @@ def test_reference_mode_pays_the_reference_costs(name, tiny_model, clean8):
     else:
         assert reference.saved_total == fair.saved_total
     assert fair.weight_grads == 0
-    if name == "advdm":  # texture's loss does not reach the UNet: its extra forwards only cost memory
+    if name in BUILDS_WEIGHT_GRADS:
+        assert "trainable_unet" in declared
         assert reference.weight_grads > 0, "reference mode must build UNet weight gradients"
+    else:  # texture's loss does not reach the UNet: its extra forwards only cost memory
+        assert reference.weight_grads == 0
     assert all(flag is False and grad is None for flag, grad in unet_state(tiny_model))

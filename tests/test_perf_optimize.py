@@ -22,7 +22,7 @@ def test_parse_and_label_round_trip():
 
 
 def test_unknown_and_contradictory_flags_are_refused():
-    with pytest.raises(OptimisationError, match="did you mean channels-last"):
+    with pytest.raises(OptimisationError, match="did you mean 'channels-last'"):
         parse_optimisations("channel-last")
     with pytest.raises(OptimisationError, match="both sdpa and classic"):
         parse_optimisations("sdpa+classic-attn")

@@ -41,7 +41,9 @@ def compare(
                                                                "[default: 'a photo']"),
     set_items: Optional[list[str]] = typer.Option(None, "--set",
                                                   help="Override a setting: NAME.FIELD=VALUE, e.g. "
-                                                       "sdedit.strengths=0.3 or sds-.steps=50. Repeatable."),
+                                                       "sdedit.strengths=0.3 or sds-.steps=50. A name that two "
+                                                       "kinds share needs its kind: protection:noise.eps=8, "
+                                                       "mimicry:noise.sigma=0.1 (see `bench list`). Repeatable."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML experiment file ([compare] options and "
                                                                  "[set.NAME] tables); flags override it."),
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),

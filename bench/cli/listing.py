@@ -18,39 +18,66 @@ class Kind(str, Enum):
     all = "all"
 
 
-def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+def _table(title: str, rows: list[tuple[str, str, str]]) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("name", style="bold")
+    table.add_column("kind")
     table.add_column("description")
-    for name, description in rows:
-        table.add_row(name, description)
+    for name, kind, description in rows:
+        table.add_row(name, kind, description)
     return table
+
+
+def _kinds() -> dict[str, list[str]]:
+    """Every name a user can type -> the kinds that register it (``noise``: protection and purification)."""
+    from cloakbench.metrics import METRICS
+    from cloakbench.mimicry import MIMICRY
+    from cloakbench.protections import PROTECTIONS
+
+    kinds: dict[str, list[str]] = {}
+    for registry, kind in ((PROTECTIONS, "protection"), (MIMICRY, "mimicry"), (METRICS, "metric")):
+        for name in registry.names():
+            kinds.setdefault(name, []).append(kind)
+    return kinds
+
+
+def _shared(name: str, kind: str, kinds: dict[str, list[str]]) -> str:
+    """A hint for names several kinds share: ``--set`` needs the qualified form."""
+    others = [k for k in kinds.get(name, []) if k != kind]
+    return f" (also a {others[0]} name: --set {kind}:{name}.FIELD=...)" if others else ""
 
 
 @app.command("list")
 def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) -> None:
-    """List registered protections, mimicry attacks and purifications, metrics, or models."""
+    """List registered protections, mimicry attacks and purifications, metrics, or models, with their kind.
+
+    A name that two kinds share (``noise`` is a protection and a purification) must be
+    qualified in ``--set``: ``protection:noise.eps=8`` or ``mimicry:noise.sigma=0.1``.
+    """
     from rich.console import Console
 
     out = Console()
+    kinds = _kinds()
     if kind in (Kind.protections, Kind.all):
         from cloakbench.protections import PROTECTIONS
 
-        rows = [(n, ("(analysis only) " if c.analysis_only else "") + c.description()) for n, c in PROTECTIONS.items()]
+        rows = [(n, "protection (analysis only)" if c.analysis_only else "protection",
+                 c.description() + _shared(n, "protection", kinds)) for n, c in PROTECTIONS.items()]
         out.print(_table("protections", rows))
     if kind in (Kind.mimicry, Kind.all):
         from cloakbench.mimicry import MIMICRY
 
-        rows = [(n, ("(purification) " if c.is_purification else "") + c.description()) for n, c in MIMICRY.items()]
+        rows = [(n, "purification" if c.is_purification else f"attack (per {c.scope})",
+                 c.description() + _shared(n, "mimicry", kinds)) for n, c in MIMICRY.items()]
         out.print(_table("mimicry attacks and purifications (compose as PURIFICATION+ATTACK)", rows))
     if kind in (Kind.metrics, Kind.all):
         from cloakbench.metrics import METRICS
 
-        rows = [(n, c.description()) for n, c in METRICS.items()]
+        rows = [(n, f"metric ({c.scope})", c.description() + _shared(n, "metric", kinds)) for n, c in METRICS.items()]
         out.print(_table("metrics", rows))
     if kind in (Kind.models, Kind.all):
         from cloakbench.core.models import MODELS
 
-        rows = [(n, (f.__doc__ or "").strip().splitlines()[0]) for n, f in MODELS.items()]
-        rows.append(("PATH | owner/name", "a local diffusers folder, or a hub id already in the local cache"))
+        rows = [(n, "model", (f.__doc__ or "").strip().splitlines()[0]) for n, f in MODELS.items()]
+        rows.append(("PATH | owner/name", "model", "a local diffusers folder, or a hub id already in the local cache"))
         out.print(_table("models", rows))

@@ -36,15 +36,16 @@ class PlannedMethod:
 def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bool, profile: str | None,
                  set_items: list[str]) -> list[PlannedMethod]:
     """Resolve names and build each protection: profile, then --quick, --eps/--steps, then --set."""
-    from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options
+    from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options, qualify_overrides
     from cloakbench.core.quick import quick_component
     from cloakbench.protections import PROTECTIONS, publishable_protections
 
     names = PROTECTIONS.resolve(method, all_names=publishable_protections())
-    overrides = parse_set_options(set_items)
+    # Only protections run here, so a bare name means the protection (protection:noise = noise).
+    overrides = {name: fields for (_, name), fields in
+                 qualify_overrides(parse_set_options(set_items), {"protection": PROTECTIONS}).items()}
     for name in overrides:
         if name not in names:
-            PROTECTIONS.get(name)  # unknown: a did-you-mean error
             raise ConfigError(f"--set names {name!r}, which is not among the methods to run ({', '.join(names)})")
     if profile is not None and not any(profile in getattr(PROTECTIONS.get(n), "PROFILES", {}) for n in names):
         raise ConfigError(f"no selected method has a profile {profile!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -64,8 +65,55 @@ def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
     return _parse_scalar(text, annotation, where)
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: ``low``/``high`` bounds (``None``: unbounded), each
+    inclusive unless ``*_open``. NaN and infinities are refused for every numeric setting."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if math.isnan(item) or math.isinf(item):
+                raise ConfigError(f"{where}: {item} is not a finite number")
+            below = self.low is not None and (item <= self.low if self.low_open else item < self.low)
+            above = self.high is not None and (item >= self.high if self.high_open else item > self.high)
+            if below or above:
+                raise ConfigError(f"{where}: {item:g} is outside {self.describe()}")
+
+    def describe(self) -> str:
+        low = "(-inf" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+        high = "inf)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+        return f"{low}, {high}"
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False) -> Any:
+    """A config field whose numeric value must lie in a range, e.g. ``eps: float = bounded(16.0, 0, 255)``.
+
+    :func:`apply_overrides` checks every override against it (docs/RELIABILITY.md, "Settings"),
+    so ``--set sds-.eps=300`` is one clear error instead of a garbage run.
+    """
+    default_kw = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return dataclasses.field(**default_kw, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def setting_range(field: dataclasses.Field) -> Range | None:
+    """The declared :class:`Range` of a config field, if any."""
+    return field.metadata.get("range")
+
+
 def apply_overrides(config: Any, overrides: Mapping[str, Any], *, owner: str) -> Any:
-    """A copy of frozen dataclass ``config`` with ``overrides`` (field -> text or value) applied."""
+    """A copy of frozen dataclass ``config`` with ``overrides`` (field -> text or value) applied.
+
+    Every numeric value is checked: NaN and infinities are refused everywhere, and a field
+    declared with :func:`bounded` must lie in its range.
+    """
     fields = config_fields(type(config))
     hints = typing.get_type_hints(type(config))
     changes = {}
@@ -74,8 +122,14 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], *, owner: str) ->
             raise ConfigError(
                 f"{owner} has no setting {field_name!r}; its settings are: {', '.join(fields)}"
             )
-        changes[field_name] = parse_value(raw, hints[field_name], f"{owner}.{field_name}")
-    return dataclasses.replace(config, **changes)
+        where = f"{owner}.{field_name}"
+        value = parse_value(raw, hints[field_name], where)
+        (setting_range(fields[field_name]) or Range()).check(value, where)
+        changes[field_name] = value
+    try:
+        return dataclasses.replace(config, **changes)
+    except (ValueError, TypeError) as error:  # a config's own __post_init__ check
+        raise ConfigError(f"{owner}: {error}") from None
 
 
 def parse_set_options(items: list[str]) -> dict[str, dict[str, str]]:

@@ -1,6 +1,6 @@
 """Cost measurement: wall-clock, peak CUDA memory, peak RSS and bytes saved for backward.
 
-One context manager, :func:`profile_phase`, records a phase of a cell (PERFORMANCE.md):
+One context manager, :func:`profile_phase`, records a phase of a cell (docs/PERFORMANCE.md):
 
 - wall-clock by ``time.perf_counter`` with ``torch.cuda.synchronize()`` before each read
   on a GPU, so queued kernels are counted;

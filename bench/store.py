@@ -1,4 +1,4 @@
-"""The results store of one run folder (RELIABILITY.md, "Store").
+"""The results store of one run folder (docs/RELIABILITY.md, "Store").
 
 Layout::
 

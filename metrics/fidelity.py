@@ -1,7 +1,7 @@
 """Pixel-fidelity metrics through torchmetrics: PSNR and SSIM (and MS-SSIM where the size allows).
 
 PSNR is computed on float images in [0, 1] (the reference evaluation's uint8 PSNR wraps
-around; see METRICS.md). SSIM is on RGB with a Gaussian window of 11 and σ = 1.5, data
+around; see docs/METRICS.md). SSIM is on RGB with a Gaussian window of 11 and σ = 1.5, data
 range 1, per image (Wang et al., "Image quality assessment: from error visibility to
 structural similarity", IEEE TIP 2004).
 """

@@ -3,7 +3,7 @@ Features as a Perceptual Metric", CVPR 2018, arXiv:1801.03924).
 
 AlexNet backbone by default (the paper's recommended "forward metric"), VGG16 as an option.
 Inputs are mapped from [0, 1] to the [−1, 1] LPIPS expects (feeding [0, 1] changes the
-number; METRICS.md, "Known pitfalls"). The backbone is read from the torch hub cache by
+number; docs/METRICS.md, "Known pitfalls"). The backbone is read from the torch hub cache by
 :mod:`cloakbench.core.weights`; it is never downloaded and never random.
 """
 

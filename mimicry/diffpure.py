@@ -4,7 +4,7 @@ Nie et al., "Diffusion Models for Adversarial Purification", ICML 2022 (arXiv 22
 diffuse the input a little (to ``t*``), then run the reverse process back; the noise
 drowns an adversarial perturbation and the model's prior removes the noise. Here it runs
 in Stable Diffusion's latent space with the same LDM the mimic uses, unconditionally
-(empty prompt), with deterministic DDIM — the "SDEdit-style" purification of MIMICRY.md.
+(empty prompt), with deterministic DDIM — the "SDEdit-style" purification of docs/MIMICRY.md.
 """
 
 from __future__ import annotations

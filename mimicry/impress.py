@@ -48,7 +48,7 @@ class Impress(Mimicry):
     falls back on its own. ``"l2"`` (explicit opt-in) uses the mean squared pixel error with
     budget ``eps_l2`` 1e-3 (≈ PSNR 30 dB; a project choice, not from the paper).
 
-    ``steps`` 0 = scaled to the model (MIMICRY.md): 100 for models working below 512² (tiny,
+    ``steps`` 0 = scaled to the model (docs/MIMICRY.md): 100 for models working below 512² (tiny,
     toy; a few seconds on a CPU), 1000 at 512² and above — a project choice; set it to match
     a particular paper run. ``context.notes["impress"]`` gets the consistency loss before and after.
     """

@@ -131,7 +131,7 @@ class Inpaint(Mimicry):
         ``"folder"``: one file per image in ``context.mask_dir`` with the image's stem (``.png/.jpg/.jpeg``); grey masks are
             thresholded at 0.5; a missing mask is an error naming the image and the folder.
 
-    Config (defaults from MIMICRY.md): ``steps`` 50, ``guidance_scale`` 7.5, ``strength`` 1.0.
+    Config (defaults from docs/MIMICRY.md): ``steps`` 50, ``guidance_scale`` 7.5, ``strength`` 1.0.
     The prompt is ``context.prompt``.
     """
 

@@ -43,7 +43,7 @@ class SDEdit(StrengthSweep):
     ``StableDiffusionImg2ImgPipeline`` with a DDIM scheduler (η = 0). Images are
     ``(N, 3, H, W)`` in ``[0, 1]``; the output has the same shape and range.
 
-    Timestep convention (MIMICRY.md): this harness does what diffusers does. With ``steps``
+    Timestep convention (docs/MIMICRY.md): this harness does what diffusers does. With ``steps``
     DDIM steps on the 1000-step schedule (``steps_offset=1``), strength ``s`` keeps the last
     ``int(steps·s)`` steps of the grid; the latent is noised **straight to** the first of them
     and denoising starts there. For s = 0.3 and 100 steps: noised to t = 291, first denoising
@@ -53,7 +53,7 @@ class SDEdit(StrengthSweep):
     Strength 0 means no noise and no denoising: the output is the VAE round trip ``D(E(x))``
     (diffusers refuses a strength that leaves zero steps; so do we for ``0 < s < 1/steps``).
 
-    Config (defaults from MIMICRY.md):
+    Config (defaults from docs/MIMICRY.md):
         strengths: ``(0.1, 0.2, 0.3, 0.5)`` — Xue et al. use 0.01–0.3, PhotoGuard 0.5; one
             call per strength (``context.setting``).
         steps: 100 DDIM steps on the full schedule (η = 0).

@@ -1,6 +1,6 @@
 """Render ``run_dir/report.html``: one self-contained file built from the run folder alone.
 
-Safety (RELIABILITY.md, "Report out"): Jinja2 with ``autoescape=True`` for every template
+Safety (docs/RELIABILITY.md, "Report out"): Jinja2 with ``autoescape=True`` for every template
 (``select_autoescape`` would not match ``.html.j2``), no ``|safe`` anywhere, data for
 machines through ``|tojson``, a Content-Security-Policy that allows nothing but inline
 styles and ``data:`` images, every image re-encoded by Pillow. No absolute path is written

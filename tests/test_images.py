@@ -1,4 +1,4 @@
-"""Image intake: every fault of RELIABILITY.md's "Images in" rows, each file made by the test."""
+"""Image intake: every fault of docs/RELIABILITY.md's "Images in" rows, each file made by the test."""
 
 from __future__ import annotations
 

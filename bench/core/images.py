@@ -1,4 +1,4 @@
-"""Image intake: every image enters through :func:`load_images` (RELIABILITY.md, "Images in").
+"""Image intake: every image enters through :func:`load_images` (docs/RELIABILITY.md, "Images in").
 
 The loader opens PNG, JPEG and WebP by content (never by extension), forces a full
 decode (a truncated file is an error, never grey-filled), refuses decompression bombs

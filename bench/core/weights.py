@@ -6,10 +6,10 @@ looks — the torch hub cache (``torch.hub.get_dir()/checkpoints``, i.e. under
 ``TORCH_HOME``) or the Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``) — or at a path
 the user configures. Nothing here downloads: a missing file raises :class:`WeightsMissing`
 naming the exact file, the folder it must go in, and how to get it. A benchmark must never
-fall back to random weights silently (METRICS.md, "Weights").
+fall back to random weights silently (docs/METRICS.md, "Weights").
 
 Pickled torch checkpoints are read with ``torch.load(weights_only=True)`` only
-(RELIABILITY.md, "Weights in"); CLIP is read from safetensors only.
+(docs/RELIABILITY.md, "Weights in"); CLIP is read from safetensors only.
 
 Typical use::
 

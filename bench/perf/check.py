@@ -1,7 +1,7 @@
 """The regression check of ``bench perf``: a committed baseline of cost RATIOS, with tolerances.
 
 Absolute seconds and bytes change with the machine and its load; ratios measured in one
-run on one machine do not (PERFORMANCE.md). A baseline (``benchmarks/baseline.json``)
+run on one machine do not (docs/PERFORMANCE.md). A baseline (``benchmarks/baseline.json``)
 records the settings it was measured with and, for each ratio, its value and a relative
 tolerance, in the spirit of pytest-benchmark's ``--benchmark-compare-fail=min:5%``.
 Every stored ratio is written so that *a rise is a regression*:

@@ -1,6 +1,6 @@
 """Speed and memory options for the model a protection attacks, each behind a flag.
 
-PERFORMANCE.md ("Beyond the paper") lists what may make a PGD step cheaper than the
+docs/PERFORMANCE.md ("Beyond the paper") lists what may make a PGD step cheaper than the
 reference implementation of Xue et al., "Toward effective protection against
 diffusion based mimicry through score distillation" (ICLR 2024, arXiv 2311.12832):
 

@@ -3,7 +3,7 @@
 The paper being measured: Xue et al., "Toward effective protection against diffusion
 based mimicry through score distillation" (ICLR 2024, arXiv 2311.12832) claims that
 SDS "doubles the speed of protection and reduces memory occupation by half" against
-AdvDM (Liang et al., ICML 2023, arXiv 2302.04578). PERFORMANCE.md says how it is
+AdvDM (Liang et al., ICML 2023, arXiv 2302.04578). docs/PERFORMANCE.md says how it is
 measured here:
 
 - every configuration (method × architecture × resolution × batch × mode × options)

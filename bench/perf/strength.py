@@ -1,6 +1,6 @@
 """Does an optimisation flag change what a protection computes? Strength checks on a small model.
 
-PERFORMANCE.md: each option of :mod:`cloakbench.perf.optimisations` "earns its place by a measured
+docs/PERFORMANCE.md: each option of :mod:`cloakbench.perf.optimisations` "earns its place by a measured
 ratio in ``bench perf``, and protection strength must not drop with it". This module
 compares a protection run on the plain model with the same run (same seed, same
 images, same draws) on the optimised model, at three depths:

@@ -2,7 +2,7 @@
 
 Run as ``python -m cloakbench.perf.worker --config JSON --out FILE``. A fresh process per
 configuration makes its peak RSS, its CUDA peaks and its allocator state its own
-(PERFORMANCE.md). The protection is driven through the engine's step API
+(docs/PERFORMANCE.md). The protection is driven through the engine's step API
 (``state = protection.prepare(images, model, generator=)``, ``protection.step(state)``
 = one PGD step), so what is timed is exactly the step a protection runs.
 """

@@ -100,3 +100,29 @@ def test_sd15_architecture_config_is_the_real_one():
         vae = AutoencoderKL(**SD_VAE)
     assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 859.5
     assert round(sum(p.numel() for p in vae.parameters()) / 1e6, 1) == 83.7
+
+
+def test_building_a_model_leaves_the_global_rng_and_no_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    from cloakbench.core.models import load_model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # every temporary folder lands here
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    load_model("tiny-random", seed=7)
+    assert torch.equal(torch.rand(3), expected)  # the caller's seed was not moved
+    assert list(tmp_path.iterdir()) == []  # the tokenizer's folder was removed after loading
+
+
+def test_model_facts_match_the_built_model_without_building_it():
+    from cloakbench.core.models import load_model, model_facts
+
+    facts = model_facts("tiny-random", seed=3)
+    built = load_model("tiny-random", seed=3)
+    assert facts.identity("float32") == built.identity()
+    assert facts.resolution == built.resolution
+    assert model_facts("tiny-random", seed=4).weights_hash != facts.weights_hash

@@ -1,0 +1,63 @@
+"""The typed plan: cells are pure, serialisable data, planned without loading a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloakbench.core.images import load_images
+from cloakbench.core.models import model_facts
+from cloakbench.plan import Cell, Components, build_plan
+from cloakbench.spec import CompareSpec
+from tests.support.grid import write_images
+
+
+@pytest.fixture()
+def planned(tmp_path, monkeypatch):
+    import cloakbench.core.models as models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("planning must not load a model")
+
+    monkeypatch.setattr(models, "load_model", no_loading)
+    monkeypatch.setattr(models, "load_folder", no_loading)
+    spec = CompareSpec(images=[str(write_images(tmp_path / "in", count=2))], methods="noise,sds-",
+                       attacks="sdedit,jpeg+sdedit,textual-inversion", model="tiny-random", quick=True,
+                       out=tmp_path / "run")
+    facts = model_facts(spec.model)
+    intake = load_images(spec.images, facts.resolution)
+    return spec, build_plan(spec, Components.from_spec(spec), facts, intake)
+
+
+def test_a_plan_is_pure_and_deterministic(planned):
+    spec, plan = planned
+    again = build_plan(spec, Components.from_spec(spec), model_facts(spec.model),
+                       load_images(spec.images, model_facts(spec.model).resolution))
+    assert [c.key for c in plan.cells] == [c.key for c in again.cells]
+    assert plan.hash == again.hash
+    assert len({c.key for c in plan.cells}) == len(plan.cells)  # every cell its own key
+
+
+def test_cells_survive_json_and_name_their_dependencies(planned):
+    _, plan = planned
+    keys = {c.key: c for c in plan.cells}
+    for cell in plan.cells:
+        assert Cell.from_dict(json.loads(json.dumps(cell.to_dict()))) == cell
+        for key in cell.inputs:
+            assert keys[key].kind == "protect" and keys[key].stage < cell.stage
+        if cell.twin:
+            assert keys[cell.twin].protection == "none" and keys[cell.twin].attack == cell.attack
+    # 3 protections x 2 images, 2 per-image attacks x 3 x 2, one per-set attack x 3
+    assert [len(stage) for stage in plan.stages()] == [6, 4 + 1, 8 + 2]
+    set_cells = [c for c in plan.cells if c.scope == "set"]
+    assert all(len(c.images) == 2 and len(c.inputs) == 2 for c in set_cells)
+
+
+def test_clean_and_protected_twins_share_the_attack_seed(planned):
+    _, plan = planned
+    attacks = [c for c in plan.cells if c.kind == "attack" and c.attack == "sdedit"]
+    by_image = {}
+    for cell in attacks:
+        by_image.setdefault(cell.images[0].pixel_hash, set()).add(cell.seed)
+    assert all(len(seeds) == 1 for seeds in by_image.values())

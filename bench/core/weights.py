@@ -126,7 +126,46 @@ def _lpips_heads(net: str) -> WeightSpec:
 LPIPS_HEADS_ALEX = _lpips_heads("alex")
 LPIPS_HEADS_VGG = _lpips_heads("vgg")
 
-ALL_SPECS: tuple[WeightSpec, ...] = (ALEXNET, LPIPS_HEADS_ALEX, VGG16, LPIPS_HEADS_VGG, INCEPTION, CLIP)
+#: The Stable Diffusion x4 upscaler (Rombach et al., arXiv:2112.10752), used by ``upscale`` as
+#: Hönig et al. ran it (arXiv:2406.12027). A diffusers folder, read with safetensors only.
+SD_X4_UPSCALER = WeightSpec(
+    name="sd-x4-upscaler",
+    filename="unet/diffusion_pytorch_model.safetensors",
+    folder=HF_CACHE,
+    env_var="CLOAKBENCH_SD_X4_UPSCALER",
+    repo_id="stabilityai/stable-diffusion-x4-upscaler",
+    required_files=("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                    "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+                    "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+                    "scheduler/scheduler_config.json", "low_res_scheduler/scheduler_config.json"),
+    how_to_get=(
+        "on a machine with network run `huggingface-cli download stabilityai/stable-diffusion-x4-upscaler "
+        "--include '*.json' '*.txt' '*.safetensors'` and copy its Hugging Face cache (HF_HOME), or set "
+        "CLOAKBENCH_SD_X4_UPSCALER (or upscale.upscaler_path) to a folder holding those files"
+    ),
+    used_by=("upscale",),
+)
+#: DeepFloyd IF stage II (64² -> 256² pixel diffusion, T5-conditioned), the purifier of PDM-Pure
+#: (Xue et al., "Pixel is a Barrier", arXiv:2404.13320). A diffusers folder, safetensors only.
+IF_STAGE_II = WeightSpec(
+    name="deepfloyd-if-ii",
+    filename="unet/diffusion_pytorch_model.safetensors",
+    folder=HF_CACHE,
+    env_var="CLOAKBENCH_IF_STAGE_II",
+    repo_id="DeepFloyd/IF-II-L-v1.0",
+    required_files=("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                    "scheduler/scheduler_config.json", "image_noising_scheduler/scheduler_config.json",
+                    "text_encoder/config.json", "tokenizer/spiece.model"),
+    how_to_get=(
+        "accept the DeepFloyd IF licence on huggingface.co, then on a machine with network run "
+        "`huggingface-cli download DeepFloyd/IF-II-L-v1.0 --include '*.json' '*.model' '*.safetensors'` and "
+        "copy its Hugging Face cache (HF_HOME), or set CLOAKBENCH_IF_STAGE_II to a folder holding those files"
+    ),
+    used_by=("pdm-pure",),
+)
+
+ALL_SPECS: tuple[WeightSpec, ...] = (ALEXNET, LPIPS_HEADS_ALEX, VGG16, LPIPS_HEADS_VGG, INCEPTION, CLIP,
+                                     SD_X4_UPSCALER, IF_STAGE_II)
 
 
 # -- where libraries look ----------------------------------------------------------------

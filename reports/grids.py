@@ -4,8 +4,10 @@ Artifacts are found through ``rows.csv`` only (the ``artifact`` column, relative
 folder): the clean image is the artifact of a protection ``none`` row without an attack,
 the protected image that of the ``protected_vs_clean`` row, each attack output that of its
 attack row, and the attack on clean is the ``none`` row with the same image, purification,
-mimicry and setting. Every image is decoded by Pillow and re-encoded as PNG before it is
-embedded, so no byte of an input file reaches the page.
+mimicry and setting. Every image is decoded by Pillow and re-encoded as WebP (lossy,
+:data:`WEBP_QUALITY`) before it is embedded, so no byte of an input file reaches the page and
+the report stays small (README, "The report": ≤ 3 MB for ``make demo``). The grids sit in a
+collapsed section below the leaderboard and the comparison figures.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import numpy as np
 from PIL import Image
 
 from cloakbench.core.schema import PER_IMAGE_ATTACK_PAIRS
+from cloakbench.reports.leaderboard import budgets
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label
 
 logger = logging.getLogger(__name__)
 
 AMPLIFY = 10
-THUMBNAIL = 160
+THUMBNAIL = 128
+WEBP_QUALITY = 80
 MAX_IMAGES_PER_GRID = 2
 MAX_GRIDS = 40
 COLUMNS = ("clean", "protected", f"perturbation ×{AMPLIFY}", "attack on clean", "attack on protected")
@@ -77,8 +81,8 @@ def to_data_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
         factor = size // longest
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image.save(buffer, format="WEBP", quality=WEBP_QUALITY, method=4)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def perturbation(protected: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -87,8 +91,12 @@ def perturbation(protected: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.clip(np.round(127.5 + AMPLIFY * difference), 0, 255).astype(np.uint8)
 
 
-class _Artifacts:
-    """Artifact lookups and decoded-image cache for one run."""
+class ImageLookup:
+    """Artifact lookups and decoded-image cache for one run (or a merged run).
+
+    A lookup returns a key ``"<source>:<relative path>"`` (the run folder's index in a merged
+    report, then the path relative to it), or "" when no row names an artifact.
+    """
 
     def __init__(self, run: Run):
         self.run = run
@@ -100,23 +108,32 @@ class _Artifacts:
 
     def _first(self, selection) -> str:
         found = self.rows[selection]
-        return found["artifact"].iloc[0] if not found.empty else ""
+        if found.empty:
+            return ""
+        return f"{int(found['source'].iloc[0])}:{found['artifact'].iloc[0]}"
 
     def clean(self, image: str) -> str:
         rows = self.rows
         base = (rows["image"] == image) & (rows["protection"] == NO_PROTECTION) & (rows["attack"] == "")
         return self._first(base & (rows["pair"] == "protected_vs_clean")) or self._first(base)
 
-    def protected(self, image: str, protection: str) -> str:
+    def protected(self, image: str, protection: str, budget: str | None = None) -> str:
         rows = self.rows
-        return self._first((rows["image"] == image) & (rows["protection"] == protection)
-                           & (rows["pair"] == "protected_vs_clean"))
+        selection = (rows["image"] == image) & (rows["protection"] == protection) & (rows["pair"] == "protected_vs_clean")
+        if budget is not None:
+            selection &= rows["protection_setting"] == budget
+        return self._first(selection)
 
-    def attacked(self, image: str, protection: str, purification: str, mimicry: str, setting: str) -> str:
+    def attacked(self, image: str, protection: str, purification: str, mimicry: str, setting: str,
+                 budget: str | None = None) -> str:
+        """The attack's output; for ``none`` (the attack on clean) any budget, as it has none."""
         rows = self.rows
-        return self._first((rows["image"] == image) & (rows["protection"] == protection)
-                           & (rows["purification"] == purification) & (rows["mimicry"] == mimicry)
-                           & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS))
+        selection = ((rows["image"] == image) & (rows["protection"] == protection)
+                     & (rows["purification"] == purification) & (rows["mimicry"] == mimicry)
+                     & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS))
+        if budget is not None and protection != NO_PROTECTION:
+            selection &= rows["protection_setting"] == budget
+        return self._first(selection)
 
     def has_attack_outputs(self, purification: str, mimicry: str, setting: str) -> bool:
         rows = self.rows
@@ -124,14 +141,15 @@ class _Artifacts:
                      & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS)
                      & rows["image"].isin(self.images)).any())
 
-    def pixels(self, relative: str) -> tuple[np.ndarray | None, str]:
-        if relative not in self._pixels:
-            path = self.run.artifact_path(relative)
+    def pixels(self, key: str) -> tuple[np.ndarray | None, str]:
+        if key not in self._pixels:
+            source, _, relative = key.partition(":")
+            path = self.run.artifact_path(relative, int(source)) if relative else None
             if relative and path is None:
-                self._pixels[relative] = (None, "artifact missing or outside the run folder")
+                self._pixels[key] = (None, "artifact missing or outside the run folder")
             else:
-                self._pixels[relative] = read_rgb(path)
-        return self._pixels[relative]
+                self._pixels[key] = read_rgb(path)
+        return self._pixels[key]
 
     def tile(self, label: str, relative: str) -> Tile:
         pixels, why = self.pixels(relative)
@@ -144,13 +162,14 @@ class _Artifacts:
 
 def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int = MAX_GRIDS) -> tuple[list[Grid], int]:
     """Grids per protection (not ``none``) and attack setting, and how many were left out for size."""
-    artifacts = _Artifacts(run)
+    artifacts = ImageLookup(run)
     names = run.image_names()
     images = sorted(names, key=lambda image: (names[image], image))
     attacks = run.attacks() or [("", "", "")]
     grids: list[Grid] = []
     omitted = 0
-    for protection in run.protections():
+    for budget in budgets(run):
+        protection = budget.protection
         if protection == NO_PROTECTION:
             continue
         for purification, mimicry, setting in attacks:
@@ -159,7 +178,7 @@ def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int 
                 continue  # set attacks (textual inversion) have no per-image output to line up
             grid_rows = []
             for image in images:
-                protected_rel = artifacts.protected(image, protection)
+                protected_rel = artifacts.protected(image, protection, budget.setting)
                 if not protected_rel:
                     continue
                 if len(grid_rows) == max_images:
@@ -178,12 +197,12 @@ def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int 
                     tiles.append(artifacts.tile(COLUMNS[3], artifacts.attacked(
                         image, NO_PROTECTION, purification, mimicry, setting)))
                     tiles.append(artifacts.tile(COLUMNS[4], artifacts.attacked(
-                        image, protection, purification, mimicry, setting)))
+                        image, protection, purification, mimicry, setting, budget.setting)))
                 grid_rows.append(GridRow(names[image], tiles))
             if not grid_rows:
                 continue
             if len(grids) >= max_grids:
                 omitted += 1
                 continue
-            grids.append(Grid(protection, attack, setting, grid_rows))
+            grids.append(Grid(budget.name, attack, setting, grid_rows))
     return grids, omitted

@@ -19,6 +19,8 @@ import jinja2
 
 from cloakbench.reports import format as fmt
 from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
+from cloakbench.reports.leaderboard import leaderboard
+from cloakbench.reports.merge import merge_runs
 from cloakbench.reports.plots import all_plots
 from cloakbench.reports.run import Run, load_run, plan_names, shorten_paths
 from cloakbench.reports.tables import problems, summary
@@ -79,8 +81,14 @@ def manifest_view(run: Run) -> dict[str, Any]:
         ("metrics", names("metrics")),
         ("images", f"{len(images)}: " + ", ".join(images) if images else "—"),
     ]
+    merged = []
+    for folder, other in zip(run.run_dirs, run.manifests):
+        other_model = other.get("model") if isinstance(other.get("model"), dict) else {}
+        merged.append(shorten_paths(f"{other.get('run') or folder.name}: model {other_model.get('name', '—')}, "
+                                    f"device {other.get('device', '—')}, started {other.get('created_utc', '—')}"))
     return {
         "present": bool(manifest),
+        "merged": merged,
         "methods": method_settings(plan),
         "fields": [(label, shorten_paths(str(value))) for label, value in fields],
         "versions": sorted((str(k), str(v)) for k, v in versions.items()),
@@ -132,12 +140,15 @@ def skipped_view(run: Run) -> list[dict[str, str]]:
     return skipped
 
 
-def render(run: Run) -> str:
-    plots, missing_plots = all_plots(run)
+def render(run: Run, pool: list[str] | None = None) -> str:
+    """The report's HTML; ``pool`` limits the attackers of the worst case (default: every attack)."""
+    board = leaderboard(run, pool)
+    plots, missing_plots = all_plots(run, pool)
     grids, omitted = build_grids(run)
-    table = summary(run)
+    table = summary(run, pool)
     issues = problems(run)
     context = {
+        "leaderboard": board,
         "csp": CSP,
         "run_name": str(run.manifest.get("run") or run.run_dir.name),
         "manifest": manifest_view(run),
@@ -155,22 +166,31 @@ def render(run: Run) -> str:
         # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
         # the CSP allows no script, and the type is not JavaScript).
         "summary_json": {"run": str(run.manifest.get("run") or run.run_dir.name), "summary": table,
+                         "leaderboard": board,
                          "unavailable": issues["unavailable"], "failed": issues["failed"]},
     }
     return environment().get_template("report.html.j2").render(**context)
 
 
-def write_report(run_dir: str | os.PathLike) -> Path:
-    """Render the report of the run in ``run_dir`` to ``run_dir/report.html`` and return its path.
+def write_report(run_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
+                 pool: list[str] | None = None, merge: list[str | os.PathLike] | None = None) -> Path:
+    """Render the report of the run in ``run_dir`` to ``<out_dir or run_dir>/report.html``; return its path.
 
-    Reads only ``rows.csv``, ``manifest.json`` and the artifacts the rows name; writes
-    atomically (temp file in the same folder, then ``os.replace``).
+    ``merge``: more run folders to pool with ``run_dir`` into one report (reports.merge; refused,
+    with the reason, when their rows cannot be compared). ``pool``: the attacker pool of the
+    worst case. Reads only ``rows.csv``, ``manifest.json`` and the artifacts the rows name;
+    writes atomically (temp file in the same folder, then ``os.replace``).
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
-    html = render(run)
-    target = run_dir / REPORT_NAME
-    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=run_dir)
+    target_dir = Path(out_dir) if out_dir is not None else run_dir
+    if merge:
+        run = merge_runs([run_dir, *merge], target_dir)
+    else:
+        run = load_run(run_dir)
+    html = render(run, pool)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / REPORT_NAME
+    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target_dir)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(html)

@@ -1,8 +1,10 @@
-"""The report's plots: matplotlib (Agg backend, no display) rendered to PNG ``data:`` URIs.
+"""The report's figures: matplotlib (Agg backend, no display) figures.
 
-Each builder takes a :class:`reports.run.Run` and returns a :class:`Plot` or ``None`` when the
-run has no data for it (the report then says why). Axis labels carry the direction that
-reads as "better", since similarity and distance metrics point opposite ways.
+Each builder takes a :class:`reports.run.Run` (and the attacker pool) and returns a
+:class:`Plot` holding its open figure, or ``None`` when the run has no data for it (the report
+then says why). The report embeds each as a PNG ``data:`` URI (JPEG for the image figures);
+``bench plot`` saves the same figures as standalone PDF/SVG/PNG files. Axis labels carry the
+direction that reads as "better", since similarity and distance metrics point opposite ways.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import base64
 import dataclasses
 import io
 import math
+import re
+from typing import Any
 
 import matplotlib
 
@@ -19,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cloakbench.reports import format as fmt  # noqa: E402
-from cloakbench.reports.run import NO_PROTECTION, Run  # noqa: E402
+from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case  # noqa: E402
+from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label  # noqa: E402
 from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric  # noqa: E402
 
 NOISE = "noise"
@@ -33,19 +38,38 @@ class Plot:
     title: str
     caption: str
     alt: str
-    data_uri: str
+    figure: Any  # matplotlib Figure, open until encoded or saved
+    name: str = ""  # file name stem for ``bench plot``
+    photo: bool = False  # made of images: JPEG in the report (smaller than PNG)
+    data_uri: str = ""
+
+    def encode(self) -> "Plot":
+        """Fill ``data_uri`` (PNG, or JPEG for image figures) and close the figure."""
+        buffer = io.BytesIO()
+        if self.photo:
+            self.figure.savefig(buffer, format="jpeg", dpi=DPI, bbox_inches="tight", pil_kwargs={"quality": 85})
+            kind = "jpeg"
+        else:
+            self.figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+            kind = "png"
+        plt.close(self.figure)
+        self.data_uri = f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        return self
+
+    def save(self, folder, formats) -> list:
+        """Write ``folder/<name>.<format>`` for each format (vector for pdf/svg) and close the figure."""
+        written = []
+        for kind in formats:
+            path = folder / f"{self.name}.{kind}"
+            self.figure.savefig(path, format=kind, dpi=2 * DPI, bbox_inches="tight")
+            written.append(path)
+        plt.close(self.figure)
+        return written
 
 
 def _safe(text: str) -> str:
     # "$" would switch matplotlib into mathtext; names are text, not formulas.
     return text.replace("$", r"\$")
-
-
-def _to_uri(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
@@ -71,41 +95,68 @@ def _colors(names):
     return {name: cmap(i % 10) for i, name in enumerate(names)}
 
 
-def strength_vs_imperceptibility(run: Run) -> Plot | None:
+def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plot | None:
+    """Worst-case strength against imperceptibility, one curve per protection across its budgets.
+
+    Each point is one protection at one budget: x = mean imperceptibility, y = the worst case
+    over the attacker pool (reports.leaderboard); error bars are the 95 % bootstrap intervals
+    over images × seeds (reports.stats). Points of a protection are joined in budget order.
+    """
     rows = run.rows
     x_metric = _pick(rows, IMPERCEPTIBILITY_PAIR, X_PREFERENCE)
     y_metric = _pick(rows, STRENGTH_PAIR, Y_PREFERENCE)
     if x_metric is None or y_metric is None:
         return None
-    x_rows = _ok(rows[(rows["pair"] == IMPERCEPTIBILITY_PAIR) & (rows["metric"] == x_metric)])
-    y_rows = _ok(rows[(rows["pair"] == STRENGTH_PAIR) & (rows["metric"] == y_metric)])
-    protections = [p for p in run.protections() if p in set(x_rows["protection"]) and p in set(y_rows["protection"])]
-    if not protections:
+    chosen = attackers(run, pool)
+    y_higher = _higher(rows, y_metric)
+    curves: dict[str, list[tuple]] = {}
+    for budget in budgets(run):
+        if budget.protection == NO_PROTECTION:
+            continue
+        mine = budget_rows(rows, budget)
+        x = estimate(mine, IMPERCEPTIBILITY_PAIR, x_metric)
+        worst = worst_case(mine, chosen, y_metric, y_higher)
+        if x.n == 0 or worst.attacker is None or not math.isfinite(x.mean):
+            continue
+        curves.setdefault(budget.protection, []).append((budget.setting, x, worst.estimate))
+    if not curves:
         return None
     colors = _colors(run.protections())
-    figure, axes = plt.subplots(figsize=(6.4, 4.4))
-    for protection in protections:
-        x = x_rows[x_rows["protection"] == protection]["value"].mean()
-        per_attack = y_rows[y_rows["protection"] == protection].groupby(["attack", "setting_group"])["value"].mean()
-        y = per_attack.mean()
-        axes.errorbar([x], [y], yerr=[[y - per_attack.min()], [per_attack.max() - y]], fmt="o", ms=8,
-                      color=colors[protection], capsize=4,
-                      label=_safe(protection + (" (reference)" if protection == NO_PROTECTION else "")))
-        axes.annotate(_safe(protection), (x, y), textcoords="offset points", xytext=(7, 5), fontsize=9)
-    x_higher, y_higher = _higher(rows, x_metric), _higher(rows, y_metric)
+    figure, axes = plt.subplots(figsize=(6.8, 4.6))
+
+    def error(found):
+        if not found.has_interval:
+            return [[0.0], [0.0]]
+        return [[max(found.mean - found.low, 0.0)], [max(found.high - found.mean, 0.0)]]
+
+    for protection, points in curves.items():
+        color = colors[protection]
+        axes.plot([x.mean for _, x, _ in points], [y.mean for _, _, y in points], "-", color=color, alpha=0.7)
+        for index, (setting, x, y) in enumerate(points):
+            axes.errorbar([x.mean], [y.mean], xerr=error(x), yerr=error(y), fmt="o", ms=6, color=color,
+                          capsize=3, label=_safe(protection) if index == 0 else None)
+            if setting and len(points) > 1:
+                axes.annotate(_safe(setting), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4),
+                              fontsize=7, color=color)
+    x_higher = _higher(rows, x_metric)
     x_hint = "" if x_higher is None else ("  (→ more natural)" if x_higher else "  (← more natural)")
     y_hint = "" if y_higher is None else ("  (↓ stronger protection)" if y_higher else "  (↑ stronger protection)")
     axes.set_xlabel(f"{fmt.METRIC_LABELS.get(x_metric, x_metric)} protected vs clean{x_hint}")
-    axes.set_ylabel(f"{fmt.METRIC_LABELS.get(y_metric, y_metric)} attack(protected) vs attack(clean){y_hint}")
+    axes.set_ylabel(f"worst-case {fmt.METRIC_LABELS.get(y_metric, y_metric)}, attack(protected) vs "
+                    f"attack(clean){y_hint}", fontsize=9)
     axes.grid(alpha=0.3)
-    axes.margins(x=0.15, y=0.1)  # room for the point labels at the edges
+    axes.margins(x=0.15, y=0.12)
     axes.legend(fontsize=8, loc="best", title="protection", title_fontsize=8)
-    caption = (f"Each point is one protection: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} between "
-               f"protected and clean images; y = mean over attacks and settings of "
-               f"{fmt.METRIC_LABELS.get(y_metric, y_metric)} between the attack's output on protected and on "
-               "clean images; bars span the attack with the lowest and the highest mean.")
+    swept = any(len(points) > 1 for points in curves.values())
+    caption = (f"Each point is one protection at one budget: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} "
+               f"between protected and clean images; y = {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the "
+               "attack's output on protected and on clean images, for the strongest attacker in the pool (worst "
+               "case). Error bars: 95 % bootstrap intervals over images × seeds. "
+               + ("Lines join each protection's budgets in sweep order." if swept
+                  else "One budget per protection in this run (no sweep), so no curves."))
     return Plot("Protection strength vs imperceptibility", caption,
-                f"scatter of {y_metric} against {x_metric} per protection", _to_uri(figure))
+                f"strength ({y_metric}) against imperceptibility ({x_metric}) per protection and budget", figure,
+                name="strength_vs_imperceptibility")
 
 
 def cost_bars(run: Run) -> Plot | None:
@@ -115,13 +166,14 @@ def cost_bars(run: Run) -> Plot | None:
         return None
     memory, memory_label = memory_metric(rows)
     protections = [p for p in run.protections() if (cost["protection"] == p).any()]
+    # A sweep's budgets are pooled here; the leaderboard gives the cost per budget.
     times, memories = [], []
     for protection in protections:
         mine = rows[rows["protection"] == protection]
         n_images = max(len({i for i in mine["image"] if i}), 1)
         these = cost[cost["protection"] == protection]
         times.append(these[these["metric"] == "wall_s"]["value"].sum() / n_images)
-        peak = these[these["metric"] == memory]["value"]
+        peak = these[these["metric"] == memory]["value"] if memory else these["value"].iloc[:0]
         memories.append(peak.max() / 2 ** 20 if not peak.empty else float("nan"))
     colors = _colors(run.protections())
     figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, max(2.2, 0.45 * len(protections) + 1.2)))
@@ -141,7 +193,11 @@ def cost_bars(run: Run) -> Plot | None:
         axes.margins(x=0.25)
     caption = (f"Cost of computing each protection: wall-clock time per image, and the largest {memory_label} "
                "of a protect cell.")
-    return Plot("Cost per protection", caption, "bar charts of time and memory per protection", _to_uri(figure))
+    if not memory:
+        caption += (" No per-cell memory figure in this run (the process's lifetime peak RSS is not shown: it is "
+                    "the same for every protection).")
+    return Plot("Cost per protection", caption, "bar charts of time and memory per protection", figure,
+                name="cost_per_protection")
 
 
 def _numeric(setting: str) -> float | None:
@@ -182,7 +238,8 @@ def setting_curves(run: Run) -> Plot | None:
     caption = (f"Mean {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the attack's output on protected and "
                "on clean images, per setting of the attack (for SDEdit: the strength, the fraction of the "
                "diffusion run)." )
-    return Plot("Similarity per attack setting", caption, "line plots of similarity per setting", _to_uri(figure))
+    return Plot("Similarity per attack setting", caption, "line plots of similarity per setting", figure,
+                name="similarity_per_setting")
 
 
 def amplification(run: Run) -> Plot | None:
@@ -218,15 +275,88 @@ def amplification(run: Run) -> Plot | None:
                   "far to its right (Xue et al., arXiv:2311.12832)."
                   if NOISE in protections else "The noise baseline was not run, so there is no reference line."))
     return Plot("Encoder amplification per protection", caption, "bar chart of amplification per protection",
-                _to_uri(figure))
+                figure, name="encoder_amplification")
 
 
-def all_plots(run: Run) -> tuple[list[Plot], list[str]]:
-    """The plots that have data, and a note for each one that does not."""
+COMPARISON_IMAGES = 3
+COMPARISON_TILE_INCHES = 1.15
+
+
+def _middle(values: list) -> Any:
+    return values[(len(values) - 1) // 2]
+
+
+def comparison_figures(run: Run) -> list[Plot]:
+    """One figure per attack: rows = images; columns = clean, then the attack's output per protection.
+
+    The first output column is the attack on the clean image (protection ``none``). One setting
+    is chosen per figure: the middle of the attack's settings (e.g. SDEdit 0.3 of 0.1–0.5) and
+    the middle budget of each protection's sweep, so every column is at the same operating point.
+    """
+    from cloakbench.reports.grids import ImageLookup  # grids decodes artifacts through Pillow
+
+    lookup = ImageLookup(run)
+    names = run.image_names()
+    images = sorted((i for i in names if i in lookup.images), key=lambda i: (names[i], i))[:COMPARISON_IMAGES]
+    by_attack: dict[tuple[str, str], list[str]] = {}
+    for purification, mimicry, setting in run.attacks():
+        if lookup.has_attack_outputs(purification, mimicry, setting):
+            by_attack.setdefault((purification, mimicry), []).append(setting)
+    protection_budgets: dict[str, list[str]] = {}
+    for budget in budgets(run):
+        protection_budgets.setdefault(budget.protection, []).append(budget.setting)
+    figures = []
+    for (purification, mimicry), settings in by_attack.items():
+        setting = _middle(settings)
+        columns = [(p, _middle(b)) for p, b in protection_budgets.items()]
+        grid = []
+        for image in images:
+            line = [lookup.pixels(lookup.clean(image))[0]]
+            for protection, budget in columns:
+                key = lookup.attacked(image, protection, purification, mimicry, setting, budget)
+                line.append(lookup.pixels(key)[0])
+            if any(tile is not None for tile in line[1:]):
+                grid.append((names[image], line))
+        if not grid:
+            continue
+        n_columns = len(columns) + 1
+        figure, axes_grid = plt.subplots(len(grid), n_columns, squeeze=False,
+                                         figsize=(COMPARISON_TILE_INCHES * n_columns,
+                                                  COMPARISON_TILE_INCHES * len(grid) + 0.5))
+        titles = ["clean"] + [("none (attack on clean)" if p == NO_PROTECTION else p) + (f"\n{b}" if b else "")
+                              for p, b in columns]
+        for row_index, (image_name, line) in enumerate(grid):
+            for column_index, tile in enumerate(line):
+                axes = axes_grid[row_index][column_index]
+                axes.set_xticks([])
+                axes.set_yticks([])
+                if tile is None:
+                    axes.text(0.5, 0.5, "no output", ha="center", va="center", fontsize=7, color="grey")
+                else:
+                    axes.imshow(tile, interpolation="nearest")
+                if row_index == 0:
+                    axes.set_title(_safe(titles[column_index]), fontsize=7)
+                if column_index == 0:
+                    axes.set_ylabel(_safe(image_name[:18]), fontsize=7)
+        label = attack_label(purification, mimicry)
+        figure.subplots_adjust(wspace=0.04, hspace=0.06)
+        shown = f"{label} at setting {setting}" if setting and setting != GENERATIONS else label
+        caption = (f"{shown}: each row is an image; the first column is the clean image, the second the attack's "
+                   "output on it, the others the attack's output on each protection's image "
+                   "(the middle budget of each sweep). The closer a column looks to the second, the less the "
+                   "protection stopped the attack.")
+        figures.append(Plot(f"Comparison: {label}", caption, f"image comparison for {label}", figure,
+                            name="comparison_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label), photo=True))
+    return figures
+
+
+def all_plots(run: Run, pool: list[str] | None = None, *, encode: bool = True) -> tuple[list[Plot], list[str]]:
+    """The figures that have data (encoded as data URIs unless ``encode=False``), and a note for each that has none."""
     plots, missing = [], []
     for builder, absent in (
-        (strength_vs_imperceptibility, "Strength vs imperceptibility: needs ok similarity rows for both "
-                                       "protected_vs_clean and attack_vs_clean_attack."),
+        (lambda r: strength_vs_imperceptibility(r, pool),
+         "Strength vs imperceptibility: needs ok similarity rows for both protected_vs_clean and "
+         "attack_vs_clean_attack."),
         (cost_bars, "Cost per protection: no protect-phase cost rows."),
         (setting_curves, "Similarity per setting: no attack was run at two or more numeric settings."),
         (amplification, "Encoder amplification: no analysis rows."),
@@ -236,4 +366,10 @@ def all_plots(run: Run) -> tuple[list[Plot], list[str]]:
             missing.append(absent)
         else:
             plots.append(plot)
+    comparisons = comparison_figures(run)
+    if not comparisons:
+        missing.append("Comparison figures: no attack has per-image outputs with artifacts.")
+    plots += comparisons
+    if encode:
+        plots = [plot.encode() for plot in plots]
     return plots, missing

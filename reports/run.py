@@ -84,6 +84,11 @@ class Run:
     run_dir: Path
     manifest: dict[str, Any]
     rows: pd.DataFrame
+    #: The run folders the rows come from (one, or several for a merged report); a row's
+    #: ``source`` column indexes this list and its artifact is resolved in that folder.
+    run_dirs: list[Path] = dataclasses.field(default_factory=list)
+    #: The manifests of a merged report, one per run folder (empty for a single run).
+    manifests: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     # -- plan order -------------------------------------------------------------------
     def protections(self) -> list[str]:
@@ -121,15 +126,16 @@ class Run:
         return names
 
     # -- artifacts ----------------------------------------------------------------------
-    def artifact_path(self, relative: str) -> Path | None:
-        """The artifact file inside the run folder, or ``None`` if absent or outside the folder."""
+    def artifact_path(self, relative: str, source: int = 0) -> Path | None:
+        """The artifact file inside its run folder, or ``None`` if absent or outside the folder."""
         if not relative:
             return None
         candidate = Path(relative)
         if candidate.is_absolute():
             logger.warning("ignoring absolute artifact path in rows.csv: %s", relative)
             return None
-        root = self.run_dir.resolve()
+        folders = self.run_dirs or [self.run_dir]
+        root = folders[int(source)].resolve()
         resolved = (root / candidate).resolve()
         if root not in resolved.parents:
             logger.warning("ignoring artifact path that leaves the run folder: %s", relative)
@@ -137,10 +143,35 @@ class Run:
         return resolved if resolved.is_file() else None
 
 
+#: Columns a rows.csv must have to be read as a cloakbench run (the rest are filled with "").
+REQUIRED_COLUMNS = ("protection", "pair", "metric", "value", "status")
+_SNIFF_BYTES = 8192
+
+
+def _refuse_rows(path: Path, why: str) -> RunFolderError:
+    return RunFolderError(f"{path} {why}; point `bench report` at a run folder written by `bench compare`, "
+                          "or rerun the run to rewrite it")
+
+
 def read_rows(path: Path) -> pd.DataFrame:
+    """The rows of ``path``; an empty, binary or foreign file is refused with one sentence (RunFolderError)."""
+    with open(path, "rb") as stream:
+        head = stream.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise _refuse_rows(path, "is empty (not even a header)")
+    if b"\x00" in head:
+        raise _refuse_rows(path, "is a binary file, not a CSV")
     # Every column is text (keep_default_na=False: an image called "NA" stays "NA"); only
     # `value` becomes a number, with "" -> NaN and "inf" -> inf (PSNR of identical images).
-    rows = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    try:
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _refuse_rows(path, "is not UTF-8 text") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        raise _refuse_rows(path, f"is not a readable CSV ({str(error).splitlines()[0]})") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
+    if missing:
+        raise _refuse_rows(path, f"is not a cloakbench rows.csv: it lacks the column(s) {', '.join(missing)}")
     for column in COLUMNS:
         if column not in rows.columns:
             rows[column] = ""
@@ -151,7 +182,41 @@ def read_rows(path: Path) -> pd.DataFrame:
     set_attacks = set(rows[rows["setting_group"] == GENERATIONS]["attack"])
     pooled = rows["attack"].isin(set_attacks) & (rows["setting"] == "") & (rows["attack"] != "")
     rows.loc[pooled, "setting_group"] = GENERATIONS
+    rows["source"] = 0  # which run folder of a merged report the row (and its artifact) comes from
     return rows
+
+
+#: Manifest fields the report reads, and the JSON type each must have when present.
+_MANIFEST_TYPES = {"plan": dict, "model": dict, "versions": dict, "skipped": list}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """``manifest.json`` as a dict; damaged (not JSON, not an object, wrong field types) is refused."""
+    what_to_do = "restore it from the run's copy or delete it to render the report without run details"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path} is damaged (not UTF-8 text): {what_to_do}") from None
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{path} is damaged (not valid JSON: {error.msg} at line {error.lineno}): "
+                             f"{what_to_do}") from None
+    if not isinstance(manifest, dict):
+        raise RunFolderError(f"{path} is damaged (it must hold a JSON object): {what_to_do}")
+    for key, kind in _MANIFEST_TYPES.items():
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], kind):
+            raise RunFolderError(f"{path} is damaged (its \"{key}\" field is not a JSON "
+                                 f"{'object' if kind is dict else 'list'}): {what_to_do}")
+    return manifest
+
+
+def _fill_models(rows: pd.DataFrame, manifest: dict[str, Any]) -> None:
+    """Rows written before the model columns existed ran protection and attack on the manifest's model."""
+    model = manifest.get("model") or {}
+    name = str(model.get("name") or "") if isinstance(model, dict) else ""
+    if not name:
+        return
+    for column in ("protect_model", "attack_model"):
+        rows.loc[rows[column] == "", column] = name
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -162,12 +227,9 @@ def load_run(run_dir: str | Path) -> Run:
     manifest_path = run_dir / "manifest.json"
     manifest: dict[str, Any] = {}
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RunFolderError(f"{manifest_path} is not valid JSON: {error}") from error
-        if not isinstance(manifest, dict):
-            raise RunFolderError(f"{manifest_path} must hold a JSON object")
+        manifest = read_manifest(manifest_path)
     else:
         logger.warning("%s has no manifest.json; the report will say so", run_dir)
-    return Run(run_dir=run_dir, manifest=manifest, rows=read_rows(rows_path))
+    rows = read_rows(rows_path)
+    _fill_models(rows, manifest)
+    return Run(run_dir=run_dir, manifest=manifest, rows=rows, run_dirs=[run_dir])

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.reports import format as fmt
+from cloakbench.reports.leaderboard import (CUDA_PEAK_METRIC, Attacker, attackers, budget_rows, budgets,
+                                            memory_metrics, pooled_over_attackers, worst_case)
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
 
 STRENGTH_PAIR = "attack_vs_clean_attack"
@@ -138,11 +140,20 @@ def _cost_rows(rows: pd.DataFrame, protection: str, attack: str | None, setting:
 
 
 def memory_metric(rows: pd.DataFrame) -> tuple[str, str]:
-    """On a GPU the CUDA peak is what limits; on CPU the process RSS (which includes the weights)."""
-    cuda = rows[(rows["pair"] == "cost") & (rows["metric"] == "peak_cuda_allocated_bytes") & (rows["status"] == "ok")]
-    if (cuda["value"].fillna(0) > 0).any():
-        return "peak_cuda_allocated_bytes", "peak CUDA allocated"
-    return "peak_rss_bytes", "peak RSS"
+    """The memory figure that differs between cells: CUDA peak on a GPU, else the CPU working memory.
+
+    Never the process's lifetime peak RSS (the weights dominate it): ``("", …)`` when the run
+    has no per-cell figure, and the cells say so.
+    """
+    figures = memory_metrics(rows)
+    if figures and figures[0][0] == CUDA_PEAK_METRIC:
+        return figures[0][0], "peak CUDA allocated"
+    working = [metric for metric, label in figures if label == "working memory"]
+    if working:
+        return working[0], "working memory"
+    if figures:
+        return figures[0][0], figures[0][1]
+    return "", "memory"
 
 
 def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
@@ -154,15 +165,40 @@ def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Ce
         per_image = wall.sum() / max(n_images, 1)
         time_cell = Cell(fmt.seconds(per_image),
                          f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)")
-    if peak.empty:
+    if not memory:
+        memory_cell = Cell("—", "no per-cell memory figure in this run (the process's lifetime peak RSS is "
+                           "not shown: it is the same for every protection)", "missing")
+    elif peak.empty:
         memory_cell = Cell("—", "no memory rows", "missing")
     else:
         memory_cell = Cell(fmt.nbytes(peak.max()), f"largest of {len(peak)} cell(s)")
     return time_cell, memory_cell
 
 
-def summary(run: Run) -> dict[str, Any]:
-    """Everything the summary table needs, as plain data for the template."""
+def _over_attackers(mine: pd.DataFrame, pool: list[Attacker], columns: list[Column]) -> tuple[list[dict], list[dict]]:
+    """Per strength column: the mean over the attacker pool and the worst case, naming the attacker."""
+    means, worst = [], []
+    for column in columns:
+        pooled = pooled_over_attackers(mine, pool, column.metric)
+        means.append(Cell(fmt.number(pooled.mean, column.metric) if pooled.n else "—",
+                          f"mean over {pooled.n} row(s) of {len(pool)} attacker(s)" if pooled.n else "no ok rows",
+                          "" if pooled.n else "missing").as_dict())
+        found = worst_case(mine, pool, column.metric, column.higher_is_better)
+        if found.attacker is None:
+            worst.append(Cell("—", "no ok rows", "missing").as_dict())
+            continue
+        worst.append(dict(Cell(f"{fmt.number(found.estimate.mean, column.metric)} ({found.attacker.name})",
+                               f"the strongest attacker on this metric: {found.attacker.name}, mean over "
+                               f"{found.estimate.n} row(s)", "worst").as_dict(), attacker=found.attacker.name))
+    return means, worst
+
+
+def summary(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
+    """Everything the summary table needs, as plain data for the template.
+
+    One group per protection and budget; after its attack lines, the mean over the attacker
+    pool and the worst case (the strongest attacker per metric, named; reports.leaderboard).
+    """
     rows = run.rows
     hidden: list[str] = []
     strength_columns = columns_for(rows, STRENGTH_PAIR, strength=True, hidden=hidden)
@@ -172,13 +208,15 @@ def summary(run: Run) -> dict[str, Any]:
                                     hidden=hidden)
     memory, memory_label = memory_metric(rows)
     groups = []
-    for protection in run.protections():
-        mine = rows[rows["protection"] == protection]
+    chosen = attackers(run, pool)
+    for budget in budgets(run):
+        protection = budget.protection
+        mine = budget_rows(rows, budget)
         if mine.empty:
             continue
         protected = mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]
         n_images = len({image for image in protected["image"] if image})
-        protect_time, protect_memory = cost_cells(_cost_rows(rows, protection, None), n_images, memory)
+        protect_time, protect_memory = cost_cells(_cost_rows(mine, protection, None), n_images, memory)
         attacks = []
         for purification, mimicry, setting in run.attacks():
             label = attack_label(purification, mimicry)
@@ -190,7 +228,7 @@ def summary(run: Run) -> dict[str, Any]:
             reference = protection == NO_PROTECTION and strength.empty
             versus_clean = these[these["pair"] == VERSUS_CLEAN_PAIR]
             generation = these[these["pair"] == GENERATION_PAIR]
-            attack_time, attack_memory = cost_cells(_cost_rows(rows, protection, label, setting), n_images, memory)
+            attack_time, attack_memory = cost_cells(_cost_rows(mine, protection, label, setting), n_images, memory)
             attacks.append({
                 "attack": label,
                 "setting": setting,
@@ -204,8 +242,13 @@ def summary(run: Run) -> dict[str, Any]:
                 "time": attack_time.as_dict(),
                 "memory": attack_memory.as_dict(),
             })
+        means, worst = _over_attackers(mine, chosen, strength_columns)
+        if protection == NO_PROTECTION or not chosen:
+            means, worst = [], []
         groups.append({
-            "protection": protection,
+            "protection": budget.name,
+            "mean_over_attackers": means,
+            "worst_case": worst,
             "is_reference": protection == NO_PROTECTION,
             "n_images": n_images,
             "imperceptibility": [aggregate(protected, c.metric).as_dict() for c in impercept_columns],

@@ -230,15 +230,20 @@ def test_report_is_self_contained_and_has_the_csp(rendered):
     scripts = [attrs for tag, attrs in page.tags if tag == "script"]
     assert scripts == [{"type": "application/json", "id": "cloakbench-summary"}]
     sources = [attrs["src"] for tag, attrs in page.tags if "src" in attrs]
-    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert sources and all(re.match(r"data:image/(png|jpeg|webp);base64,", src) for src in sources)
+    # Thumbnails are WebP (the report stays small); plots PNG; the comparison figures JPEG.
+    assert sum(src.startswith("data:image/webp;base64,") for src in sources) > 10
     assert not [attrs for tag, attrs in page.tags if tag in ("link", "iframe", "object", "embed")]
     hrefs = [attrs["href"] for tag, attrs in page.tags if "href" in attrs]
     assert all(href.startswith("#") for href in hrefs)
     text = report.read_text(encoding="utf-8")
     assert str(run_dir.parent.parent) not in text and "/root/" not in text and "/tmp/" not in text
-    # Plots: strength/imperceptibility, cost, per-setting curves and amplification all have data here.
-    figures = [attrs for tag, attrs in page.tags if tag == "img" and attrs.get("alt", "").startswith(("scatter", "bar", "line"))]
-    assert len(figures) == 4
+    # Plots: strength/imperceptibility, cost, per-setting curves and amplification all have data here,
+    # and one comparison figure per attack with per-image outputs (sdedit, jpeg; not textual inversion).
+    alts = [attrs.get("alt", "") for tag, attrs in page.tags if tag == "img"]
+    assert len([a for a in alts if a.startswith(("strength (", "bar", "line"))]) == 4
+    assert sorted(a for a in alts if a.startswith("image comparison")) == ["image comparison for jpeg",
+                                                                          "image comparison for sdedit"]
 
 
 def test_summary_values_are_the_means_of_the_rows(rendered):
@@ -316,7 +321,7 @@ def test_report_renders_from_a_copied_folder(fake_run, tmp_path):
     copy = shutil.copytree(fake_run, tmp_path / "elsewhere" / "copied")
     shutil.rmtree(fake_run)
     second = write_report(copy).read_text(encoding="utf-8")
-    assert second.count("data:image/png;base64,") == first.count("data:image/png;base64,") > 10
+    assert second.count("data:image/webp;base64,") == first.count("data:image/webp;base64,") > 10
     assert "no artifact" not in second and "artifact missing" not in second
 
 

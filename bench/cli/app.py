@@ -39,6 +39,7 @@ from cloakbench.cli import listing  # noqa: E402,F401
 from cloakbench.cli import perf  # noqa: E402,F401
 from cloakbench.cli import protect  # noqa: E402,F401  (bench protect)
 from cloakbench.cli import models, report  # noqa: E402,F401  (bench models, bench report)
+from cloakbench.cli import plot  # noqa: E402,F401  (bench plot)
 
 
 def main() -> None:

@@ -1,0 +1,393 @@
+"""The report's answer first: the leaderboard, the worst case over attackers, categories and transfer.
+
+One leaderboard row per protection and budget (``protection_setting``; the plan's ``eps``
+when nothing was swept): imperceptibility, strength against each attacker, the mean over
+attackers, the worst case, and the protection's cost. Every number is a mean with its 95 %
+bootstrap interval over images × seeds (:mod:`reports.stats`); in each column the best
+protection is marked, and every other protection whose interval overlaps the best one's is
+marked "≈" (the run cannot tell them apart).
+
+**Worst case** (Hönig et al., "Adversarial Perturbations Cannot Reliably Protect Artists From
+Generative AI", arXiv:2406.12027; Carlini et al.'s adaptive-attack standard, arXiv:1902.06705):
+an attacker is one attack at one setting (``sdedit@0.2``, ``jpeg+sdedit@0.5``). For each
+protection, budget and metric, the strongest attacker is the one whose output on the
+protected image is closest to its output on the clean image (``attack_vs_clean_attack``: the
+highest similarity, or the lowest distance), i.e. the one the protection stops least. Its
+mean and name are shown beside the mean over attackers. The attacker pool is every attack in
+the run unless ``--attacker-pool`` names some (an attack label takes all its settings,
+``label@setting`` one setting).
+
+**Memory** is what differs between protections: the CUDA peak allocated during the cell on a
+GPU; on a CPU, the bytes saved for backward per step and the cell's working memory above its
+starting RSS. Never the process's lifetime peak RSS (the weights dominate it; it is the same
+for every protection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import pandas as pd
+
+from cloakbench.reports import format as fmt
+from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
+from cloakbench.reports.stats import Estimate, bootstrap
+
+STRENGTH_PAIR = "attack_vs_clean_attack"
+IMPERCEPTIBILITY_PAIR = "protected_vs_clean"
+STRENGTH_PREFERENCE = ("lpips", "clip-sim", "ssim", "psnr")
+IMPERCEPTIBILITY_PREFERENCE = ("psnr", "lpips", "ssim")
+IMPERCEPTIBILITY_LEADER_COLUMNS = 2
+
+#: CPU memory figures written by the harness (cost rows); the first name present is used.
+SAVED_PER_STEP_METRICS = ("saved_bytes_per_step", "saved_bytes")
+WORKING_MEMORY_METRICS = ("working_bytes", "working_memory_bytes", "rss_above_start_bytes", "rss_growth_bytes")
+CUDA_PEAK_METRIC = "peak_cuda_allocated_bytes"
+
+
+class AttackerPoolError(ValueError):
+    """``--attacker-pool`` names an attack that is not in the run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attacker:
+    purification: str
+    mimicry: str
+    setting: str  # the setting group (``all generations`` for set attacks)
+
+    @property
+    def label(self) -> str:
+        return attack_label(self.purification, self.mimicry)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}@{self.setting}" if self.setting and self.setting != GENERATIONS else self.label
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One leaderboard row's key: a protection at one setting."""
+
+    protection: str
+    setting: str  # canonical ``protection_setting`` (``eps=8``), or "" when the run has one setting
+
+    @property
+    def name(self) -> str:
+        return f"{self.protection} ({self.setting})" if self.setting else self.protection
+
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows["status"] == "ok") & rows["value"].notna()]
+
+
+def higher_is_better(rows: pd.DataFrame, metric: str) -> bool | None:
+    flags = set(rows[rows["metric"] == metric]["higher_is_better"]) & {"0", "1"}
+    return flags.pop() == "1" if len(flags) == 1 else None
+
+
+def pick_metrics(rows: pd.DataFrame, pair: str, preference, count: int) -> list[str]:
+    ok = _ok(rows[rows["pair"] == pair])
+    present = set(ok["metric"])
+    return [metric for metric in preference if metric in present][:count]
+
+
+def attackers(run: Run, pool: list[str] | None = None) -> list[Attacker]:
+    """Attackers with strength rows, in plan order; only those in ``pool`` when given (unknown names refused)."""
+    strength = run.rows[run.rows["pair"] == STRENGTH_PAIR]
+    keys = {(r.purification, r.mimicry, r.setting_group) for r in strength.itertuples()}
+    found = [Attacker(*key) for key in run.attacks() if key in keys]
+    if not pool:
+        return found
+    known_labels = list(dict.fromkeys(a.label for a in found))
+    chosen = []
+    for wanted in pool:
+        matches = [a for a in found if wanted in (a.label, a.name)]
+        if not matches:
+            raise AttackerPoolError(
+                f"attacker pool: {wanted!r} is not an attack of this run; its attacks are "
+                + (", ".join(known_labels) or "none") + " (a label takes all its settings, label@setting one)")
+        chosen += [a for a in matches if a not in chosen]
+    return chosen
+
+
+def _budget_sort_key(setting: str) -> tuple:
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", setting)]
+    return (numbers, setting)
+
+
+def _plan_eps(run: Run) -> dict[str, str]:
+    """``eps=…`` of each protection from the plan, for runs without a sweep (so the budget is visible)."""
+    found = {}
+    for entry in (run.manifest.get("plan") or {}).get("protections") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict) and "eps" in entry["config"]:
+            eps = entry["config"]["eps"]
+            found[str(entry.get("name"))] = f"eps={eps:g}" if isinstance(eps, (int, float)) else f"eps={eps}"
+    return found
+
+
+def budgets(run: Run) -> list[Budget]:
+    rows = run.rows
+    found = []
+    for protection in run.protections():
+        settings = sorted(set(rows[rows["protection"] == protection]["protection_setting"]), key=_budget_sort_key)
+        found += [Budget(protection, setting) for setting in settings]
+    return found
+
+
+def budget_rows(rows: pd.DataFrame, budget: Budget) -> pd.DataFrame:
+    return rows[(rows["protection"] == budget.protection) & (rows["protection_setting"] == budget.setting)]
+
+
+def attacker_rows(rows: pd.DataFrame, attacker: Attacker) -> pd.DataFrame:
+    return rows[(rows["purification"] == attacker.purification) & (rows["mimicry"] == attacker.mimicry)
+                & (rows["setting_group"] == attacker.setting)]
+
+
+def estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
+    selected = _ok(rows[(rows["pair"] == pair) & (rows["metric"] == metric)])
+    return bootstrap(selected["value"].astype(float))
+
+
+@dataclasses.dataclass
+class WorstCase:
+    estimate: Estimate
+    attacker: Attacker | None
+    per_attacker: dict[str, Estimate]
+
+
+def worst_case(rows: pd.DataFrame, pool: list[Attacker], metric: str, higher: bool | None) -> WorstCase:
+    """The attacker the protection stops least on ``metric``: highest similarity (or lowest distance)."""
+    per_attacker: dict[str, Estimate] = {}
+    best: tuple[float, Attacker, Estimate] | None = None
+    for attacker in pool:
+        found = estimate(attacker_rows(rows, attacker), STRENGTH_PAIR, metric)
+        if found.n == 0 or math.isnan(found.mean):
+            continue
+        per_attacker[attacker.name] = found
+        score = found.mean if higher is not False else -found.mean
+        if best is None or score > best[0]:
+            best = (score, attacker, found)
+    if best is None:
+        return WorstCase(Estimate(math.nan, math.nan, math.nan, 0), None, per_attacker)
+    return WorstCase(best[2], best[1], per_attacker)
+
+
+def pooled_over_attackers(rows: pd.DataFrame, pool: list[Attacker], metric: str) -> Estimate:
+    """Mean over every (image, seed, attacker) strength row of the pool; the interval treats each as a sample."""
+    frames = [attacker_rows(rows, attacker) for attacker in pool]
+    if not frames:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    return estimate(pd.concat(frames), STRENGTH_PAIR, metric)
+
+
+def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
+    """Display form of an estimate: mean, interval text, and a tooltip saying what it is."""
+    if found.n == 0:
+        return {"text": "—", "ci": "", "title": "no ok rows", "css": "missing", "mark": "", "value": None}
+    interval = (f"{fmt.number(found.low, metric)}–{fmt.number(found.high, metric)}" if found.has_interval else "")
+    title = f"mean over {found.n} image×seed row(s)"
+    title += f"; 95 % bootstrap interval {interval}" if interval else "; no interval (one row, or infinite values)"
+    if extra:
+        title = f"{extra}; {title}"
+    return {"text": fmt.number(found.mean, metric), "ci": interval, "title": title, "css": "", "mark": "",
+            "value": found.mean, "low": found.low if found.has_interval else None,
+            "high": found.high if found.has_interval else None, "n": found.n}
+
+
+def mark_column(cells: list[dict[str, Any]], estimates: list[Estimate], names: list[str], better_high: bool | None,
+                skip: list[bool]) -> None:
+    """Mark the best estimate, and every other whose interval overlaps the best one's with "≈"."""
+    if better_high is None:
+        return
+    candidates = [i for i, (found, skipped) in enumerate(zip(estimates, skip))
+                  if not skipped and found.n and math.isfinite(found.mean)]
+    if len(candidates) < 2:
+        return
+    best = max(candidates, key=lambda i: estimates[i].mean if better_high else -estimates[i].mean)
+    cells[best]["css"] = (cells[best]["css"] + " best").strip()
+    cells[best]["title"] += "; best in this column"
+    for index in candidates:
+        if index != best and estimates[index].overlaps(estimates[best]):
+            cells[index]["mark"] = "≈"
+            cells[index]["title"] += f"; not separated from the best ({names[best]}) by the 95 % intervals"
+
+
+def memory_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(metric, label)`` of the memory figures that differ between protections, as measured in this run."""
+    cost = _ok(rows[rows["pair"] == "cost"])
+    cuda = cost[cost["metric"] == CUDA_PEAK_METRIC]
+    if (cuda["value"] > 0).any():
+        return [(CUDA_PEAK_METRIC, "CUDA peak")]
+    chosen = []
+    for candidates, label in ((SAVED_PER_STEP_METRICS, "saved / step"), (WORKING_MEMORY_METRICS, "working memory")):
+        metric = next((m for m in candidates if (cost["metric"] == m).any()), None)
+        if metric:
+            chosen.append((metric, label))
+    return chosen
+
+
+def cost_cells(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> dict[str, Any]:
+    """Protect time per image (mean over protect cells) and the largest of each memory figure."""
+    cost = _ok(rows[(rows["pair"] == "cost") & (rows["attack"] == "")])
+    wall = cost[cost["metric"] == "wall_s"]["value"]
+    time_cell = ({"text": fmt.seconds(float(wall.mean())), "title": f"mean over {len(wall)} protect cell(s)"}
+                 if not wall.empty else {"text": "—", "title": "no timing rows"})
+    memory_cells, memory_values = [], []
+    for metric, label in memory:
+        values = cost[cost["metric"] == metric]["value"]
+        memory_values.append(float(values.max()) if not values.empty else None)
+        memory_cells.append({"text": fmt.nbytes(float(values.max())), "title": f"{label}: largest of {len(values)} cell(s)"}
+                            if not values.empty else {"text": "—", "title": f"no {label} rows"})
+    return {"time": time_cell, "memory": memory_cells,
+            "time_s": float(wall.mean()) if not wall.empty else None,
+            "memory_bytes": memory_values}
+
+
+def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
+    """Everything the leaderboard, category table and transfer matrix show, as plain data."""
+    rows = run.rows
+    chosen = attackers(run, pool)
+    strength_metrics = pick_metrics(rows, STRENGTH_PAIR, STRENGTH_PREFERENCE, 1)
+    impercept_metrics = pick_metrics(rows, IMPERCEPTIBILITY_PAIR, IMPERCEPTIBILITY_PREFERENCE,
+                                     IMPERCEPTIBILITY_LEADER_COLUMNS)
+    strength_metric = strength_metrics[0] if strength_metrics else None
+    strength_higher = higher_is_better(rows, strength_metric) if strength_metric else None
+    memory = memory_metrics(rows)
+    eps = _plan_eps(run)
+    entries, estimates = [], {"impercept": [], "attacks": [], "mean": [], "worst": []}
+    for budget in budgets(run):
+        mine = budget_rows(rows, budget)
+        reference = budget.protection == NO_PROTECTION
+        entry: dict[str, Any] = {
+            "protection": budget.protection, "setting": budget.setting or eps.get(budget.protection, ""),
+            "name": budget.name, "is_reference": reference,
+            "n_images": len({i for i in mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]["image"] if i}),
+        }
+        impercept = [estimate(mine, IMPERCEPTIBILITY_PAIR, m) for m in impercept_metrics]
+        entry["impercept"] = [cell(e, m) for e, m in zip(impercept, impercept_metrics)]
+        estimates["impercept"].append(impercept)
+        per_attack, mean, worst = [], Estimate(math.nan, math.nan, math.nan, 0), None
+        if strength_metric:
+            per_attack = [estimate(attacker_rows(mine, a), STRENGTH_PAIR, strength_metric) for a in chosen]
+            mean = pooled_over_attackers(mine, chosen, strength_metric)
+            worst = worst_case(mine, chosen, strength_metric, strength_higher)
+        entry["attacks"] = [cell(e, strength_metric or "") for e in per_attack]
+        entry["mean"] = cell(mean, strength_metric or "", extra="pooled over the attacker pool")
+        if worst is not None and worst.attacker is not None:
+            entry["worst"] = cell(worst.estimate, strength_metric or "",
+                                  extra=f"strongest attacker: {worst.attacker.name}")
+            entry["worst"]["attacker"] = worst.attacker.name
+        else:
+            entry["worst"] = dict(cell(Estimate(math.nan, math.nan, math.nan, 0), ""), attacker="")
+        if reference and not per_attack or reference and all(e.n == 0 for e in per_attack):
+            for part in [*entry["attacks"], entry["mean"], entry["worst"]]:
+                part.update(text="reference", css="reference", title="the attack on clean images: what the others are compared with")
+        estimates["attacks"].append(per_attack)
+        estimates["mean"].append(mean)
+        estimates["worst"].append(worst.estimate if worst is not None else Estimate(math.nan, math.nan, math.nan, 0))
+        entry.update(cost_cells(mine, memory))
+        entries.append(entry)
+
+    names = [e["name"] for e in entries]
+    skip = [e["is_reference"] for e in entries]
+    impercept_columns = []
+    for index, metric in enumerate(impercept_metrics):
+        higher = higher_is_better(rows, metric)
+        mark_column([e["impercept"][index] for e in entries], [found[index] for found in estimates["impercept"]],
+                    names, higher, skip)
+        impercept_columns.append({"metric": metric, "label": fmt.metric_label(metric, _unit(rows, metric)),
+                                  "direction": "" if higher is None else ("↑ more natural" if higher else "↓ more natural")})
+    stronger_high = None if strength_higher is None else not strength_higher
+    for index in range(len(chosen)):
+        mark_column([e["attacks"][index] for e in entries], [found[index] for found in estimates["attacks"]],
+                    names, stronger_high, skip)
+    mark_column([e["mean"] for e in entries], estimates["mean"], names, stronger_high, skip)
+    mark_column([e["worst"] for e in entries], estimates["worst"], names, stronger_high, skip)
+    strength_direction = "" if strength_higher is None else ("↓ stronger" if strength_higher else "↑ stronger")
+    protect_models = sorted(set(rows["protect_model"]) - {""})
+    attack_models = sorted(set(rows["attack_model"]) - {""})
+    return {
+        "rows": entries,
+        "attackers": [a.name for a in chosen],
+        "pool_given": bool(pool),
+        "strength_metric": strength_metric or "",
+        "strength_label": fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else "",
+        "strength_direction": strength_direction,
+        "impercept_columns": impercept_columns,
+        "memory_labels": [label for _, label in memory],
+        "memory_note": _memory_note(rows, memory),
+        "models": {"protect": protect_models, "attack": attack_models},
+        "pooled_models": len(protect_models) > 1 or len(attack_models) > 1,
+        "categories": categories(run, chosen, strength_metric, strength_higher),
+        "transfer": transfer(run, chosen, strength_metric, strength_higher),
+    }
+
+
+def _unit(rows: pd.DataFrame, metric: str) -> str:
+    units = [u for u in rows[rows["metric"] == metric]["unit"] if u]
+    return units[0] if units else ""
+
+
+def _memory_note(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> str:
+    if memory and memory[0][0] == CUDA_PEAK_METRIC:
+        return "Memory: the CUDA peak allocated during the protect cell."
+    if memory:
+        return ("Memory on CPU: the bytes saved for backward per step and the cell's working memory above its "
+                "starting RSS (the largest over cells); the process's lifetime peak RSS is not shown, as it is "
+                "the same for every protection.")
+    if (rows["metric"] == "peak_rss_bytes").any():
+        return ("Memory: this run recorded only the process's lifetime peak RSS, which is the same for every "
+                "protection (the weights dominate it), so no memory column is shown; rerun to measure the "
+                "per-cell figures.")
+    return "Memory: no memory rows in this run."
+
+
+def categories(run: Run, pool: list[Attacker], metric: str | None, higher: bool | None) -> dict[str, Any] | None:
+    """Worst-case strength per protection budget and image category, when the run has categories."""
+    rows = run.rows
+    names = sorted(set(rows["category"]) - {""})
+    if not names or metric is None:
+        return None
+    table = []
+    for budget in budgets(run):
+        if budget.protection == NO_PROTECTION:
+            continue
+        mine = budget_rows(rows, budget)
+        cells = []
+        for category in names:
+            worst = worst_case(mine[mine["category"] == category], pool, metric, higher)
+            found = cell(worst.estimate, metric, extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else "")
+            found["attacker"] = worst.attacker.name if worst.attacker else ""
+            cells.append(found)
+        table.append({"name": budget.name, "cells": cells})
+    return {"names": names, "rows": table}
+
+
+def transfer(run: Run, pool: list[Attacker], metric: str | None, higher: bool | None) -> dict[str, Any] | None:
+    """Protect-model × attack-model matrices of worst-case strength, when the run has more than one model."""
+    rows = run.rows
+    protect_models = sorted(set(rows["protect_model"]) - {""})
+    attack_models = sorted(set(rows["attack_model"]) - {""})
+    if metric is None or len(set(protect_models) | set(attack_models)) <= 1:
+        return None
+    matrices = []
+    for budget in budgets(run):
+        if budget.protection == NO_PROTECTION:
+            continue
+        mine = budget_rows(rows, budget)
+        grid = []
+        for protect_model in protect_models:
+            line = []
+            for attack_model in attack_models:
+                these = mine[(mine["protect_model"] == protect_model) & (mine["attack_model"] == attack_model)]
+                worst = worst_case(these, pool, metric, higher)
+                found = cell(worst.estimate, metric,
+                             extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else "")
+                found["attacker"] = worst.attacker.name if worst.attacker else ""
+                line.append(found)
+            grid.append({"model": protect_model, "cells": line})
+        matrices.append({"name": budget.name, "rows": grid})
+    return {"protect_models": protect_models, "attack_models": attack_models, "matrices": matrices}

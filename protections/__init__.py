@@ -2,7 +2,8 @@
 
 One module per method, under its paper's name (``advdm.py`` holds AdvDM and AdvDM(−),
 ``mist.py``, ``photoguard.py``, ``texture.py``, ``encoder.py``, ``sds.py`` holds SDS(+)
-and SDS(−), ``sdst.py``, ``sds_z.py``, ``noise.py``, ``none.py``); the shared PGD loop is
+and SDS(−), ``sdst.py``, ``sds_z.py``, ``fsmg.py``, ``aspl.py``, ``noise.py``, ``none.py``; their
+surrogate ``surrogate.py``); the shared PGD loop is
 ``engine.py``, the losses ``losses.py``, the reference implementation's extra costs
 ``reference_costs.py``. Importing this package registers every protection in
 :data:`PROTECTIONS`, in the order ``--methods all`` lists them.
@@ -13,5 +14,6 @@ from cloakbench.protections.base import PROTECTIONS, Protection, publishable_pro
 from cloakbench.protections import none, noise  # noqa: F401,E402  (register)
 from cloakbench.protections import advdm, mist, photoguard, texture, encoder  # noqa: F401,E402  (register)
 from cloakbench.protections import sds, sdst, sds_z  # noqa: F401,E402  (register)
+from cloakbench.protections import fsmg, aspl  # noqa: F401,E402  (register)
 
 __all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

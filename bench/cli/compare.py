@@ -56,6 +56,7 @@ def compare(
     deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
     shard: str = typer.Option("0/1", "--shard", help="Run only shard I of N (by image hash), for job arrays."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
+    attacker_pool: Optional[str] = typer.Option(None, "--attacker-pool", help="Attacks that count for the report's worst case, comma-separated (label or label@setting). [default: every attack]"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (on a shared machine, "
                                                                   "fewer threads than cores avoids oversubscription)."),
 ) -> None:
@@ -96,7 +97,7 @@ def compare(
             allow_pickle=allow_pickle,
             deterministic=deterministic,
             shard=parse_shard(shard),
-            write_report=report,
+            write_report=report and attacker_pool is None,  # with a pool, the report is written below
             command=shlex.join(["bench"] + sys.argv[1:]),
         )
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -123,6 +124,11 @@ def compare(
                                       highlight=False)
 
             summary = run_compare(spec, on_event)
+        if report and attacker_pool is not None:  # the report's worst case over the chosen attackers
+            from cloakbench.cli.report import parse_pool
+            from cloakbench.reports.html import write_report as write_html_report
+
+            summary.report = write_html_report(spec.out, pool=parse_pool(attacker_pool))
     except (ConfigError, ImageError, ModelError, RegistryError, StoreError, ValueError) as error:
         raise user_error(str(error)) from None
     console.print(

@@ -1,0 +1,249 @@
+"""The surrogate model of the Anti-DreamBooth protections: a private DreamBooth fine-tune.
+
+Van Le et al., "Anti-DreamBooth: Protecting users from personalized text-to-image
+synthesis", ICCV 2023, arXiv 2303.15433. FSMG (``protections/fsmg.py``) and ASPL
+(``protections/aspl.py``) perturb images against a *surrogate*: a copy of the model
+fine-tuned with DreamBooth on the subject's images. This module is that surrogate: deep
+copies of the UNet (and text encoder), trained with the DreamBooth loss of
+``cloakbench.core.finetuning`` (the same maths as the ``lora``/``dreambooth`` attacks), and
+the per-image denoising loss the PGD step ascends. The shared model is never modified.
+
+Training step, as ``train_one_epoch`` in ``attacks/aspl.py`` lines 375–483 of
+VinAIResearch/Anti-DreamBooth: one instance image (round robin over the set) and one class
+image per step, ``z = s·E(x)`` a posterior sample, ``t ~ U{0..T−1}``, ``ε ~ N(0, I)``,
+``L = mse(ε_θ(z_t, t, τ(instance prompt)), ε) + λ · mse(ε_θ(z'_t, t', τ(class prompt)), ε')``,
+AdamW (β 0.9/0.999, weight decay 1e-2, ε 1e-8), gradient norm clipped to 1, UNet and text
+encoder trained (``--train_text_encoder``). A fresh optimiser per :meth:`Surrogate.train`
+call, as the reference builds one per ``train_one_epoch``.
+
+LoRA variant (``lora_rank > 0``): the reference's ``attacks/aspl_lora.py`` (lines 736–770)
+for GPUs where a full fine-tune runs out of memory: rank-``r`` adapters on the UNet's
+attention projections, the text encoder frozen (the reference can add text-encoder adapters;
+omitted here to keep one adapter site).
+
+Deliberate difference: the reference restarts at instance image 0 on every call
+(``train_dataset[step % len(train_dataset)]``), so with 3 steps per call a set of 4 never
+trains on its 4th image; here the round robin continues across calls, so every image is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from cloakbench.core import finetuning
+from cloakbench.core.config import bounded
+from cloakbench.protections.engine import PGDConfig, PGDProtection, PGDState, StepDraws
+
+log = logging.getLogger(__name__)
+
+_CLASS_IMAGES: dict[tuple, torch.Tensor] = {}  # generated class images, per model and prompt, once per process
+
+
+def class_images(model, prompt: str, count: int, *, steps: int, guidance_scale: float = 7.5) -> torch.Tensor:
+    """``count`` images of ``prompt`` from the base model at seeds ``0..count−1`` (memoised per process)."""
+    if count == 0:
+        return torch.empty(0, 3, model.resolution, model.resolution)
+    key = (model.weights_hash, str(model.dtype), str(model.device), prompt, count, steps, guidance_scale)
+    if key not in _CLASS_IMAGES:
+        log.info("generating %d class images of %r for the surrogate", count, prompt)
+        batches = [finetuning.generate_images(model, [prompt] * len(seeds), seeds, steps=steps,
+                                              guidance_scale=guidance_scale).cpu()
+                   for seeds in (list(range(s, min(s + 4, count))) for s in range(0, count, 4))]
+        _CLASS_IMAGES[key] = torch.cat(batches)
+    return _CLASS_IMAGES[key]
+
+
+@dataclass
+class Surrogate:
+    """A private fine-tunable copy of the model's UNet and text encoder.
+
+    ``unet``/``text_encoder`` are deep copies (the shared model is untouched);
+    ``parameters`` what :meth:`train` updates; ``cursor`` the round-robin position.
+    """
+
+    model: object
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    parameters: list[torch.nn.Parameter]
+    instance_prompt: str
+    class_prompt: str
+    learning_rate: float
+    prior_loss_weight: float = 1.0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    cursor: int = 0
+    loss_trace: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model, *, instance_prompt: str, class_prompt: str, learning_rate: float,
+           train_text_encoder: bool, lora_rank: int = 0, **settings) -> "Surrogate":
+        """A surrogate starting from the model's weights: full fine-tune, or LoRA with ``lora_rank > 0``."""
+        if model.text_encoder is None or model.tokenizer is None or model.conditioning_override is not None:
+            raise ValueError(f"the surrogate needs a text-conditioned SD-style model; model {model.name} has none")
+        unet = copy.deepcopy(model.unet)
+        text_encoder = copy.deepcopy(model.text_encoder)
+        if lora_rank > 0:
+            parameters = finetuning.add_lora(unet, lora_rank)
+            text_encoder.requires_grad_(False)
+        else:
+            unet.requires_grad_(True)
+            parameters = list(unet.parameters())
+            if train_text_encoder:
+                text_encoder.requires_grad_(True)
+                parameters += list(text_encoder.parameters())
+        return cls(model, unet, text_encoder, parameters, instance_prompt, class_prompt, learning_rate, **settings)
+
+    def clone(self) -> "Surrogate":
+        """``f' = f.clone()`` (ASPL): independent copies of the weights, same settings and cursor."""
+        unet, text_encoder = copy.deepcopy(self.unet), copy.deepcopy(self.text_encoder)
+        # deepcopy keeps requires_grad, so the copies' trainable parameters are exactly the originals'
+        parameters = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
+        return Surrogate(self.model, unet, text_encoder, parameters, self.instance_prompt, self.class_prompt,
+                         self.learning_rate, self.prior_loss_weight, self.weight_decay, self.max_grad_norm,
+                         self.cursor)
+
+    def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
+        model = self.model
+        return finetuning.encode_prompts(model.tokenizer, self.text_encoder, [prompt] * batch, model.device,
+                                         model.dtype)
+
+    def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per image ``(N,)``: ``mean ‖ε − ε_θ'(z_t, t, τ'(instance prompt))‖²`` with the surrogate's θ', τ'."""
+        embeds = self.prompt_embeds(self.instance_prompt, latents.shape[0])
+        return finetuning.denoising_loss(self.model, self.unet, latents, timesteps, noise, embeds)
+
+    def train(self, images: torch.Tensor, steps: int, generator: torch.Generator,
+              prior_images: torch.Tensor) -> list[float]:
+        """``steps`` DreamBooth steps on ``images`` ``(N, 3, H, W)`` in ``[0, 1]``; returns the losses."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if steps <= 0:
+            return []
+        model = self.model
+        device, dtype = model.device, model.dtype
+        optimizer = torch.optim.AdamW(self.parameters, lr=self.learning_rate, betas=(0.9, 0.999),
+                                      weight_decay=self.weight_decay, eps=1e-8)
+        losses = []
+        for _ in range(steps):
+            index = self.cursor
+            self.cursor += 1
+            batch = images[index % images.shape[0]].unsqueeze(0)
+            prompts = [self.instance_prompt]
+            if prior_images.shape[0] > 0:
+                batch = torch.cat([batch, prior_images[index % prior_images.shape[0]].unsqueeze(0)])
+                prompts.append(self.class_prompt)
+            with torch.no_grad():
+                posterior = model.posterior(batch.detach().to(device, dtype))
+            latents = posterior.mean + posterior.std * randn_tensor(posterior.mean.shape, generator=generator,
+                                                                    device=device, dtype=dtype)
+            latents = latents * model.scaling_factor
+            noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
+            timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator,
+                                      device=generator.device).to(device)
+            embeds = finetuning.encode_prompts(model.tokenizer, self.text_encoder, prompts, device, dtype)
+            per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
+            loss = finetuning.prior_preserving_loss(per_sample, 1, self.prior_loss_weight)
+            loss.backward()
+            if self.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+        self.loss_trace += losses
+        return losses
+
+
+# -- the protections' shared part ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SurrogatePGDConfig(PGDConfig):
+    """Settings of FSMG and ASPL: the PGD budget and the surrogate's DreamBooth fine-tune.
+
+    Budget, from ``scripts/attack_with_aspl.sh`` lines 35–36 (and ``attack_with_fsmg.sh``
+    lines 55–56) of VinAIResearch/Anti-DreamBooth, stated on the model's ``[−1, 1]`` scale
+    there and converted to this project's 8-bit units of ``[0, 1]`` images (× 255/2):
+    ``pgd_eps`` 5e-2 → ``eps`` 6.375 (effective 6/255 after 8-bit rounding), ``pgd_alpha``
+    5e-3 → ``alpha`` 0.6375. random_start: off (the reference starts from the clean image).
+    latent: "sample" (the reference's ``latent_dist.sample()``).
+
+    prompt: the instance prompt of the surrogate and of the PGD loss ("a photo of sks person").
+    class_prompt: the prior-preservation prompt ("a photo of person").
+    prior_preservation / num_class_images: class images of the base model (reference: on,
+        200; 0 = 200 at ≥ 512², else 4). prior_loss_weight: λ (1). class_sample_steps: 50.
+    learning_rate: the surrogate's AdamW rate (0: 5e-7 at ≥ 512², the reference's with the
+        text encoder trained; 5e-4 for a LoRA surrogate, ``train_dreambooth_lora.py`` line 308;
+        1e-4 on the tiny and toy models, where 5e-7 would leave the surrogate unchanged).
+    train_text_encoder: train the text encoder copy too (reference: on).
+    lora_rank: 0 = full fine-tune (the reference); r > 0 = a LoRA surrogate of rank r
+        (``attacks/aspl_lora.py``, default rank 4).
+    """
+
+    eps: float = bounded(6.375, 0.0, 255.0)
+    alpha: float = bounded(0.6375, 0.0, 255.0, low_open=True)
+    random_start: bool = False
+    prompt: str = "a photo of sks person"
+    class_prompt: str = "a photo of person"
+    prior_preservation: bool = True
+    num_class_images: int = bounded(0, 0, 10000)
+    prior_loss_weight: float = bounded(1.0, 0.0, 100.0)
+    class_sample_steps: int = bounded(50, 1, 1000)
+    learning_rate: float = bounded(0.0, 0.0, 1.0)
+    train_text_encoder: bool = True
+    lora_rank: int = bounded(0, 0, 1024)
+
+
+class SurrogateProtection(PGDProtection):
+    """Base of FSMG and ASPL: PGD that *ascends* a surrogate's denoising loss on the images.
+
+    Direction (per image, ``t`` and ``ε`` drawn by the engine)::
+
+        z = s·E(x),  L(x) = mean ‖ε − ε_θ'(√ᾱ_t z + √(1−ᾱ_t) ε, t, τ'(prompt))‖²
+        x ← clip_[0,1](Π_eps(x + alpha · sign(∇_x L)))
+
+    with θ', τ' the surrogate's weights (``state.surrogate``). The surrogate is trained on
+    the whole batch, so unlike the other PGD protections an image's perturbation depends on
+    the other images of the call (the reference protects a set).
+    """
+
+    Config = SurrogatePGDConfig
+    needs = frozenset({"diffusion_noise"})
+
+    def resolved_learning_rate(self, model) -> float:
+        if self.config.learning_rate > 0:
+            return self.config.learning_rate
+        if model.resolution >= 512:
+            return 5e-4 if self.config.lora_rank > 0 else 5e-7
+        return 1e-4
+
+    def resolved_class_images(self, model) -> int:
+        if not self.config.prior_preservation:
+            return 0
+        return self.config.num_class_images or (200 if model.resolution >= 512 else 4)
+
+    def start_surrogate(self, state: PGDState) -> None:
+        """Build the surrogate, its class images and its training generator into ``state``."""
+        config, model = self.config, state.model
+        # One training stream for the set, derived from every image's generator (its first draw).
+        seed = sum(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in state.generators)
+        state.training_generator = torch.Generator(device=model.device).manual_seed(seed % 2**62)
+        state.prior_images = class_images(model, config.class_prompt, self.resolved_class_images(model),
+                                          steps=config.class_sample_steps)
+        state.surrogate = Surrogate.of(
+            model, instance_prompt=config.prompt, class_prompt=config.class_prompt,
+            learning_rate=self.resolved_learning_rate(model), train_text_encoder=config.train_text_encoder,
+            lora_rank=config.lora_rank, prior_loss_weight=config.prior_loss_weight)
+
+    def surrogate_for_step(self, state: PGDState) -> Surrogate:
+        return state.surrogate
+
+    def direction(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws):
+        latents = self.image_latent(state, adversarial, draws)  # z = s·E(x)
+        loss = self.surrogate_for_step(state).denoising_loss(latents, draws.timesteps, draws.noise)
+        # Summing is exact per image: image i's loss depends on image i only (the reference's batch
+        # mean has the same sign per pixel).
+        return self.input_gradient(state, adversarial, loss.sum()), loss.detach()  # ascend L

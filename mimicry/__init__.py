@@ -7,8 +7,8 @@ from cloakbench.mimicry import inpaint  # noqa: F401  (registers)
 from cloakbench.mimicry import textual_inversion  # noqa: F401  (registers)
 from cloakbench.mimicry import lora, dreambooth  # noqa: F401,E401  (register)
 from cloakbench.mimicry import filters  # noqa: F401  (registers jpeg, blur, noise)
-from cloakbench.mimicry import upscale  # noqa: F401  (registers)
-from cloakbench.mimicry import diffpure  # noqa: F401  (registers)
+from cloakbench.mimicry import upscale  # noqa: F401  (registers upscale, upscale-bicubic)
+from cloakbench.mimicry import diffpure, diffpure_latent, gridpure, pdm_pure  # noqa: F401,E401  (register)
 from cloakbench.mimicry import impress  # noqa: F401  (registers)
 
 __all__ = ["MIMICRY", "AttackContext", "AttackUnavailable", "Mimicry", "parse_attack_spec", "resolve_attacks"]

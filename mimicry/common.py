@@ -103,3 +103,73 @@ def note(context, owner: str, key: str, value) -> None:
     """
     if context is not None:
         context.notes.setdefault(owner, {})[key] = value
+
+
+# -- pixel-space purification (DiffPure, GrIDPure, PDM-Pure) ---------------------------------
+def resize_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic resize (antialiased when shrinking), clamped to ``[0, 1]``; the identity at the same size.
+
+    Bicubic overshoots at edges, hence the clamp. The pixel purifiers resize an image to their
+    pixel model's resolution and back with this one function.
+    """
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    return torch.nn.functional.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
+                                           align_corners=False).clamp(0.0, 1.0)
+
+
+class PixelModelHolder:
+    """A purifier's pixel diffusion model: checked before any work, loaded once per instance.
+
+    ``spec`` is what :func:`cloakbench.core.pixel_models.load_pixel_model` takes (``toy-pixel``,
+    ``tiny-pixel-random``, a folder or a cached hub id). Never the attacked LDM: a pixel purifier
+    must not see the autoencoder a protection attacks.
+    """
+
+    def __init__(self, spec: str, owner: str):
+        self.spec, self.owner = spec, owner
+        self._model = None
+        self._identity: dict | None = None
+
+    def unavailable_reason(self) -> str | None:
+        from cloakbench.core.pixel_models import pixel_model_available
+
+        reason = pixel_model_available(self.spec)
+        return f"{self.owner}: {reason}" if reason else None
+
+    def get(self, device):
+        from cloakbench.core.models import ModelError
+        from cloakbench.core.pixel_models import load_pixel_model
+        from cloakbench.mimicry.base import AttackUnavailable
+
+        if self._model is None:
+            try:
+                self._model = load_pixel_model(self.spec, device=device, dtype="float32")
+            except ModelError as error:
+                raise AttackUnavailable(f"{self.owner}: {error}") from None
+        if self._model.device != torch.device(device):
+            self._model.unet.to(device)
+            self._model.device = torch.device(device)
+        return self._model
+
+    def identity(self) -> dict:
+        """Name and weights hash of the pixel model (for cache keys), without building the network."""
+        if self._identity is None:
+            from cloakbench.core.models import random_weights_hash
+            from cloakbench.core.pixel_models import PIXEL_FOLDERS, PIXEL_RANDOM, UNET_WEIGHTS
+            from cloakbench.core.provenance import sha256_file
+            from pathlib import Path
+
+            if self.spec in PIXEL_RANDOM:
+                digest = random_weights_hash(PIXEL_RANDOM[self.spec][0](), 0)
+            else:
+                weights = PIXEL_FOLDERS.get(self.spec, Path(self.spec).expanduser()) / UNET_WEIGHTS
+                digest = sha256_file(weights) if weights.is_file() else "absent"
+            self._identity = {"name": self.spec, "weights_hash": digest}
+        return self._identity
+
+
+def describe_pixel_model(model) -> str:
+    """The note text naming which pixel model purified: ``toy-pixel (sha256 1a2b3c4d5e6f)``."""
+    digest = model.weights_hash.split(":")[-1][:12]
+    return f"{model.name} ({digest})"

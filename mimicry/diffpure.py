@@ -1,74 +1,104 @@
-"""DiffPure with the attacked latent diffusion model itself.
+"""DiffPure as Nie et al. ran it: diffuse the image a little with a *pixel* diffusion model, then reverse.
 
-Nie et al., "Diffusion Models for Adversarial Purification", ICML 2022 (arXiv 2205.07460):
-diffuse the input a little (to ``t*``), then run the reverse process back; the noise
-drowns an adversarial perturbation and the model's prior removes the noise. Here it runs
-in Stable Diffusion's latent space with the same LDM the mimic uses, unconditionally
-(empty prompt), with deterministic DDIM — the "SDEdit-style" purification of docs/MIMICRY.md.
+Nie et al., "Diffusion Models for Adversarial Purification", ICML 2022 (arXiv:2205.07460).
+The input is noised to ``t*`` by the forward process of a pixel-space DDPM and denoised back
+by its reverse process: the Gaussian noise drowns the adversarial perturbation and the
+model's prior removes the noise. No latent autoencoder is involved, so a protection that
+attacks the LDM's encoder gets no help from the purifier (docs/MIMICRY.md, "Purifications").
+The latent variant, through the attacked LDM's own VAE, is ``diffpure-latent``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
-from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import check_epsilon_prediction, ddim_denoise, forward_noise, note
+from cloakbench.core.pixel_models import DEFAULT_PIXEL_MODEL, respaced_timesteps
+from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
+from cloakbench.mimicry.common import PixelModelHolder, describe_pixel_model, note, resize_to
 
 
-def purification_timesteps(t_star: int, steps: int) -> list[int]:
-    """Decreasing DDIM timesteps from exactly ``t_star`` (``steps`` of them, evenly spaced, ≥ 1)."""
-    if t_star == 0:
-        return []
-    count = max(1, min(steps, t_star))
-    grid = torch.linspace(t_star, 0, count + 1)[:-1].round().long().tolist()
-    return sorted(set(grid), reverse=True)
+class PixelPurification(Mimicry):
+    """A purification with a pixel diffusion model (``config.pixel_model``), never the attacked LDM.
+
+    The pixel model is checked before any work (:meth:`check_available`: its files and place
+    when missing) and loaded once per instance on the attacked model's device; its name and
+    weights hash join :meth:`identity`, so a retrained pixel model never reuses cached cells.
+    """
+
+    is_purification = True
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._pixel = PixelModelHolder(self.config.pixel_model, self.name)
+
+    def check_available(self) -> None:
+        reason = self._pixel.unavailable_reason()
+        if reason:
+            raise AttackUnavailable(reason)
+
+    def identity(self) -> dict:
+        return {**super().identity(), "pixel_model": self._pixel.identity()}
+
+    def pixel_model(self, images: torch.Tensor, model):
+        self.check_available()
+        return self._pixel.get(model.device if model is not None else images.device)
 
 
 @MIMICRY.register("diffpure")
-class DiffPure(Mimicry):
-    """DiffPure (Nie et al., arXiv 2205.07460) in latent space: noise to t* = 0.1·T, DDIM back, unconditional.
+class DiffPure(PixelPurification):
+    """DiffPure (Nie et al., arXiv:2205.07460) in pixel space: noise to t* = 0.15·T, DDPM ancestral steps back.
 
-    ``z₀ = E(x)`` (``latent`` "sample" draws from the posterior with the generator, as SD
-    does; "mean" uses its mean), ``z_{t*} = √ᾱ·z₀ + √(1−ᾱ)·ε`` with ``t* = round(t_star·T)``
-    exactly (T = 1000, so 100 by default), then ``steps`` deterministic DDIM steps (η = 0)
-    with the empty prompt and no guidance, ending at x̂₀, decoded to ``[0, 1]``.
-    ``t_star = 0`` is the plain VAE round trip ``D(E(x))``.
+    Per batch, with the pixel model ``P`` (``pixel_model``, default ``toy-pixel``) at its
+    resolution ``R`` and ``t = round(t_star·T)``:
 
-    Written as a loop rather than diffusers' img2img so that t* is exactly 0.1·T: img2img
-    snaps to its DDIM grid (it would noise to t = 91 for strength 0.1 and 100 steps).
+    1. resize the ``H × W`` input to ``R × R`` (antialiased bicubic; none when ``H = W = R``) —
+       Nie et al. feed ImageNet images at the 256² of their model, and GrIDPure's DiffPure
+       baseline resizes every image to it (ZhengyueZhao/GrIDPure diffpure.py:44);
+    2. ``x_t = √ᾱ_{t−1}·x + √(1−ᾱ_{t−1})·ε`` in ``[-1, 1]`` (NVlabs/DiffPure
+       runners/diffpure_guided.py:60-63: ``a[total_noise_levels − 1]``);
+    3. DDPM ancestral sampling ``x_{i−1} ~ p(x_{i−1} | x_i)`` for ``i = t−1, …, 0`` with x̂₀
+       clipped to ``[-1, 1]`` (same file, lines 68-75: ``p_sample(…, clip_denoised=True)``);
+    4. resize back to ``H × W``.
 
-    Config: ``t_star`` 0.1 (fraction of T), ``steps`` 10 (the density of a 100-step grid),
-    ``latent`` "sample".
+    Defaults from the authors' code: ``t_star`` 0.15 is their ImageNet setting, the only one
+    with a 256² model (run_scripts/imagenet/run_in_rand_inf.sh:7, ``--t 150`` of T = 1000;
+    CIFAR-10 uses 100). ``steps`` 0 runs every one of the ``t`` reverse steps as they do;
+    ``steps = k`` keeps ``k`` evenly spaced ones (respaced as guided-diffusion does; for
+    ``--quick``), see :func:`cloakbench.core.pixel_models.respaced_timesteps`.
+
+    Deliberate differences: their ImageNet runs integrate the reverse VP-SDE with torchsde
+    (``--diffusion_type sde``, runners/diffpure_sde.py); we run its DDPM discretisation, their
+    ``ddpm`` mode (runners/diffpure_guided.py:58-87), which needs no SDE solver and is what
+    GrIDPure's DiffPure baseline runs. They purify with the ADM ImageNet model
+    (``256x256_diffusion_uncond.pt``); here the default is the shipped ``toy-pixel`` (any
+    diffusers ``UNet2DModel`` folder or cached id can be named). ``t_star = 0`` returns the
+    input. ``context.notes["diffpure"]`` names the pixel model (and its weights hash), ``t``
+    and the number of reverse steps.
     """
 
-    version = 1
-    is_purification = True
+    version = 2
+    QUICK = {"steps": 3}
 
     @dataclass(frozen=True)
     class Config:
-        t_star: float = 0.1
-        steps: int = 10
-        latent: Literal["sample", "mean"] = "sample"
+        pixel_model: str = DEFAULT_PIXEL_MODEL
+        t_star: float = bounded(0.15, 0.0, 1.0)
+        steps: int = bounded(0, 0, 1000)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
+    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
                  context: AttackContext | None = None) -> torch.Tensor:
         check_images(images, self.name)
-        check_epsilon_prediction(model, self.name)
-        if not 0.0 <= self.config.t_star <= 1.0:
-            raise ValueError(f"diffpure: t_star must be a fraction of T in [0, 1], got {self.config.t_star}")
-        if self.config.steps < 1:
-            raise ValueError(f"diffpure: steps must be >= 1, got {self.config.steps}")
-        t_star = min(round(self.config.t_star * model.num_train_timesteps), model.num_train_timesteps - 1)
-        latents = model.encode(images, mode=self.config.latent, generator=generator)
-        timesteps = purification_timesteps(t_star, self.config.steps)
-        if timesteps:
-            latents = forward_noise(model, latents, t_star, generator)
-            latents = ddim_denoise(model, latents, timesteps, prompt="", guidance_scale=1.0)
-        note(context, self.name, "t_star", t_star)
-        note(context, self.name, "timesteps", timesteps)
-        return model.decode(latents).to(device=images.device, dtype=torch.float32)
+        pixel = self.pixel_model(images, model)
+        t = min(round(self.config.t_star * pixel.num_train_timesteps), pixel.num_train_timesteps)
+        height, width = images.shape[-2:]
+        small = resize_to(images.to(pixel.device, torch.float32), pixel.resolution, pixel.resolution)
+        purified = pixel.purify(small, t, self.config.steps, generator)
+        note(context, self.name, "pixel_model", describe_pixel_model(pixel))
+        note(context, self.name, "t", t)
+        note(context, self.name, "reverse_steps", len(respaced_timesteps(t, self.config.steps)))
+        return resize_to(purified, height, width).to(device=images.device, dtype=torch.float32)

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
 from cloakbench.mimicry.common import note
@@ -34,58 +35,70 @@ def consistency_loss(model, images: torch.Tensor, latent: str = "mean",
 
 @MIMICRY.register("impress")
 class Impress(Mimicry):
-    """IMPRESS (Cao et al., arXiv 2310.19248): minimise ‖D(E(x_p)) − x_p‖² + α·max(LPIPS(x_p, x) − ε, 0).
+    """IMPRESS (Cao et al., arXiv:2310.19248): minimise ‖D(E(x_p)) − x_p‖² + α·max(LPIPS(x_p, x) − ε, 0), 3000 Adam steps.
 
-    ``x_p`` starts at the published image ``x`` and is optimised with Adam (``lr`` 0.01),
-    kept in ``[0, 1]`` after every step. The consistency term is the per-pixel mean squared
-    error of the VAE round trip (posterior mean, so the objective is deterministic); the
-    distance term is LPIPS-AlexNet (Zhang et al., arXiv 1801.03924) with budget ``eps_lpips``
-    0.1 and weight ``alpha`` 0.1. Each image is optimised independently (losses summed).
+    As the authors' code runs it (AAAAAAsuka/Impress ``impress.py:7-29`` called from
+    ``glaze_pur.py:52-60`` with that script's defaults, lines 91-95):
 
-    ``distance``: ``"lpips"`` (the paper) needs the torchvision AlexNet weights
-    (``alexnet-owt-7be5be79.pth`` in ``torch.hub.get_dir()/checkpoints``, or ``lpips_path``);
-    without them the attack raises :class:`AttackUnavailable` naming the file — it never
-    falls back on its own. ``"l2"`` (explicit opt-in) uses the mean squared pixel error with
-    budget ``eps_l2`` 1e-3 (≈ PSNR 30 dB; a project choice, not from the paper).
+    - ``x_p`` starts at the published image ``x`` (``pur_noise`` 0: no initial noise);
+    - the consistency term is ``MSELoss(vae(x_p).sample, x_p)`` — the VAE round trip with the
+      posterior mode, the mean squared error in the model's ``[-1, 1]`` range (4× the same error
+      on ``[0, 1]`` images; computed here on ``[0, 1]`` and scaled by 4 so ``alpha`` weighs it as
+      theirs does);
+    - the distance term is ``max(LPIPS(x_p, x) − ε, 0)`` with LPIPS on **VGG** (``lpips.LPIPS(net='vgg')``,
+      although their variable is named ``loss_fn_alex``), ``eps_lpips`` 0.1, weight ``alpha`` 0.1;
+    - Adam with ``lr`` 0.01 and ``eps`` 1e-5, the learning rate cosine-annealed to 1e-5 over the
+      ``steps`` = 3000 iterations (``CosineAnnealingLR(optimizer, iters, eta_min=1e-5)``);
+    - ``x_p`` clamped to the image range after every step.
 
-    ``steps`` 0 = scaled to the model (docs/MIMICRY.md): 100 for models working below 512² (tiny,
-    toy; a few seconds on a CPU), 1000 at 512² and above — a project choice; set it to match
-    a particular paper run. ``context.notes["impress"]`` gets the consistency loss before and after.
+    Each image is optimised independently (losses summed over the batch; they run batch 1).
+
+    ``distance``: ``"lpips"`` (theirs) needs the torchvision VGG16 weights for ``lpips_net``
+    "vgg" (``vgg16-397923af.pth`` in ``torch.hub.get_dir()/checkpoints``, or ``lpips_path``) —
+    AlexNet (``alexnet-owt-7be5be79.pth``) for ``lpips_net`` "alex", the paper's choice; without
+    them the attack raises :class:`AttackUnavailable` naming the file, never falls back on its own.
+    ``"l2"`` (explicit opt-in) uses the mean squared pixel error with budget ``eps_l2`` 1e-3
+    (≈ PSNR 30 dB; a project choice, not from the paper).
+
+    Deliberate differences: they run the VAE in half precision; here it runs in the model's
+    dtype. ``--quick`` runs 5 steps. ``context.notes["impress"]`` gets the consistency loss
+    before and after.
     """
 
-    version = 1
+    version = 2
     # --quick: a few optimisation steps
     QUICK = {'steps': 5}
     is_purification = True
+    #: MSE on [-1, 1] images is 4x the MSE on [0, 1] images (the authors' range).
+    MODEL_RANGE_SCALE = 4.0
 
     @dataclass(frozen=True)
     class Config:
         distance: Literal["lpips", "l2"] = "lpips"
-        eps_lpips: float = 0.1
-        eps_l2: float = 1e-3
-        alpha: float = 0.1
-        lr: float = 0.01
-        steps: int = 0
+        lpips_net: Literal["vgg", "alex"] = "vgg"
+        eps_lpips: float = bounded(0.1, 0.0, 10.0)
+        eps_l2: float = bounded(1e-3, 0.0, 1.0)
+        alpha: float = bounded(0.1, 0.0, 1000.0)
+        lr: float = bounded(0.01, 0.0, 10.0, low_open=True)
+        lr_min: float = bounded(1e-5, 0.0, 10.0)
+        adam_eps: float = bounded(1e-5, 0.0, 1.0, low_open=True)
+        steps: int = bounded(3000, 1, 100000)
         lpips_path: str = ""
 
     def __init__(self, config=None):
         super().__init__(config)
         self._lpips = None
 
-    def resolved_steps(self, model) -> int:
-        if self.config.steps > 0:
-            return self.config.steps
-        return 1000 if model.resolution >= 512 else 100
-
     def check_available(self) -> None:
         if self.config.distance != "lpips":
             return
         from cloakbench.core import weights
 
-        if weights.find(weights.ALEXNET, self.config.lpips_path or None) is None:
+        backbone = weights.LPIPS_BACKBONES[self.config.lpips_net][0]
+        if weights.find(backbone, self.config.lpips_path or None) is None:
             raise AttackUnavailable(
-                "impress: LPIPS needs pretrained AlexNet weights; " + weights.missing_message(
-                    weights.ALEXNET, self.config.lpips_path or None)
+                f"impress: LPIPS-{self.config.lpips_net} needs pretrained {backbone.name} weights; "
+                + weights.missing_message(backbone, self.config.lpips_path or None)
                 + " Or choose impress.distance=l2 to use a pixel distance instead."
             )
 
@@ -95,7 +108,7 @@ class Impress(Mimicry):
 
             self.check_available()
             try:
-                self._lpips = weights.build_lpips("alex", device, self.config.lpips_path or None)
+                self._lpips = weights.build_lpips(self.config.lpips_net, device, self.config.lpips_path or None)
             except weights.WeightsMissing as error:
                 raise AttackUnavailable(f"impress: {error}") from None
         return self._lpips.to(device)
@@ -105,7 +118,7 @@ class Impress(Mimicry):
         check_images(images, self.name)
         config = self.config
         self.check_available()
-        steps = self.resolved_steps(model)
+        steps = config.steps
         # Optimise in float32 even for a half-precision model (the model casts its own input).
         published = images.detach().to(model.device, torch.float32)
         if config.distance == "lpips":
@@ -120,16 +133,18 @@ class Impress(Mimicry):
             budget = config.eps_l2
 
         purified = published.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([purified], lr=config.lr)
+        optimizer = torch.optim.Adam([purified], lr=config.lr, eps=config.adam_eps)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=config.lr_min)
         with torch.no_grad():
             before = consistency_loss(model, published)
         for _ in range(steps):
-            consistency = consistency_loss(model, purified)
+            consistency = self.MODEL_RANGE_SCALE * consistency_loss(model, purified)
             penalty = torch.relu(distance(purified) - budget)
             loss = (consistency + config.alpha * penalty).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             with torch.no_grad():
                 purified.clamp_(0.0, 1.0)
         result = purified.detach()

@@ -1,74 +1,205 @@
-"""Noisy upscaling: add noise, shrink by 4, and grow back with a 4× upscaler.
+"""Noisy upscaling as Hönig et al. ran it, and its bicubic stand-in under its own name.
 
-Hönig et al., "Adversarial Perturbations Cannot Reliably Protect Artists From Generative
-AI" (arXiv 2406.12027): Gaussian noise drowns the perturbation and the Stable Diffusion x4
-upscaler (Rombach et al., arXiv 2112.10752; ``stabilityai/stable-diffusion-x4-upscaler``)
-restores a clean-looking image from the small noisy one.
+Hönig et al., "Adversarial Perturbations Cannot Reliably Protect Artists From Generative AI"
+(arXiv:2406.12027; code: ethz-spylab/robust-style-mimicry): Gaussian noise drowns the
+perturbation, and the Stable Diffusion x4 upscaler (Rombach et al., arXiv:2112.10752;
+``stabilityai/stable-diffusion-x4-upscaler``), itself a diffusion model fed the noisy image
+with a high noise level, restores a clean picture. ``upscale`` is that recipe and needs the
+upscaler; without it the attack is unavailable, never silently something else.
+``upscale-bicubic`` is the cheap variant the harness used to substitute (noise, ×¼ down,
+bicubic ×4 up): a different attack, so a different name (docs/MIMICRY.md, "Purifications").
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from cloakbench.core.images import check_images
+from cloakbench.core.config import bounded
+from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
+from cloakbench.mimicry.common import note, resize_to
 from cloakbench.mimicry.filters import add_noise
 
 log = logging.getLogger(__name__)
 
 SD_UPSCALER_ID = "stabilityai/stable-diffusion-x4-upscaler"
 FACTOR = 4
+#: A seeded random upscaler of the SD x4 upscaler's shape, built from a config, for tests only.
+TINY_RANDOM_UPSCALER = "tiny-random-upscaler"
 
 
-def find_cached_upscaler() -> str | None:
-    """The local Hugging Face cache snapshot of the SD x4 upscaler, or ``None`` (never downloads)."""
-    from cloakbench.core.models import ModelError, resolve_hub_cache
+def find_cached_upscaler(path: str | None = None):
+    """The SD x4 upscaler folder (``path``, ``CLOAKBENCH_SD_X4_UPSCALER`` or the HF cache), or ``None``."""
+    from cloakbench.core import weights
 
-    try:
-        return str(resolve_hub_cache(SD_UPSCALER_ID))
-    except ModelError:
-        return None
+    return weights.find(weights.SD_X4_UPSCALER, path or None)
 
 
-def load_upscaler(path: str, device, dtype):
-    """``StableDiffusionUpscalePipeline`` from a local folder or cached hub id: safetensors, offline."""
+def build_tiny_upscaler(seed: int = 0):
+    """``StableDiffusionUpscalePipeline`` with seeded random tiny parts of the SD x4 upscaler's shape.
+
+    VAE with ×4 spatial factor and 4 latent channels, a UNet taking the latent concatenated
+    with the low-resolution image (7 channels) and the noise level as a class label (0-350),
+    the project's tokenizer and a tiny CLIP text encoder. For tests only: it shows the code
+    path runs, its pictures mean nothing.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from cloakbench.core.models import project_tokenizer
+
+    tokenizer = project_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                            block_out_channels=(16, 16, 32), norm_num_groups=8, scaling_factor=0.08333,
+                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+        unet = UNet2DConditionModel(sample_size=16, in_channels=7, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
+                                    attention_head_dim=4, num_class_embeds=351,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, projection_dim=32))
+    for module in (vae, unet, text_encoder):
+        module.eval().requires_grad_(False)
+    return StableDiffusionUpscalePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                          low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(),
+                                          max_noise_level=350)
+
+
+def load_upscaler(folder, device, dtype):
+    """``StableDiffusionUpscalePipeline`` from a local folder: safetensors, offline, every parameter frozen."""
     from diffusers import StableDiffusionUpscalePipeline
+
+    from cloakbench.core import weights
 
     try:
         pipe = StableDiffusionUpscalePipeline.from_pretrained(
-            path, local_files_only=True, use_safetensors=True, torch_dtype=dtype,
+            str(folder), local_files_only=True, use_safetensors=True, torch_dtype=dtype,
         )
     except (OSError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise AttackUnavailable(
-            f"upscale: cannot load the x4 upscaler from {path!r} offline with safetensors ({error}). Copy "
-            f"{SD_UPSCALER_ID} (its *.safetensors, *.json and tokenizer files) there from a machine with "
-            "network, or set upscale.upscaler_path=bicubic"
+            f"upscale: cannot load the x4 upscaler from {folder} offline with safetensors ({first_line}); "
+            f"{weights.SD_X4_UPSCALER.how_to_get}"
         ) from None
+    for part in ("unet", "vae", "text_encoder"):
+        getattr(pipe, part).requires_grad_(False).eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
 @MIMICRY.register("upscale")
 class NoisyUpscale(Mimicry):
-    """Noisy upscaling (Hönig et al., arXiv 2406.12027): σ = 0.1 noise, ×¼ down, ×4 up with the SD x4 upscaler.
+    """Noisy upscaling (Hönig et al., arXiv:2406.12027): σ = 0.1 noise, then the SD x4 upscaler at noise level 320 with a caption.
 
-    Steps: ``clamp(x + σ·ε)`` (ε from the generator), bicubic antialiased downsampling to
-    ``H/4 × W/4``, then back to ``H × W`` with the Stable Diffusion x4 upscaler if one is
-    available, else bicubic interpolation. ``context.notes["upscaler"]`` says which ran.
+    As their code runs it (ethz-spylab/robust-style-mimicry):
 
-    ``upscaler_path``:
-        ``""`` (default): the SD x4 upscaler from the local Hugging Face cache if it is there,
-            else bicubic (no download is ever tried).
-        ``"bicubic"``: bicubic, always.
-        a folder or a cached hub id: that upscaler; if it cannot be loaded offline (with
-            safetensors) the attack is unavailable, never silently bicubic.
-    Upscaler settings are diffusers' defaults: ``upscaler_steps`` 75, ``upscaler_guidance``
-    9.0, ``upscaler_noise_level`` 20; the prompt is empty (a purification does not know the
-    attack's prompt). Image sides must be divisible by 4.
+    1. ``x ← clip(x + σ·ε)`` with σ 0.1, saved as 8 bits (noise.py:11-22: skimage
+       ``random_noise(mode="gaussian", var=σ², clip=True)``; σ from their README's example,
+       ``--gaussian_noise 0.1``);
+    2. the noisy ``H × W`` image itself goes into the x4 upscaler — no downsampling first
+       (upscale.py:34-38) — with ``noise_level`` 320 and the image's caption as the prompt; the
+       number of steps and the guidance are diffusers' defaults, 75 and 9.0 (their call sets
+       neither);
+    3. the ``4H × 4W`` output is resized back to ``H × W`` (antialiased bicubic): the bench compares
+       at the input's size, as their fine-tuning does by resizing to 512² (finetune.py:30-36).
+
+    Deliberate differences: their captions come from BLIP-2 (caption.py, "An illustration of …");
+    with no captioning model offline, the run's prompt (``context.prompt``, the images'
+    description) stands in, or ``prompt`` when set. Their diffusers fork also passes
+    ``noise_level_sub=320``, which stock diffusers has no counterpart for.
+
+    ``upscaler_path``: "" finds the upscaler where ``cloakbench.core.weights.SD_X4_UPSCALER``
+    says (``CLOAKBENCH_SD_X4_UPSCALER``, else the Hugging Face cache); a folder names it;
+    ``tiny-random-upscaler`` is a seeded random one of the same shape (tests only). When none
+    is there the attack is unavailable with the files and the place — ``upscale-bicubic`` is
+    the separate, named bicubic attack. ``context.notes["upscale"]`` names the upscaler used.
+    """
+
+    version = 2
+    is_purification = True
+    QUICK = {"upscaler_steps": 3}
+
+    @dataclass(frozen=True)
+    class Config:
+        sigma: float = bounded(0.1, 0.0, 1.0)
+        upscaler_path: str = ""
+        prompt: str = ""
+        upscaler_steps: int = bounded(75, 1, 1000)
+        upscaler_guidance: float = bounded(9.0, 0.0, 50.0)
+        upscaler_noise_level: int = bounded(320, 0, 350)
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._upscaler = None  # loaded once per instance, on first use
+
+    def upscaler_source(self):
+        """The upscaler folder this instance will use, ``TINY_RANDOM_UPSCALER``, or ``None`` when absent."""
+        path = self.config.upscaler_path.strip()
+        if path == TINY_RANDOM_UPSCALER:
+            return path
+        return find_cached_upscaler(path or None)
+
+    def check_available(self) -> None:
+        if self.upscaler_source() is None:
+            from cloakbench.core import weights
+
+            path = self.config.upscaler_path.strip() or None
+            raise AttackUnavailable("upscale: the Stable Diffusion x4 upscaler is needed; "
+                                    + weights.missing_message(weights.SD_X4_UPSCALER, path)
+                                    + " (upscale-bicubic is the separate bicubic attack.)")
+
+    def _load(self, source, device, dtype):
+        if self._upscaler is None:
+            if source == TINY_RANDOM_UPSCALER:
+                self._upscaler = build_tiny_upscaler().to(device)
+                self._upscaler.set_progress_bar_config(disable=True)
+            else:
+                self._upscaler = load_upscaler(source, device, dtype)
+        return self._upscaler
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
+                 context: AttackContext | None = None) -> torch.Tensor:
+        check_images(images, self.name)
+        self.check_available()
+        source = self.upscaler_source()
+        device = model.device if model is not None else images.device
+        dtype = model.dtype if model is not None else torch.float32
+        pipe = self._load(source, device, dtype)
+        height, width = images.shape[-2:]
+        noisy = quantize_8bit(add_noise(images.to(device), self.config.sigma, generator))
+        prompt = self.config.prompt or (context.prompt if context is not None else "")
+        restored = pipe(
+            prompt=[prompt] * images.shape[0], image=noisy.to(dtype),  # [0, 1], the processor's range
+            num_inference_steps=self.config.upscaler_steps, guidance_scale=self.config.upscaler_guidance,
+            noise_level=self.config.upscaler_noise_level, generator=generator, output_type="pt",
+        ).images.to(device, torch.float32)
+        if restored.shape[-2:] != (FACTOR * height, FACTOR * width):
+            raise ValueError(f"upscale: the upscaler returned {tuple(restored.shape[-2:])}, expected "
+                             f"{(FACTOR * height, FACTOR * width)}; is {source} a x4 upscaler?")
+        note(context, self.name, "upscaler", str(source))
+        note(context, self.name, "prompt", prompt)
+        log.debug("upscale: %s", source)
+        return resize_to(restored.clamp(0.0, 1.0), height, width).to(device=images.device, dtype=torch.float32)
+
+
+@MIMICRY.register("upscale-bicubic")
+class NoisyBicubicUpscale(Mimicry):
+    """Noisy bicubic resampling: σ = 0.1 noise, ×¼ antialiased bicubic down, bicubic ×4 up (no diffusion model).
+
+    ``clamp(x + σ·ε)`` (ε from the generator), bicubic antialiased downsampling to
+    ``H/4 × W/4``, bicubic interpolation back to ``H × W``, clamped to ``[0, 1]`` (bicubic
+    overshoots at edges). This is what ``upscale`` used to fall back on when no upscaler was
+    cached; it is a weak low-pass baseline, not Hönig et al.'s attack, hence its own name.
+    Image sides must be divisible by 4.
     """
 
     version = 1
@@ -76,63 +207,19 @@ class NoisyUpscale(Mimicry):
 
     @dataclass(frozen=True)
     class Config:
-        sigma: float = 0.1
-        upscaler_path: str = ""
-        upscaler_steps: int = 75
-        upscaler_guidance: float = 9.0
-        upscaler_noise_level: int = 20
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._upscaler = None  # loaded once per instance, on first use
-
-    def upscaler_source(self) -> str | None:
-        """The upscaler folder/id this instance will use, or ``None`` for bicubic."""
-        path = self.config.upscaler_path.strip()
-        if path.lower() == "bicubic":
-            return None
-        if path:
-            return path
-        return find_cached_upscaler()
-
-    def check_available(self) -> None:
-        path = self.config.upscaler_path.strip()
-        if path and path.lower() != "bicubic" and not Path(path).expanduser().exists() and path.count("/") != 1:
-            raise AttackUnavailable(f"upscale: upscaler_path {path!r} is neither a folder nor a hub id "
-                                    "(owner/name); set it to the SD x4 upscaler's folder or to 'bicubic'")
+        sigma: float = bounded(0.1, 0.0, 1.0)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
                  context: AttackContext | None = None) -> torch.Tensor:
         check_images(images, self.name)
-        self.check_available()
         height, width = images.shape[-2:]
         if height % FACTOR or width % FACTOR:
-            raise ValueError(f"upscale: image sides must be divisible by {FACTOR}, got {width}x{height}")
-        source = self.upscaler_source()
-        if source is not None and self._upscaler is None:
-            device = model.device if model is not None else images.device
-            dtype = model.dtype if model is not None else torch.float32
-            self._upscaler = load_upscaler(source, device, dtype)
+            raise ValueError(f"upscale-bicubic: image sides must be divisible by {FACTOR}, got {width}x{height}")
         noisy = add_noise(images, self.config.sigma, generator)
         small = torch.nn.functional.interpolate(noisy, size=(height // FACTOR, width // FACTOR), mode="bicubic",
                                                 antialias=True, align_corners=False).clamp(0.0, 1.0)
-        if source is None:
-            # Bicubic overshoots at edges; the clamp keeps a valid image.
-            restored = torch.nn.functional.interpolate(small, size=(height, width), mode="bicubic",
-                                                       align_corners=False).clamp(0.0, 1.0)
-            which = "bicubic"
-        else:
-            restored = self._upscaler(
-                prompt=[""] * images.shape[0], image=small, num_inference_steps=self.config.upscaler_steps,
-                guidance_scale=self.config.upscaler_guidance, noise_level=self.config.upscaler_noise_level,
-                generator=generator, output_type="pt",
-            ).images.to(images.device, torch.float32)
-            if restored.shape[-2:] != (height, width):
-                raise ValueError(f"upscale: the upscaler returned {tuple(restored.shape[-2:])}, expected "
-                                 f"{(height, width)}; is {source} a 4x upscaler?")
-            which = f"sd-x4 ({source})"
-        if context is not None:
-            context.notes["upscaler"] = which
-        log.debug("upscale: %s", which)
+        restored = torch.nn.functional.interpolate(small, size=(height, width), mode="bicubic",
+                                                   align_corners=False).clamp(0.0, 1.0)
+        note(context, self.name, "upscaler", "bicubic")
         return restored

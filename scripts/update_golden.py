@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"ok    {section} {name} (version {cls.version})")
             continue
+        if stored is None and harness.unavailable_here(section, name):
+            print(f"skip  {section} {name}: unavailable here ({harness.unavailable_here(section, name)[:120]}…)")
+            continue
         if args.check:
             message = harness.check(section, name, golden, model, images)
             problems.append(message)

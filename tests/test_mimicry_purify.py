@@ -1,4 +1,4 @@
-"""Purifications: JPEG, blur, noise, noisy upscaling, DiffPure, IMPRESS."""
+"""Purifications: JPEG, blur, noise, noisy upscaling, latent DiffPure, IMPRESS (pixel purifiers: test_mimicry_purify_pixel.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable
-from cloakbench.mimicry.diffpure import DiffPure, purification_timesteps
+from cloakbench.mimicry.diffpure_latent import LatentDiffPure as DiffPure, purification_timesteps
 from cloakbench.mimicry.filters import JPEG, Blur, GaussianNoise
 from cloakbench.mimicry.impress import Impress, consistency_loss
-from cloakbench.mimicry.upscale import NoisyUpscale
+from cloakbench.mimicry.upscale import NoisyBicubicUpscale, NoisyUpscale, build_tiny_upscaler
 
 
 def call(purifier, images, model=None, seed=0):
@@ -35,7 +35,8 @@ def photo():
 
 def test_all_purifications_are_registered():
     names = {n for n, c in MIMICRY.items() if c.is_purification}
-    assert names == {"jpeg", "blur", "noise", "upscale", "diffpure", "impress"}
+    assert names == {"jpeg", "blur", "noise", "upscale", "upscale-bicubic", "diffpure", "diffpure-latent",
+                     "gridpure", "pdm-pure", "pdm-pure-uncond", "impress"}
 
 
 def test_jpeg_error_follows_quality(photo):
@@ -86,9 +87,9 @@ def test_noise_has_the_set_sigma_and_is_seeded():
 
 
 def test_upscale_bicubic(images):
-    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path="bicubic"))
+    purifier = NoisyBicubicUpscale()
     out, context = call(purifier, images, seed=3)
-    assert context.notes["upscaler"] == "bicubic"
+    assert context.notes["upscale-bicubic"]["upscaler"] == "bicubic"
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert torch.equal(out, call(purifier, images, seed=3)[0])
     # The ¼ bottleneck removes detail the noise alone would not: the result is smoother than the input noise.
@@ -98,55 +99,43 @@ def test_upscale_bicubic(images):
         call(purifier, images[..., :62])
 
 
-def test_upscale_missing_upscaler_is_unavailable(tmp_path, images):
-    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(tmp_path / "nothing-here")))
-    with pytest.raises(AttackUnavailable, match="nothing-here"):
-        purifier.check_available()
+def test_upscale_without_an_upscaler_is_unavailable_never_bicubic(tmp_path, monkeypatch, images):
+    """No upscaler: ``upscale`` refuses, naming the files and the place; it never runs bicubic under its name."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("CLOAKBENCH_SD_X4_UPSCALER", raising=False)
+    with pytest.raises(AttackUnavailable) as caught:
+        NoisyUpscale().check_available()
+    reason = str(caught.value)
+    assert "stabilityai/stable-diffusion-x4-upscaler" in reason and "unet/diffusion_pytorch_model.safetensors" in reason
+    assert str(tmp_path / "hub") in reason and "upscale-bicubic" in reason
+    with pytest.raises(AttackUnavailable):
+        call(NoisyUpscale(), images)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(AttackUnavailable, match="x4 upscaler"):
+    with pytest.raises(AttackUnavailable, match="empty"):
         call(NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(empty))), images)
 
 
-def _tiny_upscaler(folder):
-    """A seeded random pipeline with the SD x4 upscaler's layout (VAE ×4, 7-channel UNet, noise-level classes)."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from cloakbench.core.tokenizer import build_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(folder / "tokenizer-src")
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4, num_class_embeds=400,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        block_out_channels=(16, 32, 32), norm_num_groups=8,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        scaling_factor=0.08333)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
-    pipe = StableDiffusionUpscalePipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(steps_offset=1), max_noise_level=350)
-    pipe.save_pretrained(folder / "upscaler", safe_serialization=True)
-    return folder / "upscaler"
-
-
 def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
-    folder = _tiny_upscaler(tmp_path)
+    """A saved SD-x4-shaped folder loads offline with safetensors; Hönig et al.'s recipe runs on the full image."""
+    folder = tmp_path / "upscaler"
+    build_tiny_upscaler().save_pretrained(folder, safe_serialization=True)
     purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(folder), upscaler_steps=2))
-    out, context = call(purifier, images, seed=1)
-    assert context.notes["upscaler"].startswith("sd-x4") and str(folder) in context.notes["upscaler"]
+    context = AttackContext(prompt="a painting of a lighthouse")
+    out = purifier(images, None, generator=torch.Generator().manual_seed(1), context=context)
+    assert context.notes["upscale"] == {"upscaler": str(folder), "prompt": "a painting of a lighthouse"}
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-    assert torch.equal(out, call(purifier, images, seed=1)[0])
-    bicubic, _ = call(NoisyUpscale(NoisyUpscale.Config(upscaler_path="bicubic")), images, seed=1)
+    again = purifier(images, None, generator=torch.Generator().manual_seed(1),
+                     context=AttackContext(prompt="a painting of a lighthouse"))
+    assert torch.equal(out, again)
+    bicubic, _ = call(NoisyBicubicUpscale(), images, seed=1)
     assert (out - bicubic).abs().mean() > 1e-3
+
+
+def test_upscale_defaults_are_hoenig_et_al(images):
+    config = NoisyUpscale.Config()
+    assert (config.sigma, config.upscaler_noise_level, config.upscaler_steps, config.upscaler_guidance) == (
+        0.1, 320, 75, 9.0)
 
 
 def test_diffpure_at_zero_is_the_vae_round_trip(tiny_model, images):
@@ -154,7 +143,7 @@ def test_diffpure_at_zero_is_the_vae_round_trip(tiny_model, images):
     with torch.no_grad():
         round_trip = tiny_model.decode(tiny_model.encode(images, generator=torch.Generator().manual_seed(4)))
     torch.testing.assert_close(out, round_trip, atol=1e-6, rtol=0)
-    assert context.notes["diffpure"]["timesteps"] == []
+    assert context.notes["diffpure-latent"]["timesteps"] == []
 
 
 def test_diffpure_noises_to_exactly_t_star(tiny_model, images):
@@ -162,7 +151,7 @@ def test_diffpure_noises_to_exactly_t_star(tiny_model, images):
     assert purification_timesteps(3, 10) == [3, 2, 1]
     purifier = DiffPure(DiffPure.Config(steps=2))
     out, context = call(purifier, images, tiny_model, seed=4)
-    assert context.notes["diffpure"] == {"t_star": 100, "timesteps": [100, 50]}
+    assert context.notes["diffpure-latent"] == {"t_star": 100, "timesteps": [100, 50]}
     assert torch.equal(out, call(purifier, images, tiny_model, seed=4)[0])
     round_trip, _ = call(DiffPure(DiffPure.Config(t_star=0.0)), images, tiny_model, seed=4)
     assert (out - round_trip).abs().mean() > 1e-3
@@ -182,13 +171,39 @@ def test_impress_l2_lowers_its_consistency_loss(tiny_model, images):
 
 def test_impress_lpips_without_weights_is_unavailable(tmp_path, monkeypatch, tiny_model, images):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("CLOAKBENCH_VGG16", raising=False)
     monkeypatch.delenv("CLOAKBENCH_ALEXNET", raising=False)
-    purifier = Impress()  # distance="lpips" by default
+    purifier = Impress()  # distance="lpips" on VGG by default, as the authors' code
     with pytest.raises(AttackUnavailable) as error:
         purifier.check_available()
-    assert "alexnet-owt-7be5be79.pth" in str(error.value) and str(tmp_path) in str(error.value)
-    with pytest.raises(AttackUnavailable, match="alexnet-owt-7be5be79.pth"):
+    assert "vgg16-397923af.pth" in str(error.value) and str(tmp_path) in str(error.value)
+    with pytest.raises(AttackUnavailable, match="vgg16-397923af.pth"):
         call(purifier, images, tiny_model)
+    with pytest.raises(AttackUnavailable, match="alexnet-owt-7be5be79.pth"):
+        Impress.from_overrides({"lpips_net": "alex"}).check_available()
+
+
+def test_impress_defaults_are_the_authors(tiny_model):
+    """AAAAAAsuka/Impress glaze_pur.py:91-95 and impress.py:12-14."""
+    config = Impress.Config()
+    assert (config.steps, config.lr, config.alpha, config.eps_lpips, config.lpips_net) == (3000, 0.01, 0.1, 0.1, "vgg")
+    assert (config.adam_eps, config.lr_min) == (1e-5, 1e-5)
+
+
+def test_impress_anneals_its_learning_rate(tiny_model, images, monkeypatch):
+    """Adam's learning rate follows a cosine from lr to lr_min over the steps, as CosineAnnealingLR does."""
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    call(Impress(Impress.Config(distance="l2", steps=4, lr=0.01, lr_min=0.001)), images, tiny_model)
+    import math
+    expected = [0.001 + 0.5 * (0.01 - 0.001) * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert seen == pytest.approx(expected)
 
 
 @pytest.mark.slow
@@ -201,13 +216,13 @@ def test_impress_lpips_uses_the_found_backbone(tmp_path, monkeypatch, tiny_model
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), checkpoints / "alexnet-owt-7be5be79.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("CLOAKBENCH_ALEXNET", raising=False)
-    out, context = call(Impress(Impress.Config(steps=3)), images, tiny_model)
+    out, context = call(Impress(Impress.Config(steps=3, lpips_net="alex")), images, tiny_model)
     assert context.notes["impress"]["distance"] == "lpips" and out.shape == images.shape
 
 
 @pytest.mark.parametrize("name,overrides", [
-    ("jpeg", {}), ("blur", {}), ("noise", {}), ("upscale", {"upscaler_path": "bicubic"}),
-    ("diffpure", {"steps": "2"}), ("impress", {"distance": "l2", "steps": "2"}),
+    ("jpeg", {}), ("blur", {}), ("noise", {}), ("upscale-bicubic", {}),
+    ("diffpure-latent", {"steps": "2"}), ("impress", {"distance": "l2", "steps": "2"}),
 ])
 def test_purifications_deterministic_shape_range(name, overrides, tiny_model, images):
     purifier = MIMICRY.get(name).from_overrides(overrides)

@@ -90,8 +90,8 @@ def test_clear_errors(tiny_model, images):
 
 
 def test_a_purification_and_an_attack_share_one_context(tiny_model, images):
-    """``diffpure+sdedit`` as the runner runs it: one context, notes kept apart per attack."""
-    from cloakbench.mimicry.diffpure import DiffPure
+    """``diffpure-latent+sdedit`` as the runner runs it: one context, notes kept apart per attack."""
+    from cloakbench.mimicry.diffpure_latent import LatentDiffPure as DiffPure
 
     context = AttackContext(setting="0.5", prompt="a photo")
     purified = DiffPure(DiffPure.Config(steps=2))(images, tiny_model, generator=torch.Generator().manual_seed(0),
@@ -99,4 +99,4 @@ def test_a_purification_and_an_attack_share_one_context(tiny_model, images):
     out = SDEdit(SDEdit.Config(steps=4))(purified, tiny_model, generator=torch.Generator().manual_seed(0),
                                          context=context)
     assert out.shape == images.shape
-    assert context.notes["diffpure"]["t_star"] == 100 and context.notes["sdedit"]["0.5"]["denoising_steps"] == 2
+    assert context.notes["diffpure-latent"]["t_star"] == 100 and context.notes["sdedit"]["0.5"]["denoising_steps"] == 2

@@ -98,26 +98,25 @@ def test_attack_contract(name, tiny_model, clean8, tmp_path):
         assert torch.equal(images, clean8), f"{where} modified its input images"
 
 
-def test_impress_without_weights_names_alexnet(caches):  # noqa: F811
-    with pytest.raises(AttackUnavailable, match=weights.ALEXNET.filename) as caught:
+def test_impress_without_weights_names_vgg16(caches):  # noqa: F811
+    """IMPRESS's LPIPS is VGG in the authors' code (AAAAAAsuka/Impress impress.py:12)."""
+    with pytest.raises(AttackUnavailable, match=weights.VGG16.filename) as caught:
         quick_attack("impress").check_available()
     assert "impress.distance=l2" in str(caught.value)  # and says how to run without them
 
 
 def test_upscale_without_the_sd_x4_upscaler(caches, clean8, tmp_path):  # noqa: F811
-    """The default degrades to bicubic and says so; asking for the SD x4 upscaler by name is unavailable."""
+    """No upscaler: ``upscale`` is unavailable naming the files and the place, never bicubic under its name."""
     from cloakbench.mimicry.upscale import SD_UPSCALER_ID, find_cached_upscaler
 
     assert find_cached_upscaler() is None
-    context = attack_context(tmp_path, clean8)
-    quick_attack("upscale")(clean8, None, generator=generator(0), context=context)
-    assert context.notes["upscaler"] == "bicubic"
-
-    named = MIMICRY.get("upscale").from_overrides({"upscaler_path": SD_UPSCALER_ID})
     with pytest.raises(AttackUnavailable) as caught:
-        named(clean8, None, generator=generator(0), context=attack_context(tmp_path, clean8))
+        quick_attack("upscale")(clean8, None, generator=generator(0), context=attack_context(tmp_path, clean8))
     reason = str(caught.value)
-    assert SD_UPSCALER_ID in reason and "*.safetensors" in reason and "upscaler_path=bicubic" in reason
+    assert SD_UPSCALER_ID in reason and weights.SD_X4_UPSCALER.filename in reason and "upscale-bicubic" in reason
+    context = attack_context(tmp_path, clean8)
+    quick_attack("upscale-bicubic")(clean8, None, generator=generator(0), context=context)
+    assert context.notes["upscale-bicubic"]["upscaler"] == "bicubic"
 
 
 # -- metrics ----------------------------------------------------------------------------

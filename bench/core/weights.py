@@ -136,7 +136,7 @@ SD_X4_UPSCALER = WeightSpec(
     repo_id="stabilityai/stable-diffusion-x4-upscaler",
     required_files=("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                     "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
-                    "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+                    "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json",
                     "scheduler/scheduler_config.json", "low_res_scheduler/scheduler_config.json"),
     how_to_get=(
         "on a machine with network run `huggingface-cli download stabilityai/stable-diffusion-x4-upscaler "

@@ -43,8 +43,8 @@ IMPERCEPTIBILITY_PREFERENCE = ("psnr", "lpips", "ssim")
 IMPERCEPTIBILITY_LEADER_COLUMNS = 2
 
 #: CPU memory figures written by the harness (cost rows); the first name present is used.
-SAVED_PER_STEP_METRICS = ("saved_bytes_per_step", "saved_bytes")
-WORKING_MEMORY_METRICS = ("working_bytes", "working_memory_bytes", "rss_above_start_bytes", "rss_growth_bytes")
+SAVED_PER_STEP_METRICS = ("saved_bytes_per_step",)
+WORKING_MEMORY_METRICS = ("working_rss_bytes",)
 CUDA_PEAK_METRIC = "peak_cuda_allocated_bytes"
 
 

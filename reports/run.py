@@ -182,6 +182,10 @@ def read_rows(path: Path) -> pd.DataFrame:
     set_attacks = set(rows[rows["setting_group"] == GENERATIONS]["attack"])
     pooled = rows["attack"].isin(set_attacks) & (rows["setting"] == "") & (rows["attack"] != "")
     rows.loc[pooled, "setting_group"] = GENERATIONS
+    # A swept attack chain (``attack_setting``, e.g. jpeg.quality=75) is another attacker: its
+    # configuration joins the setting group, so each configuration has its own line and worst case.
+    rows["setting_group"] = [f"{chain} {group}".strip() if chain else group
+                             for chain, group in zip(rows["attack_setting"], rows["setting_group"])]
     rows["source"] = 0  # which run folder of a merged report the row (and its artifact) comes from
     return rows
 

@@ -36,8 +36,8 @@ ATTACK_MODELS = ("toy", "tiny-random")
 def _cost(base: dict, seconds: float, working: float) -> list[dict]:
     return [dict(base, pair="cost", metric="wall_s", value=seconds, unit="s", status="ok"),
             dict(base, pair="cost", metric="peak_rss_bytes", value=2 ** 31, unit="B", status="ok"),
-            dict(base, pair="cost", metric="saved_bytes", value=working / 4, unit="B", status="ok"),
-            dict(base, pair="cost", metric="working_bytes", value=working, unit="B", status="ok")]
+            dict(base, pair="cost", metric="saved_bytes_per_step", value=working / 4, unit="B", status="ok"),
+            dict(base, pair="cost", metric="working_rss_bytes", value=working, unit="B", status="ok")]
 
 
 def write_sweep_run(run_dir: Path, *, size: int = 24) -> Path:
@@ -295,3 +295,15 @@ def test_damaged_run_files_get_one_sentence(tmp_path, damage, expected):
     output = " ".join(result.output.split())
     assert expected in output and "Traceback" not in output
     assert output.startswith("error:") and output.count("error:") == 1  # one sentence (rich wraps it to the terminal)
+
+
+def test_a_swept_attack_chain_is_its_own_attacker(tmp_path):
+    run_dir = write_sweep_run(tmp_path / "run", size=16)
+    rows = pd.read_csv(run_dir / "rows.csv", dtype=str, keep_default_na=False)
+    rows["attack_setting"] = ""
+    jpeg = rows["purification"] == "jpeg"
+    rows.loc[jpeg, "setting"] = ""
+    rows.loc[jpeg, "attack_setting"] = ["jpeg.quality=50" if i % 2 else "jpeg.quality=90" for i in range(jpeg.sum())]
+    rows.to_csv(run_dir / "rows.csv", index=False)
+    board = leaderboard(load_run(run_dir))
+    assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@jpeg.quality=50", "jpeg@jpeg.quality=90"]

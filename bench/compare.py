@@ -21,11 +21,12 @@ from typing import Callable
 import torch
 
 from cloakbench.core import provenance
-from cloakbench.core.images import IntakeResult, load_images
+from cloakbench.core.datasets import load_dataset
+from cloakbench.core.images import IntakeResult
 from cloakbench.core.models import model_facts
 from cloakbench.execute import CellTask, Outcome, failure_outcome
 from cloakbench.executors import Executor, SerialExecutor
-from cloakbench.plan import Cell, Components, Plan, build_plan, describe_plan_change
+from cloakbench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
 from cloakbench.spec import CompareSpec
 from cloakbench.store import RunStore, StoreError
 
@@ -67,6 +68,8 @@ def build_manifest(spec: CompareSpec, plan: Plan, model_identity: dict, intake: 
         "plan": plan.description, "plan_hash": plan.hash,
         "skipped": [dataclasses.asdict(s) for s in intake.skipped],
         "image_notes": {im.name: im.notes for im in intake.images},
+        # Each image's category, prompt and mask hash, as the dataset (manifest, prompts.toml) gave them.
+        "dataset": intake.describe() if hasattr(intake, "describe") else [],
         "settings": {"quick": spec.quick, "dtype": spec.dtype, "deterministic": spec.deterministic,
                      "overrides": spec.overrides, "cell_timeout_s": spec.cell_timeout_s},
     }
@@ -112,17 +115,23 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
         torch.use_deterministic_algorithms(True)
     components = Components.from_spec(spec)  # every name and setting checked before any work
     facts = model_facts(spec.model, seed=spec.seed, allow_pickle=spec.allow_pickle)
-    intake = load_images(spec.images, facts.resolution)
+    attack_facts = {name: facts if name == spec.model else model_facts(name, seed=spec.seed,
+                                                                       allow_pickle=spec.allow_pickle)
+                    for name in spec.attack_model_names}
+    intake = load_dataset(spec.images, facts.resolution)
     if not intake.images:
         reasons = "; ".join(s.reason for s in intake.skipped) or "no files found"
         raise StoreError(f"no usable images in {', '.join(spec.images)}: {reasons}")
-    plan = build_plan(spec, components, facts, intake)
+    plan = build_plan(spec, components, facts, intake, attack_facts)
     executor = (executor_factory or SerialExecutor)(spec, components, intake)
     tally = _Tally(emit)
     try:
         with RunStore(spec.out) as store:
             previous = store.read_manifest()
-            if previous and previous.get("plan_hash") != plan.hash and not spec.force:
+            # A widened plan (more seeds, sweep values, images, attack models) keeps every
+            # finished cell, so it is accepted as is; any other change needs --force.
+            if (previous and previous.get("plan_hash") != plan.hash and not spec.force
+                    and not is_widening(_finished_keys(store), plan)):
                 raise StoreError(
                     f"{spec.out} holds a run with a different plan (changed: "
                     f"{describe_plan_change(previous.get('plan', {}), plan.description)}); use another --out, or "
@@ -144,6 +153,10 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
     report = render_report(spec.out) if spec.write_report else None
     return RunSummary(spec.out, len(plan.cells), tally.reused, tally.computed, tally.failed, tally.unavailable,
                       intake.skipped, rows_csv, report, time.perf_counter() - started)
+
+
+def _finished_keys(store: RunStore) -> set[str]:
+    return {key for (key,) in store.db.execute("SELECT key FROM cells WHERE state='done'")}
 
 
 def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, emit: Event) -> None:

@@ -27,13 +27,15 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
-from cloakbench.core.images import IntakeResult, LoadedImage, load_images, png_bytes, quantize_8bit, read_png
+from cloakbench.core.datasets import ImageInfo, load_dataset
+from cloakbench.core.images import (IntakeResult, LoadedImage, png_bytes, quantize_8bit, read_png, resize_square,
+                                    write_atomic)
 from cloakbench.core.models import LDM, load_model
 from cloakbench.core.schema import Pair, Row
 from cloakbench.metrics import MetricUnavailable
 from cloakbench.metrics.analysis import encoder_analysis
-from cloakbench.plan import NO_PROTECTION, Cell, Components, derive_seed
-from cloakbench.profiling import profile_phase
+from cloakbench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
+from cloakbench.profiling import parameter_storages, profile_phase
 from cloakbench.spec import CompareSpec
 from cloakbench.store import Artifact, ArtifactFolder
 
@@ -67,15 +69,22 @@ class Outcome:
 
 @dataclass
 class Workspace:
-    """What a worker holds while it runs cells: loaded once, used for many cells."""
+    """What a worker holds while it runs cells: loaded once, used for many cells.
+
+    ``model`` is the protection model; an attack model of another name (transfer,
+    ``--attack-model``) is loaded on the first cell that needs it and kept
+    (:meth:`model_named`), so each model is held once.
+    """
 
     spec: CompareSpec
     model: LDM
     images: dict[str, LoadedImage]  # by pixel hash
     components: Components
     artifacts: ArtifactFolder
-    unavailable: dict[str, str | None]  # attack spec -> why it cannot run here (None: it can)
+    unavailable: dict[str, str | None]  # attack variant key -> why it cannot run here (None: it can)
     metric_availability: dict[str, tuple[bool, str]]
+    info: dict[str, ImageInfo] = field(default_factory=dict)  # by pixel hash: category, prompt, mask
+    models: dict[str, LDM] = field(default_factory=dict)  # by name, the protection model included
 
     @classmethod
     def open(cls, spec: CompareSpec, *, components: Components | None = None,
@@ -84,13 +93,35 @@ class Workspace:
         components = components or Components.from_spec(spec)
         model = model or load_model(spec.model, device=spec.device, dtype=spec.dtype,
                                     allow_pickle=spec.allow_pickle, seed=spec.seed)
-        intake = intake or load_images(spec.images, model.resolution)
+        intake = intake or load_dataset(spec.images, model.resolution)
         return cls(
             spec=spec, model=model, images={im.pixel_hash: im for im in intake.images}, components=components,
             artifacts=ArtifactFolder(Path(spec.out)),
             unavailable={s: _unavailable_reason(ps + [a]) for s, (ps, a) in components.attacks.items()},
             metric_availability={m.name: m.availability() for m in components.metrics},
+            info=dict(getattr(intake, "info", {})), models={spec.model: model},
         )
+
+    def model_named(self, name: str) -> LDM:
+        """The model called ``name`` (``""``: the protection model), loaded once."""
+        name = name or self.spec.model
+        if name not in self.models:
+            log.info("loading attack model %s", name)
+            self.models[name] = load_model(name, device=self.spec.device, dtype=self.spec.dtype,
+                                           allow_pickle=self.spec.allow_pickle, seed=self.spec.seed)
+        return self.models[name]
+
+    def mask_folder(self, image: LoadedImage) -> str | None:
+        """A folder holding only this image's dataset mask (named by its stem, as inpainting matches
+        masks), written once under the run folder; ``None`` if the dataset gives it no mask."""
+        found = self.info.get(image.pixel_hash)
+        if found is None or found.mask is None:
+            return None
+        folder = self.artifacts.root / "work" / "masks" / found.mask_hash[:16]
+        path = folder / f"{Path(image.name).stem}.png"
+        if not path.is_file():
+            write_atomic(path, png_bytes(found.mask.expand(3, -1, -1)))
+        return str(folder)
 
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.model.device).manual_seed(seed)
@@ -136,10 +167,10 @@ def failure_reason(error: BaseException, model: LDM) -> str:
     return f"error: {type(error).__name__}: {error}"
 
 
-def failure_outcome(cell: Cell, run: str, reason: str, status: str = "failed") -> Outcome:
+def failure_outcome(cell: Cell, run: str, reason: str, status: str = "failed", protect_model: str = "") -> Outcome:
     """A cell that produced nothing: one row says why. Failed cells are retried on resume."""
     pair, metric = (Pair.FAILURE, "error") if status == "failed" else (Pair.ATTACK_VS_CLEAN, "attack")
-    row = {**base_row(cell, run), "pair": pair.value, "metric": metric, "value": None, "unit": "",
+    row = {**base_row(cell, run, protect_model), "pair": pair.value, "metric": metric, "value": None, "unit": "",
            "higher_is_better": "", "status": status, "note": reason}
     return Outcome(cell.key, status, [], [row], reason)
 
@@ -148,9 +179,9 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
     """Run one cell under the spec's time limit; an exception becomes a failed outcome, never a crash."""
     cell, run = task.cell, workspace.spec.out.name
     if cell.kind == "attack":
-        reason = workspace.unavailable.get(cell.attack)
+        reason = workspace.unavailable.get(cell.attack_key)
         if reason:
-            return failure_outcome(cell, run, reason, status="unavailable")
+            return failure_outcome(cell, run, reason, status="unavailable", protect_model=workspace.spec.model)
     try:
         with time_limit(workspace.spec.cell_timeout_s):
             if cell.kind == "protect":
@@ -159,13 +190,13 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
                 artifacts, rows = attack(workspace, task)
     except Exception as error:  # noqa: BLE001 - recorded with its reason; the grid goes on
         log.debug("%s", traceback.format_exc())
-        return failure_outcome(cell, run, failure_reason(error, workspace.model))
+        return failure_outcome(cell, run, failure_reason(error, workspace.model), protect_model=workspace.spec.model)
     return Outcome(cell.key, "done", artifacts, rows)
 
 
 # -- rows ---------------------------------------------------------------------------
-def base_row(cell: Cell, run: str, **extra) -> dict[str, Any]:
-    """The columns every row of ``cell`` shares."""
+def base_row(cell: Cell, run: str, protect_model: str = "", **extra) -> dict[str, Any]:
+    """The columns every row of ``cell`` shares (``protect_model``: the run's ``--model``)."""
     purification, mimicry = "", ""
     if cell.attack:
         parts = cell.attack.split("+")
@@ -175,8 +206,13 @@ def base_row(cell: Cell, run: str, **extra) -> dict[str, Any]:
         "run": run, "cell": cell.key[:16],
         "image": cell.images[0].pixel_hash[:16] if single else "concept",
         "image_name": cell.images[0].name if single else "all images",
-        "protection": cell.protection, "purification": purification, "mimicry": mimicry,
-        "setting": "", "seed": cell.seed, "status": "ok", "note": "", "artifact": "",
+        "category": cell.images[0].category if single else "",
+        "protection": cell.protection, "protection_setting": cell.protection_setting,
+        "purification": purification, "mimicry": mimicry, "attack_setting": cell.attack_setting,
+        "setting": "", "run_seed": cell.run_seed, "seed": cell.seed,
+        "protect_model": protect_model or (cell.model if cell.kind == "protect" else ""),
+        "attack_model": cell.model if cell.kind == "attack" else "",
+        "status": "ok", "note": "", "artifact": "",
     }
     row.update(extra)
     return row
@@ -228,14 +264,15 @@ def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.
 def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]]:
     """Protect one image; publish it as an 8-bit PNG; measure what was published."""
     model, image = workspace.model, workspace.images[cell.images[0].pixel_hash]
-    protection = workspace.components.protections[cell.protection]
+    protection = protection_for_image(workspace.components.protections[cell.protection_key], cell.images[0].prompt)
     clean = image.pixels.unsqueeze(0).to(model.device, model.dtype)
-    with profile_phase("protect", model.device, count_saved=False) as record:
+    with profile_phase("protect", model.device, count_saved=True,
+                       exclude=parameter_storages(*model.modules().values())) as record:
         protected = protection(clean, model, generator=workspace.generator(cell.seed))
     protected = quantize_8bit(protected.detach().float().cpu())
     artifact = workspace.artifacts.put(png_bytes(protected[0]), ".png")
     saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
-    base = base_row(cell, workspace.spec.out.name, artifact=artifact.path)
+    base = base_row(cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path)
     rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
     rows += cost_rows(base, record)
     if cell.protection != NO_PROTECTION:
@@ -245,10 +282,19 @@ def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]
 
 def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[Row]]:
     """Purify and attack the published images of ``task.inputs``; compare with the clean twin."""
-    cell, model = task.cell, workspace.model
-    purifications, attacker = workspace.components.attacks[cell.attack]
-    published = torch.cat([read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.inputs])
-    clean = torch.stack([workspace.images[ref.pixel_hash].pixels for ref in cell.images])
+    cell = task.cell
+    model = workspace.model_named(cell.model)
+    single = workspace.images[cell.images[0].pixel_hash] if cell.scope == "image" else None
+    mask_dir = workspace.mask_folder(single) if single is not None else None
+    purifications, attacker = workspace.components.attacks[cell.attack_key]
+    purifications = [attack_for_image(p, mask_dir is not None) for p in purifications]
+    attacker = attack_for_image(attacker, mask_dir is not None)
+    # An attack model of another resolution gets the published PNG resized, and its clean
+    # reference the same way (transfer: a copier resizes what they downloaded).
+    published = resize_square(torch.cat([read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.inputs]),
+                              model.resolution)
+    clean = resize_square(torch.stack([workspace.images[ref.pixel_hash].pixels for ref in cell.images]),
+                          model.resolution)
     twins = [read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.twin if a.path.endswith(".png")]
     if cell.protection != NO_PROTECTION and not twins:
         raise RuntimeError("the clean twin of this attack is missing (its cell failed)")
@@ -256,10 +302,12 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
     if cell.scope == "set":
         work_dir = workspace.artifacts.root / "work" / cell.key[:16]
         work_dir.mkdir(parents=True, exist_ok=True)
-    context = mimicry_pkg.AttackContext(image_names=[ref.name for ref in cell.images], prompt=workspace.spec.prompt,
-                                        mask_dir=workspace.spec.mask_dir,
+    prompt = (cell.images[0].prompt if single is not None else "") or workspace.spec.prompt
+    context = mimicry_pkg.AttackContext(image_names=[ref.name for ref in cell.images], prompt=prompt,
+                                        mask_dir=mask_dir or workspace.spec.mask_dir,
                                         work_dir=str(work_dir) if work_dir else None)
-    with profile_phase("attack", model.device) as record:
+    with profile_phase("attack", model.device, count_saved=True,
+                       exclude=parameter_storages(*model.modules().values())) as record:
         images = published.to(model.device, model.dtype)
         for step, purification in enumerate(purifications):
             generator = workspace.generator(derive_seed(cell.seed, "purify", step))
@@ -270,7 +318,7 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
             output = attacker(images, model, generator=workspace.generator(cell.seed), context=context)
             outputs.append((setting, quantize_8bit(output.detach().float().cpu())))
     run = workspace.spec.out.name
-    base_cell = base_row(cell, run)
+    base_cell = base_row(cell, run, workspace.spec.model)
     if cell.scope == "image":
         items = [(setting, output) for setting, output in outputs]
         reference_pair, references, nearest = Pair.ATTACK_VS_CLEAN, clean, False

@@ -3,26 +3,40 @@
 A *cell* is one unit of work, a pure function of its inputs, keyed by the SHA-256 of
 canonical JSON over what determines its output (docs/RELIABILITY.md, "Store"):
 
-- a **protect** cell: the image's pixel hash, the protection's name, version and config,
-  the model's name, weights hash and dtype, and the cell's seed;
+- a **protect** cell: the image's pixel hash, the protection's name, version and config
+  (with the image's own prompt when the dataset gives one), the model's name, weights
+  hash and dtype, and the cell's seed;
 - an **attack** cell: the keys of the protect cells whose published PNGs it attacks, the
-  purifications' and the attack's identities, the model, the seed, the prompt and whether a
-  mask folder is used. Protect cells are deterministic, so naming them by key names the
-  published bytes without computing them.
+  purifications' and the attack's identities, the model the attack runs on, the seed, the
+  prompt, whether a mask folder is used and the hash of the image's own mask. Protect
+  cells are deterministic, so naming them by key names the published bytes without
+  computing them.
 
 Paths never enter a key. Cells are plain, frozen data (:meth:`Cell.to_dict`), so any
 executor can ship them to another process or machine; :mod:`cloakbench.execute` runs one.
 
+Axes (README, "Datasets, sweeps, seeds and transfer"): every swept configuration of a
+protection or an attack (``--sweep sds-.eps=4,8,16``) is its own configured instance,
+keyed ``sds-[eps=8]`` in :class:`Components` and recorded as ``protection_setting`` /
+``attack_setting``; every run seed (``--seeds 0,1,2``) repeats every cell with seeds
+derived from it; every attack model (``--attack-model``) repeats every attack cell. Since
+keys depend only on what a cell computes, widening an axis and rerunning reuses every
+finished cell.
+
 Order and stages. Protect cells come first (``none``, the clean reference, before every
 protection), then for each attack its clean twin (the attack on ``none``) before the same
 attack on protected images, so each protected output can be compared with the same
-attack's output on the clean image with the same seed. :attr:`Cell.stage` says which
-cells may run together: a cell only depends on cells of earlier stages.
+attack's output on the clean image with the same seed and attack model. :attr:`Cell.stage`
+says which cells may run together: a cell only depends on cells of earlier stages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,9 +44,9 @@ import cloakbench
 from cloakbench import metrics as metric_pkg
 from cloakbench import mimicry as mimicry_pkg
 from cloakbench import protections as protection_pkg
-from cloakbench.core.config import canonical_json, qualify_overrides
+from cloakbench.core.config import ConfigError, canonical_json, config_fields, qualify_overrides
 from cloakbench.core.images import IntakeResult
-from cloakbench.core.models import ModelFacts
+from cloakbench.core.models import ModelFacts, model_facts
 from cloakbench.core.quick import quick_component
 from cloakbench.spec import CompareSpec
 
@@ -54,12 +68,84 @@ def key_of(payload: dict) -> str:
     return hashlib.sha256(canonical_json({**payload, "cloakbench": cloakbench.__version__}).encode()).hexdigest()
 
 
+#: In ``--sweep NAME.FIELD=...``, the separator of values of a list-valued setting (a scalar's is ``,``).
+LIST_SWEEP_SEPARATOR = ";"
+
+
+def variant_key(name: str, setting: str) -> str:
+    """The key of one configured instance: ``sds-`` unswept, ``sds-[eps=8]`` for a swept configuration."""
+    return f"{name}[{setting}]" if setting else name
+
+
+def format_setting_value(value: Any) -> str:
+    """A setting's value as ``protection_setting`` writes it: ``8`` for 8.0, ``[0.3;0.5]`` for a list."""
+    if isinstance(value, (tuple, list)):
+        return "[" + ";".join(format_setting_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def canonical_setting(config: Any, fields: list[str], prefix: str = "") -> str:
+    """``eps=8`` (fields in name order, joined by ``,``) from a configured instance's own values."""
+    return ",".join(f"{prefix}{name}={format_setting_value(getattr(config, name))}" for name in sorted(fields))
+
+
+def _is_list_setting(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list_setting(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin in (tuple, list)
+
+
+def sweep_values(raw: Any, annotation: Any, where: str) -> list[str]:
+    """The values of one swept setting, as text for :func:`~cloakbench.core.config.apply_overrides`.
+
+    From the command line ``raw`` is the text after ``=``: split on ``,``, or on ``;`` for a
+    list-valued setting (whose items stay separated by ``,``). From a TOML file it is a list
+    of values; each becomes text too, so ``4`` in TOML and ``4`` on the command line key the
+    same cell.
+    """
+    if isinstance(raw, str):
+        separator = LIST_SWEEP_SEPARATOR if _is_list_setting(annotation) else ","
+        values = [part.strip() for part in raw.split(separator) if part.strip()]
+    elif isinstance(raw, (list, tuple)):
+        values = [",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool)
+                  else str(v) for v in raw]
+    else:
+        raise ConfigError(f"--sweep {where}: expected a list of values, e.g. {where}=4,8,16")
+    if not values:
+        raise ConfigError(f"--sweep {where}: no values given, e.g. {where}=4,8,16")
+    return values
+
+
+def protection_for_image(protection: Any, prompt: str) -> Any:
+    """``protection`` conditioned on the image's own prompt (when it has one and the method takes a prompt)."""
+    if not prompt or "prompt" not in config_fields(type(protection.config)) or protection.config.prompt == prompt:
+        return protection
+    return type(protection)(dataclasses.replace(protection.config, prompt=prompt))
+
+
+def attack_for_image(component: Any, has_mask: bool) -> Any:
+    """An inpainting component set to the image's own mask (``mask="folder"``) when the dataset gives one."""
+    if not has_mask or "mask" not in config_fields(type(component.config)):
+        return component
+    annotation = typing.get_type_hints(type(component.config))["mask"]
+    if "folder" not in typing.get_args(annotation) or component.config.mask == "folder":
+        return component
+    return type(component)(dataclasses.replace(component.config, mask="folder"))
+
+
 @dataclass(frozen=True)
 class ImageRef:
-    """An input image as a plan names it: display name and pixel hash (its identity)."""
+    """An input image as a plan names it: display name and pixel hash (its identity), and what the
+    dataset says of it: category, prompt ("" none) and the hash of its mask ("" none)."""
 
     name: str
     pixel_hash: str
+    category: str = ""
+    prompt: str = ""
+    mask: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,7 +156,10 @@ class Cell:
     set (``scope == "set"``, e.g. textual inversion). ``inputs`` are the keys of the
     protect cells whose published PNGs an attack cell reads, in ``images`` order;
     ``twin`` is the key of the same attack on the clean images (``""`` for the clean
-    twin itself and for protect cells).
+    twin itself and for protect cells). ``protection_setting`` / ``attack_setting`` name
+    the swept configuration (``""`` unswept); ``model`` is the model the cell runs on
+    (the protection model for protect cells, the attack model for attack cells) and
+    ``run_seed`` the run seed its ``seed`` derives from.
     """
 
     key: str
@@ -82,6 +171,20 @@ class Cell:
     scope: str = "image"  # "image" | "set"
     inputs: tuple[str, ...] = ()
     twin: str = ""
+    protection_setting: str = ""
+    attack_setting: str = ""
+    model: str = ""
+    run_seed: int = 0
+
+    @property
+    def protection_key(self) -> str:
+        """The key of this cell's protection in :attr:`Components.protections`."""
+        return variant_key(self.protection, self.protection_setting)
+
+    @property
+    def attack_key(self) -> str:
+        """The key of this cell's attack chain in :attr:`Components.attacks`."""
+        return variant_key(self.attack, self.attack_setting)
 
     @property
     def stage(self) -> int:
@@ -93,11 +196,13 @@ class Cell:
     @property
     def label(self) -> dict[str, str]:
         """What a person reads in the progress line and the journal."""
-        label = {"protection": self.protection}
+        label = {"protection": self.protection_key}
         if self.scope == "image":
             label = {"image": self.images[0].name, **label}
         if self.attack:
-            label["attack"] = self.attack
+            label["attack"] = self.attack_key
+            label["model"] = self.model
+        label["seed"] = str(self.run_seed)
         return label
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,33 +218,84 @@ class Cell:
 class Components:
     """The configured protections, attack chains and metrics of a spec (nothing loaded yet).
 
-    Building them validates every name and every ``--set`` before any work: a typo costs
-    nothing.
+    ``protections`` and ``attacks`` are keyed by :func:`variant_key`: the name (or attack
+    spec, ``jpeg+sdedit``) alone when unswept, with the canonical setting in brackets for
+    each swept configuration. Building them validates every name, every ``--set`` and
+    every ``--sweep`` before any work: a typo costs nothing.
     """
 
     protections: dict[str, Any]
-    attacks: dict[str, tuple[list[Any], Any]]  # spec "jpeg+sdedit" -> ([purifications], attack)
+    attacks: dict[str, tuple[list[Any], Any]]  # "jpeg+sdedit" or "sdedit[guidance_scale=3]" -> ([purif.], attack)
     metrics: list[Any]
+    protection_variants: list[tuple[str, str]] = field(default_factory=list)  # (name, setting), plan order
+    attack_variants: list[tuple[str, str]] = field(default_factory=list)  # (attack spec, setting)
 
     @classmethod
     def from_spec(cls, spec: CompareSpec) -> "Components":
         overrides = qualify_overrides(spec.overrides, REGISTRIES)
+        try:
+            sweeps = qualify_overrides(spec.sweeps, REGISTRIES)
+        except ConfigError as error:
+            raise ConfigError(str(error).replace("--set", "--sweep")) from None
+        used: set[tuple[str, str]] = set()
 
-        def build(kind: str, name: str):
+        def variants(kind: str, name: str, prefix: str = "") -> list[tuple[str, Any]]:
+            """``[(canonical setting, component)]``: one unswept instance, or one per swept combination."""
+            used.add((kind, name))
             component_cls = REGISTRIES[kind].get(name)
             settings = dict(quick_component(component_cls)) if spec.quick else {}
             settings.update(overrides.get((kind, name), {}))
-            return component_cls.from_overrides(settings)
+            sweep = sweeps.get((kind, name))
+            if not sweep:
+                return [("", component_cls.from_overrides(settings))]
+            fields = config_fields(component_cls.Config)
+            hints = typing.get_type_hints(component_cls.Config)
+            axes = []
+            for field_name in sorted(sweep):
+                if field_name not in fields:
+                    raise ConfigError(f"--sweep {name}.{field_name}: {name} has no setting {field_name!r}; its "
+                                      f"settings are: {', '.join(fields) or 'none'}")
+                if field_name in overrides.get((kind, name), {}):
+                    raise ConfigError(f"{name}.{field_name} is given by both --set and --sweep; keep one")
+                axes.append((field_name, sweep_values(sweep[field_name], hints[field_name], f"{name}.{field_name}")))
+            found: dict[str, Any] = {}
+            for combination in itertools.product(*(values for _, values in axes)):
+                component = component_cls.from_overrides({**settings, **dict(zip([f for f, _ in axes], combination))})
+                found.setdefault(canonical_setting(component.config, [f for f, _ in axes], prefix), component)
+            return list(found.items())
 
         names = protection_pkg.PROTECTIONS.resolve(spec.methods,
                                                    all_names=protection_pkg.publishable_protections())
         names = [NO_PROTECTION] + [n for n in names if n != NO_PROTECTION]
-        attacks = {}
+        protections, protection_variants = {}, []
+        for name in names:
+            for setting, component in variants("protection", name):
+                protections[variant_key(name, setting)] = component
+                protection_variants.append((name, setting))
+        attacks, attack_variants = {}, []
         for attack_spec in mimicry_pkg.resolve_attacks(spec.attacks):
-            purifications, attack = mimicry_pkg.parse_attack_spec(attack_spec)
-            attacks[attack_spec] = ([build("mimicry", p) for p in purifications], build("mimicry", attack))
-        return cls(protections={n: build("protection", n) for n in names}, attacks=attacks,
-                   metrics=[build("metric", n) for n in metric_pkg.METRICS.resolve(spec.metrics)])
+            purification_names, attack_name = mimicry_pkg.parse_attack_spec(attack_spec)
+            # A chain's settings: the purifications' (prefixed by their name) and the attack's own.
+            chain = [variants("mimicry", p, prefix=f"{p}.") for p in purification_names]
+            chain.append(variants("mimicry", attack_name))
+            for combination in itertools.product(*chain):
+                setting = ",".join(s for s, _ in combination if s)
+                components = [c for _, c in combination]
+                attacks[variant_key(attack_spec, setting)] = (components[:-1], components[-1])
+                attack_variants.append((attack_spec, setting))
+        metrics = []
+        for name in metric_pkg.METRICS.resolve(spec.metrics):
+            (setting, metric), *more = variants("metric", name)
+            if more or setting:
+                raise ConfigError(f"--sweep {name}: metrics cannot be swept (every metric measures every cell); "
+                                  "sweep a protection or an attack setting")
+            metrics.append(metric)
+        unused = sorted(f"{kind}:{name}" for kind, name in sweeps if (kind, name) not in used)
+        if unused:
+            raise ConfigError(f"--sweep names {', '.join(unused)}, which this run does not use; add it to "
+                              "--methods or --attacks, or drop the sweep")
+        return cls(protections=protections, attacks=attacks, metrics=metrics,
+                   protection_variants=protection_variants, attack_variants=attack_variants)
 
 
 @dataclass
@@ -158,53 +314,95 @@ class Plan:
         return [[c for c in self.cells if c.stage == stage] for stage in (0, 1, 2)]
 
 
-def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, intake: IntakeResult) -> Plan:
-    """Every cell of ``spec`` for the images of ``intake``: pure, deterministic, no model built."""
+def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, intake: IntakeResult,
+               attack_models: dict[str, ModelFacts] | None = None) -> Plan:
+    """Every cell of ``spec`` for the images of ``intake``: pure, deterministic, no model built.
+
+    ``intake`` may be a :class:`~cloakbench.core.datasets.Dataset` (categories, prompts,
+    masks) or a plain intake. ``attack_models`` maps each attack model's name to its facts
+    (read with :func:`~cloakbench.core.models.model_facts` when not given).
+    """
     model_id = model.identity(spec.dtype)
+    if attack_models is None:
+        attack_models = {name: model if name == spec.model else
+                         model_facts(name, seed=spec.seed, allow_pickle=spec.allow_pickle)
+                         for name in spec.attack_model_names}
+    attack_ids = {name: facts.identity(spec.dtype) for name, facts in attack_models.items()}
+    info = getattr(intake, "info", {})
     index, count = spec.shard
     images = [im for im in intake.images if int(im.pixel_hash, 16) % count == index]
-    refs = {im.pixel_hash: ImageRef(im.name, im.pixel_hash) for im in images}
+    refs = {}
+    for im in images:
+        found = info.get(im.pixel_hash)
+        refs[im.pixel_hash] = ImageRef(im.name, im.pixel_hash, *(
+            (found.category, found.prompt, found.mask_hash) if found else ()))
     all_refs = tuple(refs[im.pixel_hash] for im in images)
     cells: list[Cell] = []
-    protect_keys: dict[tuple[str, str], str] = {}
-    for name, protection in components.protections.items():
-        for image in images:
-            seed = derive_seed(spec.seed, image.pixel_hash, name)
-            key = key_of({"kind": "protect", "image": image.pixel_hash, "protection": protection.identity(),
-                          "model": model_id, "seed": seed})
-            protect_keys[(name, image.pixel_hash)] = key
-            cells.append(Cell(key, "protect", name, seed, (refs[image.pixel_hash],)))
-    for attack_spec, (purifications, attack) in components.attacks.items():
-        chain = {"purifications": [p.identity() for p in purifications], "attack": attack.identity(),
-                 "model": model_id, "prompt": spec.prompt, "mask_dir": bool(spec.mask_dir)}
-        if attack.scope == "set":
-            # A set attack learns from every image at once: one cell per protection, in shard 0 only.
-            groups = [all_refs] if index == 0 else []
-            seeds = [derive_seed(spec.seed, "set", attack_spec)]
-        else:
-            groups = [(ref,) for ref in all_refs]
-            # The attack seed ignores the protection: clean and protected twins share it.
-            seeds = [derive_seed(spec.seed, ref.pixel_hash, attack_spec) for ref in all_refs]
-        twins: dict[tuple[str, ...], str] = {}
-        for name in components.protections:
-            for group, seed in zip(groups, seeds):
-                inputs = tuple(protect_keys[(name, ref.pixel_hash)] for ref in group)
-                kind = "set-attack" if attack.scope == "set" else "attack"
-                key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})
-                hashes = tuple(ref.pixel_hash for ref in group)
-                if name == NO_PROTECTION:
-                    twins[hashes] = key
-                cells.append(Cell(key, "attack", name, seed, group, attack=attack_spec, scope=attack.scope,
-                                  inputs=inputs, twin="" if name == NO_PROTECTION else twins[hashes]))
+    protect_keys: dict[tuple[int, str, str], str] = {}
+    for run_seed in spec.run_seeds:
+        for name, setting in components.protection_variants:
+            protection = components.protections[variant_key(name, setting)]
+            for ref in all_refs:
+                seed = derive_seed(run_seed, ref.pixel_hash, name)
+                key = key_of({"kind": "protect", "image": ref.pixel_hash,
+                              "protection": protection_for_image(protection, ref.prompt).identity(),
+                              "model": model_id, "seed": seed})
+                protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] = key
+                cells.append(Cell(key, "protect", name, seed, (ref,), protection_setting=setting, model=spec.model,
+                                  run_seed=run_seed))
+    for run_seed in spec.run_seeds:
+        for attack_spec, attack_setting in components.attack_variants:
+            purifications, attack = components.attacks[variant_key(attack_spec, attack_setting)]
+            if attack.scope == "set":
+                # A set attack learns from every image at once: one cell per protection, in shard 0 only.
+                groups = [all_refs] if index == 0 else []
+                seeds = [derive_seed(run_seed, "set", attack_spec)]
+            else:
+                groups = [(ref,) for ref in all_refs]
+                # The attack seed ignores the protection: clean and protected twins share it.
+                seeds = [derive_seed(run_seed, ref.pixel_hash, attack_spec) for ref in all_refs]
+            for attack_model in spec.attack_model_names:
+                twins: dict[tuple[str, ...], str] = {}
+                for name, setting in components.protection_variants:
+                    for group, seed in zip(groups, seeds):
+                        single = group[0] if attack.scope == "image" else None
+                        prompt = (single.prompt if single else "") or spec.prompt
+                        has_mask = bool(single and single.mask)
+                        chain = {"purifications": [attack_for_image(p, has_mask).identity() for p in purifications],
+                                 "attack": attack_for_image(attack, has_mask).identity(),
+                                 "model": attack_ids[attack_model], "prompt": prompt,
+                                 "mask_dir": bool(spec.mask_dir)}
+                        if has_mask:
+                            chain["mask"] = single.mask
+                        inputs = tuple(protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)]
+                                       for ref in group)
+                        kind = "set-attack" if attack.scope == "set" else "attack"
+                        key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})
+                        hashes = tuple(ref.pixel_hash for ref in group)
+                        if name == NO_PROTECTION:
+                            twins[hashes] = key
+                        cells.append(Cell(key, "attack", name, seed, group, attack=attack_spec, scope=attack.scope,
+                                          inputs=inputs, twin="" if name == NO_PROTECTION else twins[hashes],
+                                          protection_setting=setting, attack_setting=attack_setting,
+                                          model=attack_model, run_seed=run_seed))
     description = {
-        "images": [{"name": im.name, "hash": im.pixel_hash} for im in images],
-        "protections": [p.identity() for p in components.protections.values()],
-        "attacks": [{"spec": s, "purifications": [p.identity() for p in ps], "attack": a.identity()}
-                    for s, (ps, a) in components.attacks.items()],
+        "images": [{"name": r.name, "hash": r.pixel_hash, "category": r.category, "prompt": r.prompt,
+                    "mask": r.mask} for r in all_refs],
+        "protections": [{"setting": s, **components.protections[variant_key(n, s)].identity()}
+                        for n, s in components.protection_variants],
+        "attacks": [{"spec": a, "setting": s, "purifications": [p.identity() for p in ps], "attack": at.identity()}
+                    for (a, s), (ps, at) in zip(components.attack_variants, components.attacks.values())],
         "metrics": [m.identity() for m in components.metrics],
-        "model": model_id, "seed": spec.seed, "prompt": spec.prompt, "shard": list(spec.shard),
+        "model": model_id, "attack_models": [attack_ids[n] for n in spec.attack_model_names],
+        "seed": spec.seed, "seeds": spec.run_seeds, "prompt": spec.prompt, "shard": list(spec.shard),
     }
     return Plan(cells, description)
+
+
+def is_widening(finished: set[str], plan: Plan) -> bool:
+    """Whether ``plan`` keeps every finished cell of a run folder (more seeds, sweep values, images or
+    attack models): then switching to it loses no work, and the driver accepts it without ``--force``."""
+    return finished <= {cell.key for cell in plan.cells}
 
 
 def describe_plan_change(old: dict, new: dict) -> str:

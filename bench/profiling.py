@@ -1,14 +1,19 @@
-"""Cost measurement: wall-clock, peak CUDA memory, peak RSS and bytes saved for backward.
+"""Cost measurement: wall-clock, peak CUDA memory, working RSS and bytes saved for backward.
 
 One context manager, :func:`profile_phase`, records a phase of a cell (docs/PERFORMANCE.md):
 
 - wall-clock by ``time.perf_counter`` with ``torch.cuda.synchronize()`` before each read
   on a GPU, so queued kernels are counted;
-- peak CUDA memory allocated and reserved (``reset_peak_memory_stats`` before);
-- peak RSS of this process (``getrusage``: a high-water mark since the process started,
-  so only a fresh child process gives a per-configuration figure — ``bench perf`` does that);
+- peak CUDA memory allocated and reserved during the phase (``reset_peak_memory_stats`` before);
+- the phase's **working memory** on the CPU: the RSS high-water mark reached during the
+  phase minus the RSS at its start (the kernel's mark is reset at the start, Linux
+  ``/proc/self/clear_refs``), so the weights and earlier cells do not count — unlike the
+  process's lifetime peak (``getrusage``), which is the same for every protection once the
+  model is loaded and says nothing about them. ``None`` where the mark cannot be reset;
 - optionally the bytes of tensors saved for backward (``saved_tensors_hooks``), the
-  device-independent measure of what a method keeps alive for its backward pass.
+  device-independent measure of what a method keeps alive for its backward pass: in
+  total (distinct storages) and **per step** (the peak of the saved bytes alive at once;
+  a PGD step's graph is freed after its backward, so this is one step's figure).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import resource
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -117,6 +123,45 @@ def parameter_storages(*modules: torch.nn.Module | None) -> set[int]:
     return keys
 
 
+class LiveSavedCounter(SavedTensorCounter):
+    """A :class:`SavedTensorCounter` that also tracks the saved bytes alive at once, and their peak.
+
+    A saved storage stays counted while any tensor saved with it is alive (autograd holds
+    what the pack hook returned until the graph is freed); ``peak_live_bytes`` is then
+    the most a single step kept alive for its backward pass.
+    """
+
+    def __init__(self, exclude: set[int] | None = None) -> None:
+        super().__init__(exclude)
+        self.live_bytes = 0
+        self.peak_live_bytes = 0
+        self._holders: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        super().pack(tensor)
+        try:
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            return tensor
+        if key in self._exclude:
+            return tensor
+        if self._holders.get(key, 0) == 0:
+            self.live_bytes += size
+            self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+        self._holders[key] = self._holders.get(key, 0) + 1
+        weakref.finalize(tensor, self._release, key, size)
+        return tensor
+
+    def _release(self, key: int, size: int) -> None:
+        remaining = self._holders.get(key, 0) - 1
+        if remaining <= 0:
+            self._holders.pop(key, None)
+            self.live_bytes -= size
+        else:
+            self._holders[key] = remaining
+
+
 @contextlib.contextmanager
 def count_saved_bytes(exclude: set[int] | None = None) -> Iterator[SavedTensorCounter]:
     """``with count_saved_bytes() as saved: loss.backward()`` -> ``saved.bytes``.
@@ -140,11 +185,18 @@ class PhaseRecord:
     peak_cuda_allocated_bytes: int | None = None
     peak_cuda_reserved_bytes: int | None = None
     saved_bytes: int | None = None
+    working_rss_bytes: int | None = None
+    saved_bytes_per_step: int | None = None
 
     def rows(self) -> list[tuple[str, float, str]]:
-        """``(metric, value, unit)`` triples for the results store (pair="cost")."""
-        rows = [("wall_s", self.wall_s, "s"), ("peak_rss_bytes", float(self.peak_rss_bytes), "B")]
-        for name in ("peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes", "saved_bytes"):
+        """``(metric, value, unit)`` triples for the results store (pair="cost").
+
+        The process's lifetime peak RSS is not among them: it is the same for every cell
+        once the model is loaded. ``working_rss_bytes`` is the cell's own figure.
+        """
+        rows = [("wall_s", self.wall_s, "s")]
+        for name in ("working_rss_bytes", "peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes", "saved_bytes",
+                     "saved_bytes_per_step"):
             value = getattr(self, name)
             if value is not None:
                 rows.append((name, float(value), "B"))
@@ -152,15 +204,22 @@ class PhaseRecord:
 
 
 @contextlib.contextmanager
-def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved: bool = False) -> Iterator[PhaseRecord]:
-    """Measure the enclosed block; the record is filled when the block exits."""
+def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved: bool = False,
+                  exclude: set[int] | None = None) -> Iterator[PhaseRecord]:
+    """Measure the enclosed block; the record is filled when the block exits.
+
+    ``count_saved``: also count the bytes saved for backward (``exclude``: storages not
+    to count, e.g. the model's parameters, see :func:`parameter_storages`).
+    """
     device = torch.device(device)
     record = PhaseRecord(phase=phase, device=str(device))
     on_cuda = device.type == "cuda" and torch.cuda.is_available()
     if on_cuda:
         _synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    saver = count_saved_bytes() if count_saved else contextlib.nullcontext()
+    rss_reset = reset_peak_rss()
+    start_rss = current_rss_bytes()
+    saver = _live_saved(exclude) if count_saved else contextlib.nullcontext()
     start = time.perf_counter()
     try:
         with saver as counter:
@@ -170,8 +229,18 @@ def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved
             _synchronize(device)
         record.wall_s = time.perf_counter() - start
         record.peak_rss_bytes = peak_rss_bytes()
+        if rss_reset and start_rss is not None:
+            record.working_rss_bytes = max(0, record.peak_rss_bytes - start_rss)
         if on_cuda:
             record.peak_cuda_allocated_bytes = int(torch.cuda.max_memory_allocated(device))
             record.peak_cuda_reserved_bytes = int(torch.cuda.max_memory_reserved(device))
         if count_saved and counter is not None:
             record.saved_bytes = counter.bytes
+            record.saved_bytes_per_step = counter.peak_live_bytes
+
+
+@contextlib.contextmanager
+def _live_saved(exclude: set[int] | None) -> Iterator[LiveSavedCounter]:
+    counter = LiveSavedCounter(exclude)
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        yield counter

@@ -11,7 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cloakbench.cli.app import app, console, user_error
-from cloakbench.cli.options import merged_overrides, parse_shard, pick, read_config
+from cloakbench.cli.options import (merged_overrides, merged_sweeps, parse_int_list, parse_name_list, parse_shard,
+                                   pick, read_config)
 
 DEFAULT_MODEL = "toy"
 
@@ -27,8 +28,11 @@ def compare(
                                                "e.g. jpeg+sdedit. [default: sdedit]"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics: 'all' or a comma list. [default: all]"),
     images: Optional[list[str]] = typer.Option(None, "--images", "-i",
-                                               help="Image folders or files, or 'samples' (photos shipped with "
-                                                    "scikit-image). Repeatable. [default: samples]"),
+                                               help="Image folders, folders of category subfolders "
+                                                    "(DIR/<category>/*.png), manifest CSVs (path,prompt,category,"
+                                                    "mask), files, or 'samples' (photos shipped with scikit-image). "
+                                                    "A prompts.toml beside them maps categories to prompts. "
+                                                    "Repeatable. [default: samples]"),
     model: Optional[str] = typer.Option(None, "--model",
                                         help=f"Model: {DEFAULT_MODEL} (shipped), tiny-random, a diffusers folder, "
                                              f"or a cached hub id. [default: {DEFAULT_MODEL}]"),
@@ -44,6 +48,16 @@ def compare(
                                                        "sdedit.strengths=0.3 or sds-.steps=50. A name that two "
                                                        "kinds share needs its kind: protection:noise.eps=8, "
                                                        "mimicry:noise.sigma=0.1 (see `bench list`). Repeatable."),
+    sweep_items: Optional[list[str]] = typer.Option(None, "--sweep",
+                                                    help="Make a setting an axis: NAME.FIELD=V1,V2,..., e.g. "
+                                                         "sds-.eps=4,8,16 (each value is its own configured "
+                                                         "instance; kind-qualified names as --set; a list-valued "
+                                                         "setting separates values by ';'). Repeatable."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every cell per run seed, e.g. 0,1,2 "
+                                                              "[default: --seed]"),
+    attack_model: Optional[list[str]] = typer.Option(None, "--attack-model",
+                                                     help="Model(s) the attacks run on (transfer), repeatable or a "
+                                                          "comma list. [default: --model]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML experiment file ([compare] options and "
                                                                  "[set.NAME] tables); flags override it."),
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
@@ -92,6 +106,9 @@ def compare(
             quick=quick or bool(file.get("quick", False)),
             force=force,
             overrides=merged_overrides(file, set_items or []),
+            sweeps=merged_sweeps(file, sweep_items or []),
+            seeds=parse_int_list(pick(seeds, file, "seeds", None), "--seeds"),
+            attack_models=parse_name_list(attack_model or file.get("attack_models", file.get("attack_model"))),
             cell_timeout_s=pick(cell_timeout, file, "cell_timeout", None),
             mask_dir=str(mask_dir) if mask_dir else file.get("mask_dir"),
             allow_pickle=allow_pickle,

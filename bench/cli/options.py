@@ -28,7 +28,42 @@ def read_config(path: Path | None, section: str) -> dict[str, Any]:
     merged = {k: v for k, v in data.items() if not isinstance(v, dict)}
     merged.update(data.get(section) or {})
     merged["set"] = data.get("set") or {}
+    merged["sweep"] = data.get("sweep") or {}
     return merged
+
+
+def merged_sweeps(config_file: dict, sweep_items: list[str]) -> dict[str, dict[str, Any]]:
+    """``[sweep.NAME]`` tables of the TOML file (``eps = [4, 8, 16]``), then ``--sweep`` flags on top."""
+    from cloakbench.spec import parse_sweep_options
+
+    sweeps: dict[str, dict[str, Any]] = {}
+    for name, table in (config_file.get("sweep") or {}).items():
+        if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+            raise ConfigError(f"[sweep.{name}] in the config file must be a table of FIELD = [VALUE, ...], "
+                              "e.g. eps = [4, 8, 16]")
+        sweeps.setdefault(name, {}).update(table)
+    for name, fields in parse_sweep_options(sweep_items or []).items():
+        sweeps.setdefault(name, {}).update(fields)
+    return sweeps
+
+
+def parse_int_list(text: str | list | None, option: str) -> list[int]:
+    """``"0,1,2"`` (or a TOML list) -> ``[0, 1, 2]``; anything else is one clear error naming ``option``."""
+    if text is None:
+        return []
+    items = text if isinstance(text, list) else [p for p in str(text).split(",") if p.strip()]
+    try:
+        return [int(str(item).strip()) for item in items]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+
+
+def parse_name_list(values: list[str] | str | None) -> list[str]:
+    """Repeatable and comma-separated names (``--attack-model a,b --attack-model c``) -> ``[a, b, c]``."""
+    if values is None:
+        return []
+    values = [values] if isinstance(values, str) else values
+    return [name.strip() for value in values for name in str(value).split(",") if name.strip()]
 
 
 def pick(flag: Any, config: dict, key: str, default: Any) -> Any:

@@ -326,3 +326,18 @@ def load_images(sources: list[str] | str, size: int) -> IntakeResult:
         seen[image.pixel_hash] = where
         loaded.append(image)
     return IntakeResult(loaded, skipped)
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(N, 3, S, S)`` images in [0, 1] -> ``(N, 3, size, size)``, bicubic on the 8-bit pixels.
+
+    Used when an attack model works at another resolution than the protection model
+    (transfer): the published PNG, and the clean image it is compared with, go through
+    this same resize, as a copier would resize a downloaded picture. Identity when the
+    size already matches.
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    resized = [from_uint8_array(np.asarray(Image.fromarray(to_uint8_array(image), mode="RGB").resize(
+        (size, size), Image.Resampling.BICUBIC))) for image in images]
+    return torch.stack(resized)

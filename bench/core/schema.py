@@ -35,19 +35,23 @@ PER_IMAGE_ATTACK_PAIRS: tuple[Pair, ...] = (Pair.ATTACK_VS_CLEAN_ATTACK, Pair.AT
 #: The columns of ``rows.csv``, in order.
 #: ``protection_setting`` is the protection's swept configuration in canonical form
 #: (``eps=8``; several settings joined by ``,`` in name order; empty when nothing is swept),
-#: beside ``setting`` (the attack's own axis, e.g. an SDEdit strength). ``protect_model`` and
+#: beside ``setting`` (the attack's own axis, e.g. an SDEdit strength); ``attack_setting`` is
+#: the attack chain's swept configuration in the same form (purifications' fields prefixed by
+#: their name, ``jpeg.quality=75``). ``run_seed`` is the run seed (``--seeds``) the cell's
+#: ``seed`` derives from. ``protect_model`` and
 #: ``attack_model`` name the model the protection was computed on and the model the attack ran
 #: on (the same unless ``--attack-model`` differs: transfer). ``category`` is the image's
 #: dataset category (README, "Datasets, sweeps, seeds and transfer"). Runs written before these columns
 #: existed lack them; readers fill them with "".
 COLUMNS: tuple[str, ...] = (
     "run", "cell", "image", "image_name", "category", "protection", "protection_setting", "purification",
-    "mimicry", "setting", "seed", "protect_model", "attack_model",
+    "mimicry", "attack_setting", "setting", "run_seed", "seed", "protect_model", "attack_model",
     "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact",
 )
 
 #: Columns added after the first release: a reader of an older ``rows.csv`` fills them with "".
-LATER_COLUMNS: tuple[str, ...] = ("category", "protection_setting", "protect_model", "attack_model")
+LATER_COLUMNS: tuple[str, ...] = ("category", "protection_setting", "attack_setting", "run_seed", "protect_model",
+                                   "attack_model")
 
 #: ``status`` values: a number, a component that cannot run here (missing weights), or a failure.
 STATUSES: tuple[str, ...] = ("ok", "unavailable", "failed")
@@ -65,7 +69,9 @@ class Row(TypedDict, total=False):
     protection_setting: str
     purification: str
     mimicry: str
+    attack_setting: str
     setting: str
+    run_seed: int
     seed: int
     protect_model: str
     attack_model: str

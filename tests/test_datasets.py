@@ -1,0 +1,90 @@
+"""Datasets: category folders, manifest CSVs with prompts and masks, prompts.toml, and bad manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cloakbench.cli.app import app
+from cloakbench.core.datasets import DatasetError, load_dataset
+
+SIZE = 64
+
+
+def picture(path: Path, seed: int, size: tuple[int, int] = (72, 72)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    coarse = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize(size, Image.Resampling.BILINEAR).save(path)
+    return path
+
+
+def mask(path: Path, size: tuple[int, int] = (72, 72)) -> Path:
+    array = np.zeros((size[1], size[0]), dtype=np.uint8)
+    array[:, : size[0] // 2] = 255  # repaint the left half
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_category_folders_give_categories_and_prompts_toml_their_prompts(tmp_path):
+    picture(tmp_path / "portrait" / "a.png", 1)
+    picture(tmp_path / "landscape" / "b.png", 2)
+    picture(tmp_path / "c.png", 3)
+    (tmp_path / "prompts.toml").write_text('[prompts]\nportrait = "a photo of a person"\n')
+    dataset = load_dataset([str(tmp_path)], SIZE)
+    found = {im.name: dataset.of(im) for im in dataset.images}
+    assert {name: info.category for name, info in found.items()} == {"c": "", "landscape/b": "landscape",
+                                                                      "portrait/a": "portrait"}
+    assert found["portrait/a"].prompt == "a photo of a person"
+    assert found["landscape/b"].prompt == ""  # no prompt for this category: the run's --prompt applies
+    assert dataset.skipped == []  # prompts.toml is the dataset's own file, not a skipped image
+
+
+def test_manifest_rows_give_prompt_category_and_a_working_size_mask(tmp_path):
+    picture(tmp_path / "img" / "a.png", 1)
+    picture(tmp_path / "img" / "b.png", 2, size=(96, 72))
+    mask(tmp_path / "a_mask.png")
+    (tmp_path / "prompts.toml").write_text('landscape = "a landscape painting"\n')
+    (tmp_path / "manifest.csv").write_text("path,prompt,category,mask\n"
+                                           "img/a.png,a photo of sks,portrait,a_mask.png\n"
+                                           "img/b.png,,landscape,\n")
+    dataset = load_dataset([str(tmp_path / "manifest.csv")], SIZE)
+    a, b = dataset.images
+    assert (a.name, dataset.of(a).prompt, dataset.of(a).category) == ("img/a", "a photo of sks", "portrait")
+    assert dataset.of(b).prompt == "a landscape painting"  # from prompts.toml beside the manifest
+    working = dataset.of(a).mask
+    assert working.shape == (1, SIZE, SIZE) and set(working.unique().tolist()) == {0.0, 1.0}
+    assert working[0, :, : SIZE // 2 - 1].min() == 1 and working[0, :, SIZE // 2 + 1:].max() == 0
+    assert dataset.of(b).mask is None and dataset.of(b).mask_hash == ""
+    assert [entry["prompt"] for entry in dataset.describe()] == ["a photo of sks", "a landscape painting"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("path,prompt\nimg/a.png,x\nimg/missing.png,y\n", r"row 3: image img/missing.png does not exist"),
+    ("path,caption\nimg/a.png,x\n", r"unknown column 'caption'"),
+    ("path\nimg/a.png\nimg/b.png\nimg/a.png\n", r"row 4: path img/a.png is listed again \(first on row 2\)"),
+    ("path,mask\nimg/a.png,small_mask.png\n", r"row 2: mask small_mask.png is 40x40 but the image is 72x72"),
+    ("prompt\nx\n", r"no 'path' column"),
+])
+def test_bad_manifests_name_the_row_and_what_is_wrong(tmp_path, body, message):
+    picture(tmp_path / "img" / "a.png", 1)
+    picture(tmp_path / "img" / "b.png", 2)
+    mask(tmp_path / "small_mask.png", size=(40, 40))
+    (tmp_path / "manifest.csv").write_text(body)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset([str(tmp_path / "manifest.csv")], SIZE)
+
+
+def test_compare_refuses_a_bad_manifest_in_one_sentence_without_traceback(tmp_path):
+    picture(tmp_path / "img" / "a.png", 1)
+    (tmp_path / "manifest.csv").write_text("path\nimg/a.png\nimg/gone.png\n")
+    result = CliRunner().invoke(app, ["compare", "--images", str(tmp_path / "manifest.csv"), "--model", "tiny-random",
+                                      "--methods", "noise", "--quick", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert "row 3: image img/gone.png does not exist" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "run" / "rows.csv").exists()

@@ -1,0 +1,88 @@
+"""Sweeps and seeds: every swept configuration is its own instance; seeds repeat cells; keys stay stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloakbench.cli.options import merged_sweeps, parse_int_list
+from cloakbench.core.config import ConfigError
+from cloakbench.core.images import load_images
+from cloakbench.core.models import model_facts
+from cloakbench.plan import Components, build_plan
+from cloakbench.spec import CompareSpec, parse_sweep_options
+from tests.support.grid import write_images
+
+
+@pytest.fixture(scope="module")
+def intake(tmp_path_factory):
+    return load_images([str(write_images(tmp_path_factory.mktemp("images"), count=2))], 64)
+
+
+def plan_for(intake, **spec_fields):
+    spec = CompareSpec(model="tiny-random", metrics="psnr", out=Path("run"), **spec_fields)
+    return build_plan(spec, Components.from_spec(spec), model_facts("tiny-random"), intake)
+
+
+def test_a_swept_setting_gives_one_instance_per_value_with_a_canonical_setting():
+    spec = CompareSpec(methods="noise,sds-", sweeps=merged_sweeps({}, ["sds-.eps=4,16", "protection:noise.eps=8"]))
+    components = Components.from_spec(spec)
+    assert components.protection_variants == [("none", ""), ("noise", "eps=8"), ("sds-", "eps=4"),
+                                              ("sds-", "eps=16")]
+    assert components.protections["sds-[eps=4]"].config.eps == 4.0
+    assert components.protections["sds-[eps=16]"].config.eps == 16.0
+
+
+def test_a_toml_sweep_keys_the_same_cells_as_the_command_line(intake):
+    from_flags = plan_for(intake, methods="sds-", sweeps=parse_sweep_options(["sds-.eps=4,8"]))
+    from_file = plan_for(intake, methods="sds-", sweeps=merged_sweeps({"sweep": {"sds-": {"eps": [4, 8]}}}, []))
+    assert [c.key for c in from_flags.cells] == [c.key for c in from_file.cells]
+
+
+def test_a_list_valued_setting_keeps_its_meaning_and_sweeps_with_semicolons():
+    spec = CompareSpec(methods="noise", attacks="sdedit", sweeps=parse_sweep_options(["sdedit.strengths=0.3,0.5;0.7"]))
+    components = Components.from_spec(spec)
+    assert [s for _, s in components.attack_variants] == ["strengths=[0.3;0.5]", "strengths=[0.7]"]
+    assert components.attacks["sdedit[strengths=[0.7]]"][1].config.strengths == (0.7,)
+
+
+@pytest.mark.parametrize("sweeps, overrides, message", [
+    (["sds-.epsilon=4,8"], {}, r"sds- has no setting 'epsilon'"),
+    (["advdm.eps=4,8"], {}, r"--sweep names protection:advdm, which this run does not use"),
+    (["sds-.eps=4,8"], {"sds-": {"eps": "8"}}, r"sds-.eps is given by both --set and --sweep"),
+    (["sds-.eps=4,300"], {}, r"sds-.eps: 300 is outside"),
+    (["noise.eps=4,8"], {}, r"--sweep noise.FIELD is ambiguous"),
+])
+def test_bad_sweeps_are_one_clear_error(sweeps, overrides, message):
+    spec = CompareSpec(methods="sds-", attacks="jpeg+sdedit", sweeps=parse_sweep_options(sweeps), overrides=overrides)
+    with pytest.raises(ConfigError, match=message):
+        Components.from_spec(spec)
+
+
+def test_sweep_and_seed_options_refuse_malformed_text():
+    with pytest.raises(ConfigError, match=r"expected NAME.FIELD=V1,V2"):
+        parse_sweep_options(["sds-eps=4"])
+    with pytest.raises(ConfigError, match=r"--seeds '0,x'"):
+        parse_int_list("0,x", "--seeds")
+
+
+def test_seeds_repeat_every_cell_and_the_first_seed_keeps_the_single_seed_keys(intake):
+    single = plan_for(intake, methods="noise", attacks="sdedit")
+    repeated = plan_for(intake, methods="noise", attacks="sdedit", seeds=[0, 1])
+    assert len(repeated.cells) == 2 * len(single.cells)
+    assert {c.run_seed for c in repeated.cells} == {0, 1}
+    assert [c.key for c in repeated.cells if c.run_seed == 0] == [c.key for c in single.cells]
+    assert len({c.key for c in repeated.cells}) == len(repeated.cells)
+    # Clean and protected twins share the run seed they derive from.
+    for cell in repeated.cells:
+        if cell.twin:
+            twin = next(c for c in repeated.cells if c.key == cell.twin)
+            assert (twin.run_seed, twin.seed) == (cell.run_seed, cell.seed)
+
+
+def test_widening_a_sweep_keeps_every_existing_key(intake):
+    narrow = plan_for(intake, methods="sds-", sweeps=parse_sweep_options(["sds-.eps=4,16"]))
+    wide = plan_for(intake, methods="sds-", sweeps=parse_sweep_options(["sds-.eps=4,8,16"]))
+    assert {c.key for c in narrow.cells} < {c.key for c in wide.cells}
+    assert narrow.hash != wide.hash

@@ -41,7 +41,8 @@ perturbation does not depend on its neighbours or its position in the batch.
 Fair cost and reference mode (docs/PROTECTIONS.md, "Fair cost"). By default every
 weight is frozen, gradients are taken w.r.t. the image only and the target latent is
 computed once. ``reference_mode=True`` adds what the reference implementation pays
-(a trainable UNet, the target re-encoded and re-forwarded each step), as each method
+(a trainable, gradient-checkpointed UNet, the target re-encoded and re-forwarded each
+step), as each method
 declares in ``reference_costs``; that lives in ``protections/reference_costs.py``,
 reached through one hook, ``state.reference`` (``None`` at fair cost), at the points
 marked "reference mode" below. It never changes the update.
@@ -83,6 +84,9 @@ class PGDConfig:
     latent: ``sample`` (the reference: ``E(x)`` is a posterior sample) or ``mean``.
     reference_mode: reproduce the reference implementation's cost
         (``protections/reference_costs.py``); the update is unchanged.
+    reference_double_encode: in reference mode, also pay the second (``no_grad``) encoder
+        pass per step that the reference's SDS loop ran at the paper's submission
+        (``protections/reference_costs.py``); the update is unchanged.
     """
 
     eps: float = 16.0
@@ -92,6 +96,7 @@ class PGDConfig:
     alpha_schedule: Literal["constant", "linear"] = "constant"
     latent: Literal["sample", "mean"] = "sample"
     reference_mode: bool = False
+    reference_double_encode: bool = False
 
     def __post_init__(self):
         if self.eps < 0:

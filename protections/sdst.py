@@ -17,13 +17,14 @@ class SDSTConfig(PGDConfig):
     random_start: False (as SDS). alpha_schedule: "constant". latent: "sample".
     reference_mode: False.
     prompt: conditioning text ``c`` (default "a photo").
-    target: the target of ``L_T``: "pattern" (default), "zero" or an image path.
+    target: the target of ``L_T``: "text" (default: tiled "MIST" text, the kind of the
+        reference's ``MIST.png``), "pattern", "zero" or an image path.
     target_rate: ``r``, the weight of the SDS term against ``∇L_T`` (default 5, the paper's).
     """
 
     random_start: bool = False
     prompt: str = "a photo"
-    target: str = "pattern"
+    target: str = "text"
     target_rate: float = 5.0
 
 
@@ -43,13 +44,15 @@ class SDSTMinus(PGDProtection):
 
         x ← clip_[0,1](Π_eps(x − alpha · sign(J_Eᵀ (r·(ε̂ − ε) + 2(z − z_tgt)))))
 
+    Reference: xavihart/Diff-Protect ``code/attacks.py:252-274`` (``pgd_sds`` with
+    ``using_target``: ``(g_dir·g_x·target_rate − g_tex).sign()``, target ``MIST.png``).
     Both terms go through one encoder backward (the reference encodes the image twice,
     drawing two posterior samples; one sample serves both terms here). The step-loss
     trace is the ``L_S`` estimate ``mean ‖ε̂ − ε‖²``.
 
     Config (:class:`SDSTConfig`): eps 16, alpha 1, steps 100, random_start False,
     alpha_schedule "constant", latent "sample", reference_mode False, prompt "a photo",
-    target "pattern", target_rate 5.
+    target "text", target_rate 5.
 
     Example::
 
@@ -59,7 +62,7 @@ class SDSTMinus(PGDProtection):
     """
 
     Config = SDSTConfig
-    version = 1
+    version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"diffusion_noise", "prompt", "target"})
     # The reference's SDS loop keeps the UNet trainable and encodes its target every step.
     reference_costs = ("trainable_unet", "target_encode")

@@ -15,11 +15,12 @@ class TextureConfig(PGDConfig):
 
     eps: 16 (``16/255``). alpha: 1 (``1/255`` per step). steps: 100.
     random_start: True. alpha_schedule: "constant". latent: "sample". reference_mode: False.
-    target: "pattern" (this project's own, default), "zero" (the zero latent) or an
-        image path (``protections/targets.py``).
+    target: "text" (default: tiled "MIST" text, the kind of the reference's
+        ``MIST.png``), "pattern", "zero" (the zero latent) or an image path
+        (``protections/targets.py``).
     """
 
-    target: str = "pattern"
+    target: str = "text"
 
 
 @PROTECTIONS.register("texture")
@@ -29,7 +30,10 @@ class TextureOnly(PGDProtection):
     Xue et al., "Toward effective protection against diffusion based mimicry through
     score distillation", ICLR 2024, arXiv 2311.12832: the encoder is the vulnerable
     part of a latent diffusion model, so pulling the latent toward a target texture
-    already protects, with no UNet in the gradient at all.
+    already protects, with no UNet in the gradient at all. Reference: xavihart/Diff-Protect
+    ``code/diff_mist.py:161-162`` (``mode == 'texture_only'``: ``fn(zx, zy)``, the summed
+    MSE of ``diff_mist.py:125``), target ``test_images/target/MIST.png``, which the
+    default ``"text"`` target matches in kind (``protections/targets.py``).
 
     Threat model: an L∞ perturbation of at most ``eps/255`` on ``[0, 1]`` images (8-bit
     units), white-box access to the VAE encoder.
@@ -40,7 +44,7 @@ class TextureOnly(PGDProtection):
         x ← clip_[0,1](Π_eps(x − alpha · sign(∇_x L_T)))
 
     Config (:class:`TextureConfig`): eps 16, alpha 1, steps 100, random_start True,
-    alpha_schedule "constant", latent "sample", reference_mode False, target "pattern".
+    alpha_schedule "constant", latent "sample", reference_mode False, target "text".
 
     Example::
 
@@ -50,7 +54,7 @@ class TextureOnly(PGDProtection):
     """
 
     Config = TextureConfig
-    version = 1
+    version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"target"})
     # The reference's loss module (shared with AdvDM and Mist) also encodes the target
     # and runs L_S on the image and on the target every step, though L_T uses neither.

@@ -143,7 +143,7 @@ def test_photoguard_paper_profile(tiny_model, clean8):
     protection = with_profile(PhotoGuard, "paper")
     config = protection.config
     assert config.eps == pytest.approx(0.06 * 255 / 2) and config.alpha == pytest.approx(0.02 * 255 / 2)
-    assert (config.steps, config.alpha_schedule, config.target, config.latent) == (200, "linear", "zero", "mean")
+    assert (config.steps, config.alpha_schedule, config.target, config.latent) == (1000, "linear", "zero", "mean")
     with pytest.raises(ValueError, match="profile"):
         with_profile(PhotoGuard, "nonesuch")
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from cloakbench.protections import PROTECTIONS
 from cloakbench.protections.engine import StepDraws
-from cloakbench.protections.targets import pattern_image
+from cloakbench.protections.targets import pattern_image, text_image
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -66,6 +66,7 @@ class UNetWatch:
         self.saved_total = 0
         self.grad_outputs = 0
         self.weight_grads = 0
+        self.checkpointing: set[bool] = set()  # the UNet's gradient checkpointing, seen at each forward
         self.weight = unet.conv_in.weight
         self.grad_hook = None
         self.handles = [unet.register_forward_pre_hook(self._enter), unet.register_forward_hook(self._leave)]
@@ -75,6 +76,7 @@ class UNetWatch:
     def _enter(self, module, args):
         self.depth += 1
         self.forwards += 1
+        self.checkpointing.add(bool(module.is_gradient_checkpointing))
         # Weights only require grad inside a reference-mode step, so hook them from here.
         if self.weight.requires_grad and self.grad_hook is None:
             self.grad_hook = self.weight.register_post_accumulate_grad_hook(self._weight_grad)
@@ -154,7 +156,7 @@ def test_sdst_direction_adds_the_textural_gradient(tiny_model, clean8):
     with torch.no_grad():
         latents = encode(tiny_model, clean8)
         residual = predict(tiny_model, latents, draws.timesteps, draws.noise, "a photo") - draws.noise
-        target = encode(tiny_model, pattern_image(64, 64).unsqueeze(0))
+        target = encode(tiny_model, text_image(64, 64).unsqueeze(0))
 
     def objective(x):  # r·<z, ε̂−ε> (constant ε̂) + L_T, whose x-gradient is the SDST vector
         z = encode(tiny_model, x)
@@ -186,11 +188,13 @@ def test_mist_direction_is_the_autograd_of_its_objective(tiny_model, clean8):
     x = clean8.clone().requires_grad_(True)
     latents = encode(tiny_model, x)
     with torch.no_grad():
-        target = encode(tiny_model, pattern_image(64, 64).unsqueeze(0))
+        target = encode(tiny_model, text_image(64, 64).unsqueeze(0))
     predicted = predict(tiny_model, latents, draws.timesteps, draws.noise, "a photo")
     semantic = F.mse_loss(predicted, draws.noise, reduction="none").flatten(1).mean(1)
     textural = ((latents - target) ** 2).flatten(1).sum(1)
-    (expected,) = torch.autograd.grad((textural - 1e4 * semantic).sum(), x)
+    # The reference's 1e4 at its latent of 4·64·64 elements, scaled to this one's (8·8·4 at 64²).
+    weight = 1e4 * latents[0].numel() / (4 * 64 * 64)
+    (expected,) = torch.autograd.grad((textural - weight * semantic).sum(), x)
     torch.testing.assert_close(got, -expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
 
 
@@ -274,7 +278,16 @@ def latent_distance(model, images, reference):
 
 @pytest.mark.parametrize("name", ["texture", "photoguard"])
 def test_textural_methods_pull_the_latent_toward_the_target(name, tiny_model, clean8):
-    target = pattern_image(64, 64).unsqueeze(0).expand(2, -1, -1, -1)
+    # Each method's default target: texture's tiled text; PhotoGuard's zero latent (black
+    # is not that latent, but the pull toward it shows as a pull toward nothing: the norm).
+    if name == "photoguard":
+        before = encode(tiny_model, clean8).flatten(1).norm(dim=1)
+        after = encode(tiny_model, protect(name, tiny_model, clean8)).flatten(1).norm(dim=1)
+        noisy_images = PROTECTIONS.get("noise")()(clean8, None, generator=generator(0))
+        noisy = encode(tiny_model, noisy_images).flatten(1).norm(dim=1)
+        assert (after < before).all() and (after < noisy).all(), (before, after, noisy)
+        return
+    target = text_image(64, 64).unsqueeze(0).expand(2, -1, -1, -1)
     before = latent_distance(tiny_model, clean8, target)
     after = latent_distance(tiny_model, protect(name, tiny_model, clean8), target)
     noisy = latent_distance(tiny_model, PROTECTIONS.get("noise")()(clean8, None, generator=generator(0)), target)
@@ -314,7 +327,11 @@ BUILDS_WEIGHT_GRADS = {"advdm", "advdm-", "mist"}
 def test_the_cost_table_covers_every_method_with_a_reference_mode():
     with_mode = [n for n, cls in PROTECTIONS.items()
                  if "reference_mode" in {f.name for f in dataclasses.fields(cls.Config)}]
-    assert sorted(with_mode) == sorted(EXTRA_FORWARDS)
+    # A method that declares no reference cost runs the fair step in reference mode
+    # (tests/test_protections.py); every method that declares one is measured here.
+    costly = [n for n in with_mode if PROTECTIONS.get(n).reference_costs]
+    assert set(costly) <= set(EXTRA_FORWARDS), sorted(set(costly) - set(EXTRA_FORWARDS))
+    assert set(EXTRA_FORWARDS) <= set(with_mode)
 
 
 @pytest.mark.parametrize("name", sorted(EXTRA_FORWARDS))
@@ -335,7 +352,15 @@ def test_reference_mode_pays_the_reference_costs(name, tiny_model, clean8):
     assert sum(cost in declared for cost in ("target_forward", "image_forward")) == EXTRA_FORWARDS[name]
     fair, reference = one_step("false"), one_step("true")
     assert reference.forwards == fair.forwards + EXTRA_FORWARDS[name]
-    if EXTRA_FORWARDS[name]:
+    # The reference's UNet is checkpointed (use_checkpoint: True): on in every reference-mode
+    # forward, off at fair cost, and the model's own setting restored after the step.
+    if fair.forwards:
+        assert fair.checkpointing == {False} and reference.checkpointing == {True}
+    assert not tiny_model.unet.is_gradient_checkpointing
+    if name in BUILDS_WEIGHT_GRADS:
+        # Their loss runs the UNet with grad: checkpointing keeps the blocks' inputs only.
+        assert reference.saved_inside < fair.saved_inside
+    elif EXTRA_FORWARDS[name]:  # texture: forwards the fair step never runs
         assert reference.saved_total > fair.saved_total
     else:
         assert reference.saved_total == fair.saved_total
@@ -346,3 +371,96 @@ def test_reference_mode_pays_the_reference_costs(name, tiny_model, clean8):
     else:  # texture's loss does not reach the UNet: its extra forwards only cost memory
         assert reference.weight_grads == 0
     assert all(flag is False and grad is None for flag, grad in unet_state(tiny_model))
+
+
+def alive_at_backward(model, images, monkeypatch, *, keep_losses: bool) -> tuple[int, list[int]]:
+    """Texture, one reference-mode step: (tensors the UNet saved, how many of them are alive at backward).
+
+    Each tensor saved inside a UNet forward is held, detached (no reference cycle through
+    its own grad_fn), by an object in a weak set: it stays there exactly as long as the
+    graph that saved it. ``keep_losses`` keeps the extra forwards' losses until the step
+    ends (the earlier, unfaithful reference mode), to show the count can see a kept graph.
+    """
+    import gc
+    import weakref
+
+    from cloakbench.protections import losses as loss_module
+    from cloakbench.protections.reference_costs import ReferenceCosts
+
+    class Held:
+        __slots__ = ("tensor", "__weakref__")
+
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    alive, packed, depth, kept = weakref.WeakSet(), [0], [0], []
+    handles = [model.unet.register_forward_pre_hook(lambda module, args: depth.__setitem__(0, depth[0] + 1)),
+               model.unet.register_forward_hook(lambda module, args, out: depth.__setitem__(0, depth[0] - 1))]
+
+    def pack(tensor):
+        if not depth[0]:
+            return tensor
+        held = Held(tensor.detach())
+        alive.add(held)
+        packed[0] += 1
+        return held
+
+    def unpack(held):
+        return held.tensor if isinstance(held, Held) else held
+
+    at_backward = []
+    original_gradient, original_semantic = ReferenceCosts.input_gradient, loss_module.semantic_loss
+
+    def spy(self, *args):
+        gc.collect()
+        at_backward.append(len(alive))
+        return original_gradient(self, *args)
+
+    def keeping(*args, **kwargs):
+        loss = original_semantic(*args, **kwargs)
+        kept.append(loss)
+        return loss
+
+    monkeypatch.setattr(ReferenceCosts, "input_gradient", spy)
+    if keep_losses:
+        monkeypatch.setattr(loss_module, "semantic_loss", keeping)
+    protection = PROTECTIONS.get("texture").from_overrides({"steps": "1", "reference_mode": "true"})
+    state = protection.prepare(images, model, generator=generator(0))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            protection.step(state)
+    finally:
+        for handle in handles:
+            handle.remove()
+        monkeypatch.undo()
+    return packed[0], at_backward
+
+
+def test_reference_extra_forwards_free_their_graphs_before_the_backward(tiny_model, clean8, monkeypatch):
+    """The reference's loss module drops L_S of the target (and texture's of the image) when its
+    forward returns (diff_mist.py:154-155): nothing the extra UNet forwards saved is alive at backward."""
+    packed, at_backward = alive_at_backward(tiny_model, clean8, monkeypatch, keep_losses=False)
+    assert packed > 0, "texture's reference step runs two UNet forwards with grad"
+    assert at_backward == [0], f"{at_backward} tensors of the extra forwards still alive at the backward pass"
+    # The count sees a graph that is kept: the earlier reference mode kept both until the step ended.
+    packed_kept, at_backward_kept = alive_at_backward(tiny_model, clean8, monkeypatch, keep_losses=True)
+    assert packed_kept == packed and at_backward_kept[0] > 0
+
+
+@pytest.mark.parametrize("name", ["sds-", "sdst-"])
+def test_double_encode_option_adds_one_encoder_pass_and_keeps_the_update(name, tiny_model, clean8):
+    """The paper-time SDS loop encoded the image twice per step (Diff-Protect d2413cb, attacks.py:213, 246)."""
+    calls = []
+    handle = tiny_model.vae.encoder.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        outputs = {}
+        for double in ("false", "true"):
+            calls.clear()
+            protection = PROTECTIONS.get(name).from_overrides(
+                {"steps": "2", "reference_mode": "true", "reference_double_encode": double})
+            outputs[double] = protection(clean8, tiny_model, generator=generator(4))
+            outputs[double + "_calls"] = len(calls)
+    finally:
+        handle.remove()
+    assert outputs["true_calls"] == outputs["false_calls"] + 2  # one more pass per step
+    assert torch.equal(outputs["true"], outputs["false"])

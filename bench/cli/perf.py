@@ -121,7 +121,10 @@ def perf(
     methods: str = typer.Option("all", "--methods", "-m", help="Protections: 'all' or a comma list; advdm is "
                                                               "always measured (every ratio is taken against it)."),
     mode: str = typer.Option("fair", "--mode", help="fair (weights frozen, target encoded once), reference (as the "
-                                                    "reference implementation runs), or fair,reference / both."),
+                                                    "reference implementation runs: trainable, checkpointed UNet, "
+                                                    "target re-encoded and re-forwarded), reference-2enc (also its "
+                                                    "SDS loop's second encoder pass of Sep 2023), or a comma list; "
+                                                    "both = fair,reference."),
     reference_mode: bool = typer.Option(False, "--reference-mode", help="Measure the reference's way of running "
                                                                         "(same as --mode reference)."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights dtype: float32, float16, bfloat16."),

@@ -41,11 +41,13 @@ def build_protection(method: str, mode: str):
     if not (hasattr(cls, "prepare") and hasattr(cls, "step")):
         raise SystemExit(f"{method} has no step-level API (prepare/step); it cannot be timed per step")
     overrides: dict[str, Any] = {}
-    if mode == "reference":
+    if mode != "fair":
         fields = {f.name for f in dataclasses.fields(cls.Config)}
         if "reference_mode" not in fields:
             raise SystemExit(f"{method} has no reference_mode setting; measure it in fair mode only")
         overrides["reference_mode"] = True
+        if mode == "reference-2enc":
+            overrides["reference_double_encode"] = True
     return cls.from_overrides(overrides)
 
 
@@ -115,6 +117,7 @@ def measure(config) -> dict[str, Any]:
 
     from cloakbench.perf.optimisations import apply_optimisations
     from cloakbench.perf.runner import machine_description, median, versions
+    from cloakbench.protections.reference_costs import uses_unet_checkpointing
     from cloakbench.profiling import (count_saved_bytes, current_rss_bytes, parameter_storages, peak_rss_bytes,
                                  reset_peak_rss)
 
@@ -207,7 +210,7 @@ def measure(config) -> dict[str, Any]:
         **json.loads(config.to_json()),
         "resolution": resolution,
         "status": "ok",
-        "reference_mode": config.mode == "reference",
+        "reference_mode": config.mode != "fair",
         "default_steps": default_steps,
         "load_s": load_s,
         "prepare_s": prepare_s,
@@ -250,6 +253,11 @@ def measure(config) -> dict[str, Any]:
     row["settings"] = {k: row[k] for k in ("steps", "warmup", "repeats", "dtype", "device", "optimisations",
                                            "seed", "threads", "inject_delay_s")}
     row["settings"]["torch_threads"] = torch.get_num_threads()
+    # Whether the UNet ran gradient-checkpointed: reference mode does as the reference's
+    # LDM config does (use_checkpoint: True); --opt unet-ckpt asks for it at fair cost.
+    row["settings"]["unet_gradient_checkpointing"] = bool(uses_unet_checkpointing(protection)
+                                                          or applied.get("unet_checkpointing"))
+    row["settings"]["reference_double_encode"] = bool(getattr(protection.config, "reference_double_encode", False))
     return row
 
 

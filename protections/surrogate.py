@@ -231,8 +231,15 @@ class SurrogateProtection(PGDProtection):
         # One training stream for the set, derived from every image's generator (its first draw).
         seed = sum(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in state.generators)
         state.training_generator = torch.Generator(device=model.device).manual_seed(seed % 2**62)
-        state.prior_images = class_images(model, config.class_prompt, self.resolved_class_images(model),
-                                          steps=config.class_sample_steps)
+        prior = class_images(model, config.class_prompt, self.resolved_class_images(model),
+                             steps=config.class_sample_steps)
+        size = tuple(state.clean.shape[-2:])
+        if prior.shape[0] and tuple(prior.shape[-2:]) != size:
+            # The images may be protected at their own size (bench protect at full size); the class
+            # images are resized to it, as the reference resizes every training image to --resolution.
+            prior = torch.nn.functional.interpolate(prior, size=size, mode="bicubic", antialias=True,
+                                                    align_corners=False).clamp(0.0, 1.0)
+        state.prior_images = prior
         state.surrogate = Surrogate.of(
             model, instance_prompt=config.prompt, class_prompt=config.class_prompt,
             learning_rate=self.resolved_learning_rate(model), train_text_encoder=config.train_text_encoder,

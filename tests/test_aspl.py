@@ -95,3 +95,13 @@ def test_lora_surrogate_trains_only_adapters(tiny_model, clean8):
     names = [n for n, p in state.surrogate.unet.named_parameters() if p.requires_grad]
     assert names and all("lora" in n for n in names)
     assert not any(p.requires_grad for p in state.surrogate.text_encoder.parameters())
+
+
+def test_images_larger_than_the_model_train_with_resized_class_images(tiny_model):
+    """bench protect works at the image's own size: class images (made at 64²) are resized to it."""
+    clean = (torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(3)) * 255).round() / 255
+    protection = PROTECTIONS.get("aspl").from_overrides({**QUICK["aspl"], "num_class_images": "2"})
+    state = protection.prepare(clean, tiny_model, generator=torch.Generator().manual_seed(0))
+    assert state.prior_images.shape == (2, 3, 96, 96)
+    protection.step(state)
+    assert 0 < ((protection.finalize(state) - clean).abs().max() * 255).round() <= 6

@@ -282,7 +282,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             entry["worst"]["attacker"] = worst.attacker.name
         else:
             entry["worst"] = dict(cell(Estimate(math.nan, math.nan, math.nan, 0), ""), attacker="")
-        if reference and not per_attack or reference and all(e.n == 0 for e in per_attack):
+        if reference and all(e.n == 0 for e in per_attack):  # none: the attack on clean is the reference
             for part in [*entry["attacks"], entry["mean"], entry["worst"]]:
                 part.update(text="reference", css="reference", title="the attack on clean images: what the others are compared with")
         estimates["attacks"].append(per_attack)

@@ -166,36 +166,44 @@ def cost_bars(run: Run) -> Plot | None:
         return None
     memory, memory_label = memory_metric(rows)
     protections = [p for p in run.protections() if (cost["protection"] == p).any()]
-    # A sweep's budgets are pooled here; the leaderboard gives the cost per budget.
+    # A sweep's budgets and seeds are pooled here (mean per protect cell, i.e. per image);
+    # the leaderboard gives the cost per budget.
     times, memories = [], []
     for protection in protections:
-        mine = rows[rows["protection"] == protection]
-        n_images = max(len({i for i in mine["image"] if i}), 1)
         these = cost[cost["protection"] == protection]
-        times.append(these[these["metric"] == "wall_s"]["value"].sum() / n_images)
+        times.append(these[these["metric"] == "wall_s"]["value"].mean())
         peak = these[these["metric"] == memory]["value"] if memory else these["value"].iloc[:0]
         memories.append(peak.max() / 2 ** 20 if not peak.empty else float("nan"))
     colors = _colors(run.protections())
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, max(2.2, 0.45 * len(protections) + 1.2)))
+    height = max(2.2, 0.45 * len(protections) + 1.2)
+    if memory:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, height))
+        panels = [(left, times, fmt.seconds), (right, memories, lambda v: f"{v:.1f} MiB")]
+    else:  # no per-cell memory figure: time only (the lifetime peak RSS says nothing about a protection)
+        figure, left = plt.subplots(figsize=(5.6, height))
+        panels = [(left, times, fmt.seconds)]
     labels = [_safe(p) for p in protections]
     bar_colors = [colors[p] for p in protections]
     left.barh(labels, times, color=bar_colors)
     left.set_xlabel("protect time per image (s)  (← cheaper)")
-    right.barh(labels, memories, color=bar_colors)
-    right.set_xlabel(f"{memory_label} (MiB)  (← cheaper)")
-    right.set_yticklabels([])
-    for axes, values, render in ((left, times, fmt.seconds), (right, memories, lambda v: f"{v:.0f} MiB")):
+    if memory:
+        right.barh(labels, memories, color=bar_colors)
+        right.set_xlabel(f"{memory_label} (MiB)  (← cheaper)")
+        right.set_yticklabels([])
+    for axes, values, render in panels:
         axes.invert_yaxis()
         axes.grid(axis="x", alpha=0.3)
         for index, value in enumerate(values):
             if math.isfinite(value):
                 axes.annotate(render(value), (value, index), textcoords="offset points", xytext=(3, -3), fontsize=8)
         axes.margins(x=0.25)
-    caption = (f"Cost of computing each protection: wall-clock time per image, and the largest {memory_label} "
-               "of a protect cell.")
-    if not memory:
-        caption += (" No per-cell memory figure in this run (the process's lifetime peak RSS is not shown: it is "
-                    "the same for every protection).")
+    if memory:
+        caption = (f"Cost of computing each protection: wall-clock time per image (mean over protect cells), and "
+                   f"the largest {memory_label} of a protect cell.")
+    else:
+        caption = ("Cost of computing each protection: wall-clock time per image (mean over protect cells). No "
+                   "per-cell memory figure in this run (the process's lifetime peak RSS is not shown: it is the "
+                   "same for every protection).")
     return Plot("Cost per protection", caption, "bar charts of time and memory per protection", figure,
                 name="cost_per_protection")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -88,3 +89,25 @@ def test_compare_refuses_a_bad_manifest_in_one_sentence_without_traceback(tmp_pa
     assert "row 3: image img/gone.png does not exist" in output
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "rows.csv").exists()
+
+
+def test_inpainting_repaints_the_region_of_the_images_own_mask(tmp_path):
+    from cloakbench.compare import run_compare
+    from cloakbench.core.images import read_png
+    from cloakbench.spec import CompareSpec
+
+    picture(tmp_path / "a.png", 1, size=(64, 64))
+    mask(tmp_path / "a_mask.png", size=(64, 64))  # repaint the left half, keep the right half
+    (tmp_path / "manifest.csv").write_text("path,prompt,mask\na.png,a photo of sks,a_mask.png\n")
+    summary = run_compare(CompareSpec(images=[str(tmp_path / "manifest.csv")], methods="none", attacks="inpaint",
+                                      metrics="psnr", model="tiny-random", quick=True, out=tmp_path / "run",
+                                      write_report=False))
+    assert summary.failed == 0 and summary.unavailable == 0
+    import csv
+
+    with open(tmp_path / "run" / "rows.csv", newline="") as handle:
+        attacked = next(r for r in csv.DictReader(handle) if r["mimicry"] == "inpaint" and r["artifact"])
+    output = read_png(tmp_path / "run" / attacked["artifact"])
+    clean = load_dataset([str(tmp_path / "manifest.csv")], SIZE).images[0].pixels
+    assert torch.equal(output[:, :, SIZE // 2:], clean[:, :, SIZE // 2:])  # kept exactly (pasted back)
+    assert (output[:, :, : SIZE // 2] - clean[:, :, : SIZE // 2]).abs().max() > 0.05  # repainted

@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the whole suite).
-.PHONY: env demo test test-slow bench-test perf-check
+.PHONY: env demo test test-slow bench-test perf-check paper-table
 
 env:
 	bash scripts/setup_env.sh
@@ -20,3 +20,10 @@ bench-test: env
 
 perf-check: env
 	.venv/bin/bench perf --check benchmarks/baseline.json
+
+# The shape of Xue et al.'s main table on the toy model (configs/paper_table.toml): every
+# protection x SDEdit and inpainting x eps 4/8/16 x categories x 3 seeds. QUICK=1 shrinks
+# every step count (--quick) into its own run folder: a smoke check of the same grid.
+paper-table: env
+	.venv/bin/python configs/paper_table_data.py runs/paper-table-data
+	.venv/bin/bench compare --config configs/paper_table.toml --threads 1 $(if $(QUICK),--quick --out runs/paper-table-quick,)

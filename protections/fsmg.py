@@ -58,6 +58,7 @@ class FSMG(SurrogateProtection):
     Config = FSMGConfig
     version = 1
     QUICK = {"steps": 2, "surrogate_steps": 2, "num_class_images": 1, "class_sample_steps": 2}
+    PERF_SETUP = {**SurrogateProtection.PERF_SETUP, "surrogate_steps": 1}
 
     def resolved_surrogate_steps(self, model) -> int:
         return self.config.surrogate_steps or (1000 if model.resolution >= 512 else 50)

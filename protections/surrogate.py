@@ -212,6 +212,11 @@ class SurrogateProtection(PGDProtection):
 
     Config = SurrogatePGDConfig
     needs = frozenset({"diffusion_noise"})
+    # bench perf times PGD steps only; its untimed prepare need not generate 200 class images or
+    # fine-tune FSMG's surrogate 1000 steps (bench/perf/worker.py reads this). An ASPL step at a
+    # round's start also trains f', and the round's last one f: any max_adv_train_steps consecutive
+    # steps hold one of each, so s/step × 6 is one ASPL round (``bench perf --steps 6``).
+    PERF_SETUP = {"num_class_images": 1, "class_sample_steps": 1}
 
     def resolved_learning_rate(self, model) -> float:
         if self.config.learning_rate > 0:

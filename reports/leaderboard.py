@@ -97,7 +97,8 @@ def pick_metrics(rows: pd.DataFrame, pair: str, preference, count: int) -> list[
 def attackers(run: Run, pool: list[str] | None = None) -> list[Attacker]:
     """Attackers with strength rows, in plan order; only those in ``pool`` when given (unknown names refused)."""
     strength = run.rows[run.rows["pair"] == STRENGTH_PAIR]
-    keys = {(r.purification, r.mimicry, r.setting_group) for r in strength.itertuples()}
+    columns = ["purification", "mimicry", "setting_group"]
+    keys = set(map(tuple, strength[columns].drop_duplicates().itertuples(index=False)))
     found = [Attacker(*key) for key in run.attacks() if key in keys]
     if not pool:
         return found
@@ -162,8 +163,9 @@ def worst_case(rows: pd.DataFrame, pool: list[Attacker], metric: str, higher: bo
     """The attacker the protection stops least on ``metric``: highest similarity (or lowest distance)."""
     per_attacker: dict[str, Estimate] = {}
     best: tuple[float, Attacker, Estimate] | None = None
+    strength = rows[(rows["pair"] == STRENGTH_PAIR) & (rows["metric"] == metric)]  # filter once, then per attacker
     for attacker in pool:
-        found = estimate(attacker_rows(rows, attacker), STRENGTH_PAIR, metric)
+        found = estimate(attacker_rows(strength, attacker), STRENGTH_PAIR, metric)
         if found.n == 0 or math.isnan(found.mean):
             continue
         per_attacker[attacker.name] = found
@@ -271,7 +273,8 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         estimates["impercept"].append(impercept)
         per_attack, mean, worst = [], Estimate(math.nan, math.nan, math.nan, 0), None
         if strength_metric:
-            per_attack = [estimate(attacker_rows(mine, a), STRENGTH_PAIR, strength_metric) for a in chosen]
+            strength = mine[(mine["pair"] == STRENGTH_PAIR) & (mine["metric"] == strength_metric)]
+            per_attack = [estimate(attacker_rows(strength, a), STRENGTH_PAIR, strength_metric) for a in chosen]
             mean = pooled_over_attackers(mine, chosen, strength_metric)
             worst = worst_case(mine, chosen, strength_metric, strength_higher)
         entry["attacks"] = [cell(e, strength_metric or "") for e in per_attack]

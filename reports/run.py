@@ -105,7 +105,8 @@ class Run:
     def attacks(self) -> list[tuple[str, str, str]]:
         """``(purification, mimicry, setting group)`` keys of attack rows, in plan order then setting order."""
         plan = plan_names(self.manifest.get("plan", {}).get("attacks"))
-        keys = {(r.purification, r.mimicry, r.setting_group) for r in self.attack_rows().itertuples()}
+        columns = ["purification", "mimicry", "setting_group"]
+        keys = set(map(tuple, self.attack_rows()[columns].drop_duplicates().itertuples(index=False)))
 
         def order(key):
             label = attack_label(key[0], key[1])

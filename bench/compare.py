@@ -48,6 +48,8 @@ class RunSummary:
     rows_csv: Path
     report: Path | None
     seconds: float
+    #: ``(cell label, reason)`` of every cell that failed in this run (the exit status is 1 if any).
+    failed_cells: list = dataclasses.field(default_factory=list)
 
 
 def build_manifest(spec: CompareSpec, plan: Plan, model_identity: dict, intake: IntakeResult,
@@ -81,6 +83,7 @@ class _Tally:
     def __init__(self, emit: Event):
         self.emit = emit
         self.reused = self.computed = self.failed = self.unavailable = 0
+        self.failed_cells: list[tuple[dict, str]] = []
 
     def record(self, store: RunStore, outcome: Outcome, cell: Cell) -> None:
         label = cell.label
@@ -96,6 +99,7 @@ class _Tally:
             store.mark_running(outcome.key, cell.kind, label)
         store.mark_failed(outcome.key, outcome.reason, outcome.rows)
         if outcome.status == "failed":
+            self.failed_cells.append((label, outcome.reason))
             log.error("cell %s failed: %s", label, outcome.reason)
             self.failed += 1
             self.emit("failed", {"cell": label, "reason": outcome.reason})
@@ -152,7 +156,8 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
         executor.close()
     report = render_report(spec.out) if spec.write_report else None
     return RunSummary(spec.out, len(plan.cells), tally.reused, tally.computed, tally.failed, tally.unavailable,
-                      intake.skipped, rows_csv, report, time.perf_counter() - started)
+                      intake.skipped, rows_csv, report, time.perf_counter() - started,
+                      failed_cells=tally.failed_cells)
 
 
 def _finished_keys(store: RunStore) -> set[str]:

@@ -54,7 +54,14 @@ CREATE TABLE IF NOT EXISTS rows (
 
 
 class StoreError(RuntimeError):
-    """The run folder cannot be used as asked (locked, or a changed plan without --force)."""
+    """The run folder cannot be used as asked (locked, damaged, or a changed plan without --force)."""
+
+
+def damaged_journal_message(journal: Path, error: Exception) -> str:
+    """One sentence for a journal SQLite cannot read: what, where, what to do."""
+    return (f"the run journal {journal} is damaged ({error}); move it aside (e.g. `mv {journal} "
+            f"{journal}.damaged`, with its -wal and -shm files) and rerun the same command: the cells are "
+            "recomputed into a fresh journal (artifact files with the same bytes are kept)")
 
 
 @dataclass(frozen=True)
@@ -106,13 +113,25 @@ class RunStore:
 
     # -- lifetime -----------------------------------------------------------
     def __enter__(self) -> "RunStore":
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise StoreError(f"--out {self.run_dir} is a file, not a folder; give a folder for the run "
+                             "(it is created if missing)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        self.db = sqlite3.connect(self.run_dir / "journal.sqlite", isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self._recover_interrupted()
+        journal = self.run_dir / "journal.sqlite"
+        try:
+            self.db = sqlite3.connect(journal, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            # quick_check reads every page once: a damaged journal is named here, not mid-run.
+            verdict = self.db.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                raise sqlite3.DatabaseError(verdict[0] if verdict else "quick_check returned nothing")
+            self.db.executescript(SCHEMA)
+            self._recover_interrupted()
+        except sqlite3.DatabaseError as error:
+            self.__exit__(None, None, None)
+            raise StoreError(damaged_journal_message(journal, error)) from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +173,15 @@ class RunStore:
     def read_manifest(self) -> dict[str, Any] | None:
         if not self.manifest_path.exists():
             return None
-        return json.loads(self.manifest_path.read_text())
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise StoreError(f"{self.manifest_path} is damaged ({error}); move it aside and rerun the same "
+                             "command (finished cells in the journal are still reused)") from None
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{self.manifest_path} is damaged (not a JSON object); move it aside and rerun "
+                             "the same command (finished cells in the journal are still reused)")
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())

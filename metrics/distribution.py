@@ -20,6 +20,7 @@ import dataclasses
 import torch
 
 from cloakbench.core import weights
+from cloakbench.core.config import bounded
 from cloakbench.metrics.base import METRICS, Metric, MetricUnavailable
 
 MIN_IMAGES = 2
@@ -73,7 +74,7 @@ class FID(_InceptionSetMetric):
 
     @dataclasses.dataclass(frozen=True)
     class Config:
-        features: int = 2048  # Inception layer: 2048 (pool3, the standard), or 768 / 192 / 64
+        features: int = bounded(2048, 64, 2048)  # Inception layer: 2048 (pool3, the standard), or 768 / 192 / 64
         weights: str = ""  # optional path to weights-inception-2015-12-05-6726825d.pth
 
     higher_is_better = False
@@ -94,9 +95,9 @@ class KID(_InceptionSetMetric):
 
     @dataclasses.dataclass(frozen=True)
     class Config:
-        subsets: int = 100
-        subset_size: int = 1000  # capped at the smaller set's size
-        features: int = 2048  # Inception layer: 2048 (pool3, the standard), or 768 / 192 / 64
+        subsets: int = bounded(100, 1, 100_000)
+        subset_size: int = bounded(1000, 2, 1_000_000)  # capped at the smaller set's size
+        features: int = bounded(2048, 64, 2048)  # Inception layer: 2048 (pool3, the standard), or 768 / 192 / 64
         weights: str = ""
 
     higher_is_better = False

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import note
@@ -55,7 +56,7 @@ class JPEG(Mimicry):
 
     @dataclass(frozen=True)
     class Config:
-        quality: int = 75
+        quality: int = bounded(75, 1, 100)
 
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None,
                  context: AttackContext | None = None) -> torch.Tensor:
@@ -106,8 +107,8 @@ class Blur(Mimicry):
 
     @dataclass(frozen=True)
     class Config:
-        kernel_size: int = 7
-        sigma: float = 0.0
+        kernel_size: int = bounded(7, 1, 255)
+        sigma: float = bounded(0.0, 0, 100)  # 0: OpenCV's rule for the kernel size
 
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None,
                  context: AttackContext | None = None) -> torch.Tensor:
@@ -135,7 +136,7 @@ class GaussianNoise(Mimicry):
 
     @dataclass(frozen=True)
     class Config:
-        sigma: float = 0.05
+        sigma: float = bounded(0.05, 0, 10)
 
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
                  context: AttackContext | None = None) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import note
@@ -140,11 +141,11 @@ class Inpaint(Mimicry):
     @dataclass(frozen=True)
     class Config:
         mask: Literal["center", "background", "folder"] = "center"
-        steps: int = 50
-        guidance_scale: float = 7.5
-        strength: float = 1.0
-        box: float = 0.5
-        ellipse: tuple[float, float] = (0.6, 0.8)
+        steps: int = bounded(50, 1, 10_000)
+        guidance_scale: float = bounded(7.5, 0, 100)
+        strength: float = bounded(1.0, 0, 1, low_open=True)
+        box: float = bounded(0.5, 0, 1, low_open=True)
+        ellipse: tuple[float, float] = bounded((0.6, 0.8), 0, 1, low_open=True)
 
     def masks(self, images: torch.Tensor, context: AttackContext) -> torch.Tensor:
         """The ``(N, 1, H, W)`` masks this call uses (1 = repaint)."""

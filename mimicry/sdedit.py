@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import (
@@ -71,10 +72,10 @@ class SDEdit(StrengthSweep):
 
     @dataclass(frozen=True)
     class Config:
-        strengths: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
-        steps: int = 100
-        guidance_scale: float = 1.0
-        eta: float = 0.0
+        strengths: tuple[float, ...] = bounded((0.1, 0.2, 0.3, 0.5), 0, 1)
+        steps: int = bounded(100, 1, 10_000)
+        guidance_scale: float = bounded(1.0, 0, 100)
+        eta: float = bounded(0.0, 0, 1)
         latent: Literal["sample", "mean"] = "sample"
 
     @torch.no_grad()
@@ -129,8 +130,8 @@ class SDEditOneStep(StrengthSweep):
 
     @dataclass(frozen=True)
     class Config:
-        strengths: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
-        guidance_scale: float = 1.0
+        strengths: tuple[float, ...] = bounded((0.1, 0.2, 0.3, 0.5), 0, 1)
+        guidance_scale: float = bounded(1.0, 0, 100)
         latent: Literal["sample", "mean"] = "sample"
 
     @torch.no_grad()

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import note
@@ -223,20 +224,20 @@ class TextualInversion(Mimicry):
     class Config:
         token: str = "<concept>"
         initializer: str = "painting"
-        steps: int = 0
-        batch_size: int = 4
-        learning_rate: float = 5e-4
+        steps: int = bounded(0, 0, 1_000_000)  # 0: the reference's default for the model
+        batch_size: int = bounded(4, 1, 4096)
+        learning_rate: float = bounded(5e-4, 0, 1, low_open=True)
         scale_lr: bool = True
-        weight_decay: float = 1e-2
-        flip_p: float = 0.5
+        weight_decay: float = bounded(1e-2, 0, 1)
+        flip_p: float = bounded(0.5, 0, 1)
         templates: tuple[str, ...] = (
             "a photo of {}", "a picture of {}", "a painting of {}", "an image of {}",
             "a close up photo of {}", "a rendering of {}", "{}",
         )
-        k: int = 4
+        k: int = bounded(4, 1, 1000)
         prompts: tuple[str, ...] = ("a photo of {}", "a painting of {}", "a picture of {}", "an image of {}")
-        sample_steps: int = 50
-        guidance_scale: float = 7.5
+        sample_steps: int = bounded(50, 1, 10_000)
+        guidance_scale: float = bounded(7.5, 0, 100)
 
     def resolved_steps(self, model) -> int:
         if self.config.steps > 0:

@@ -59,6 +59,7 @@ from typing import ClassVar, Literal, Sequence
 
 import torch
 
+from cloakbench.core.config import bounded, check_ranges
 from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.protections import losses
 from cloakbench.protections.base import Protection
@@ -89,9 +90,9 @@ class PGDConfig:
         (``protections/reference_costs.py``); the update is unchanged.
     """
 
-    eps: float = 16.0
-    alpha: float = 1.0
-    steps: int = 100
+    eps: float = bounded(16.0, 0, 255, low_open=True)
+    alpha: float = bounded(1.0, 0, 255, low_open=True)
+    steps: int = bounded(100, 1, 100_000)
     random_start: bool = True
     alpha_schedule: Literal["constant", "linear"] = "constant"
     latent: Literal["sample", "mean"] = "sample"
@@ -99,12 +100,8 @@ class PGDConfig:
     reference_double_encode: bool = False
 
     def __post_init__(self):
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0 (8-bit units), got {self.eps}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0 (8-bit units), got {self.alpha}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        # The declared ranges hold for a config built in code too, not only for overrides.
+        check_ranges(self)
         if self.alpha_schedule not in ("constant", "linear"):
             raise ValueError(f"alpha_schedule must be 'constant' or 'linear', got {self.alpha_schedule!r}")
         if self.latent not in ("sample", "mean"):

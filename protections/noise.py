@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cloakbench.core.config import bounded, check_ranges
 from cloakbench.protections.base import PROTECTIONS, Protection
 from cloakbench.core.images import check_images
 from cloakbench.protections.engine import GeneratorArg, draw_uniform, image_generators, round_within_budget
@@ -15,11 +16,10 @@ from cloakbench.protections.engine import GeneratorArg, draw_uniform, image_gene
 class NoiseConfig:
     """eps: L∞ budget in 8-bit units, ``eps/255`` (default 16, the PGD protections' budget)."""
 
-    eps: float = 16.0
+    eps: float = bounded(16.0, 0, 255, low_open=True)
 
     def __post_init__(self):
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0 (8-bit units), got {self.eps}")
+        check_ranges(self)  # a config built in code is checked like an override
 
 
 @PROTECTIONS.register("noise")

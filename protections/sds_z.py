@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.protections import losses
 from cloakbench.protections.base import PROTECTIONS
@@ -26,9 +27,9 @@ class LatentSDSConfig:
         ``z`` starts (``sample``, default, or ``mean`` of the posterior).
     """
 
-    latent_eps: float = 2 * 16 / 255
-    latent_alpha: float = 2 * 1 / 255
-    steps: int = 100
+    latent_eps: float = bounded(2 * 16 / 255, 0, 100, low_open=True)
+    latent_alpha: float = bounded(2 * 1 / 255, 0, 100, low_open=True)
+    steps: int = bounded(100, 1, 100_000)
     prompt: str = "a photo"
     latent: Literal["sample", "mean"] = "sample"
 

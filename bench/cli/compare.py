@@ -77,6 +77,9 @@ def compare(
     """Run protections x mimicry attacks on images; record quality, time and memory; write a report.
 
     Resumable: rerun the same command and finished cells are reused.
+
+    Exit status: 0 every cell done or unavailable by design (missing weights); 1 a cell
+    failed (its rows are kept and the summary names it); 2 a usage error or bad input.
     """
     from cloakbench.core.config import ConfigError
     from cloakbench.core.images import ImageError
@@ -85,6 +88,7 @@ def compare(
     from cloakbench.compare import run_compare
     from cloakbench.spec import CompareSpec
     from cloakbench.store import StoreError
+    from cloakbench.cli.options import parse_cell_timeout
 
     if threads is not None:
         import torch
@@ -92,6 +96,7 @@ def compare(
         torch.set_num_threads(max(1, threads))
     try:
         file = read_config(config, "compare")
+        parse_cell_timeout(pick(cell_timeout, file, "cell_timeout", None))  # refused before any work
         spec = CompareSpec(
             images=list(images) if images else list(file.get("images", ["samples"])),
             methods=pick(methods, file, "methods", "all"),
@@ -157,3 +162,9 @@ def compare(
     console.print(f"rows: {summary.rows_csv}", highlight=False)
     if summary.report:
         console.print(f"report: {summary.report}", highlight=False)
+    if summary.failed:  # exit status 1: the rows are kept, the failed cells named
+        for label, reason in summary.failed_cells:
+            console.print(f"  failed {label}: {reason}", highlight=False, markup=False)
+        console.print(f"[red]{summary.failed} cell(s) failed[/] (rows kept in {summary.rows_csv}); rerun the same "
+                      "command to retry them", highlight=False)
+        raise typer.Exit(code=1)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from cloakbench.core.config import ConfigError, load_toml, parse_set_options
+from cloakbench.core.config import ConfigError, load_toml, parse_set_options, refuse_unknown_keys
 
 
 def merged_overrides(config_file: dict, set_items: list[str]) -> dict[str, dict[str, Any]]:
@@ -20,11 +21,40 @@ def merged_overrides(config_file: dict, set_items: list[str]) -> dict[str, dict[
     return overrides
 
 
+#: The keys a ``--config`` file may set for each verb (its ``[section]`` table or the top level);
+#: anything else is refused with a did-you-mean, never ignored. tests/test_robustness.py
+#: checks this against the keys bench/cli/<verb>.py actually reads from the file.
+FILE_KEYS: dict[str, frozenset[str]] = {
+    "compare": frozenset({"images", "methods", "attacks", "metrics", "model", "out", "device", "dtype", "seed",
+                          "prompt", "quick", "cell_timeout", "mask_dir", "seeds", "attack_models", "attack_model"}),
+}
+#: Tables every verb's file may hold besides its own section: ``[set.NAME]`` and ``[sweep.NAME]``.
+FILE_TABLES = frozenset({"set", "sweep"})
+
+
+def check_config_keys(data: dict[str, Any], section: str, path: Path) -> None:
+    """Refuse unknown sections and keys of a ``--config`` file, naming the file and the closest key."""
+    known_keys = FILE_KEYS.get(section, frozenset())
+    tables = {key: value for key, value in data.items() if isinstance(value, dict)}
+    sections = FILE_TABLES | {section} | set(FILE_KEYS)
+    refuse_unknown_keys(tables, sections, str(path), what="section")
+    other = [name for name in tables if name in FILE_KEYS and name != section]
+    if other:
+        raise ConfigError(f"{path}: [{other[0]}] is for `bench {other[0]}`; this command reads [{section}]")
+    top = [key for key, value in data.items() if not isinstance(value, dict)]
+    refuse_unknown_keys(top, known_keys, f"{path}: top level")
+    refuse_unknown_keys(data.get(section) or {}, known_keys, f"{path}: [{section}]")
+
+
 def read_config(path: Path | None, section: str) -> dict[str, Any]:
-    """The TOML file's top level merged with its ``[section]`` table (section wins)."""
+    """The TOML file's top level merged with its ``[section]`` table (section wins).
+
+    Unknown sections and keys are refused with a did-you-mean (:func:`check_config_keys`).
+    """
     if path is None:
         return {}
     data = load_toml(path)
+    check_config_keys(data, section, path)
     merged = {k: v for k, v in data.items() if not isinstance(v, dict)}
     merged.update(data.get(section) or {})
     merged["set"] = data.get("set") or {}
@@ -71,6 +101,21 @@ def pick(flag: Any, config: dict, key: str, default: Any) -> Any:
     if flag is not None:
         return flag
     return config.get(key, default)
+
+
+def parse_cell_timeout(value: Any) -> float | None:
+    """``--cell-timeout`` (or ``cell_timeout`` in the file): seconds, finite and > 0, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"--cell-timeout {value!r}: expected a number of seconds, e.g. 600")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--cell-timeout {value!r}: expected a number of seconds, e.g. 600") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"--cell-timeout {value!r}: expected a finite number of seconds greater than 0, e.g. 600")
+    return seconds
 
 
 def parse_shard(text: str) -> tuple[int, int]:

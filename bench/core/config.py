@@ -108,6 +108,31 @@ def setting_range(field: dataclasses.Field) -> Range | None:
     return field.metadata.get("range")
 
 
+def check_ranges(config: Any, owner: str | None = None) -> None:
+    """Refuse a config whose numeric values lie outside their declared ranges (or are not finite).
+
+    Called from a config's ``__post_init__``, so a config built in code (not only one built
+    from ``--set``) is held to the same ranges; raises :class:`ConfigError`.
+    """
+    owner = owner or type(config).__name__
+    for field in dataclasses.fields(config):
+        (setting_range(field) or Range()).check(getattr(config, field.name), f"{owner}.{field.name}")
+
+
+def refuse_unknown_keys(given: Mapping[str, Any] | Any, known: Any, where: str, *, what: str = "key") -> None:
+    """A key of ``given`` that is not in ``known`` is one error with a did-you-mean.
+
+    Used for the tables of a ``--config`` TOML file (docs/RELIABILITY.md, "Settings"): an
+    ignored key would run a different grid from the one the user wrote.
+    """
+    from cloakbench.core.registry import suggest
+
+    known = sorted(known)
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown {what} {key!r}{suggest(key, known)} (known: {', '.join(known)})")
+
+
 def apply_overrides(config: Any, overrides: Mapping[str, Any], *, owner: str) -> Any:
     """A copy of frozen dataclass ``config`` with ``overrides`` (field -> text or value) applied.
 

@@ -5,7 +5,8 @@ decode (a truncated file is an error, never grey-filled), refuses decompression 
 from the header before decoding, applies EXIF orientation, composites alpha on white,
 scales 16-bit to 8-bit explicitly, converts CMYK / palette / grayscale to RGB, and
 brings each image to the model's square working size by a recorded transform (resize
-the short side, centre crop). Images are identified by the SHA-256 of their working
+the short side, centre crop) — or, with ``keep_size=True`` (``bench protect``), keeps it at
+its own size and aspect ratio. Images are identified by the SHA-256 of their working
 pixels, not by file name. A bad file is skipped with its path and reason; the others go on.
 """
 
@@ -53,6 +54,18 @@ class LoadedImage:
     pixel_hash: str
     original_size: tuple[int, int]
     notes: list[str] = field(default_factory=list)
+    #: The decoded file's format and Pillow mode before conversion (e.g. ``PNG``, ``I;16``, ``RGBA``).
+    source_format: str = ""
+    source_mode: str = ""
+    #: What intake did to the size: ``None`` when the picture kept its own size.
+    resized: str | None = None
+
+    def intake_record(self) -> dict:
+        """What intake did to this picture, for sidecars and manifests (JSON-ready)."""
+        return {"source": self.source, "format": self.source_format, "mode": self.source_mode,
+                "original_size": list(self.original_size), "size": [int(self.pixels.shape[-1]),
+                                                                      int(self.pixels.shape[-2])],
+                "resized": self.resized, "notes": list(self.notes)}
 
 
 @dataclass
@@ -121,12 +134,31 @@ def pixel_hash(image: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it exists, so no other thread sees it changed)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half file."""
+    """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half file.
+
+    ``mkstemp`` creates the file 0600; it gets ``0666 & ~umask`` like any file the user
+    creates, so a shared run folder stays readable by the team (docs/RELIABILITY.md, "Store").
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()
@@ -252,30 +284,49 @@ def to_working_size(image: Image.Image, size: int, notes: list[str], where: str)
 
 
 def _finish(name: str, source: str, rgb: Image.Image, original: tuple[int, int], size: int,
-            notes: list[str]) -> LoadedImage:
-    working = to_working_size(rgb, size, notes, source)
+            notes: list[str], *, keep_size: bool = False, source_format: str = "",
+            source_mode: str = "") -> LoadedImage:
+    if keep_size:
+        width, height = rgb.size
+        if min(width, height) < MIN_SIDE:
+            raise ImageError(f"{source}: {width}x{height} is too small (the short side must be at least "
+                             f"{MIN_SIDE} px)")
+        working, resized = rgb, None
+    else:
+        before = len(notes)
+        working = to_working_size(rgb, size, notes, source)
+        resized = notes[before] if len(notes) > before else None
     pixels = from_uint8_array(np.asarray(working, dtype=np.uint8))
     return LoadedImage(name=name, source=source, pixels=pixels, pixel_hash=pixel_hash(pixels),
-                       original_size=original, notes=notes)
+                       original_size=original, notes=notes, source_format=source_format,
+                       source_mode=source_mode, resized=resized)
 
 
-def load_image_file(path: Path, size: int, name: str | None = None) -> LoadedImage:
-    """Decode, normalise and size one file; raises :class:`ImageError` naming the file."""
+def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size: bool = False) -> LoadedImage:
+    """Decode, normalise and size one file; raises :class:`ImageError` naming the file.
+
+    ``keep_size=True`` keeps the picture at its own size (after EXIF rotation) instead of
+    bringing it to the ``size x size`` working square.
+    """
     path = Path(path)
     notes: list[str] = []
     with _open_checked(path) as opened:
         original = opened.size
+        source_format, source_mode = str(opened.format or ""), str(opened.mode)
         rgb = to_rgb(opened, notes)
-        return _finish(name or path.stem, str(path), rgb, original, size, notes)
+        return _finish(name or path.stem, str(path), rgb, original, size, notes, keep_size=keep_size,
+                       source_format=source_format, source_mode=source_mode)
 
 
-def load_sample(name: str, size: int) -> LoadedImage:
+def load_sample(name: str, size: int, *, keep_size: bool = False) -> LoadedImage:
     from skimage import data
 
     array = getattr(data, name)()
     notes = [f"scikit-image sample '{name}'"]
-    rgb = to_rgb(Image.fromarray(array), notes)
-    return _finish(name, f"skimage.data.{name}", rgb, (array.shape[1], array.shape[0]), size, notes)
+    opened = Image.fromarray(array)
+    rgb = to_rgb(opened, notes)
+    return _finish(name, f"skimage.data.{name}", rgb, (array.shape[1], array.shape[0]), size, notes,
+                   keep_size=keep_size, source_format="scikit-image", source_mode=opened.mode)
 
 
 def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
@@ -296,8 +347,12 @@ def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
     return entries
 
 
-def load_images(sources: list[str] | str, size: int) -> IntakeResult:
+def load_images(sources: list[str] | str, size: int, *, keep_size: bool = False) -> IntakeResult:
     """Load every image named by ``sources`` (folders, files, or ``samples``) at ``size``.
+
+    ``keep_size=True`` keeps each picture at its own size and aspect ratio (``bench
+    protect``); the default brings it to the model's ``size x size`` working square
+    (``bench compare``, which evaluates at the model's size).
 
     Bad files and duplicates (same pixels) are skipped with a reason; order is sorted
     by name within each source so runs are reproducible on any file system.
@@ -311,11 +366,11 @@ def load_images(sources: list[str] | str, size: int) -> IntakeResult:
         where = str(path) if path is not None else f"skimage.data.{sample}"
         try:
             if path is None:
-                image = load_sample(sample, size)
+                image = load_sample(sample, size, keep_size=keep_size)
             elif not path.exists():
                 raise ImageError(f"{path}: no such file or folder")
             else:
-                image = load_image_file(path, size, name=name)
+                image = load_image_file(path, size, name=name, keep_size=keep_size)
         except ImageError as error:
             log.info("skipping %s", error)
             skipped.append(Skipped(where, str(error)))

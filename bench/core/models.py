@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,12 +471,24 @@ def _folder_of(spec: str) -> tuple[Path, str]:
     raise AssertionError("unreachable")
 
 
+def _read_json(path: Path) -> dict:
+    """A model folder's JSON file, or a ModelError naming it (a broken file is not a traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{path} cannot be read as JSON ({error}); restore it from the model's original "
+                         "download") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} holds no JSON object; restore it from the model's original download")
+    return data
+
+
 def _folder_resolution(folder: Path) -> int:
     """The working size: ``cloakbench_resolution`` in model_index.json, else the VAE's ``sample_size``."""
-    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").exists() else {}
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
     if "cloakbench_resolution" in index:
         return int(index["cloakbench_resolution"])
-    return int(json.loads((folder / "vae" / "config.json").read_text()).get("sample_size", 512))
+    return int(_read_json(folder / "vae" / "config.json").get("sample_size", 512))
 
 
 # -- local folders and the Hugging Face cache ---------------------------------------
@@ -559,10 +572,21 @@ def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle
     parts: dict[str, Any] = {}
     for part, path in weights.items():
         cls = classes[part]
-        if path.suffix == ".safetensors":
-            parts[part] = cls.from_pretrained(str(folder / part), use_safetensors=True, local_files_only=True)
-        else:
-            parts[part] = _load_pickled(cls, folder / part, path)
+        _read_json(folder / part / "config.json")  # a broken config.json is named, not a library traceback
+        try:
+            if path.suffix == ".safetensors":
+                parts[part] = cls.from_pretrained(str(folder / part), use_safetensors=True, local_files_only=True)
+            else:
+                parts[part] = _load_pickled(cls, folder / part, path)
+        except pickle.UnpicklingError as error:
+            raise ModelError(f"{path} was refused by torch.load(weights_only=True): it holds objects other than "
+                             f"tensors, which could run code ({str(error).splitlines()[0]}); convert it to "
+                             "safetensors on a trusted machine") from None
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            # Truncated or damaged weights: safetensors and diffusers raise these with long messages.
+            first_line = (str(error).strip().splitlines() or [error.__class__.__name__])[0][:200]
+            raise ModelError(f"{path} could not be loaded ({first_line}); the file is damaged or incomplete: "
+                             "copy it again from the model's original download") from None
     parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
     parts["scaling_factor"] = float(parts["vae"].config.get("scaling_factor", 0.18215))
     bundle = _bundle(name or folder.name, parts, device, dtype, sha256_files(weights.values()),
@@ -602,10 +626,30 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         raise ModelError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}") from None
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here, or a ModelError saying which ones do."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelError(f"--device {device!r} is not a torch device; use cpu or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ModelError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif parsed.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ModelError(f"--device {device!r} is not supported here; use cpu or cuda:N")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    return parsed
+
+
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                allow_pickle: bool = False, seed: int = 0) -> LDM:
     """Load a model by registry name, local folder, or cached hub id (``owner/name``)."""
     dtype = parse_dtype(dtype)
+    check_device(device)
     if spec in MODELS:
         return MODELS.get(spec)(device=device, dtype=dtype, seed=seed, allow_pickle=allow_pickle)
     folder, name = _folder_of(spec)

@@ -311,7 +311,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     mark_column([e["worst"] for e in entries], estimates["worst"], names, stronger_high, skip)
     strength_direction = "" if strength_higher is None else ("↓ stronger" if strength_higher else "↑ stronger")
     protect_models = sorted(set(rows["protect_model"]) - {""})
-    attack_models = sorted(set(rows["attack_model"]) - {""})
+    attack_models = sorted(set(rows[rows["attack"] != ""]["attack_model"]) - {""})
     return {
         "rows": entries,
         "attackers": [a.name for a in chosen],
@@ -373,7 +373,7 @@ def transfer(run: Run, pool: list[Attacker], metric: str | None, higher: bool | 
     """Protect-model × attack-model matrices of worst-case strength, when the run has more than one model."""
     rows = run.rows
     protect_models = sorted(set(rows["protect_model"]) - {""})
-    attack_models = sorted(set(rows["attack_model"]) - {""})
+    attack_models = sorted(set(rows[rows["attack"] != ""]["attack_model"]) - {""})
     if metric is None or len(set(protect_models) | set(attack_models)) <= 1:
         return None
     matrices = []

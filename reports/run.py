@@ -220,8 +220,9 @@ def _fill_models(rows: pd.DataFrame, manifest: dict[str, Any]) -> None:
     name = str(model.get("name") or "") if isinstance(model, dict) else ""
     if not name:
         return
-    for column in ("protect_model", "attack_model"):
-        rows.loc[rows[column] == "", column] = name
+    rows.loc[rows["protect_model"] == "", "protect_model"] = name
+    # Only rows about an attack ran on an attack model; a protect row has none.
+    rows.loc[(rows["attack_model"] == "") & (rows["attack"] != ""), "attack_model"] = name
 
 
 def load_run(run_dir: str | Path) -> Run:

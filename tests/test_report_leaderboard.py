@@ -307,3 +307,13 @@ def test_a_swept_attack_chain_is_its_own_attacker(tmp_path):
     rows.to_csv(run_dir / "rows.csv", index=False)
     board = leaderboard(load_run(run_dir))
     assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@jpeg.quality=50", "jpeg@jpeg.quality=90"]
+
+
+def test_transfer_to_one_other_model_is_a_one_cell_matrix(tmp_path):
+    run_dir = write_sweep_run(tmp_path / "run", size=16)
+    rows = pd.read_csv(run_dir / "rows.csv", dtype=str, keep_default_na=False)
+    rows = rows[rows["attack_model"] != "toy"]  # protect on toy, attack only on tiny-random
+    rows.to_csv(run_dir / "rows.csv", index=False)
+    transfer = leaderboard(load_run(run_dir))["transfer"]
+    assert transfer["protect_models"] == ["toy"] and transfer["attack_models"] == ["tiny-random"]
+    assert all(len(m["rows"]) == 1 and m["rows"][0]["cells"][0]["n"] == 4 for m in transfer["matrices"])

@@ -86,3 +86,36 @@ def test_widening_a_sweep_keeps_every_existing_key(intake):
     wide = plan_for(intake, methods="sds-", sweeps=parse_sweep_options(["sds-.eps=4,8,16"]))
     assert {c.key for c in narrow.cells} < {c.key for c in wide.cells}
     assert narrow.hash != wide.hash
+
+
+def test_the_paper_table_config_plans_every_protection_budget_category_and_seed(tmp_path):
+    import importlib.util
+
+    from cloakbench.cli.options import merged_overrides, read_config
+    from cloakbench.core.datasets import load_dataset
+
+    root = Path(__file__).resolve().parent.parent
+    loader = importlib.util.spec_from_file_location("paper_table_data", root / "configs" / "paper_table_data.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    module.main(tmp_path / "data")
+    file = read_config(root / "configs" / "paper_table.toml", "compare")
+    spec = CompareSpec(images=[str(tmp_path / "data")], methods=file["methods"], attacks=file["attacks"],
+                       model=file["model"], seeds=parse_int_list(file["seeds"], "--seeds"),
+                       sweeps=merged_sweeps(file, []), overrides=merged_overrides(file, []), quick=True)
+    components = Components.from_spec(spec)
+    dataset = load_dataset(spec.images, model_facts("toy").resolution)
+    plan = build_plan(spec, components, model_facts("toy"), dataset)
+    budgets = {setting for name, setting in components.protection_variants if name != "none"}
+    assert budgets == {"eps=4", "eps=8", "eps=16"}
+    from cloakbench.protections import publishable_protections
+
+    every = [n for n in publishable_protections() if n != "none"]
+    assert {name for name, _ in components.protection_variants} == {"none", *every}
+    assert len(components.protection_variants) == 1 + 3 * len(every)  # every protection at every budget
+    assert {dataset.of(im).category for im in dataset.images} == set(module.CATEGORIES)
+    assert all(dataset.of(im).prompt for im in dataset.images)
+    protect = [c for c in plan.cells if c.kind == "protect"]
+    assert len(protect) == len(components.protection_variants) * 4 * 3  # variants x images x seeds
+    assert len(plan.cells) == 3 * len(protect)  # each protected image attacked by SDEdit and by inpainting
+    assert components.attacks["inpaint"][1].config.mask == "background"

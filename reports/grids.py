@@ -28,8 +28,8 @@ from cloakbench.reports.run import NO_PROTECTION, Run, attack_label
 logger = logging.getLogger(__name__)
 
 AMPLIFY = 10
-THUMBNAIL = 128
-WEBP_QUALITY = 80
+THUMBNAIL = 120
+WEBP_QUALITY = 72
 MAX_IMAGES_PER_GRID = 2
 MAX_GRIDS = 40
 COLUMNS = ("clean", "protected", f"perturbation ×{AMPLIFY}", "attack on clean", "attack on protected")

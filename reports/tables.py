@@ -1,9 +1,10 @@
 """The summary tables of the report, aggregated from the long-format rows.
 
-One group per protection (imperceptibility and protection cost, the same for every attack)
-with one line per attack and setting (protection strength and attack cost). Values are
-means over images; L∞ is the maximum over images (the budget actually spent). A cell whose
-rows are all unavailable says so, with the reason in its tooltip, instead of a number.
+One group per protection and budget (imperceptibility and protection cost, the same for
+every attack) with one line per attack and setting (protection strength and attack cost),
+then the mean over the attacker pool and the worst case (reports.leaderboard). Values are
+means over images × seeds; L∞ is the maximum (the budget actually spent). A cell whose rows
+are all unavailable says so, with the reason in its tooltip, instead of a number.
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from cloakbench.compare import run_compare
 from cloakbench.core.images import resize_square
+from cloakbench.core.models import load_model
 from cloakbench.spec import CompareSpec, parse_sweep_options
 
 
@@ -26,10 +28,19 @@ def write_manifest(folder: Path) -> Path:
     return folder / "manifest.csv"
 
 
+def other_model(tmp_path: Path) -> str:
+    """A second small model: tiny-random's architecture with other weights (seed 1), as a local folder."""
+    folder = tmp_path / "tiny-other"
+    if not folder.exists():
+        load_model("tiny-random", seed=1).save_pretrained(folder)
+    return str(folder)
+
+
 def spec(tmp_path: Path, sweep: str) -> CompareSpec:
     return CompareSpec(images=[str(write_manifest(tmp_path))], methods="noise,sds-,advdm", attacks="sdedit",
-                       metrics="psnr", model="tiny-random", attack_models=["tiny-random", "toy"], seeds=[0, 1],
-                       sweeps=parse_sweep_options([sweep]), quick=True, out=tmp_path / "run", write_report=False)
+                       metrics="psnr", model="tiny-random", attack_models=["tiny-random", other_model(tmp_path)],
+                       seeds=[0, 1], sweeps=parse_sweep_options([sweep]), quick=True, out=tmp_path / "run",
+                       write_report=False)
 
 
 def read_rows(run: Path) -> list[dict]:
@@ -46,17 +57,17 @@ def test_acceptance_run_records_every_axis_and_a_widened_sweep_computes_only_new
     assert {r["protection_setting"] for r in sds} == {"eps=4", "eps=16"}
     assert {r["run_seed"] for r in rows} == {"0", "1"}
     attacked = [r for r in rows if r["pair"] == "attack_vs_clean"]
-    assert {r["attack_model"] for r in attacked} == {"tiny-random", "toy"}
+    assert {r["attack_model"] for r in attacked} == {"tiny-random", other_model(tmp_path)}
     assert {r["protect_model"] for r in rows} == {"tiny-random"}
     assert {(r["image_name"], r["category"]) for r in attacked} == {("portrait", "portrait"),
                                                                    ("landscape", "landscape")}
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert {d["name"]: d["prompt"] for d in manifest["dataset"]} == {"portrait": "a photo of a person",
                                                                      "landscape": "a painting of hills"}
-    # The attack's output on the other model is at that model's resolution (the published PNG resized).
-    toy_output = next(r for r in attacked if r["attack_model"] == "toy")["artifact"]
-    with Image.open(tmp_path / "run" / toy_output) as opened:
-        assert opened.size == (128, 128)
+    # The same attack on the same published image differs between the two models (other weights).
+    by_model = {r["attack_model"]: r["value"] for r in attacked if r["protection"] == "advdm" and r["run_seed"] == "0"
+                and r["image_name"] == "portrait" and r["setting"] == attacked[0]["setting"]}
+    assert len(by_model) == 2 and len(set(by_model.values())) == 2
 
     wider = run_compare(spec(tmp_path, "sds-.eps=4,8,16"))  # no --force: a widened plan loses nothing
     # New: sds- at eps 8 on 2 images x 2 seeds (4 protect cells), each attacked on 2 models (8 attack cells).
@@ -68,4 +79,18 @@ def test_acceptance_run_records_every_axis_and_a_widened_sweep_computes_only_new
 def test_resize_for_another_attack_model_is_identity_at_the_same_size():
     images = torch.rand(2, 3, 64, 64)
     assert resize_square(images, 64) is images
-    assert resize_square(images, 128).shape == (2, 3, 128, 128)
+    bigger = resize_square(images, 128)
+    assert bigger.shape == (2, 3, 128, 128)
+    assert (resize_square(bigger, 64) - images).abs().mean() < 0.1  # a resize, not a crop or a blank
+
+
+@pytest.mark.slow
+def test_an_attack_model_of_another_resolution_attacks_the_resized_published_image(tmp_path):
+    summary = run_compare(CompareSpec(images=[str(write_manifest(tmp_path))], methods="noise", attacks="sdedit",
+                                      metrics="psnr", model="tiny-random", attack_models=["toy"], quick=True,
+                                      out=tmp_path / "run", write_report=False))
+    assert summary.failed == 0
+    attacked = [r for r in read_rows(tmp_path / "run") if r["pair"] == "attack_vs_clean"]
+    assert attacked and {r["attack_model"] for r in attacked} == {"toy"}
+    with Image.open(tmp_path / "run" / attacked[0]["artifact"]) as opened:
+        assert opened.size == (128, 128)  # toy works at 128, the protections at tiny-random's 64

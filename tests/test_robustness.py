@@ -233,6 +233,10 @@ def test_a_missing_cuda_device_is_one_sentence(tmp_path):
     assert_sentence(result, 2, f"cuda:{count}")
     assert_sentence(run("protect", tmp_path / "a.png", "--model", "tiny-random", "--device", "gpu",
                         "--out", tmp_path / "o"), 2, "'gpu'")
+    compare = run("compare", "--images", tmp_path / "a.png", "--model", "tiny-random", "--device", f"cuda:{count}",
+                  "--out", tmp_path / "run")
+    assert_sentence(compare, 2, f"cuda:{count}")
+    assert not (tmp_path / "run").exists()  # refused before any cell ran
 
 
 def test_out_that_is_a_file_is_one_sentence(tmp_path):

@@ -89,6 +89,7 @@ def compare(
     from cloakbench.spec import CompareSpec
     from cloakbench.store import StoreError
     from cloakbench.cli.options import parse_cell_timeout
+    from cloakbench.core.models import check_device
 
     if threads is not None:
         import torch
@@ -97,6 +98,7 @@ def compare(
     try:
         file = read_config(config, "compare")
         parse_cell_timeout(pick(cell_timeout, file, "cell_timeout", None))  # refused before any work
+        check_device(pick(device, file, "device", "cpu"))  # a GPU that is not there: one sentence, no cell run
         spec = CompareSpec(
             images=list(images) if images else list(file.get("images", ["samples"])),
             methods=pick(methods, file, "methods", "all"),

@@ -59,7 +59,7 @@ class DreamBooth(FinetuneAttack):
     LARGE = {"steps": 1000, "learning_rate": 5e-7}
     SMALL = {"steps": 100, "learning_rate": 1e-4}
 
-    def trainable_copy(self, model):
+    def trainable_copy(self, model, generator):
         unet = copy.deepcopy(model.unet).requires_grad_(True)
         return unet, list(unet.parameters())
 

@@ -261,7 +261,7 @@ class FinetuneAttack(Mimicry):
         learning_rate = self.config.learning_rate or recipe["learning_rate"]
         return steps, learning_rate
 
-    def trainable_copy(self, model) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    def trainable_copy(self, model, generator: torch.Generator) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
         """A deep copy of the UNet and the parameters to train (the shared UNet is never touched)."""
         raise NotImplementedError
 
@@ -286,7 +286,7 @@ class FinetuneAttack(Mimicry):
             log.warning("%s: no context.work_dir; side files written to %s", self.name, work_dir)
         cache_root = work_dir.parent if context.work_dir else None
         prior = class_images(model, config, resolved_class_images(config, model), cache_root)
-        unet, parameters = self.trainable_copy(model)
+        unet, parameters = self.trainable_copy(model, generator)
         result = finetune(model, images, unet=unet, parameters=parameters,
                           train_text_encoder=self.config_train_text_encoder(), config=config, steps=steps,
                           learning_rate=learning_rate, prior_images=prior, generator=generator)

@@ -52,18 +52,19 @@ class DreamBoothLoRA(FinetuneAttack):
     ``context.notes["loss_trace"]``.
     """
 
-    version = 1
+    # 2: the adapters' initial A drawn from the cell's generator (peft drew from the global RNG)
+    version = 2
     Config = LoRAConfig
     # --quick: a few training steps, two class images and two small generations
     QUICK = {"steps": 4, "k": 2, "sample_steps": 3, "num_class_images": 2, "class_sample_steps": 3}
     LARGE = {"steps": 1000, "learning_rate": 5e-4}
     SMALL = {"steps": 200, "learning_rate": 1e-3}
 
-    def trainable_copy(self, model):
+    def trainable_copy(self, model, generator):
         import copy
 
         unet = copy.deepcopy(model.unet)
-        return unet, finetuning.add_lora(unet, self.config.rank)
+        return unet, finetuning.add_lora(unet, self.config.rank, generator=generator)
 
     def save(self, result: FinetuneResult, work_dir: Path) -> list[Path]:
         from diffusers import StableDiffusionPipeline

@@ -80,14 +80,14 @@ class Surrogate:
 
     @classmethod
     def of(cls, model, *, instance_prompt: str, class_prompt: str, learning_rate: float,
-           train_text_encoder: bool, lora_rank: int = 0, **settings) -> "Surrogate":
+           train_text_encoder: bool, generator: torch.Generator, lora_rank: int = 0, **settings) -> "Surrogate":
         """A surrogate starting from the model's weights: full fine-tune, or LoRA with ``lora_rank > 0``."""
         if model.text_encoder is None or model.tokenizer is None or model.conditioning_override is not None:
             raise ValueError(f"the surrogate needs a text-conditioned SD-style model; model {model.name} has none")
         unet = copy.deepcopy(model.unet)
         text_encoder = copy.deepcopy(model.text_encoder)
         if lora_rank > 0:
-            parameters = finetuning.add_lora(unet, lora_rank)
+            parameters = finetuning.add_lora(unet, lora_rank, generator=generator)
             text_encoder.requires_grad_(False)
         else:
             unet.requires_grad_(True)
@@ -248,7 +248,8 @@ class SurrogateProtection(PGDProtection):
         state.surrogate = Surrogate.of(
             model, instance_prompt=config.prompt, class_prompt=config.class_prompt,
             learning_rate=self.resolved_learning_rate(model), train_text_encoder=config.train_text_encoder,
-            lora_rank=config.lora_rank, prior_loss_weight=config.prior_loss_weight)
+            generator=state.training_generator, lora_rank=config.lora_rank,
+            prior_loss_weight=config.prior_loss_weight)
 
     def surrogate_for_step(self, state: PGDState) -> Surrogate:
         return state.surrogate

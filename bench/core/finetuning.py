@@ -72,11 +72,13 @@ def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], device, dtyp
     return text_encoder(ids)[0].to(dtype)
 
 
-def add_lora(unet, rank: int, *, alpha: float | None = None) -> list[torch.nn.Parameter]:
+def add_lora(unet, rank: int, *, generator: torch.Generator, alpha: float | None = None) -> list[torch.nn.Parameter]:
     """Add LoRA adapters of ``rank`` to ``unet``'s attention projections, in place; returns their parameters.
 
-    ``lora_alpha = rank`` (scale 1) and Gaussian ``A``, zero ``B`` (so the adapted UNet starts
-    equal to the base), as diffusers' DreamBooth-LoRA example. Everything else stays frozen.
+    ``lora_alpha = rank`` (scale 1), ``A ~ N(0, 1/rank²)`` and ``B = 0`` (so the adapted UNet
+    starts equal to the base), peft's ``init_lora_weights="gaussian"`` as diffusers'
+    DreamBooth-LoRA example uses it. ``A`` is drawn from ``generator`` (peft would draw from
+    the global RNG, so two runs with the same seed would differ). Everything else stays frozen.
     """
     from peft import LoraConfig
 
@@ -84,8 +86,18 @@ def add_lora(unet, rank: int, *, alpha: float | None = None) -> list[torch.nn.Pa
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
-                                init_lora_weights="gaussian", target_modules=list(LORA_TARGET_MODULES)))
-    return [p for p in unet.parameters() if p.requires_grad]
+                                init_lora_weights=False, target_modules=list(LORA_TARGET_MODULES)))
+    parameters = []
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_A" in name:
+                draw = torch.randn(parameter.shape, generator=generator, device=generator.device)
+                parameter.copy_(draw.to(parameter.device, parameter.dtype) / rank)
+            elif "lora_B" in name:
+                parameter.zero_()
+            if parameter.requires_grad:
+                parameters.append(parameter)
+    return parameters
 
 
 def lora_state_dict(unet) -> dict[str, torch.Tensor]:

@@ -147,7 +147,8 @@ def protect(
     max_pixels: int = typer.Option(1024 * 1024, "--max-pixels", min=4096,
                                    help="Memory cap: a picture whose (padded) size is at most this many pixels is "
                                         "protected whole; a larger one in overlapping tiles of the model's working "
-                                        "size. Lower it if memory runs out."),
+                                        "size (so memory never drops below one tile). Lower it if memory runs "
+                                        "out."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.ckpt) in a model "
                                                                     "folder, loaded with torch.load(weights_only=True) "
                                                                     "only."),

@@ -55,6 +55,8 @@ def test_protect_keeps_the_size_and_the_sidecar_records_intake(tmp_path):
     exif[0x0112] = 6  # "rotate 90° clockwise to display": a 40x48 file shows as 48x40
     picture(rotated, exif=exif.tobytes(), quality=95)
     picture(tmp_path / "art" / "alpha.png", 36, 52, seed=1, mode="RGBA")
+    deep = (np.random.default_rng(2).random((44, 60)) * 65535).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "art" / "deep.png")  # 16-bit grayscale
     result = run("protect", "--images", tmp_path / "art", "--method", "none", "--model", "tiny-random",
                  "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -66,6 +68,9 @@ def test_protect_keeps_the_size_and_the_sidecar_records_intake(tmp_path):
     assert Image.open(tmp_path / "out" / "none" / "alpha.png.png").size == (52, 36)
     assert alpha_record["intake"]["mode"] == "RGBA" and alpha_record["intake"]["resized"] is None
     assert any("alpha" in note for note in alpha_record["intake"]["notes"])
+    deep_record = json.loads((tmp_path / "out" / "none" / "deep.png.json").read_text())
+    assert deep_record["intake"]["mode"].startswith("I") and deep_record["size"] == [60, 44]
+    assert any("16-bit" in note for note in deep_record["intake"]["notes"])
 
 
 # -- names never collide ------------------------------------------------------------------------

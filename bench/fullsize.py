@@ -156,6 +156,9 @@ def enforce_budget(protected: torch.Tensor, clean: torch.Tensor, eps_255: float 
 
 @dataclass
 class FullSizeResult:
+    """The protected picture, how it was protected, and its loss at the first and last step
+    (for tiles, the mean over the tiles; ``None`` for a protection without a loss trace)."""
+
     protected: torch.Tensor  # (3, H, W) in [0, 1], 8-bit values
     plan: SizePlan
     loss_first: float | None

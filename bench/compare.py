@@ -24,11 +24,12 @@ from cloakbench.core import provenance
 from cloakbench.core.datasets import load_dataset
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.models import model_facts
+from cloakbench.core.schema import Pair
 from cloakbench.execute import CellTask, Outcome, failure_outcome
 from cloakbench.executors import Executor, SerialExecutor
 from cloakbench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
 from cloakbench.spec import CompareSpec
-from cloakbench.store import RunStore, StoreError
+from cloakbench.store import RunStore, StoreError, network_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,12 @@ class _Tally:
         if outcome.status == "done" and not store.artifacts.intact(outcome.artifacts):
             outcome = dataclasses.replace(outcome, status="failed",
                                           reason="error: an artifact the worker wrote fails its SHA-256 check")
+        if outcome.worker:
+            outcome.rows = [with_worker(row, outcome.worker) for row in outcome.rows]
         if outcome.status == "done":
             store.mark_done(outcome.key, outcome.artifacts, outcome.rows)
             self.computed += 1
-            self.emit("done", {"cell": label})
+            self.emit("done", {"cell": label, "worker": outcome.worker})
             return
         if store.cell_state(outcome.key) is None:
             store.mark_running(outcome.key, cell.kind, label)
@@ -102,11 +105,19 @@ class _Tally:
             self.failed_cells.append((label, outcome.reason))
             log.error("cell %s failed: %s", label, outcome.reason)
             self.failed += 1
-            self.emit("failed", {"cell": label, "reason": outcome.reason})
+            self.emit("failed", {"cell": label, "reason": outcome.reason, "worker": outcome.worker})
         else:
             log.info("cell %s unavailable: %s", label, outcome.reason)
             self.unavailable += 1
             self.emit("unavailable", {"cell": label, "reason": outcome.reason})
+
+
+def with_worker(row: dict, worker: str) -> dict:
+    """A cost row names the worker that measured it, and its device (docs/SCALING.md, "Progress and cost")."""
+    if row.get("pair") != Pair.COST.value:
+        return row
+    note = f"worker {worker}"
+    return {**row, "note": f"{row['note']}; {note}" if row.get("note") else note}
 
 
 def run_compare(spec: CompareSpec, on_event: Event | None = None,
@@ -127,6 +138,10 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
         reasons = "; ".join(s.reason for s in intake.skipped) or "no files found"
         raise StoreError(f"no usable images in {', '.join(spec.images)}: {reasons}")
     plan = build_plan(spec, components, facts, intake, attack_facts)
+    remote = network_filesystem(spec.out)
+    if remote:
+        raise StoreError(f"--out {spec.out} is on a network filesystem ({remote}); the run journal is SQLite, which "
+                         "must live on the driver's local disk: give an --out on a local disk (docs/SCALING.md)")
     executor = (executor_factory or SerialExecutor)(spec, components, intake)
     tally = _Tally(emit)
     try:
@@ -182,9 +197,9 @@ def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, 
         tasks.append(CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ())))
         cells[cell.key] = cell
 
-    def on_start(task: CellTask) -> None:
+    def on_start(task: CellTask, worker: str) -> None:
         store.mark_running(task.cell.key, task.cell.kind, task.cell.label)
-        emit("start", {"cell": task.cell.label})
+        emit("start", {"cell": task.cell.label, "worker": worker})
 
     for outcome in executor.run(tasks, on_start):
         tally.record(store, outcome, cells[outcome.key])

@@ -1,25 +1,57 @@
-"""Executors: who runs the cells of a plan (docs/ARCHITECTURE.md, "Plan and execute").
+"""Executors: who runs the cells of a plan (docs/ARCHITECTURE.md, "Plan and execute"; docs/SCALING.md).
 
 An executor receives the cells of one stage as :class:`~cloakbench.execute.CellTask`
 values (plain data) and yields one :class:`~cloakbench.execute.Outcome` per task, in any
 order. It never writes the journal: the driver (:func:`cloakbench.compare.run_compare`)
 is its only writer, so resume, ``--force``, the plan check and the lock behave the same
 whatever runs the cells. Each worker loads the model once (:meth:`Workspace.open`) and
-runs many cells with it.
+runs many cells with it; workers write artifacts straight into the run folder's
+content-addressed ``artifacts/`` and the driver checks every hash on receipt.
 
 - :class:`SerialExecutor`: this process, one cell after another (the default).
+- :class:`LocalPoolExecutor` (``--executor local --workers N``): N worker processes on
+  this machine, started with the ``spawn`` context (torch and ``fork`` do not mix).
+- :class:`RayExecutor` (``--executor ray``): Ray actors, one per GPU or CPU slot of a Ray
+  cluster started with Ray's own tooling (the optional extra ``cloakbench[ray]``).
+
+Both pool executors hand a worker one cell at a time, preferring a cell of the group
+(model, protection) it ran last, so a worker keeps its attack model and a dead worker
+loses one cell. A worker that dies mid-cell (killed, out of memory) has its cell run
+again on a fresh worker, at most :data:`MAX_CELL_ATTEMPTS` times in all; a cell that
+fails for its own reasons is a failed outcome from :func:`run_cell` and is never retried
+here (the driver records it; the next resume retries failed cells, as with the serial
+executor).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Protocol
+import collections
+import logging
+import multiprocessing
+import os
+import socket
+from multiprocessing.connection import wait as wait_for
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from cloakbench.core.images import IntakeResult
-from cloakbench.execute import CellTask, Outcome, Workspace, run_cell
+from cloakbench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cell
 from cloakbench.plan import Components
 from cloakbench.spec import CompareSpec
 
-OnStart = Callable[[CellTask], None]
+log = logging.getLogger(__name__)
+
+#: ``on_start(task, worker)``: the task was handed to the worker of that name.
+OnStart = Callable[[CellTask, str], None]
+
+#: How many times a cell is started when the worker running it dies each time (a
+#: segfault, the kernel's OOM killer, SIGKILL): the cell is then recorded as failed.
+MAX_CELL_ATTEMPTS = 3
+
+EXECUTORS = ("serial", "local", "ray")
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run as asked (Ray missing, no worker could load the model)."""
 
 
 class Executor(Protocol):
@@ -46,10 +78,393 @@ class SerialExecutor:
         for task in tasks:
             if self.workspace is None:
                 self.workspace = Workspace.open(self.spec, components=self.components, intake=self.intake)
-            on_start(task)
+            on_start(task, "main")
             outcome = run_cell(self.workspace, task)
-            outcome.worker = "main"
+            outcome.worker = f"main ({worker_device(self.spec.device)})"
             yield outcome
 
     def close(self) -> None:
         self.workspace = None
+
+
+def worker_device(device: str) -> str:
+    """Where a worker computes, as a row's note names it: ``host cpu`` or ``host cuda:0``."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        return f"{socket.gethostname()} cuda:{index} {torch.cuda.get_device_name(index)}"
+    return f"{socket.gethostname()} cpu, {torch.get_num_threads()} thread(s)"
+
+
+def cell_group(task: CellTask) -> tuple[str, str]:
+    """Cells that share a worker's loaded state: same model, same protection."""
+    return task.cell.model, task.cell.protection_key
+
+
+class _Queue:
+    """Pending tasks by group, plan order kept inside each group."""
+
+    def __init__(self, tasks: Iterable[CellTask]):
+        self.groups: dict[tuple[str, str], collections.deque[CellTask]] = {}
+        for task in tasks:
+            self.groups.setdefault(cell_group(task), collections.deque()).append(task)
+
+    def __bool__(self) -> bool:
+        return any(self.groups.values())
+
+    def put_back(self, task: CellTask) -> None:
+        self.groups.setdefault(cell_group(task), collections.deque()).appendleft(task)
+
+    def next_for(self, last_group: tuple[str, str] | None) -> CellTask:
+        """The next task of the worker's last group, else of the largest group left."""
+        group = self.groups.get(last_group) if last_group else None
+        if not group:
+            group = max(self.groups.values(), key=len)
+        return group.popleft()
+
+
+def _worker_setup(spec: CompareSpec, threads: int) -> None:
+    """What a fresh worker process does before loading anything: threads, determinism, logs."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if spec.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(processName)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- one machine: a pool of processes ---------------------------------------------------
+def _pool_worker_main(connection, spec_data: dict, threads: int, name: str) -> None:
+    """A local worker process: load the workspace once, then run the cells it is sent."""
+    spec = CompareSpec.from_dict(spec_data)
+    _worker_setup(spec, threads)
+    try:
+        workspace = Workspace.open(spec)
+    except Exception as error:  # noqa: BLE001 - told to the driver, which stops the run with it
+        connection.send(("broken", f"{type(error).__name__}: {error}"))
+        return
+    device = worker_device(spec.device)
+    connection.send(("ready", os.getpid(), device))
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:  # the driver went away
+            return
+        if task is None:
+            return
+        connection.send(("started", task.cell.key, os.getpid()))
+        outcome = run_cell(workspace, task)
+        outcome.worker = f"{name} ({device})"
+        connection.send(("outcome", outcome))
+
+
+class _PoolWorker:
+    def __init__(self, context, spec: CompareSpec, threads: int, name: str):
+        self.name = name
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_pool_worker_main, args=(child, spec.to_dict(), threads, name),
+                                       name=name, daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: CellTask | None = None
+        self.last_group: tuple[str, str] | None = None
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        try:
+            self.connection.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.connection.close()
+
+
+class LocalPoolExecutor:
+    """``--executor local --workers N``: N processes on this machine, each with ``threads``
+    torch threads, each loading the model once (docs/SCALING.md, "One machine").
+
+    Workers start on the first stage that has work (a run whose cells are all cached
+    starts none) and live until :meth:`close`, across stages. ``on_event`` receives
+    ``("worker", {"worker", "state", ...})`` when a worker is ready, starts a cell, or dies.
+    """
+
+    name = "local"
+
+    def __init__(self, spec: CompareSpec, components: Components, intake: IntakeResult, *, workers: int = 2,
+                 threads: int = 1, on_event: Callable[[str, dict], None] | None = None):
+        if workers < 1:
+            raise ExecutorError(f"--workers {workers}: give at least 1 worker")
+        self.spec, self.workers_wanted, self.threads = spec, workers, threads
+        self.emit = on_event or (lambda kind, info: None)
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[_PoolWorker] = []
+        self.started = 0
+        self.broken_reason = ""
+        self.deaths = 0
+        self.startup_failures = 0
+
+    def _spawn(self) -> _PoolWorker:
+        worker = _PoolWorker(self.context, self.spec, self.threads, f"local-{self.started}")
+        self.started += 1
+        self.workers.append(worker)
+        return worker
+
+    def run(self, tasks: Iterable[CellTask], on_start: OnStart) -> Iterator[Outcome]:
+        queue = _Queue(tasks)
+        if not queue:
+            return
+        while len(self.workers) < self.workers_wanted:
+            self._spawn()
+        attempts: collections.Counter[str] = collections.Counter()
+        run_name = self.spec.out.name
+        while queue or any(w.task is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.ready and worker.task is None and queue:
+                    task = queue.next_for(worker.last_group)
+                    worker.task, worker.last_group = task, cell_group(task)
+                    attempts[task.cell.key] += 1
+                    on_start(task, worker.name)
+                    worker.connection.send(task)
+            if not self.workers:
+                raise ExecutorError(f"no worker process could open the run: {self.broken_reason}")
+            waitables = [w.connection for w in self.workers] + [w.process.sentinel for w in self.workers]
+            wait_for(waitables, timeout=1.0)
+            for worker in list(self.workers):
+                message_outcome = self._drain(worker)
+                yield from message_outcome
+                if not worker.process.is_alive() and not worker.connection.poll():
+                    yield from self._bury(worker, queue, attempts, run_name)
+
+    def _drain(self, worker: _PoolWorker) -> list[Outcome]:
+        outcomes = []
+        try:
+            while worker.connection.poll():
+                message = worker.connection.recv()
+                kind = message[0]
+                if kind == "ready":
+                    worker.ready, worker.pid = True, message[1]
+                    self.emit("worker", {"worker": worker.name, "state": "ready", "device": message[2]})
+                elif kind == "started":
+                    self.emit("worker", {"worker": worker.name, "state": "running", "pid": message[2],
+                                         "cell": worker.task.cell.label if worker.task else {}})
+                elif kind == "outcome":
+                    worker.task = None
+                    self.emit("worker", {"worker": worker.name, "state": "idle"})
+                    outcomes.append(message[1])
+                elif kind == "broken":
+                    self.broken_reason = message[1]
+        except (EOFError, OSError):
+            pass  # the process died; _bury handles it
+        return outcomes
+
+    def _bury(self, worker: _PoolWorker, queue: _Queue, attempts, run_name: str) -> Iterator[Outcome]:
+        """A worker process ended: put its cell back (or fail it), start a replacement."""
+        self.workers.remove(worker)
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        worker.connection.close()
+        if not worker.ready:
+            # It died before loading the run (an import error, a model it cannot load): a
+            # replacement would most likely fail the same way, so the run stops after a few.
+            self.startup_failures += 1
+            reason = self.broken_reason or f"the process ended ({how}) before loading the model; see the log above"
+            if self.startup_failures >= MAX_CELL_ATTEMPTS or (self.broken_reason and not self.workers):
+                raise ExecutorError(f"the worker processes could not open the run: {reason}")
+            self._spawn()  # it held no cell: cells go only to workers that are ready
+            return
+        self.deaths += 1
+        log.warning("worker %s (pid %s) died (%s)", worker.name, worker.pid, how)
+        self.emit("worker", {"worker": worker.name, "state": "died", "how": how})
+        task = worker.task
+        if task is not None:
+            if attempts[task.cell.key] >= MAX_CELL_ATTEMPTS:
+                yield failure_outcome(task.cell, run_name,
+                                      f"error: the worker process running this cell died {attempts[task.cell.key]} "
+                                      f"times (last: {how}); see the log for the cause", protect_model=self.spec.model)
+            else:
+                queue.put_back(task)
+        if queue or any(w.task is not None for w in self.workers) or len(self.workers) == 0:
+            self._spawn()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+
+# -- a cluster: Ray actors ---------------------------------------------------------------
+class _RayWorker:
+    """A Ray actor holding one workspace. Ray restarts it (and retries its current call) if its
+    process dies; a restart runs this constructor again, reloading the model."""
+
+    def __init__(self, spec_data: dict, threads: int, name: str):
+        self.spec = CompareSpec.from_dict(spec_data)
+        _worker_setup(self.spec, threads)
+        self.name = name
+        self.workspace = Workspace.open(self.spec)
+        self.device = worker_device(self.spec.device)
+
+    def describe(self) -> tuple[int, str]:
+        return os.getpid(), self.device
+
+    def run(self, task: CellTask) -> Outcome:
+        outcome = run_cell(self.workspace, task)
+        outcome.worker = f"{self.name} ({self.device})"
+        return outcome
+
+
+def ray_module():
+    """``ray``, or an :class:`ExecutorError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("--executor ray needs Ray: install the extra with `pip install 'cloakbench[ray]'` "
+                            "(or `pip install ray`)") from None
+    return ray
+
+
+class RayExecutor:
+    """``--executor ray [--ray-address ADDR] [--workers N]``: Ray actors as workers
+    (docs/SCALING.md, "A cluster").
+
+    Connects to the cluster at ``address`` (``auto``: the one ``ray start`` made on this
+    node; ``None``: a private local Ray, stopped on :meth:`close`). One actor per GPU
+    (``num_gpus=gpus_per_worker``, 1 by default on ``--device cuda``: a fraction packs
+    several workers on a GPU when a method's peak memory, as ``bench perf`` measures it,
+    allows) or per ``threads`` CPUs. Ray restarts an actor whose process dies
+    (``max_restarts``) and retries the call it was running (``max_task_retries``); a cell
+    whose worker keeps dying is recorded as failed once the retries are spent, and a new
+    actor takes the slot.
+    """
+
+    name = "ray"
+
+    def __init__(self, spec: CompareSpec, components: Components, intake: IntakeResult, *,
+                 workers: int | None = None, threads: int = 1, address: str | None = None,
+                 gpus_per_worker: float | None = None, max_restarts: int = MAX_CELL_ATTEMPTS - 1,
+                 on_event: Callable[[str, dict], None] | None = None):
+        self.ray = ray_module()
+        self.spec, self.threads, self.address = spec, max(1, threads), address
+        self.workers_wanted = workers
+        cuda = str(spec.device).startswith("cuda")
+        self.gpus_per_worker = (1.0 if cuda else 0.0) if gpus_per_worker is None else gpus_per_worker
+        if not 0 <= self.gpus_per_worker <= 64:
+            raise ExecutorError(f"--gpus-per-worker {gpus_per_worker}: give a number of GPUs in [0, 64], e.g. 0.5")
+        self.max_restarts = max_restarts
+        self.emit = on_event or (lambda kind, info: None)
+        self.actors: list[tuple[str, Any]] = []
+        self.owns_ray = False
+        self.started = 0
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(os.cpu_count() or 1, (self.workers_wanted or 1) * self.threads),
+                         include_dashboard=False, log_to_driver=False)
+                self.owns_ray = True
+        if self.workers_wanted is None:
+            resources = ray.cluster_resources()
+            slots = (resources.get("GPU", 0) / self.gpus_per_worker if self.gpus_per_worker
+                     else resources.get("CPU", 1) / self.threads)
+            self.workers_wanted = max(1, int(slots))
+        self.actor_class = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_worker,
+                                      max_restarts=self.max_restarts,
+                                      max_task_retries=self.max_restarts)(_RayWorker)
+
+    def _spawn(self) -> tuple[str, Any]:
+        name = f"ray-{self.started}"
+        self.started += 1
+        actor = (name, self.actor_class.remote(self.spec.to_dict(), self.threads, name))
+        self.actors.append(actor)
+        return actor
+
+    def worker_pids(self) -> dict[str, int]:
+        """Each live actor's process id (tests kill one)."""
+        found = self.ray.get([actor.describe.remote() for _, actor in self.actors])
+        return {name: pid for (name, _), (pid, _) in zip(self.actors, found)}
+
+    def run(self, tasks: Iterable[CellTask], on_start: OnStart) -> Iterator[Outcome]:
+        queue = _Queue(tasks)
+        if not queue:
+            return
+        if not self.actors:
+            self._connect()
+            while len(self.actors) < self.workers_wanted:
+                self._spawn()
+        ray, run_name = self.ray, self.spec.out.name
+        running: dict[Any, tuple[tuple[str, Any], CellTask]] = {}
+        last_group: dict[str, tuple[str, str]] = {}
+        idle = list(self.actors)
+        attempts: collections.Counter[str] = collections.Counter()
+        while queue or running:
+            while idle and queue:
+                name, actor = idle.pop(0)
+                task = queue.next_for(last_group.get(name))
+                last_group[name] = cell_group(task)
+                attempts[task.cell.key] += 1
+                on_start(task, name)
+                running[actor.run.remote(task)] = ((name, actor), task)
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for reference in finished:
+                worker, task = running.pop(reference)
+                try:
+                    outcome = ray.get(reference)
+                except ray.exceptions.RayActorError as error:
+                    # Ray spent its restarts and retries on this cell: record it, replace the actor.
+                    log.warning("worker %s died running a cell, retries spent: %s", worker[0], error)
+                    self.emit("worker", {"worker": worker[0], "state": "died", "how": "retries spent"})
+                    self.actors.remove(worker)
+                    worker = self._spawn()
+                    outcome = failure_outcome(task.cell, run_name,
+                                              f"error: the Ray worker running this cell died {self.max_restarts + 1} "
+                                              "times; see the Ray logs for the cause", protect_model=self.spec.model)
+                except ray.exceptions.RayError as error:
+                    outcome = failure_outcome(task.cell, run_name, f"error: Ray: {str(error).splitlines()[0]}",
+                                              protect_model=self.spec.model)
+                idle.append(worker)
+                yield outcome
+
+    def close(self) -> None:
+        for _, actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - the actor may already be gone
+                pass
+        self.actors = []
+        if self.owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self.owns_ray = False
+
+
+def executor_factory(kind: str, *, workers: int | None = None, threads: int = 1, ray_address: str | None = None,
+                     gpus_per_worker: float | None = None, on_event: Callable[[str, dict], None] | None = None):
+    """The factory ``run_compare`` calls for ``--executor KIND`` (``serial``, ``local``, ``ray``)."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"--executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise ExecutorError(f"--workers {workers}: give at least 1 worker")
+    if kind != "ray" and (ray_address or gpus_per_worker is not None):
+        raise ExecutorError("--ray-address and --gpus-per-worker go with --executor ray")
+    if kind == "serial":
+        if workers not in (None, 1):
+            raise ExecutorError(f"--workers {workers} needs --executor local or ray (the serial executor "
+                                "runs one cell at a time)")
+        return SerialExecutor
+    if kind == "local":
+        return lambda spec, components, intake: LocalPoolExecutor(spec, components, intake, workers=workers or 2,
+                                                                  threads=threads, on_event=on_event)
+    ray_module()  # say now, before any work, that Ray is missing
+    return lambda spec, components, intake: RayExecutor(spec, components, intake, workers=workers, threads=threads,
+                                                        address=ray_address, gpus_per_worker=gpus_per_worker,
+                                                        on_event=on_event)

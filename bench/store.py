@@ -274,3 +274,31 @@ class RunStore:
         write_atomic(path, buffer.getvalue().encode())
         return path
 
+
+
+#: Filesystem types of ``/proc/mounts`` on which SQLite's locking is unreliable.
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smbfs", "fuse.sshfs", "9p", "afs", "ceph",
+                       "glusterfs", "fuse.glusterfs", "lustre", "beegfs", "gpfs", "fuse.s3fs", "fuse.gcsfuse")
+
+
+def network_filesystem(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """The network filesystem type ``path`` lives on (``nfs4``, ``cifs``…), or ``None`` (local,
+    or not detectable on this system). The journal is SQLite: its locks and WAL need a local
+    disk (https://www.sqlite.org/wal.html, "WAL does not work over a network filesystem")."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    target, missing = Path(path).absolute(), []
+    while not target.exists() and target != target.parent:  # --out is made later: its first existing folder
+        target, missing = target.parent, [target.name] + missing
+    target = target.resolve().joinpath(*missing)
+    best, best_type = -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, best_type = len(point.parts), fields[2]
+    return best_type if best_type in NETWORK_FILESYSTEMS else None

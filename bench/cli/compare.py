@@ -73,6 +73,18 @@ def compare(
     attacker_pool: Optional[str] = typer.Option(None, "--attacker-pool", help="Attacks that count for the report's worst case, comma-separated (label or label@setting). [default: every attack]"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (on a shared machine, "
                                                                   "fewer threads than cores avoids oversubscription)."),
+    executor: str = typer.Option("serial", "--executor", help="Who runs the cells: serial (this process), local "
+                                                              "(--workers processes here) or ray (a Ray cluster; "
+                                                              "pip install 'cloakbench[ray]'). See docs/SCALING.md."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (local: default 2; ray: "
+                                                                  "default one per GPU or --threads CPUs), each "
+                                                                  "with --threads torch threads."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, or "
+                                                                          "ray://HOST:10001); default: a private "
+                                                                          "Ray on this machine."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="Ray: GPUs per worker, e.g. "
+                                                                                    "0.5 packs two per GPU "
+                                                                                    "[default: 1 on cuda]."),
 ) -> None:
     """Run protections x mimicry attacks on images; record quality, time and memory; write a report.
 
@@ -86,6 +98,7 @@ def compare(
     from cloakbench.core.models import ModelError
     from cloakbench.core.registry import RegistryError
     from cloakbench.compare import run_compare
+    from cloakbench.executors import ExecutorError, executor_factory
     from cloakbench.spec import CompareSpec
     from cloakbench.store import StoreError
     from cloakbench.cli.options import parse_cell_timeout
@@ -129,16 +142,30 @@ def compare(
                       transient=False) as progress:
             task = None
             warned: set = set()
+            running: dict[str, str] = {}  # worker -> the cell it runs
+            failed = 0
+
+            def show_running() -> str:
+                shown = " | ".join(f"{w}: {c}" for w, c in sorted(running.items()))
+                return (f"[red]{failed} failed[/] " if failed else "") + shown
 
             def on_event(kind: str, info: dict) -> None:
-                nonlocal task
+                nonlocal task, failed
                 if kind == "plan":
                     task = progress.add_task("cells", total=info["cells"], current="")
                     if info["skipped"]:
                         console.print(f"[yellow]{info['skipped']} input file(s) skipped (see the report)[/]")
                 elif kind == "start" and task is not None:
-                    progress.update(task, current=" ".join(f"{v}" for v in info["cell"].values()))
+                    running[info.get("worker", "main")] = " ".join(f"{v}" for v in info["cell"].values())
+                    progress.update(task, current=show_running())
+                elif kind == "worker" and info.get("state") == "died":
+                    running.pop(info["worker"], None)
+                    console.print(f"[yellow]worker {info['worker']} died ({info.get('how', '')}); a fresh worker "
+                                  "takes its place[/]", highlight=False)
                 elif kind in ("done", "reused", "failed", "unavailable") and task is not None:
+                    failed += kind == "failed"
+                    running.pop(str(info.get("worker", "")).split(" (")[0], None)
+                    progress.update(task, current=show_running())
                     progress.advance(task)
                     if kind == "failed":
                         console.print(f"[red]failed[/] {info['cell']}: {info['reason']}", highlight=False)
@@ -147,13 +174,15 @@ def compare(
                         console.print(f"[yellow]unavailable[/] {info['cell'].get('attack')}: {info['reason']}",
                                       highlight=False)
 
-            summary = run_compare(spec, on_event)
+            summary = run_compare(spec, on_event, executor_factory(
+                executor, workers=workers, threads=max(1, threads or 1), ray_address=ray_address,
+                gpus_per_worker=gpus_per_worker, on_event=on_event))
         if report and attacker_pool is not None:  # the report's worst case over the chosen attackers
             from cloakbench.cli.report import parse_pool
             from cloakbench.reports.html import write_report as write_html_report
 
             summary.report = write_html_report(spec.out, pool=parse_pool(attacker_pool))
-    except (ConfigError, ImageError, ModelError, RegistryError, StoreError, ValueError) as error:
+    except (ConfigError, ImageError, ModelError, RegistryError, StoreError, ExecutorError, ValueError) as error:
         raise user_error(str(error)) from None
     console.print(
         f"[green]done[/] {summary.cells} cells: {summary.computed} computed, {summary.reused} reused from "

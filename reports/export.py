@@ -57,8 +57,10 @@ def leaderboard_frame(board: dict[str, Any]) -> pd.DataFrame:
             record.update(_estimate_columns(f"{column['metric']} protected vs clean", found))
         metric = board["strength_metric"]
         if metric and not row["is_reference"]:
-            for name, found in zip(board["attackers"], row["attacks"]):
+            for name, found in zip(board["attack_columns"], row["attacks"]):
                 record.update(_estimate_columns(f"{metric} {name}", found))
+                if found.get("attacker"):
+                    record[f"{name} setting"] = found["attacker"]
             record.update(_estimate_columns(f"{metric} mean", row["mean"]))
             record.update(_estimate_columns(f"{metric} worst case", row["worst"]))
             record["worst-case attacker"] = row["worst"].get("attacker", "")

@@ -248,6 +248,24 @@ def cost_cells(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> dict[str, A
             "memory_bytes": memory_values}
 
 
+#: More attackers than this and the leaderboard shows one column per attack label (its strongest setting).
+MAX_ATTACKER_COLUMNS = 6
+
+
+def attack_column_groups(chosen: list[Attacker]) -> list[tuple[str, list[Attacker]]]:
+    """The leaderboard's strength columns: one per attacker, or one per attack label when there are many.
+
+    With a label's several settings in one column, the cell is the worst case over them and
+    names the setting, so the table stays readable without hiding the strongest attacker.
+    """
+    if len(chosen) <= MAX_ATTACKER_COLUMNS:
+        return [(attacker.name, [attacker]) for attacker in chosen]
+    groups: dict[str, list[Attacker]] = {}
+    for attacker in chosen:
+        groups.setdefault(attacker.label, []).append(attacker)
+    return [(label if len(group) == 1 else f"{label} (strongest setting)", group) for label, group in groups.items()]
+
+
 def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     """Everything the leaderboard, category table and transfer matrix show, as plain data."""
     rows = run.rows
@@ -259,6 +277,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     strength_higher = higher_is_better(rows, strength_metric) if strength_metric else None
     memory = memory_metrics(rows)
     eps = _plan_eps(run)
+    attack_columns = attack_column_groups(chosen)
     entries, estimates = [], {"impercept": [], "attacks": [], "mean": [], "worst": []}
     for budget in budgets(run):
         mine = budget_rows(rows, budget)
@@ -274,10 +293,21 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         per_attack, mean, worst = [], Estimate(math.nan, math.nan, math.nan, 0), None
         if strength_metric:
             strength = mine[(mine["pair"] == STRENGTH_PAIR) & (mine["metric"] == strength_metric)]
-            per_attack = [estimate(attacker_rows(strength, a), STRENGTH_PAIR, strength_metric) for a in chosen]
+            per_attack, column_attackers = [], []
+            for name, group in attack_columns:
+                if len(group) == 1:
+                    per_attack.append(estimate(attacker_rows(strength, group[0]), STRENGTH_PAIR, strength_metric))
+                    column_attackers.append("")
+                else:  # a label's strongest setting, named in the cell
+                    found = worst_case(strength, group, strength_metric, strength_higher)
+                    per_attack.append(found.estimate)
+                    column_attackers.append(found.attacker.name if found.attacker else "")
             mean = pooled_over_attackers(mine, chosen, strength_metric)
             worst = worst_case(mine, chosen, strength_metric, strength_higher)
         entry["attacks"] = [cell(e, strength_metric or "") for e in per_attack]
+        for found, name in zip(entry["attacks"], column_attackers if strength_metric else []):
+            if name:
+                found.update(attacker=name, title=f"strongest setting: {name}; {found['title']}")
         entry["mean"] = cell(mean, strength_metric or "", extra="pooled over the attacker pool")
         if worst is not None and worst.attacker is not None:
             entry["worst"] = cell(worst.estimate, strength_metric or "",
@@ -304,7 +334,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         impercept_columns.append({"metric": metric, "label": fmt.metric_label(metric, _unit(rows, metric)),
                                   "direction": "" if higher is None else ("↑ more natural" if higher else "↓ more natural")})
     stronger_high = None if strength_higher is None else not strength_higher
-    for index in range(len(chosen)):
+    for index in range(len(attack_columns)):
         mark_column([e["attacks"][index] for e in entries], [found[index] for found in estimates["attacks"]],
                     names, stronger_high, skip)
     mark_column([e["mean"] for e in entries], estimates["mean"], names, stronger_high, skip)
@@ -315,6 +345,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     return {
         "rows": entries,
         "attackers": [a.name for a in chosen],
+        "attack_columns": [name for name, _ in attack_columns],
         "pool_given": bool(pool),
         "strength_metric": strength_metric or "",
         "strength_label": fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else "",

@@ -124,7 +124,7 @@ def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run
     board = data["leaderboard"]
     assert [(r["protection"], r["setting"]) for r in board["rows"]] == [
         ("none", ""), ("noise", "eps=4"), ("noise", "eps=8"), ("photoguard", "eps=4"), ("photoguard", "eps=8")]
-    assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@75"]
+    assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@75"] == board["attack_columns"]
     rows = load_run(sweep_run).rows
     metric = board["strength_metric"]
     assert metric == "ssim"  # LPIPS is unavailable in these rows
@@ -317,3 +317,14 @@ def test_transfer_to_one_other_model_is_a_one_cell_matrix(tmp_path):
     transfer = leaderboard(load_run(run_dir))["transfer"]
     assert transfer["protect_models"] == ["toy"] and transfer["attack_models"] == ["tiny-random"]
     assert all(len(m["rows"]) == 1 and m["rows"][0]["cells"][0]["n"] == 4 for m in transfer["matrices"])
+
+
+def test_many_attackers_fold_into_one_column_per_attack():
+    from cloakbench.reports.leaderboard import MAX_ATTACKER_COLUMNS, Attacker, attack_column_groups
+
+    few = [Attacker("", "sdedit", s) for s in ("0.1", "0.5")] + [Attacker("jpeg", "", "75")]
+    assert [name for name, _ in attack_column_groups(few)] == ["sdedit@0.1", "sdedit@0.5", "jpeg@75"]
+    many = [Attacker("", "sdedit", f"0.{i}") for i in range(1, MAX_ATTACKER_COLUMNS + 1)] + [Attacker("jpeg", "", "75")]
+    groups = attack_column_groups(many)
+    assert [name for name, _ in groups] == ["sdedit (strongest setting)", "jpeg"]
+    assert groups[0][1] == many[:-1] and groups[1][1] == many[-1:]

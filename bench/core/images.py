@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,12 +311,20 @@ def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size
     """
     path = Path(path)
     notes: list[str] = []
-    with _open_checked(path) as opened:
-        original = opened.size
-        source_format, source_mode = str(opened.format or ""), str(opened.mode)
-        rgb = to_rgb(opened, notes)
-        return _finish(name or path.stem, str(path), rgb, original, size, notes, keep_size=keep_size,
-                       source_format=source_format, source_mode=source_mode)
+    try:
+        with _open_checked(path) as opened:
+            original = opened.size
+            source_format, source_mode = str(opened.format or ""), str(opened.mode)
+            rgb = to_rgb(opened, notes)
+            return _finish(name or path.stem, str(path), rgb, original, size, notes, keep_size=keep_size,
+                           source_format=source_format, source_mode=source_mode)
+    except ImageError:
+        raise
+    # A damaged file can fail inside Pillow's parsers (a bad EXIF block, a broken chunk) with
+    # errors other than OSError; each is this one file's problem, never a traceback.
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError,
+            struct.error, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: cannot be decoded ({error.__class__.__name__}: {error})") from None
 
 
 def load_sample(name: str, size: int, *, keep_size: bool = False) -> LoadedImage:

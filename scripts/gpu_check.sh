@@ -1,37 +1,61 @@
 #!/usr/bin/env bash
-# The GPU checks of PERFORMANCE.md, as one prepared script for one H100-class GPU.
+# The GPU run of docs/PERFORMANCE.md (issue #13), prepared for ONE CUDA GPU in <= 10 minutes.
 #
-#   scripts/gpu_check.sh OUT_DIR            run everything (about 4-6 minutes on one H100)
-#   scripts/gpu_check.sh --dry-run OUT_DIR  on any machine: list what would run, collect the
-#                                           CUDA tests, smoke-test the subprocess path on the
-#                                           CPU with tiny-random; run nothing on a GPU
+#   scripts/gpu_check.sh [--budget SECONDS] [OUT_DIR]            run on the GPU (default OUT_DIR: benchmarks)
+#   scripts/gpu_check.sh --dry-run [--budget SECONDS] [OUT_DIR]  on any machine: print every command and the
+#                                                                 files it would write, check each command's
+#                                                                 arguments (bench perf --dry-run), smoke-test
+#                                                                 the subprocess path on the CPU; run nothing
+#                                                                 on a GPU
 #
-# Writes into OUT_DIR:
-#   perf_sd15-arch_512_fair_reference.json  advdm, sds+, sds-, mist, photoguard at 512², batch 1,
-#                                           fair and reference mode, fp32 (the paper's comparison)
-#   perf_sd15-arch_512_sds-_batch.json      sds- (and advdm, the denominator) at 512², batch 8:
-#                                           fp32, bf16 autocast, VAE checkpointing — the "2 s
-#                                           per image" target and the GPU memory options
-#   pytest_cuda.xml / pytest_cuda.log       the CUDA-marked tests (pytest -m cuda)
-#   machine.txt                             nvidia-smi, torch and CUDA versions
-#   *.log                                   each command's console output
-# Each configuration runs in its own fresh process (bench perf's subprocess isolation on CUDA).
-# Exit status: non-zero if any step failed; later steps still run, so one failure does not
-# hide the others.
+# What it measures, in this order (the most important first; each group is given what is
+# left of the budget, default 570 s, and a group that cannot start any more is recorded as
+# skipped in the summary, never silently dropped):
+#   1. every protection (bench perf --methods all) at 512² on sd15-arch, batch 1, fp32 and bf16
+#      autocast (--opt none,bf16), fair and reference mode: s/step, peak CUDA memory allocated
+#      -> gpu_<GPU>_perf_sd15-arch_512_b1.json
+#   2. the same at batch 4 -> gpu_<GPU>_perf_sd15-arch_512_b4.json
+#   3. real SD 1.5 weights, if cached (CLOAKBENCH_SD15, or the Hugging Face cache of
+#      runwayml/stable-diffusion-v1-5 or stable-diffusion-v1-5/stable-diffusion-v1-5):
+#      advdm, sds-, sdst-, mist, photoguard, batch 1, fp32 and bf16, fair and reference
+#      -> gpu_<GPU>_perf_sd15_512_b1.json (or "skipped: no SD 1.5 weights cached" in the summary)
+#   4. our own fastest correct SDS(-): sds- with the optimisation flags bench perf --opt
+#      measures (channels-last, bf16, unet-ckpt, compile), 512², batch 4
+#      -> gpu_<GPU>_opt_sds-_512.json (images/hour = 3600 / s_per_image, 100 steps)
+#   5. a short bench compare on the GPU (toy model, shipped images, sds-/advdm/photoguard,
+#      sdedit, psnr/ssim) -> gpu_<GPU>_compare/ (rows.csv and the report)
+#   and gpu_<GPU>_summary.json: the machine, each group's status and seconds.
+# <GPU> is the device name in lower case with dashes (e.g. nvidia-h200). Each configuration
+# runs in its own fresh process (bench perf's subprocess isolation on CUDA).
+# Exit status: 0 when every group that ran succeeded, 1 otherwise, 2 on a usage error or
+# when torch sees no CUDA device (use --dry-run on a CPU machine).
 set -uo pipefail
 
 dry_run=0
-if [ "${1:-}" = "--dry-run" ]; then
-  dry_run=1
-  shift
-fi
-if [ $# -ne 1 ]; then
-  echo "usage: $0 [--dry-run] OUT_DIR" >&2
-  exit 2
-fi
-out="$1"
-mkdir -p "$out"
+budget=570
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1; shift ;;
+    --budget)
+      if [ $# -lt 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
+        echo "--budget needs a number of seconds, e.g. --budget 570" >&2
+        exit 2
+      fi
+      budget="$2"; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -*) echo "unknown option $1 (use --dry-run, --budget SECONDS, OUT_DIR)" >&2; exit 2 ;;
+    *)
+      if [ -n "$out" ]; then
+        echo "one OUT_DIR only (got $out and $1)" >&2
+        exit 2
+      fi
+      out="$1"; shift ;;
+  esac
+done
 cd "$(dirname "$0")/.."
+out="${out:-benchmarks}"
+mkdir -p "$out"
 
 bench=".venv/bin/bench"
 python=".venv/bin/python"
@@ -41,63 +65,121 @@ if [ ! -x "$bench" ]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+if [ $dry_run -eq 1 ]; then
+  gpu="dry-run"
+else
+  if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "torch sees no CUDA device: nothing to measure here (use --dry-run on a CPU machine)" >&2
+    exit 2
+  fi
+  gpu=$("$python" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name(0).lower()).strip('-'))")
+fi
+prefix="$out/gpu_${gpu}"
+logs="$prefix"_logs
+mkdir -p "$logs"
+start_all=$SECONDS
 status=0
-run() {  # run NAME COMMAND...: log to OUT_DIR/NAME.log, remember a failure, go on
-  local name="$1"
-  shift
-  echo "== $name: $*"
+groups=()
+
+left() { echo $((budget - (SECONDS - start_all))); }
+
+# group NAME MIN_SECONDS COMMAND...: run with what is left of the budget (minus a margin for
+# the rest), or record it as skipped; its console output goes to the logs folder.
+group() {
+  local name="$1" need="$2"
+  shift 2
+  local remaining
+  remaining=$(left)
+  if [ $dry_run -eq 1 ]; then
+    echo "== $name (needs >= ${need} s of the ${budget} s budget): $*"
+    groups+=("{\"group\": \"$name\", \"status\": \"dry-run\"}")
+    return
+  fi
+  if [ "$remaining" -lt "$need" ]; then
+    echo "== $name: skipped, ${remaining} s of the budget left (needs ${need} s)"
+    groups+=("{\"group\": \"$name\", \"status\": \"skipped\", \"reason\": \"${remaining} s of the budget left, needs ${need} s\"}")
+    return
+  fi
+  echo "== $name (${remaining} s left): $*"
   local start=$SECONDS
-  "$@" >"$out/$name.log" 2>&1
+  timeout --signal=INT --kill-after=10 "$remaining" "$@" >"$logs/$name.log" 2>&1
   local rc=$?
-  echo "   exit $rc after $((SECONDS - start)) s (log: $out/$name.log)"
-  tail -n 25 "$out/$name.log"
+  echo "   exit $rc after $((SECONDS - start)) s (log: $logs/$name.log)"
+  tail -n 12 "$logs/$name.log"
+  groups+=("{\"group\": \"$name\", \"status\": \"$([ $rc -eq 0 ] && echo ok || echo failed)\", \"exit\": $rc, \"seconds\": $((SECONDS - start))}")
   [ $rc -eq 0 ] || status=1
 }
 
-# Few steps, one repeat: the step of a 512² SD 1.5 attack is ~0.1-0.3 s on an H100, and
-# each configuration pays its process start and model build (built on the GPU) once.
-common=(--arch sd15-arch --resolution 512 --device cuda --dtype float32 --steps 3 --warmup 2 --repeats 1
-        --timeout 240)
-fair_reference=(--methods advdm,sds+,sds-,mist,photoguard --mode fair,reference --batch 1
-                --json "$out/perf_sd15-arch_512_fair_reference.json")
-batched=(--methods sds- --mode fair --batch 8 --opt none,bf16,vae-ckpt --json "$out/perf_sd15-arch_512_sds-_batch.json")
+# Few steps, one repeat: a 512² SD 1.5 step is ~0.1-0.3 s on an H100-class GPU; each
+# configuration pays its process start and model build (on the GPU) once.
+perf=("$bench" perf --device cuda --resolution 512 --steps 2 --warmup 1 --repeats 1 --timeout 120)
+[ $dry_run -eq 1 ] && perf+=(--dry-run)
+
+group perf_sd15-arch_512_b1 60 "${perf[@]}" --arch sd15-arch --methods all --batch 1 --opt none,bf16 \
+  --mode fair,reference --json "${prefix}_perf_sd15-arch_512_b1.json"
+group perf_sd15-arch_512_b4 60 "${perf[@]}" --arch sd15-arch --methods all --batch 4 --opt none,bf16 \
+  --mode fair,reference --json "${prefix}_perf_sd15-arch_512_b4.json"
+
+sd15="${CLOAKBENCH_SD15:-}"
+if [ -z "$sd15" ]; then
+  hub="${HF_HUB_CACHE:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/hub}"
+  for repo in models--runwayml--stable-diffusion-v1-5 models--stable-diffusion-v1-5--stable-diffusion-v1-5; do
+    for snapshot in "$hub/$repo"/snapshots/*/; do
+      if [ -f "$snapshot/model_index.json" ]; then sd15="${snapshot%/}"; break 2; fi
+    done
+  done
+fi
+if [ -n "$sd15" ]; then
+  group perf_sd15_512_b1 60 "${perf[@]}" --arch "$sd15" --methods advdm,sds-,sdst-,mist,photoguard --batch 1 \
+    --opt none,bf16 --mode fair,reference --json "${prefix}_perf_sd15_512_b1.json"
+else
+  echo "== perf_sd15_512_b1: skipped, no SD 1.5 weights cached (set CLOAKBENCH_SD15 to a diffusers folder)"
+  groups+=("{\"group\": \"perf_sd15_512_b1\", \"status\": \"skipped\", \"reason\": \"no SD 1.5 weights cached\"}")
+fi
+
+group opt_sds-_512 60 "${perf[@]}" --arch sd15-arch --methods sds- --batch 4 --mode fair \
+  --opt none,channels-last,bf16,channels-last+bf16,unet-ckpt,compile,channels-last+bf16+compile --json "${prefix}_opt_sds-_512.json"
+
+compare=("$bench" compare --model toy --images samples --methods sds-,advdm,photoguard --attacks sdedit
+         --metrics psnr,ssim --quick --device cuda --no-report --out "${prefix}_compare")
+group compare 45 "${compare[@]}"
 
 if [ $dry_run -eq 1 ]; then
-  run perf_fair_reference_dry "$bench" perf "${common[@]}" "${fair_reference[@]}" --dry-run
-  run perf_batch_dry "$bench" perf "${common[@]}" "${batched[@]}" --dry-run
-  # The CUDA runs use bench perf's subprocess isolation; exercise that path on the CPU.
-  run perf_subprocess_smoke "$bench" perf --arch tiny-random --methods sds- --mode fair,reference --steps 1 \
-    --warmup 1 --repeats 1 --isolation subprocess --json "$out/perf_tiny-random_smoke.json"
-  echo "== pytest_cuda_collect: pytest -m cuda --collect-only"
-  "$python" -m pytest -m cuda --collect-only -q -p no:cacheprovider >"$out/pytest_cuda_collect.log" 2>&1
-  rc=$?
-  tail -n 15 "$out/pytest_cuda_collect.log"
-  [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=1  # 5: no test is marked cuda yet
-  echo "dry run: nothing was measured; JSON would be written to $out"
-  exit $status
+  # Check every perf command's arguments without measuring: the same commands with --dry-run.
+  for args in "--arch sd15-arch --methods all --batch 1 --opt none,bf16 --mode fair,reference" \
+              "--arch sd15-arch --methods sds- --batch 4 --mode fair --opt none,channels-last,bf16,channels-last+bf16,unet-ckpt,compile,channels-last+bf16+compile"; do
+    # shellcheck disable=SC2086
+    if ! "${perf[@]}" $args >"$logs/dry_check.log" 2>&1; then
+      echo "dry run: bench perf refused: $args" >&2
+      tail -n 5 "$logs/dry_check.log" >&2
+      status=1
+    fi
+  done
+  # The CUDA runs use bench perf's subprocess isolation; exercise that path on the CPU
+  # (CLOAKBENCH_GPU_CHECK_SMOKE=0 leaves it out: the fast test of this script does).
+  if [ "${CLOAKBENCH_GPU_CHECK_SMOKE:-1}" != "0" ] && ! "$bench" perf --arch tiny-random --resolution 64 --methods sds- --mode fair,reference --steps 1 --warmup 0 \
+      --repeats 1 --threads 1 --isolation subprocess --json "$logs/perf_tiny-random_smoke.json" \
+      >"$logs/perf_subprocess_smoke.log" 2>&1; then
+    echo "dry run: the subprocess smoke test failed (log: $logs/perf_subprocess_smoke.log)" >&2
+    status=1
+  fi
 fi
 
-{
-  date -u +"%Y-%m-%dT%H:%M:%SZ"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
-  "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NONE')"
-} >"$out/machine.txt" 2>&1
-cat "$out/machine.txt"
-if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "torch sees no CUDA device: nothing to check here (use --dry-run on a CPU machine)" >&2
-  exit 2
+if [ $dry_run -eq 1 ]; then  # no GPU to describe; spare the torch import
+  machine=$("$python" -c "import json, platform; print(json.dumps({'platform': platform.platform()}))")
+else
+  machine=$("$python" -c "
+import json, platform, torch
+info = {'torch': torch.__version__, 'cuda': torch.version.cuda, 'platform': platform.platform()}
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    info.update(gpu=p.name, gpu_memory_bytes=int(p.total_memory))
+print(json.dumps(info))")
 fi
-
-run perf_fair_reference "$bench" perf "${common[@]}" "${fair_reference[@]}"
-run perf_batch "$bench" perf "${common[@]}" "${batched[@]}"
-echo "== pytest_cuda: pytest -m cuda"
-start=$SECONDS
-"$python" -m pytest -m cuda -q --junitxml="$out/pytest_cuda.xml" -p no:cacheprovider >"$out/pytest_cuda.log" 2>&1
-rc=$?
-echo "   exit $rc after $((SECONDS - start)) s (log: $out/pytest_cuda.log)"
-tail -n 25 "$out/pytest_cuda.log"
-# pytest exits 5 when no test is marked cuda: nothing failed on the GPU.
-[ $rc -eq 0 ] || [ $rc -eq 5 ] || status=1
-echo "done in $SECONDS s; results in $out"
+joined=$(IFS=,; echo "${groups[*]}")
+printf '{"dry_run": %s, "budget_s": %s, "seconds": %s, "machine": %s, "groups": [%s]}\n' \
+  "$([ $dry_run -eq 1 ] && echo true || echo false)" "$budget" "$((SECONDS - start_all))" "$machine" "$joined" \
+  >"${prefix}_summary.json"
+echo "summary: ${prefix}_summary.json ($((SECONDS - start_all)) s)"
+[ $dry_run -eq 1 ] && echo "dry run: nothing was measured on a GPU"
 exit $status

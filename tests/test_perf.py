@@ -207,13 +207,3 @@ def test_unmodified_run_passes_the_committed_baseline():
     done = _run_cli("--check", str(BASELINE), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
-
-def test_gpu_check_script_parses_and_refuses_bad_usage(tmp_path):
-    script = ROOT / "scripts" / "gpu_check.sh"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
-    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    assert usage.returncode == 2 and "usage" in usage.stderr
-    text = script.read_text()
-    for needed in ("--arch sd15-arch", "--resolution 512", "advdm,sds+,sds-,mist,photoguard", "fair,reference",
-                   "-m cuda", "--json"):
-        assert needed in text, needed

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cloakbench.core.models import load_model
-from cloakbench.perf.optimisations import OptimisationError, apply_optimisations, parse_optimisations, parse_variants
+from cloakbench.perf.optimisations import (DEFAULT_SIGN_AGREEMENT, DEVICE_DEFAULTS, OptimisationError,
+                                          apply_optimisations, device_default, parse_optimisations, parse_variants)
 from cloakbench.perf.strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
 
 
@@ -88,3 +89,22 @@ def test_bf16_autocast_is_close_but_not_exact(plain, images, plain_directions):
     latents = torch.zeros(1, 4, 8, 8)
     out = model.unet(latents, torch.tensor([10]), encoder_hidden_states=model.encode_prompt("a photo", 1)).sample
     assert out.dtype == torch.float32
+
+
+def test_device_defaults_resolve_and_are_refused_for_an_unknown_device():
+    assert device_default("cpu").label == "channels-last"
+    assert device_default("cuda:1").label == "channels-last+bf16"
+    assert [v.label for v in parse_variants("none,default", "cuda")] == ["none", "channels-last+bf16"]
+    with pytest.raises(OptimisationError, match="no default optimisations for device 'mps'"):
+        parse_variants("default", "mps")
+
+
+@pytest.mark.parametrize("device", sorted(DEVICE_DEFAULTS))
+def test_device_defaults_keep_the_first_step_direction_of_sds_minus(device, plain, images, plain_directions):
+    """Each device's default set, applied here on the CPU (bf16 autocast runs on CPU too), keeps SDS(−)'s
+    first-step direction (cloakbench.perf.strength)."""
+    model = fresh(plain)
+    apply_optimisations(model, device_default(device))
+    agreement = direction_agreement(plain_directions["sds-"], first_step_direction("sds-", model, images, seed=3)[0])
+    assert agreement["sign_agreement"] >= DEFAULT_SIGN_AGREEMENT, (device, agreement)
+    assert agreement["cosine"] > 0.99, (device, agreement)

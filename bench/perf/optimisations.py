@@ -108,12 +108,37 @@ def parse_optimisations(text: str) -> Optimisations:
     return Optimisations(**changes)
 
 
-def parse_variants(text: str) -> list[Optimisations]:
-    """``"none,channels-last,bf16+vae-ckpt"`` -> one :class:`Optimisations` per comma item."""
+#: Our own fastest correct SDS(−), per device (docs/PERFORMANCE.md, "Our own fastest SDS(−)"):
+#: the flags ``bench perf --opt`` measured faster that keep the first step's direction
+#: (:mod:`cloakbench.perf.strength`). CPU: channels-last alone — exact maths, 0.83× the
+#: step time on tiny-random 256² and 0.89-0.94× on sd15-arch 256² (benchmarks/opt_*.json);
+#: bf16 autocast was 1.1-1.4× *slower* on this CPU, checkpointing only saves memory. CUDA:
+#: bf16 autocast with channels-last — bf16 keeps 99.1 % of SDS(−)'s first-step signs
+#: (cosine 0.9995, benchmarks/strength_tiny-random.json); its GPU speed is what
+#: scripts/gpu_check.sh measures (group opt_sds-_512), not yet measured on a GPU here.
+DEVICE_DEFAULTS = {"cpu": "channels-last", "cuda": "channels-last+bf16"}
+#: The least share of first-step signs a device default must keep against no options.
+DEFAULT_SIGN_AGREEMENT = 0.98
+
+
+def device_default(device: str) -> Optimisations:
+    """The default options for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``…); see :data:`DEVICE_DEFAULTS`."""
+    kind = str(device).split(":", 1)[0]
+    if kind not in DEVICE_DEFAULTS:
+        raise OptimisationError(f"no default optimisations for device {device!r}; "
+                                f"known: {', '.join(DEVICE_DEFAULTS)} (name the flags instead)")
+    return parse_optimisations(DEVICE_DEFAULTS[kind])
+
+
+def parse_variants(text: str, device: str = "cpu") -> list[Optimisations]:
+    """``"none,channels-last,bf16+vae-ckpt"`` -> one :class:`Optimisations` per comma item.
+
+    ``default`` is :func:`device_default` of ``device``.
+    """
     variants: list[Optimisations] = []
     for item in text.split(","):
         if item.strip() or not variants:
-            variant = parse_optimisations(item)
+            variant = device_default(device) if item.strip() == "default" else parse_optimisations(item)
             if variant not in variants:
                 variants.append(variant)
     return variants

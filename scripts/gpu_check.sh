@@ -23,7 +23,8 @@
 #      measures (channels-last, bf16, unet-ckpt, compile), 512², batch 4
 #      -> gpu_<GPU>_opt_sds-_512.json (images/hour = 3600 / s_per_image, 100 steps)
 #   5. a short bench compare on the GPU (toy model, shipped images, sds-/advdm/photoguard,
-#      sdedit, psnr/ssim) -> gpu_<GPU>_compare/ (rows.csv and the report)
+#      sdedit, psnr/ssim) -> gpu_<GPU>_compare/ (rows.csv)
+#   6. the CUDA-marked tests (pytest -m cuda) -> gpu_<GPU>_logs/pytest_cuda.xml
 #   and gpu_<GPU>_summary.json: the machine, each group's status and seconds.
 # <GPU> is the device name in lower case with dashes (e.g. nvidia-h200). Each configuration
 # runs in its own fresh process (bench perf's subprocess isolation on CUDA).
@@ -143,6 +144,9 @@ group opt_sds-_512 60 "${perf[@]}" --arch sd15-arch --methods sds- --batch 4 --m
 compare=("$bench" compare --model toy --images samples --methods sds-,advdm,photoguard --attacks sdedit
          --metrics psnr,ssim --quick --device cuda --no-report --out "${prefix}_compare")
 group compare 45 "${compare[@]}"
+# The CUDA-marked tests (every protection on the GPU within budget, SDS(-)'s step memory below
+# AdvDM's, CUDA peaks recorded); pytest exits 5 when none is collected.
+group pytest_cuda 60 "$python" -m pytest -m cuda -q -p no:cacheprovider --junitxml="$logs/pytest_cuda.xml"
 
 if [ $dry_run -eq 1 ]; then
   # Check every perf command's arguments without measuring: the same commands with --dry-run.

@@ -36,7 +36,8 @@ def dry_run_summary(folder, smoke):
     groups = {g["group"]: g["status"] for g in summary["groups"]}
     # Real SD 1.5 weights are not cached here: that group is named as skipped, with the reason.
     assert groups == {"perf_sd15-arch_512_b1": "dry-run", "perf_sd15-arch_512_b4": "dry-run",
-                      "perf_sd15_512_b1": "skipped", "opt_sds-_512": "dry-run", "compare": "dry-run"}
+                      "perf_sd15_512_b1": "skipped", "opt_sds-_512": "dry-run", "compare": "dry-run",
+                      "pytest_cuda": "dry-run"}
     printed = done.stdout
     for needed in ("--methods all --batch 1 --opt none,bf16 --mode fair,reference", "--batch 4",
                    "--device cuda --resolution 512", "channels-last+bf16", "compile", "bench compare"):

@@ -328,3 +328,26 @@ def test_many_attackers_fold_into_one_column_per_attack():
     groups = attack_column_groups(many)
     assert [name for name, _ in groups] == ["sdedit (strongest setting)", "jpeg"]
     assert groups[0][1] == many[:-1] and groups[1][1] == many[-1:]
+
+
+@pytest.mark.slow  # a real (tiny) compare run: ~20 s on an idle 2-core CPU
+def test_bench_compare_passes_the_attacker_pool_to_its_report(tmp_path):
+    """End to end on the seeded tiny model: the report written by `bench compare` uses the pool."""
+    from PIL import Image
+
+    from cloakbench.cli.app import app
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    yy, xx = np.mgrid[0:64, 0:64] / 64
+    pixels = np.clip(np.round(255 * np.stack([xx, yy, 0.5 + 0.4 * np.sin(6 * xx)], -1)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "gradient.png")
+    result = CliRunner().invoke(app, ["compare", "--images", str(folder), "--model", "tiny-random", "--quick",
+                                      "--methods", "noise", "--attacks", "jpeg,jpeg+sdedit", "--metrics", "psnr,ssim",
+                                      "--threads", "1", "--out", str(tmp_path / "run"), "--attacker-pool", "jpeg"])
+    assert result.exit_code == 0, result.output
+    board = json.loads(parse(tmp_path / "run" / "report.html").json_text)["leaderboard"]
+    every = leaderboard(load_run(tmp_path / "run"))["attackers"]
+    assert any(name.startswith("jpeg+sdedit") for name in every)
+    assert board["attackers"] and all(not name.startswith("jpeg+sdedit") for name in board["attackers"])
+    assert board["pool_given"] is True

@@ -100,7 +100,20 @@ class ImageLookup:
 
     def __init__(self, run: Run):
         self.run = run
-        self.rows = run.rows[run.rows["artifact"] != ""]
+        rows = run.rows[run.rows["artifact"] != ""]
+        # One attack model and one run seed, so every tile of a row comes from the same attack
+        # run (the attack on clean beside the attack on protected): the protect model when the
+        # attacks also ran on it (no transfer), else the first; the lowest run seed.
+        attacked = rows[rows["attack"] != ""]
+        models = sorted(set(attacked["attack_model"]))
+        same = [m for m in models if m in set(rows["protect_model"])]
+        self.attack_model = (same or models or [""])[0]
+        seeds = sorted(set(rows["run_seed"]) - {""}, key=lambda s: (len(s), s))
+        self.run_seed = seeds[0] if seeds else ""
+        keep = (rows["attack"] == "") | (rows["attack_model"] == self.attack_model)
+        if self.run_seed:
+            keep &= rows["run_seed"].isin([self.run_seed, ""])
+        self.rows = rows[keep]
         # Images that were protected one by one (not the "concept" pseudo-image of set attacks).
         self.images = set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"])
         self._pixels: dict[str, tuple[np.ndarray | None, str]] = {}

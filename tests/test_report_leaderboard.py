@@ -25,7 +25,7 @@ from cloakbench.reports.stats import Estimate, bootstrap
 from tests.test_report import _attack, _similarity_rows, _store, parse, write_fake_run
 
 COLUMNS = ["run", "cell", "image", "image_name", "category", "protection", "protection_setting", "purification",
-           "mimicry", "setting", "seed", "protect_model", "attack_model", "pair", "metric", "value", "unit",
+           "mimicry", "setting", "run_seed", "seed", "protect_model", "attack_model", "pair", "metric", "value", "unit",
            "higher_is_better", "status", "note", "artifact"]
 SWEEP = {"none": [0], "noise": [4, 8], "photoguard": [4, 8]}
 SWEEP_ATTACKS = [("", "sdedit", "0.2"), ("", "sdedit", "0.5"), ("jpeg", "", "75")]
@@ -64,6 +64,7 @@ def write_sweep_run(run_dir: Path, *, size: int = 24) -> Path:
                     base = dict.fromkeys(COLUMNS, "")
                     base.update(run="sweep", image=image_id, image_name=name, category=category,
                                 protection=protection, protection_setting=setting, seed=str(seed),
+                                run_seed=str(seed),
                                 protect_model="toy", cell=f"p-{protection}-{eps}-{index}-{seed}")
                     rows += _similarity_rows(base, "protected_vs_clean", protected, clean, _store(run_dir, protected))
                     if eps:
@@ -351,3 +352,18 @@ def test_bench_compare_passes_the_attacker_pool_to_its_report(tmp_path):
     assert any(name.startswith("jpeg+sdedit") for name in every)
     assert board["attackers"] and all(not name.startswith("jpeg+sdedit") for name in board["attackers"])
     assert board["pool_given"] is True
+
+
+def test_image_tiles_come_from_one_attack_model_and_seed(sweep_run):
+    from cloakbench.reports.grids import ImageLookup
+
+    run = load_run(sweep_run)
+    lookup = ImageLookup(run)
+    assert (lookup.attack_model, lookup.run_seed) == ("toy", "0")  # the protect model: no transfer in the tiles
+    rows = run.rows
+    image = rows["image"].iloc[0]
+    for protection, budget in (("none", None), ("photoguard", "eps=8")):
+        key = lookup.attacked(image, protection, "", "sdedit", "0.5", budget)
+        artifact = key.partition(":")[2]
+        source = rows[(rows["artifact"] == artifact) & (rows["protection"] == protection)]
+        assert set(source["attack_model"]) == {"toy"} and set(source["run_seed"]) == {"0"}

@@ -10,7 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cloakbench.cli.app import app
-from cloakbench.protections import publishable_protections
+from cloakbench.core.quick import quick_component
+from cloakbench.protections import PROTECTIONS, publishable_protections
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,8 @@ def test_protect_all_quick_writes_a_png_and_sidecar_per_method_and_image(picture
             assert record["within_budget"] in (True, None)
             assert record["wall_s"] > 0 and record["peak_rss_bytes"] > 0
             assert isinstance(record["config"], dict) and record["version"] >= 1
-            if "steps" in record["config"]:
-                assert record["config"]["steps"] == 3
+            if "steps" in record["config"]:  # --quick's steps, as each method declares them
+                assert record["config"]["steps"] == quick_component(PROTECTIONS.get(method))["steps"]
             levels = read_levels(png)
             assert levels.shape == (72, 90, 3)  # the picture at its own size, never a crop
             if method == "none":

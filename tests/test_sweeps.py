@@ -119,3 +119,27 @@ def test_the_paper_table_config_plans_every_protection_budget_category_and_seed(
     assert len(protect) == len(components.protection_variants) * 4 * 3  # variants x images x seeds
     assert len(plan.cells) == 3 * len(protect)  # each protected image attacked by SDEdit and by inpainting
     assert components.attacks["inpaint"][1].config.mask == "background"
+
+
+def test_compare_flags_reach_the_spec_and_bad_ones_are_one_sentence(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cloakbench.compare
+    from cloakbench.cli.app import app
+
+    seen = {}
+
+    def record(spec, *_, **__):
+        seen["spec"] = spec
+        raise ConfigError("stop here")  # the spec is all this test needs
+
+    monkeypatch.setattr(cloakbench.compare, "run_compare", record)
+    runner = CliRunner()
+    runner.invoke(app, ["compare", "--sweep", "sds-.eps=4,16", "--seeds", "0,1", "--attack-model", "toy,tiny-random",
+                        "--attack-model", "other", "--out", str(tmp_path / "run")])
+    spec = seen["spec"]
+    assert (spec.sweeps, spec.seeds, spec.attack_models) == ({"sds-": {"eps": "4,16"}}, [0, 1],
+                                                             ["toy", "tiny-random", "other"])
+    bad = runner.invoke(app, ["compare", "--seeds", "0,x", "--out", str(tmp_path / "run")])
+    assert bad.exit_code != 0 and "--seeds '0,x'" in " ".join(bad.output.split())
+    assert "Traceback" not in bad.output

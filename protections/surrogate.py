@@ -212,6 +212,8 @@ class SurrogateProtection(PGDProtection):
 
     Config = SurrogatePGDConfig
     needs = frozenset({"diffusion_noise"})
+    # The surrogate trains on the whole batch: an image's perturbation depends on the others.
+    learns_from_batch = True
     # bench perf times PGD steps only; its untimed prepare need not generate 200 class images or
     # fine-tune FSMG's surrogate 1000 steps (bench/perf/worker.py reads this). An ASPL step at a
     # round's start also trains f', and the round's last one f: any max_adv_train_steps consecutive

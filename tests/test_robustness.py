@@ -98,6 +98,7 @@ def test_two_inputs_that_would_share_an_output_are_refused_naming_both(tmp_path)
     (["--eps", "nan"], "sds-.eps"), (["--eps", "inf"], "sds-.eps"), (["--eps", "300"], "sds-.eps"),
     (["--eps", "0"], "sds-.eps"), (["--steps", "0"], "sds-.steps"), (["--set", "sds-.alpha=-1"], "sds-.alpha"),
     (["--set", "sds-.alpha=nan"], "sds-.alpha"), (["--method", "noise", "--set", "noise.eps=-inf"], "noise.eps"),
+    (["--seed", str(2**64)], "--seed"), (["--max-pixels", "0"], "--max-pixels"),
 ])
 def test_bad_setting_values_are_refused_before_any_work(tmp_path, args, named):
     picture(tmp_path / "a.png")

@@ -130,7 +130,7 @@ def protect(
                                                             "weaker. [default: each method's own, 16]"),
     steps: Optional[int] = typer.Option(None, "--steps", help="PGD steps: more is stronger and slower. "
                                                               "[default: each method's own, 100]"),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed, images and settings give the same output."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."),
     profile: Optional[str] = typer.Option(None, "--profile", help="A method's published settings, e.g. "
                                                                   "'paper' for photoguard (its own eps, steps, "
                                                                   "step size and zero target)."),

@@ -231,6 +231,18 @@ def test_a_full_disk_is_one_sentence(tmp_path, monkeypatch):
     assert_sentence(result, 2, "disk is full", "a.png.png", "rerun")
 
 
+def test_a_read_only_disk_is_one_sentence(tmp_path, monkeypatch):
+    from cloakbench.core import images
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(images, "write_atomic", read_only)
+    picture(tmp_path / "a.png")
+    result = run("protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "o")
+    assert_sentence(result, 2, "Read-only file system", "a.png.png")
+
+
 def test_a_missing_cuda_device_is_one_sentence(tmp_path):
     picture(tmp_path / "a.png")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0

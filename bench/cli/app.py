@@ -45,6 +45,8 @@ def describe_failure(error: BaseException) -> str | None:
         return f"permission denied on {error.filename}; choose a folder you can write to, or fix its permissions"
     if isinstance(error, IsADirectoryError):
         return f"{error.filename} is a folder where a file is needed"
+    if isinstance(error, OSError) and error.filename:  # read-only disk, I/O error, a path gone mid-run
+        return f"{error.filename}: {error.strerror or error}; check the path and the disk, then rerun the same command"
     if isinstance(error, MemoryError):
         return "out of memory; try fewer images at once (--batch-size 1), a smaller --max-pixels, or --device cpu"
     return None

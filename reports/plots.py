@@ -349,10 +349,12 @@ def comparison_figures(run: Run) -> list[Plot]:
         label = attack_label(purification, mimicry)
         figure.subplots_adjust(wspace=0.04, hspace=0.06)
         shown = f"{label} at setting {setting}" if setting and setting != GENERATIONS else label
-        caption = (f"{shown}: each row is an image; the first column is the clean image, the second the attack's "
-                   "output on it, the others the attack's output on each protection's image "
-                   "(the middle budget of each sweep). The closer a column looks to the second, the less the "
-                   "protection stopped the attack.")
+        where = ", ".join(part for part in (f"attack model {lookup.attack_model}" if lookup.attack_model else "",
+                                            f"run seed {lookup.run_seed}" if lookup.run_seed else "") if part)
+        caption = (f"{shown}{f' ({where})' if where else ''}: each row is an image; the first column is the clean "
+                   "image, the second the attack's output on it, the others the attack's output on each "
+                   "protection's image (the middle budget of each sweep). The closer a column looks to the second, "
+                   "the less the protection stopped the attack.")
         figures.append(Plot(f"Comparison: {label}", caption, f"image comparison for {label}", figure,
                             name="comparison_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label), photo=True))
     return figures

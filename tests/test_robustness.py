@@ -243,6 +243,18 @@ def test_a_read_only_disk_is_one_sentence(tmp_path, monkeypatch):
     assert_sentence(result, 2, "Read-only file system", "a.png.png")
 
 
+def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
+    from cloakbench import fullsize
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fullsize, "protect_full_size", exhausted)
+    picture(tmp_path / "a.png")
+    result = run("protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "o")
+    assert_sentence(result, 2, "out of memory", "--max-pixels")
+
+
 def test_a_missing_cuda_device_is_one_sentence(tmp_path):
     picture(tmp_path / "a.png")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -36,7 +36,9 @@ def describe_failure(error: BaseException) -> str | None:
     if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
         return ("the disk is full (the run journal could not be written); free some space and rerun the same "
                 "command: finished work is kept")
-    if isinstance(error, sqlite3.DatabaseError):
+    if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+        return ("the run journal is locked by another process; wait for it to finish or use another --out")
+    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
         return (f"a run journal is damaged ({error}); move RUN/journal.sqlite aside and rerun the same command "
                 "to recompute into a fresh journal")
     if isinstance(error, (NotADirectoryError, FileExistsError)):
@@ -47,8 +49,9 @@ def describe_failure(error: BaseException) -> str | None:
         return f"{error.filename} is a folder where a file is needed"
     if isinstance(error, OSError) and error.filename:  # read-only disk, I/O error, a path gone mid-run
         return f"{error.filename}: {error.strerror or error}; check the path and the disk, then rerun the same command"
-    if isinstance(error, MemoryError):
-        return "out of memory; try fewer images at once (--batch-size 1), a smaller --max-pixels, or --device cpu"
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's CUDA OOM too
+        return ("out of memory; lower --max-pixels (bench protect: tiles take over sooner) or --batch-size, "
+                "or close other programs")
     return None
 
 

@@ -72,3 +72,17 @@ def test_methods_do_not_import_each_other(tmp_path):
     done = lint(broken)
     assert done.returncode != 0
     assert "cloakbench.mimicry.sdedit -> cloakbench.protections.none" in done.stdout
+
+
+def test_every_subpackage_is_installed():
+    """``[tool.setuptools] packages`` is explicit: a new sub-folder with an ``__init__.py`` must be listed,
+    or a non-editable install would leave it out."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([package, *relative.parts]))
+    mapped_elsewhere = {p for p in found if any(p != q and p.startswith(q + ".") and p in setuptools["package-dir"]
+                                                for q in setuptools["package-dir"])}
+    assert found - mapped_elsewhere <= set(setuptools["packages"]), sorted(found - set(setuptools["packages"]))

@@ -10,6 +10,7 @@ styles and ``data:`` images, every image re-encoded by Pillow. No absolute path 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -140,6 +141,17 @@ def skipped_view(run: Run) -> list[dict[str, str]]:
     return skipped
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats made strict-JSON safe: NaN -> null, ±inf -> "inf" / "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def render(run: Run, pool: list[str] | None = None) -> str:
     """The report's HTML; ``pool`` limits the attackers of the worst case (default: every attack)."""
     board = leaderboard(run, pool)
@@ -165,9 +177,9 @@ def render(run: Run, pool: list[str] | None = None) -> str:
         "n_rows": len(run.rows),
         # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
         # the CSP allows no script, and the type is not JavaScript).
-        "summary_json": {"run": str(run.manifest.get("run") or run.run_dir.name), "summary": table,
-                         "leaderboard": board,
-                         "unavailable": issues["unavailable"], "failed": issues["failed"]},
+        "summary_json": strict_json({"run": str(run.manifest.get("run") or run.run_dir.name), "summary": table,
+                                     "leaderboard": board,
+                                     "unavailable": issues["unavailable"], "failed": issues["failed"]}),
     }
     return environment().get_template("report.html.j2").render(**context)
 

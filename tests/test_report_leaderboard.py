@@ -367,3 +367,14 @@ def test_image_tiles_come_from_one_attack_model_and_seed(sweep_run):
         artifact = key.partition(":")[2]
         source = rows[(rows["artifact"] == artifact) & (rows["protection"] == protection)]
         assert set(source["attack_model"]) == {"toy"} and set(source["run_seed"]) == {"0"}
+
+
+def test_embedded_json_is_strict(sweep_report):
+    report, _ = sweep_report
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    data = json.loads(parse(report).json_text, parse_constant=refuse)
+    none = data["leaderboard"]["rows"][0]
+    assert none["impercept"][0]["value"] == "inf"  # PSNR of identical images, as a string

@@ -192,10 +192,13 @@ class PhaseRecord:
         """``(metric, value, unit)`` triples for the results store (pair="cost").
 
         The process's lifetime peak RSS is not among them: it is the same for every cell
-        once the model is loaded. ``working_rss_bytes`` is the cell's own figure.
+        once the model is loaded. ``working_rss_bytes`` is the cell's own figure. Nor is the
+        phase's total of distinct saved storages (``saved_bytes``): over many steps it
+        counts reused addresses once and is no step's figure, while ``bench perf``'s
+        ``saved_bytes`` is one step's; ``saved_bytes_per_step`` is the comparable number.
         """
         rows = [("wall_s", self.wall_s, "s")]
-        for name in ("working_rss_bytes", "peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes", "saved_bytes",
+        for name in ("working_rss_bytes", "peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes",
                      "saved_bytes_per_step"):
             value = getattr(self, name)
             if value is not None:

@@ -33,6 +33,9 @@ def test_saved_bytes_per_step_is_one_steps_figure_not_the_sum_over_steps():
     with profile_phase("protect", "cpu", count_saved=True) as bigger:
         one_step(weight, 400_000)
     assert bigger.saved_bytes_per_step > 3 * one.saved_bytes_per_step
+    rows = {row["metric"]: row["value"] for row in cost_rows({}, five)}
+    assert rows["saved_bytes_per_step"] == one.saved_bytes_per_step
+    assert "saved_bytes" not in rows  # the phase total is no step's figure: never under bench perf's name
 
 
 def test_working_memory_counts_what_the_cell_allocates_not_the_process_peak():

@@ -53,10 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-try:
-    from cloakbench.core.provenance import sha256_file  # noqa: E402
-except ImportError:  # TEMPORARY: until the namespace move (cloakbench.core.provenance) lands
-    from cloakbench.store import sha256_file  # noqa: E402
+from cloakbench.core.provenance import sha256_file  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 from train_toy import Deadline, Logger, cosine_lr, load_checkpoint, psnr, save_checkpoint  # noqa: E402
 
@@ -176,6 +173,10 @@ def export(args) -> None:
             raise SystemExit(f"encoder tensor {name} changed; refusing to export")
     staging = Path(tempfile.mkdtemp(prefix="vae-", dir=work))
     vae.save_pretrained(staging, safe_serialization=True)
+    # from_pretrained recorded the work folder as _name_or_path: the shipped config names no machine.
+    config = json.loads((staging / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     target = out / "vae"
     old = out / ".vae-old"
     if old.exists():

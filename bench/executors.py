@@ -29,6 +29,7 @@ import collections
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -139,6 +140,8 @@ def _worker_setup(spec: CompareSpec, threads: int) -> None:
 # -- one machine: a pool of processes ---------------------------------------------------
 def _pool_worker_main(connection, spec_data: dict, threads: int, name: str) -> None:
     """A local worker process: load the workspace once, then run the cells it is sent."""
+    # Ctrl-C reaches the whole process group: the driver stops the workers (close), so they ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = CompareSpec.from_dict(spec_data)
     _worker_setup(spec, threads)
     try:
@@ -170,6 +173,7 @@ class _PoolWorker:
         self.process.start()
         child.close()
         self.ready = False
+        self.gone = False
         self.task: CellTask | None = None
         self.last_group: tuple[str, str] | None = None
         self.pid = self.process.pid
@@ -239,7 +243,7 @@ class LocalPoolExecutor:
             for worker in list(self.workers):
                 message_outcome = self._drain(worker)
                 yield from message_outcome
-                if not worker.process.is_alive() and not worker.connection.poll():
+                if worker.gone or (not worker.process.is_alive() and not worker.connection.poll()):
                     yield from self._bury(worker, queue, attempts, run_name)
 
     def _drain(self, worker: _PoolWorker) -> list[Outcome]:
@@ -261,7 +265,7 @@ class LocalPoolExecutor:
                 elif kind == "broken":
                     self.broken_reason = message[1]
         except (EOFError, OSError):
-            pass  # the process died; _bury handles it
+            worker.gone = True  # the process ended (its pipe stays readable at EOF): run() buries it
         return outcomes
 
     def _bury(self, worker: _PoolWorker, queue: _Queue, attempts, run_name: str) -> Iterator[Outcome]:
@@ -430,7 +434,19 @@ class RayExecutor:
                                               f"error: the Ray worker running this cell died {self.max_restarts + 1} "
                                               "times; see the Ray logs for the cause", protect_model=self.spec.model)
                 except ray.exceptions.RayError as error:
-                    outcome = failure_outcome(task.cell, run_name, f"error: Ray: {str(error).splitlines()[0]}",
+                    reason = str(error).splitlines()[0]
+                    # Ray's memory monitor killed the worker (the node ran low on memory, maybe
+                    # because of other jobs): Ray restarts the actor but does not retry the call,
+                    # so the cell goes back in the queue, up to the same limit as a death.
+                    if (isinstance(error, ray.exceptions.OutOfMemoryError)
+                            and attempts[task.cell.key] < MAX_CELL_ATTEMPTS):
+                        log.warning("worker %s was killed by Ray's memory monitor; cell rerun: %s", worker[0], reason)
+                        self.emit("worker", {"worker": worker[0], "state": "died", "how": "Ray's memory monitor"})
+                        queue.put_back(task)
+                        idle.append(worker)
+                        continue
+                    status = "oom" if isinstance(error, ray.exceptions.OutOfMemoryError) else "error"
+                    outcome = failure_outcome(task.cell, run_name, f"{status}: Ray: {reason}",
                                               protect_model=self.spec.model)
                 idle.append(worker)
                 yield outcome

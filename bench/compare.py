@@ -86,7 +86,8 @@ class _Tally:
         self.reused = self.computed = self.failed = self.unavailable = 0
         self.failed_cells: list[tuple[dict, str]] = []
 
-    def record(self, store: RunStore, outcome: Outcome, cell: Cell) -> None:
+    def record(self, store: RunStore, outcome: Outcome, cell: Cell, consumed: list[str] = ()) -> None:
+        """Journal one outcome; ``consumed`` are the hashes of the artifacts the cell read."""
         label = cell.label
         if outcome.status == "done" and not store.artifacts.intact(outcome.artifacts):
             outcome = dataclasses.replace(outcome, status="failed",
@@ -94,7 +95,7 @@ class _Tally:
         if outcome.worker:
             outcome.rows = [with_worker(row, outcome.worker) for row in outcome.rows]
         if outcome.status == "done":
-            store.mark_done(outcome.key, outcome.artifacts, outcome.rows)
+            store.mark_done(outcome.key, outcome.artifacts, outcome.rows, consumed)
             self.computed += 1
             self.emit("done", {"cell": label, "worker": outcome.worker})
             return
@@ -181,28 +182,33 @@ def _finished_keys(store: RunStore) -> set[str]:
 
 def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, emit: Event) -> None:
     """Skip the done cells of one stage, resolve the inputs of the others, run them, record each."""
-    tasks, cells = [], {}
+    tasks, cells, consumed_by = [], {}, {}
     for cell in stage:
-        if store.done_artifacts(cell.key) is not None:
+        # Earlier stages are recorded, so what this cell reads is known before it is looked up.
+        inputs = [store.done_artifacts(key) for key in cell.inputs]
+        twin = store.done_artifacts(cell.twin) if cell.twin else None
+        task = None
+        if all(found is not None for found in inputs):
+            task = CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ()))
+        consumed = [a.sha256 for a in task.inputs + task.twin] if task else None
+        if store.done_artifacts(cell.key, consumed) is not None:
             tally.reused += 1
             emit("reused", {"cell": cell.label})
             continue
-        inputs = [store.done_artifacts(key) for key in cell.inputs]
-        if any(found is None for found in inputs):
+        if task is None:
             missing = [ref.name for ref, found in zip(cell.images, inputs) if found is None]
             tally.record(store, failure_outcome(cell, store.run_name, f"error: protection {cell.protection} failed "
                                                 f"on {', '.join(missing)}; nothing to attack"), cell)
             continue
-        twin = store.done_artifacts(cell.twin) if cell.twin else None
-        tasks.append(CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ())))
-        cells[cell.key] = cell
+        tasks.append(task)
+        cells[cell.key], consumed_by[cell.key] = cell, consumed
 
     def on_start(task: CellTask, worker: str) -> None:
         store.mark_running(task.cell.key, task.cell.kind, task.cell.label)
         emit("start", {"cell": task.cell.label, "worker": worker})
 
     for outcome in executor.run(tasks, on_start):
-        tally.record(store, outcome, cells[outcome.key])
+        tally.record(store, outcome, cells[outcome.key], consumed_by[outcome.key])
 
 
 def render_report(run_dir: Path) -> Path | None:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS cells (
     pid INTEGER,
     reason TEXT,
     artifacts TEXT NOT NULL DEFAULT '[]',
-    updated_utc REAL
+    updated_utc REAL,
+    consumed TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS rows (
     cell TEXT NOT NULL,
@@ -128,6 +129,7 @@ class RunStore:
             if verdict is None or verdict[0] != "ok":
                 raise sqlite3.DatabaseError(verdict[0] if verdict else "quick_check returned nothing")
             self.db.executescript(SCHEMA)
+            self._add_missing_columns()
             self._recover_interrupted()
         except sqlite3.DatabaseError as error:
             self.__exit__(None, None, None)
@@ -198,18 +200,32 @@ class RunStore:
         found = self.db.execute("SELECT state, reason FROM cells WHERE key=?", (key,)).fetchone()
         return (found[0], found[1]) if found else None
 
-    def done_artifacts(self, key: str) -> list[Artifact] | None:
+    def _add_missing_columns(self) -> None:
+        """A journal written before a column existed gains it (the default holds for its rows)."""
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
+        if "consumed" not in present:
+            self.db.execute("ALTER TABLE cells ADD COLUMN consumed TEXT NOT NULL DEFAULT '[]'")
+
+    def done_artifacts(self, key: str, consumed: list[str] | None = None) -> list[Artifact] | None:
         """The artifacts of a finished, intact cell; ``None`` if it must be (re)computed.
 
         A cell whose artifact was flipped or truncated is reported with a warning and
-        put back to pending, so a corrupt file is never reported.
+        put back to pending, so a corrupt file is never reported. With ``consumed`` (the
+        SHA-256 of every artifact the cell reads now), a cell computed from other input
+        bytes is stale and recomputed: an attack keyed on its protect cell's key must not
+        outlive a protected PNG that came out differently (a GPU run without
+        ``--deterministic``, or a recomputed corrupt artifact).
         """
-        found = self.db.execute("SELECT state, artifacts FROM cells WHERE key=?", (key,)).fetchone()
+        found = self.db.execute("SELECT state, artifacts, consumed FROM cells WHERE key=?", (key,)).fetchone()
         if not found or found[0] != "done":
             return None
         artifacts = [Artifact(**a) for a in json.loads(found[1])]
         if not self.artifacts.intact(artifacts):
             log.warning("cached artifact of cell %s is missing or fails its SHA-256 check; recomputing", key[:12])
+            self.db.execute("UPDATE cells SET state='pending' WHERE key=?", (key,))
+            return None
+        if consumed is not None and json.loads(found[2]) != consumed:
+            log.warning("cell %s was computed from inputs that have changed since; recomputing", key[:12])
             self.db.execute("UPDATE cells SET state='pending' WHERE key=?", (key,))
             return None
         return artifacts
@@ -222,8 +238,9 @@ class RunStore:
             (key, kind, json.dumps(label, sort_keys=True), os.getpid(), time.time()),
         )
 
-    def mark_done(self, key: str, artifacts: list[Artifact], rows: list[dict]) -> None:
-        """Rows and artifact hashes land in the same transaction that marks the cell done."""
+    def mark_done(self, key: str, artifacts: list[Artifact], rows: list[dict], consumed: list[str] = ()) -> None:
+        """Rows, artifact hashes and the hashes of the inputs the cell read land in the
+        same transaction that marks the cell done."""
         with self._transaction():
             self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
             self.db.executemany(
@@ -231,8 +248,9 @@ class RunStore:
                 [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
             )
             self.db.execute(
-                "UPDATE cells SET state='done', pid=NULL, reason=NULL, artifacts=?, updated_utc=? WHERE key=?",
-                (json.dumps([a.__dict__ for a in artifacts]), time.time(), key),
+                "UPDATE cells SET state='done', pid=NULL, reason=NULL, artifacts=?, consumed=?, updated_utc=? "
+                "WHERE key=?",
+                (json.dumps([a.__dict__ for a in artifacts]), json.dumps(list(consumed)), time.time(), key),
             )
 
     def mark_failed(self, key: str, reason: str, rows: list[dict]) -> None:

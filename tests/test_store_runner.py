@@ -178,3 +178,22 @@ def test_unknown_override_name_fails_before_work(tmp_path, image_dir):
     with pytest.raises(ConfigError, match="no protection, attack or metric"):
         run_compare(spec_for(tmp_path / "run", image_dir, methods="none", overrides={"sdedt": {"steps": "2"}}))
     assert not (tmp_path / "run").exists()
+
+
+def test_an_attack_computed_from_other_published_bytes_is_recomputed(tmp_path, image_dir, with_test_protections,
+                                                                     caplog):
+    """Attack keys name their protect cell, not its bytes: if the published PNG comes out differently
+    (a GPU run without --deterministic), the attacks that read the old bytes must not be reused."""
+    run_dir = tmp_path / "run"
+    run_compare(spec_for(run_dir, image_dir))
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        protect = [(key, json.loads(artifacts)) for key, artifacts, label in
+                   db.execute("SELECT key, artifacts, label FROM cells WHERE kind='protect' AND state='done'")
+                   if json.loads(label)["protection"] == "test-slow"]
+        key, artifacts = protect[0]
+        other = protect[1][1]  # another image's published PNG, as if this cell had come out differently
+        db.execute("UPDATE cells SET artifacts=? WHERE key=?", (json.dumps(other), key))
+    with caplog.at_level(logging.WARNING):
+        summary = run_compare(spec_for(run_dir, image_dir))
+    assert "computed from inputs that have changed" in caplog.text
+    assert summary.computed == 1  # the one attack that read the swapped PNG; its protect cell stays reused

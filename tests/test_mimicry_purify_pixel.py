@@ -193,3 +193,51 @@ def test_the_tiny_pixel_model_is_seeded_and_frozen():
     assert any(not torch.equal(a, b) for a, b in weights)
     again = load_pixel_model("tiny-pixel-random")
     assert all(torch.equal(a, b) for a, b in zip(first.unet.parameters(), again.unet.parameters()))
+
+
+def tiny_if_stage_ii():
+    """A seeded random pipeline of IF stage II's shape (6-channel UNet with a noise-level embedding,
+    T5 text encoder, learned-range variance), with no attention so 256² stays cheap on a CPU."""
+    from diffusers import DDPMScheduler, IFImg2ImgSuperResolutionPipeline, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    from cloakbench.core.models import project_tokenizer
+
+    tokenizer = project_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                                               num_heads=4))
+        unet = UNet2DConditionModel(sample_size=32, in_channels=6, out_channels=6, layers_per_block=1,
+                                    block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32,
+                                    class_embed_type="timestep", down_block_types=("DownBlock2D",) * 2,
+                                    up_block_types=("UpBlock2D",) * 2)
+    pipe = IFImg2ImgSuperResolutionPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
+        scheduler=DDPMScheduler(variance_type="learned_range", thresholding=True, clip_sample=False),
+        image_noising_scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None, watermarker=None,
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.slow
+def test_pdm_pure_runs_the_authors_steps_through_an_if_stage_ii_pipeline(monkeypatch):
+    """With an IF-II-shaped pipeline in place of the cached one: denoised at 44, 33, 22, 11, 0 (the UNet's
+    timesteps, spied; guidance batches both passes into one call), back at the input's size."""
+    import cloakbench.core.pixel_models as pixel_models
+    from cloakbench.core import weights
+
+    pipe = tiny_if_stage_ii()
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(int(torch.as_tensor(args[1]).flatten()[0])))
+    real_find = weights.find
+    monkeypatch.setattr(weights, "find", lambda spec, path=None: (
+        "cached" if spec is weights.IF_STAGE_II else real_find(spec, path)))
+    monkeypatch.setattr(pixel_models, "load_if_stage_ii", lambda *args, **kwargs: pipe)
+    images = smooth(1, 64, seed=9)
+    context = AttackContext(prompt="a photo of a lighthouse")
+    out = MIMICRY.get("pdm-pure")()(images, None, generator=torch.Generator().manual_seed(0), context=context)
+    assert seen == [44, 33, 22, 11, 0]
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert context.notes["pdm-pure"]["timesteps"] == [44, 33, 22, 11, 0]

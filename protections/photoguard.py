@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cloakbench.core.config import bounded
 from cloakbench.protections import losses
 from cloakbench.protections.base import PROTECTIONS
 from cloakbench.protections.engine import PGDConfig, PGDProtection
@@ -27,8 +28,8 @@ class PhotoGuardConfig(PGDConfig):
         "pattern" or an image path (``protections/targets.py``).
     """
 
-    eps: float = PHOTOGUARD_EPS
-    alpha: float = PHOTOGUARD_ALPHA
+    eps: float = bounded(PHOTOGUARD_EPS, 0, 255, low_open=True)
+    alpha: float = bounded(PHOTOGUARD_ALPHA, 0, 255, low_open=True)
     alpha_schedule: Literal["constant", "linear"] = "linear"
     latent: Literal["sample", "mean"] = "mean"
     target: str = "zero"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloakbench.core.config import bounded
 from cloakbench.protections import losses
 from cloakbench.protections.base import PROTECTIONS
 from cloakbench.protections.engine import PGDConfig, PGDProtection
@@ -25,7 +26,7 @@ class SDSTConfig(PGDConfig):
     random_start: bool = False
     prompt: str = "a photo"
     target: str = "text"
-    target_rate: float = 5.0
+    target_rate: float = bounded(5.0, 0, 1000)
 
 
 @PROTECTIONS.register("sdst-")

@@ -340,6 +340,10 @@ def _fmt_shortfall(train: dict, result: dict) -> list[str]:
     return lines
 
 
+def _vocab_size(folder: Path) -> int:
+    return int(json.loads((folder / "text_encoder" / "config.json").read_text())["vocab_size"])
+
+
 def write_shared_vae_card(folder: Path) -> Path:
     """MODEL_CARD.md of a model that shares toy's VAE and has its own denoiser (toy-b)."""
     train = json.loads((folder / "train_log.json").read_text())
@@ -394,6 +398,8 @@ def write_shared_vae_card(folder: Path) -> Path:
         f"| UNet steps | 1700 (batch 32, 23 min) | {train['steps']['unet']} (batch {args['unet_batch']}, "
         f"{train.get('unet_minutes', 0):.0f} min) |",
         "| inpainting UNet | yes | **no** (not trained: the inpainting attack needs `--model toy`) |",
+        f"| tokenizer (each model reads its own folder) | the build it was trained with, vocabulary "
+        f"{_vocab_size(TOY_MODEL_DIR)} | the project's current `build_tokenizer`, vocabulary {_vocab_size(folder)} |",
         "",
         "## Training (`scripts/train_toy.py`)",
         "",
@@ -402,8 +408,9 @@ def write_shared_vae_card(folder: Path) -> Path:
         "",
         "```",
         f"python scripts/train_toy.py --name {name} --seed {args['seed']} --vae-from models/toy/vae \\",
-        f"    --stages latents,unet --stage-minutes "
-        f"{','.join(f'{k}={v:g}' for k, v in args.get('stage_minutes_fixed', {}).items())} "
+        # The export's own arguments are what train_log.json records; the training budget is the
+        # UNet checkpoint's time spent.
+        f"    --stages latents,unet --stage-minutes unet={round(train.get('unet_minutes', 0)):d} "
         f"--threads {args['threads']} --work /work/toywork/{name} --out models/{name}",
         f"python scripts/train_toy.py --name {name} --seed {args['seed']} --vae-from models/toy/vae --stages export \\",
         f"    --work /work/toywork/{name} --out models/{name}",
@@ -411,11 +418,16 @@ def write_shared_vae_card(folder: Path) -> Path:
         "",
         "| stage | steps | batch | wall (min) | final logged loss |",
         "|---|---|---|---|---|",
+        f"| latent bank ({args['bank_size']} crops through the shared encoder; no training, no time limit) | – | 32 | "
+        f"{train.get('latents_minutes') or 0:.1f} | – |",
         f"| UNet + text encoder (ε-MSE, 10 % empty captions) | {train['steps']['unet']} | {args['unet_batch']} | "
         f"{train.get('unet_minutes', 0):.0f} | "
         + (f"{unet_rows[-1]['loss']:.4f} (step {unet_rows[-1]['step']})" if unet_rows else "n/a") + " |",
         "",
-        "Every logged loss is in `train_log.json`.",
+        "Every logged loss is in `train_log.json`. The CPU was shared with other jobs throughout (load",
+        "average 13 to 19 on its 2 cores), so the 25 minutes bought few steps; the run is resumable: the",
+        "first command with a larger `--stage-minutes unet=N` continues from the checkpoint (the",
+        "learning-rate schedule then follows the new budget), then the export command.",
         "",
         "## Measured (`scripts/measure_toy.py --model " + name + "` → `measurements.json`, `measurements_grid.png`)",
         "",

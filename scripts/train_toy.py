@@ -19,7 +19,21 @@ Stages run in order and each is resumable from its checkpoint in ``--work``:
 5. ``export``: ``LDM.save_pretrained(models/toy)`` (safetensors), ``SHA256SUMS``, ``train_log.json``.
 
 Usage: ``python scripts/train_toy.py [--budget-minutes 70] [--vae-steps N ...] [--threads 2]``.
-Each stage stops at its step count or its share of the budget, whichever comes first.
+Each stage stops at its step count or its share of the budget, whichever comes first
+(``--stage-minutes unet=25`` overrides one stage's share).
+
+``toy-b`` (a second denoiser on the *same* VAE, for transfer experiments, as SD 1.x
+checkpoints share one autoencoder): ``--vae-from models/toy/vae`` skips the VAE stage and
+uses that VAE and its ``scaling_factor`` unchanged; another ``--seed`` gives another UNet
+and text-encoder initialisation, another latent bank (other crops) and another batch order::
+
+    python scripts/train_toy.py --name toy-b --seed 1 --vae-from models/toy/vae \
+        --stages latents,unet --stage-minutes latents=5,unet=25 --work /work/toywork/toy-b --out models/toy-b
+    python scripts/train_toy.py --name toy-b --seed 1 --vae-from models/toy/vae --stages export \
+        --work /work/toywork/toy-b --out models/toy-b
+
+At export the VAE is read from ``--vae-from`` again (so toy-b ships the VAE toy ships at
+that moment) after checking that its encoder is the one the latent bank was encoded with.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cloakbench.core.models import LDM, sd_noise_schedule  # noqa: E402
-from cloakbench.store import sha256_file as sha256  # noqa: E402
+from cloakbench.core.provenance import sha256_file as sha256  # noqa: E402
 from cloakbench.core.tokenizer import build_tokenizer  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 
@@ -196,12 +210,32 @@ def load_vae(work: Path):
     return vae.eval().requires_grad_(False)
 
 
+def load_vae_folder(folder: Path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(folder), use_safetensors=True, local_files_only=True)
+    return vae.eval().requires_grad_(False)
+
+
+def adopt_vae(args, work: Path) -> None:
+    """Stage 1 for a model that shares another's VAE: its weights become the finished VAE
+    checkpoint, so the later stages (and a resume) read them like a trained one."""
+    path = work / "vae.pt"
+    if path.exists():
+        return
+    vae = load_vae_folder(Path(args.vae_from))
+    save_checkpoint(path, model=vae.state_dict(), step=0, done=True, source=str(args.vae_from),
+                    scaling_factor=float(vae.config.scaling_factor))
+    log.info("vae: adopted %s (scaling_factor %.5f)", args.vae_from, vae.config.scaling_factor)
+
+
 # -- stage 2: the latent bank and the scaling factor ---------------------------------
 def encode_bank(args, work: Path, sampler: CropSampler) -> None:
     path = work / "latents.pt"
     if path.exists():
         return
     vae = load_vae(work)
+    started = time.time()
     latents, captions = [], []
     with torch.no_grad():
         for _ in range(args.bank_size // 32):
@@ -209,10 +243,12 @@ def encode_bank(args, work: Path, sampler: CropSampler) -> None:
             latents.append(vae.encode(batch * 2 - 1).latent_dist.mean)
             captions += caps
     latents = torch.cat(latents)
-    # SD picked 0.18215 so that scaled latents have unit variance; do the same here.
-    scaling = float(1.0 / latents.std())
+    # SD picked 0.18215 so that scaled latents have unit variance; do the same here. A
+    # shared VAE keeps its own factor: the same latent space must have the same scale.
+    adopted = load_checkpoint(work / "vae.pt").get("scaling_factor")
+    scaling = float(adopted) if adopted is not None else float(1.0 / latents.std())
     log.info("latent bank: %d crops, std %.4f -> scaling_factor %.5f", len(latents), latents.std(), scaling)
-    save_checkpoint(path, latents=latents, captions=captions, scaling_factor=scaling)
+    save_checkpoint(path, latents=latents, captions=captions, scaling_factor=scaling, seconds=time.time() - started)
 
 
 # -- stage 3: text encoder + UNet -----------------------------------------------------
@@ -235,9 +271,16 @@ def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> No
     stage = "inpaint" if inpaint else "unet"
     path = work / f"{stage}.pt"
     state = load_checkpoint(path)
+    total = args.inpaint_steps if inpaint else args.unet_steps
     if state is not None and state.get("done"):
-        log.info("%s: done at step %d", stage, state["step"])
-        return
+        # A finished stage goes on only when asked for more than it had (a larger
+        # --stage-minutes or step count): continuing a short run, e.g. toy-b's, on purpose.
+        minutes = args.stage_minutes(stage)
+        budget_left = minutes is None or state.get("elapsed", 0.0) < minutes * 60
+        if state["step"] >= total or not budget_left:
+            log.info("%s: done at step %d", stage, state["step"])
+            return
+        log.info("%s: continuing a finished stage from step %d", stage, state["step"])
     bank = load_checkpoint(work / "latents.pt")
     latents = bank["latents"] * bank["scaling_factor"]
     captions = bank["captions"]
@@ -265,7 +308,6 @@ def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> No
         unet = UNet2DConditionModel(**UNET_CONFIG)
         params = list(unet.parameters()) + list(text_encoder.parameters())
     lr = args.inpaint_lr if inpaint else args.unet_lr
-    total = args.inpaint_steps if inpaint else args.unet_steps
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     step = 0
     if state is not None:
@@ -279,7 +321,6 @@ def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> No
         vae = load_vae(work)
         sampler_pictures = training_pictures()
         crop_sampler = CropSampler(sampler_pictures, RESOLUTION, generator=generator)
-        del masked_bank
     unet.train()
     text_encoder.train(not inpaint)
     deadline = Deadline(args.stage_minutes(stage), state.get("elapsed", 0.0) if state else 0.0)
@@ -366,6 +407,15 @@ def export(args, work: Path, tokenizer) -> Path:
 
     bank = load_checkpoint(work / "latents.pt")
     vae = load_vae(work)
+    if args.vae_from:
+        # Ship the shared VAE as it is now (toy's decoder may have been fine-tuned since the
+        # bank was encoded); only its encoder side must be the one the UNet learned from.
+        shared = load_vae_folder(Path(args.vae_from))
+        reference = vae.state_dict()
+        for key, tensor in shared.state_dict().items():
+            if key.startswith(("encoder.", "quant_conv.")) and not torch.equal(tensor, reference[key]):
+                raise SystemExit(f"{args.vae_from}: encoder tensor {key} differs from the one the latents came from")
+        vae = shared
     vae.register_to_config(scaling_factor=bank["scaling_factor"])
     unet_state = load_checkpoint(work / "unet.pt")
     unet = UNet2DConditionModel(**UNET_CONFIG)
@@ -373,24 +423,34 @@ def export(args, work: Path, tokenizer) -> Path:
     text_encoder = build_text_encoder(tokenizer)
     text_encoder.load_state_dict(unet_state["text_encoder"])
     inpaint_state = load_checkpoint(work / "inpaint.pt")
-    inpaint_unet = UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": 9})
-    inpaint_unet.load_state_dict(inpaint_state["model"])
-    bundle = LDM(name="toy", vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+    inpaint_unet = None
+    if inpaint_state is not None:
+        inpaint_unet = UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": 9})
+        inpaint_unet.load_state_dict(inpaint_state["model"])
+    bundle = LDM(name=args.name, vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                  scheduler=sd_noise_schedule(), device=torch.device("cpu"), dtype=torch.float32,
                  weights_hash="", resolution=RESOLUTION, inpaint_unet=inpaint_unet,
                  scaling_factor=bank["scaling_factor"])
     out = Path(args.out)
-    staging = Path(tempfile.mkdtemp(prefix="toy-export-", dir=work))
+    staging = Path(tempfile.mkdtemp(prefix=f"{args.name}-export-", dir=work))
     staging.chmod(0o755)
     bundle.save_pretrained(staging)
-    for keep in ("MODEL_CARD.md", "measurements.json"):
+    for config_path in staging.glob("*/config.json"):
+        # A VAE read with from_pretrained (--vae-from) records its source folder: ship no machine path.
+        config = json.loads(config_path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for keep in ("MODEL_CARD.md", "measurements.json", "measurements_grid.png", "textual_inversion_grid.png"):
         if (out / keep).exists():
             shutil.copy2(out / keep, staging / keep)
     steps = {"vae": load_checkpoint(work / "vae.pt")["step"], "unet": unet_state["step"],
-             "inpaint": inpaint_state["step"]}
-    records = [json.loads(line) for line in (work / "losses.jsonl").read_text().splitlines()]
+             "inpaint": inpaint_state["step"] if inpaint_state is not None else None}
+    losses = work / "losses.jsonl"
+    records = [json.loads(line) for line in losses.read_text().splitlines()] if losses.exists() else []
     (staging / "train_log.json").write_text(json.dumps({
         "args": {k: _portable(v) for k, v in vars(args).items() if not callable(v)}, "steps": steps,
+        "unet_minutes": round(unet_state.get("elapsed", 0.0) / 60, 1),
+        "latents_minutes": round(bank["seconds"] / 60, 1) if "seconds" in bank else None,
         "scaling_factor": bank["scaling_factor"], "vae_config": VAE_CONFIG, "unet_config": UNET_CONFIG,
         "text_config": TEXT_CONFIG, "losses": records,
     }, indent=1, default=str))
@@ -413,6 +473,11 @@ def parse_args(argv=None):
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="total wall-clock budget, split between stages (vae 50 %%, unet 34 %%, inpaint 12 %%)")
     parser.add_argument("--stages", default="vae,latents,unet,inpaint,export")
+    parser.add_argument("--name", default="toy", help="the model's name in its bundle")
+    parser.add_argument("--vae-from", default=None,
+                        help="a VAE folder to use as is (toy-b): skips the VAE stage, keeps its scaling_factor")
+    parser.add_argument("--stage-minutes", default="",
+                        help="per-stage minutes overriding the budget's shares, e.g. unet=25,latents=5")
     parser.add_argument("--vae-steps", type=int, default=12000)
     parser.add_argument("--vae-batch", type=int, default=8)
     parser.add_argument("--vae-patch", type=int, default=64)
@@ -425,7 +490,10 @@ def parse_args(argv=None):
     parser.add_argument("--inpaint-steps", type=int, default=1500)
     parser.add_argument("--inpaint-lr", type=float, default=3e-4)
     args = parser.parse_args(argv)
-    args.stage_minutes = lambda stage: args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None
+    fixed = {k: float(v) for k, v in (item.split("=") for item in args.stage_minutes.split(",") if item)}
+    args.stage_minutes_fixed = fixed
+    args.stage_minutes = lambda stage: fixed.get(stage) or (
+        args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None)
     return args
 
 
@@ -441,7 +509,9 @@ def main(argv=None) -> None:
     pictures = training_pictures()
     sampler = CropSampler(pictures, RESOLUTION, generator=torch.Generator().manual_seed(args.seed))
     held_out = torch.stack(list(held_out_images(RESOLUTION).values()))
-    if "vae" in stages:
+    if args.vae_from:
+        adopt_vae(args, work)
+    elif "vae" in stages:
         train_vae(args, work, logger, sampler, held_out)
     if "latents" in stages:
         encode_bank(args, work, sampler)

@@ -232,8 +232,11 @@ def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved
             _synchronize(device)
         record.wall_s = time.perf_counter() - start
         record.peak_rss_bytes = peak_rss_bytes()
-        if rss_reset and start_rss is not None:
-            record.working_rss_bytes = max(0, record.peak_rss_bytes - start_rss)
+        # VmHWM is the high-water mark that clear_refs resets; ru_maxrss may also hold the
+        # marks of threads that exited earlier, which are not this cell's.
+        high_water = _proc_status_bytes("VmHWM")
+        if rss_reset and start_rss is not None and high_water is not None:
+            record.working_rss_bytes = max(0, high_water - start_rss)
         if on_cuda:
             record.peak_cuda_allocated_bytes = int(torch.cuda.max_memory_allocated(device))
             record.peak_cuda_reserved_bytes = int(torch.cuda.max_memory_reserved(device))

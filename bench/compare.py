@@ -183,10 +183,18 @@ def _finished_keys(store: RunStore) -> set[str]:
 def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, emit: Event) -> None:
     """Skip the done cells of one stage, resolve the inputs of the others, run them, record each."""
     tasks, cells, consumed_by = [], {}, {}
+    found: dict[str, list | None] = {}
+
+    def finished(key: str) -> list | None:
+        """A cell of an earlier stage, looked up (and its files hashed) once per stage, not once per reader."""
+        if key not in found:
+            found[key] = store.done_artifacts(key)
+        return found[key]
+
     for cell in stage:
         # Earlier stages are recorded, so what this cell reads is known before it is looked up.
-        inputs = [store.done_artifacts(key) for key in cell.inputs]
-        twin = store.done_artifacts(cell.twin) if cell.twin else None
+        inputs = [finished(key) for key in cell.inputs]
+        twin = finished(cell.twin) if cell.twin else None
         task = None
         if all(found is not None for found in inputs):
             task = CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ()))

@@ -188,13 +188,6 @@ class RunStore:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
-    # -- artifacts ----------------------------------------------------------
-    def put_artifact(self, data: bytes, suffix: str) -> Artifact:
-        return self.artifacts.put(data, suffix)
-
-    def artifact_path(self, artifact: Artifact | str) -> Path:
-        return self.artifacts.path(artifact)
-
     # -- cells --------------------------------------------------------------
     def cell_state(self, key: str) -> tuple[str, str | None] | None:
         found = self.db.execute("SELECT state, reason FROM cells WHERE key=?", (key,)).fetchone()

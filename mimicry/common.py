@@ -94,6 +94,15 @@ def ddim_denoise(model: LDM, latents: torch.Tensor, timesteps: list[int], prompt
     return latents
 
 
+def epoch_batches(count: int, batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices for ``steps`` batches: shuffled passes over the set, like a data loader's epochs."""
+    needed = batch * steps
+    passes = -(-needed // count)
+    order = torch.cat([torch.randperm(count, generator=generator, device=generator.device).cpu()
+                       for _ in range(passes)])
+    return order[:needed].view(steps, batch)
+
+
 def note(context, owner: str, key: str, value) -> None:
     """Record ``value`` as ``context.notes[owner][key]``.
 
@@ -167,6 +176,22 @@ class PixelModelHolder:
                 digest = sha256_file(weights) if weights.is_file() else "absent"
             self._identity = {"name": self.spec, "weights_hash": digest}
         return self._identity
+
+
+def pixel_timestep(t_star: float, pixel) -> int:
+    """The pixel model's timestep at the fraction ``t_star`` of its schedule (at most its last step)."""
+    return min(round(t_star * pixel.num_train_timesteps), pixel.num_train_timesteps)
+
+
+def at_pixel_resolution(images: torch.Tensor, pixel, purify) -> torch.Tensor:
+    """``purify`` the images at the pixel model's square working size, then resize back.
+
+    The pixel purifiers run at the model's resolution (docs/MIMICRY.md, "Purifications");
+    the result is float32 on the images' device, at their size.
+    """
+    height, width = images.shape[-2:]
+    small = resize_to(images.to(pixel.device, torch.float32), pixel.resolution, pixel.resolution)
+    return resize_to(purify(small), height, width).to(device=images.device, dtype=torch.float32)
 
 
 def describe_pixel_model(model) -> str:

@@ -18,7 +18,8 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.core.pixel_models import DEFAULT_PIXEL_MODEL, respaced_timesteps
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from cloakbench.mimicry.common import PixelModelHolder, describe_pixel_model, note, resize_to
+from cloakbench.mimicry.common import (PixelModelHolder, at_pixel_resolution, describe_pixel_model, note,
+                                       pixel_timestep)
 
 
 class PixelPurification(Mimicry):
@@ -94,11 +95,10 @@ class DiffPure(PixelPurification):
                  context: AttackContext | None = None) -> torch.Tensor:
         check_images(images, self.name)
         pixel = self.pixel_model(images, model)
-        t = min(round(self.config.t_star * pixel.num_train_timesteps), pixel.num_train_timesteps)
-        height, width = images.shape[-2:]
-        small = resize_to(images.to(pixel.device, torch.float32), pixel.resolution, pixel.resolution)
-        purified = pixel.purify(small, t, self.config.steps, generator)
+        t = pixel_timestep(self.config.t_star, pixel)
+        purified = at_pixel_resolution(images, pixel, lambda small: pixel.purify(small, t, self.config.steps,
+                                                                                  generator))
         note(context, self.name, "pixel_model", describe_pixel_model(pixel))
         note(context, self.name, "t", t)
         note(context, self.name, "reverse_steps", len(respaced_timesteps(t, self.config.steps)))
-        return resize_to(purified, height, width).to(device=images.device, dtype=torch.float32)
+        return purified

@@ -60,7 +60,7 @@ from cloakbench.core import finetuning
 from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images, png_bytes, read_png
 from cloakbench.mimicry.base import AttackContext, Mimicry
-from cloakbench.mimicry.common import note
+from cloakbench.mimicry.common import epoch_batches, note
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +171,6 @@ def class_images(model, config: FinetuneConfig, count: int, cache_root: Path | N
     return torch.stack(images)
 
 
-def _index_stream(count: int, batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices for ``steps`` batches: shuffled passes over the set, like a data loader's epochs."""
-    needed = batch * steps
-    passes = -(-needed // count)
-    order = torch.cat([torch.randperm(count, generator=generator, device=generator.device).cpu()
-                       for _ in range(passes)])
-    return order[:needed].view(steps, batch)
-
-
 def finetune(model, images: torch.Tensor, *, unet: torch.nn.Module, parameters: list[torch.nn.Parameter],
              train_text_encoder: bool, config: FinetuneConfig, steps: int, learning_rate: float,
              prior_images: torch.Tensor, generator: torch.Generator) -> FinetuneResult:
@@ -211,8 +202,8 @@ def finetune(model, images: torch.Tensor, *, unet: torch.nn.Module, parameters: 
             prior = model.posterior(prior_images.to(device, dtype))
             prior_means, prior_stds = prior.mean, prior.std
     count, batch = images.shape[0], config.batch_size
-    batches = _index_stream(count, batch, steps, generator)
-    prior_batches = _index_stream(prior_images.shape[0], batch, steps, generator) if use_prior else None
+    batches = epoch_batches(count, batch, steps, generator)
+    prior_batches = epoch_batches(prior_images.shape[0], batch, steps, generator) if use_prior else None
     prompts = [instance_prompt] * batch + ([class_prompt] * batch if use_prior else [])
     if not train_text_encoder:
         with torch.no_grad():

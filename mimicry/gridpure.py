@@ -19,7 +19,7 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.core.pixel_models import DEFAULT_PIXEL_MODEL, respaced_timesteps
 from cloakbench.mimicry.base import MIMICRY, AttackContext
-from cloakbench.mimicry.common import describe_pixel_model, note, resize_to
+from cloakbench.mimicry.common import describe_pixel_model, note, pixel_timestep, resize_to
 from cloakbench.mimicry.diffpure import PixelPurification
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right)
@@ -137,7 +137,7 @@ class GrIDPure(PixelPurification):
                  context: AttackContext | None = None) -> torch.Tensor:
         check_images(images, self.name)
         pixel = self.pixel_model(images, model)
-        t = min(round(self.config.t_star * pixel.num_train_timesteps), pixel.num_train_timesteps)
+        t = pixel_timestep(self.config.t_star, pixel)
         height, width = images.shape[-2:]
         work_height, work_width = max(height, pixel.resolution), max(width, pixel.resolution)
         current = quantize_8bit(resize_to(images.to(pixel.device, torch.float32), work_height, work_width))

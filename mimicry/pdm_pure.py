@@ -26,7 +26,7 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.core.pixel_models import DEFAULT_PIXEL_MODEL
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from cloakbench.mimicry.common import describe_pixel_model, note, resize_to
+from cloakbench.mimicry.common import at_pixel_resolution, describe_pixel_model, note, resize_to
 from cloakbench.mimicry.diffpure import PixelPurification
 
 #: IF stage II's working resolutions: a 64² conditioning image, 256² output.
@@ -159,9 +159,8 @@ class PDMPureUnconditional(PixelPurification):
         pixel = self.pixel_model(images, model)
         timesteps = pdm_timesteps(10, self.config.respaced_steps, self.config.skipped_steps,
                                   pixel.num_train_timesteps)
-        height, width = images.shape[-2:]
-        small = resize_to(images.to(pixel.device, torch.float32), pixel.resolution, pixel.resolution)
-        purified = pixel.reverse(pixel.noise_to(small, timesteps[0], generator), timesteps, generator)
+        purified = at_pixel_resolution(images, pixel, lambda small: pixel.reverse(
+            pixel.noise_to(small, timesteps[0], generator), timesteps, generator))
         note(context, self.name, "pixel_model", describe_pixel_model(pixel))
         note(context, self.name, "timesteps", timesteps)
-        return resize_to(purified, height, width).to(device=images.device, dtype=torch.float32)
+        return purified

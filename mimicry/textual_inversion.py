@@ -25,7 +25,7 @@ import torch
 from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
-from cloakbench.mimicry.common import note
+from cloakbench.mimicry.common import epoch_batches, note
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,6 @@ def add_concept_token(model, token: str, initializer: str):
     return tokenizer, text_encoder, token_id
 
 
-def _index_stream(count: int, batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices for ``steps`` batches: shuffled passes over the set, like a data loader's epochs."""
-    needed = batch * steps
-    passes = -(-needed // count)
-    order = torch.cat([torch.randperm(count, generator=generator, device=generator.device).cpu()
-                       for _ in range(passes)])
-    return order[:needed].view(steps, batch)
-
-
 def train_embedding(model, images: torch.Tensor, *, token: str, initializer: str, templates: tuple[str, ...],
                     steps: int, batch_size: int, learning_rate: float, weight_decay: float, flip_p: float,
                     generator: torch.Generator) -> TrainedConcept:
@@ -121,7 +112,7 @@ def train_embedding(model, images: torch.Tensor, *, token: str, initializer: str
     prediction = getattr(model.scheduler.config, "prediction_type", "epsilon")
     if prediction not in ("epsilon", "v_prediction"):
         raise ValueError(f"textual inversion: unsupported prediction type {prediction!r}")
-    batches = _index_stream(count, batch_size, steps, generator)
+    batches = epoch_batches(count, batch_size, steps, generator)
     loss_trace: list[float] = []
     from diffusers.utils.torch_utils import randn_tensor
 

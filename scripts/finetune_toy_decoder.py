@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from cloakbench.core.provenance import sha256_file  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
+from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 from train_toy import Deadline, Logger, cosine_lr, load_checkpoint, psnr, save_checkpoint  # noqa: E402
 
 log = logging.getLogger("finetune_toy_decoder")
@@ -186,7 +187,7 @@ def export(args) -> None:
     staging.replace(target)
     shutil.rmtree(old)
     weights = sorted(p for p in out.rglob("*.safetensors"))
-    (out / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(out)}\n" for p in weights))
+    write_sha256sums(out, weights)
     log_path = out / "train_log.json"
     train_log = json.loads(log_path.read_text())
     records = [json.loads(line) for line in (work / "losses.jsonl").read_text().splitlines()]

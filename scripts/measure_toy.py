@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from cloakbench.core.models import TOY_MODEL_DIR, load_model  # noqa: E402
 from cloakbench.core.toy_data import HELD_OUT, held_out_images  # noqa: E402
+from model_files import files_section, read_sha256sums  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("measure_toy")
 
@@ -166,8 +167,6 @@ def write_card(folder: Path) -> Path:
     if train["args"].get("vae_from"):
         return write_shared_vae_card(folder)
     result = json.loads((folder / "measurements.json").read_text())
-    sums = (folder / "SHA256SUMS").read_text().splitlines()
-    sizes = {line.split("  ", 1)[1]: (folder / line.split("  ", 1)[1]).stat().st_size for line in sums}
     losses = train["losses"]
 
     def last(stage: str, key: str) -> str:
@@ -267,15 +266,7 @@ def write_card(folder: Path) -> Path:
         "- Its PSNRs, protection effects and amplification ratios are properties of this toy; they",
         "  show the harness works and which way an effect goes, not how large it is on SD.",
         "",
-        "## Files and SHA-256 (also in `SHA256SUMS`)",
-        "",
-        "| file | bytes | sha256 |",
-        "|---|---|---|",
-        *[f"| `{line.split('  ', 1)[1]}` | {sizes[line.split('  ', 1)[1]]} | `{line.split('  ', 1)[0]}` |"
-          for line in sums],
-        "",
-        f"Total weights: {sum(sizes.values()) / 1e6:.1f} MB (fp32 safetensors).",
-        "",
+        *files_section(folder),
     ]
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(text))
@@ -348,15 +339,12 @@ def write_shared_vae_card(folder: Path) -> Path:
     """MODEL_CARD.md of a model that shares toy's VAE and has its own denoiser (toy-b)."""
     train = json.loads((folder / "train_log.json").read_text())
     result = json.loads((folder / "measurements.json").read_text())
-    sums = [line.split("  ", 1) for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip()]
-    sizes = {name: (folder / name).stat().st_size for _, name in sums}
     args = train["args"]
     name = args["name"]
     unet_rows = [r for r in train["losses"] if r["stage"] == "unet"]
-    toy_sums = dict(reversed(line.split("  ", 1)) for line in (TOY_MODEL_DIR / "SHA256SUMS").read_text().splitlines()
-                    if line.strip())
+    toy_sums = {name: digest for digest, name in read_sha256sums(TOY_MODEL_DIR)}
     vae_file = "vae/diffusion_pytorch_model.safetensors"
-    same_vae = dict((n, d) for d, n in sums).get(vae_file) == toy_sums.get(vae_file)
+    same_vae = {name: digest for digest, name in read_sha256sums(folder)}.get(vae_file) == toy_sums.get(vae_file)
     vae = result["vae_round_trip_psnr"]
     edit = result["sdedit"]["psnr_vs_input"]
     rows = result.get("protections", {})
@@ -449,14 +437,7 @@ def write_shared_vae_card(folder: Path) -> Path:
         "- Its transfer figures are properties of two toys trained for minutes; they show which way an",
         "  effect goes, not its size between real checkpoints.",
         "",
-        "## Files and SHA-256 (also in `SHA256SUMS`)",
-        "",
-        "| file | bytes | sha256 |",
-        "|---|---|---|",
-        *[f"| `{n}` | {sizes[n]} | `{d}` |" for d, n in sums],
-        "",
-        f"Total weights: {sum(sizes.values()) / 1e6:.1f} MB (fp32 safetensors).",
-        "",
+        *files_section(folder),
     ]
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(text))

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from cloakbench.core.pixel_models import TOY_PIXEL_MODEL_DIR, load_pixel_model, respaced_timesteps  # noqa: E402
 from cloakbench.core.toy_data import HELD_OUT, TRAIN, held_out_images  # noqa: E402
+from model_files import files_section  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("measure_toy_pixel")
 
@@ -111,8 +112,6 @@ def write_card(folder: Path) -> Path:
     """Render MODEL_CARD.md from train_log.json, measurements.json and SHA256SUMS in ``folder``."""
     train = json.loads((folder / "train_log.json").read_text())
     result = json.loads((folder / "measurements.json").read_text())
-    sums = [line.split("  ", 1) for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip()]
-    sizes = {name: (folder / name).stat().st_size for _, name in sums}
     config = train["unet_config"]
     losses = train["losses"]
     last = [r for r in losses if "loss" in r][-1] if losses else {}
@@ -214,14 +213,7 @@ def write_card(folder: Path) -> Path:
         "- Its purification numbers say how the harness behaves with a trained pixel denoiser, not how",
         "  strong DiffPure is against a protection on real models.",
         "",
-        "## Files and SHA-256 (also in `SHA256SUMS`)",
-        "",
-        "| file | bytes | sha256 |",
-        "|---|---|---|",
-        *[f"| `{name}` | {sizes[name]} | `{digest}` |" for digest, name in sums],
-        "",
-        f"Total weights: {sum(sizes.values()) / 1e6:.1f} MB (fp32 safetensors).",
-        "",
+        *files_section(folder),
     ]
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(line for line in text if line is not None))

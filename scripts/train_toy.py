@@ -55,9 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cloakbench.core.models import LDM, sd_noise_schedule  # noqa: E402
-from cloakbench.core.provenance import sha256_file as sha256  # noqa: E402
 from cloakbench.core.tokenizer import build_tokenizer  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
+from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("train_toy")
 
@@ -459,7 +459,7 @@ def export(args, work: Path, tokenizer) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging.replace(out)
     weights = sorted(p for p in out.rglob("*.safetensors"))
-    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out)}\n" for p in weights))
+    write_sha256sums(out, weights)
     log.info("exported %s (%s bytes of weights)", out, sum(p.stat().st_size for p in weights))
     return out
 

@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from cloakbench.core.provenance import sha256_file  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
+from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 from train_toy import Deadline, Logger, cosine_lr, load_checkpoint, psnr, save_checkpoint  # noqa: E402
 
 log = logging.getLogger("train_toy_pixel")
@@ -197,7 +197,7 @@ def export(args) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging.replace(out)
     weights = sorted(out.rglob("*.safetensors"))
-    (out / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(out)}\n" for p in weights))
+    write_sha256sums(out, weights)
     log.info("exported %s (step %d)", out, state["step"])
     return out
 

@@ -118,7 +118,10 @@ def masks_from_folder(mask_dir: str | Path, image_names: list[str], height: int,
 
 @MIMICRY.register("inpaint")
 class Inpaint(Mimicry):
-    """Inpainting with SD's 9-channel inpainting UNet through diffusers; the kept region is pasted back.
+    """Inpainting with SD's inpainting UNet through diffusers; the kept region is pasted back.
+
+    The UNet reads the noisy latent, the mask and the masked image's latent (9 channels for
+    SD's 4-channel latents, 33 for the toy's 16).
 
     ``StableDiffusionInpaintPipeline`` repaints where the mask is 1 and conditions on the
     rest; afterwards the kept pixels are copied back from the input exactly (as the

@@ -97,8 +97,9 @@ class SDEdit(StrengthSweep):
             note(context, self.name, format_strength(strength), {"noised_to": None, "denoising_steps": 0})
             return model.decode(latents).to(device=images.device, dtype=torch.float32)
         pipe = model.img2img_pipeline()
-        # Latents are passed in (4 channels), so the pipeline skips its own encode and the
-        # posterior sample above uses the caller's generator in the same order diffusers would.
+        # Latents are passed in, so the pipeline skips its own encode and the posterior sample
+        # above uses the caller's generator in the same order diffusers would (the pipeline
+        # takes latents of any width: LDM.img2img_pipeline).
         output = pipe(
             prompt=[context.prompt] * images.shape[0], image=latents, strength=strength,
             num_inference_steps=steps, guidance_scale=self.config.guidance_scale, eta=self.config.eta,

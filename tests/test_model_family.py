@@ -1,5 +1,6 @@
 """The model family this project ships — ``toy`` (LDM), ``toy-b`` (toy's VAE, its own
-denoiser) and ``toy-pixel`` (pixel DDPM): each loads offline, its files match its
+denoiser), ``toy-c`` (its own VAE and denoiser: toy v2, kept) and ``toy-pixel`` (pixel
+DDPM): each loads offline, its files match its
 ``SHA256SUMS``, and a seeded forward pass gives the slice checked in beside this file
 (``model_family_slices.json``).
 
@@ -22,7 +23,7 @@ from cloakbench.core.models import PROJECT_ROOT, ModelError, load_model
 from cloakbench.core.pixel_models import PixelDiffusion, load_pixel_model
 
 MODELS_DIR = PROJECT_ROOT / "models"
-FAMILY = ("toy", "toy-b", "toy-pixel")
+FAMILY = ("toy", "toy-b", "toy-c", "toy-pixel")
 SLICES = Path(__file__).with_name("model_family_slices.json")
 ATOL = 1e-4
 SIZE_LIMIT = 80 * 1000 * 1000  # everything under models/, bytes (issue #11: ≤ 80 MB)
@@ -54,7 +55,7 @@ def forward_slices(model) -> dict[str, list[float]]:
     images = torch.rand(1, 3, 64, 64, generator=generator)
     latents = model.encode(images, mode="mean")
     decoded = model.decode(latents)
-    noisy = torch.randn(1, 4, 8, 8, generator=generator)
+    noisy = torch.randn(1, model.unet.config.in_channels, 8, 8, generator=generator)
     eps = model.predict_noise(noisy, torch.tensor([500]), model.encode_prompt("a photo"))
     return {"latent_mean": latents[0, :, 0, :3].flatten().tolist(),
             "decoded": decoded[0, :, 10, 10:14].flatten().tolist(),
@@ -111,6 +112,17 @@ def test_toy_b_shares_toy_vae_and_has_its_own_denoiser(expected):
     assert toy_b[vae] == toy[vae]
     assert toy_b["unet/diffusion_pytorch_model.safetensors"] != toy["unet/diffusion_pytorch_model.safetensors"]
     assert toy_b["text_encoder/model.safetensors"] != toy["text_encoder/model.safetensors"]
+
+
+def test_toy_c_has_its_own_vae_and_denoiser():
+    toy, toy_c = sums(MODELS_DIR / "toy"), sums(MODELS_DIR / "toy-c")
+    for file in ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors"):
+        assert toy_c[file] != toy[file], file
+    toy_model, toy_c_model = load("toy"), load("toy-c")
+    # Another latent space, not only other weights: the transfer between autoencoders.
+    assert toy_c_model.vae.config.latent_channels != toy_model.vae.config.latent_channels
+    assert toy_c_model.inpaint_unet is None
 
 
 def test_everything_under_models_fits_the_size_limit():

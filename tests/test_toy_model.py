@@ -41,14 +41,16 @@ def test_split_keeps_samples_out_of_training():
 def test_toy_loads_offline_through_load_model(toy):
     assert toy.name == "toy"
     assert toy.resolution == 128
-    assert toy.inpaint_unet is not None and toy.inpaint_unet.config.in_channels == 9
-    assert toy.vae.config.latent_channels == 4
+    channels = toy.vae.config.latent_channels
+    assert channels == 16  # toy v3 (toy v2's 4 channels could not reach the 25 dB round trip)
+    # SD's inpainting input: noisy latent, mask, masked image's latent.
+    assert toy.inpaint_unet is not None and toy.inpaint_unet.config.in_channels == 2 * channels + 1
     assert len(toy.vae.config.block_out_channels) == 4  # 3 downsamplings: factor 8
     assert toy.scaling_factor == pytest.approx(toy.vae.config.scaling_factor)
     assert toy.scaling_factor != pytest.approx(0.18215)  # measured from the toy's own latents
     assert all(not p.requires_grad for m in toy.modules().values() for p in m.parameters())
     latents = toy.encode(torch.rand(1, 3, 128, 128), mode="mean")
-    assert latents.shape == (1, 4, 16, 16)
+    assert latents.shape == (1, channels, 16, 16)
 
 
 def test_weight_files_match_sha256sums_and_model_card():

@@ -29,7 +29,7 @@ def model_status() -> list[tuple[str, bool, str]]:
         if name in BUILT_IN:
             rows.append((name, True, "built from its config with seeded random weights (no download)"))
         elif name in FOLDER_MODELS or name in PIXEL_FOLDERS:
-            # The shipped folders (toy, toy-b: LDMs; toy-pixel: a pixel DDPM): a preflight, no load.
+            # The shipped folders (toy, toy-b, toy-c: LDMs; toy-pixel: a pixel DDPM): a preflight, no load.
             try:
                 if name in PIXEL_FOLDERS:
                     pixel_preflight(PIXEL_FOLDERS[name])

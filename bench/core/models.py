@@ -147,9 +147,9 @@ class LDM:
         )
 
     def img2img_pipeline(self):
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        pipe = StableDiffusionImg2ImgPipeline(**self.pipeline_components())
+        """diffusers' img2img pipeline whose ``image`` is always latents (the caller encodes):
+        see ``_latent_img2img_class``."""
+        pipe = _latent_img2img_class().from_components(**self.pipeline_components())
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -403,6 +403,21 @@ def toy_b(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) ->
     return load_folder(TOY_B_MODEL_DIR, device=device, dtype=dtype, name="toy-b")
 
 
+TOY_C_MODEL_DIR = PROJECT_ROOT / "models" / "toy-c"
+
+
+@MODELS.register("toy-c")
+def toy_c(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> LDM:
+    """A second LDM with its *own* VAE (4 latent channels, as SD 1.x; toy's has 16) and its
+    own denoiser (models/toy-c: toy v2, kept): transfer between latent spaces."""
+    if not (TOY_C_MODEL_DIR / "model_index.json").exists():
+        raise ModelError(
+            f"the toy-c model is not in {TOY_C_MODEL_DIR}: restore it from the repository (it is toy v2; see "
+            "models/toy-c/MODEL_CARD.md) or use --model toy"
+        )
+    return load_folder(TOY_C_MODEL_DIR, device=device, dtype=dtype, name="toy-c")
+
+
 @MODELS.register("toy-pixel")
 def toy_pixel(device="cpu", dtype=torch.float32, **_):
     """The pixel-space DDPM for pixel purifications (models/toy-pixel). Returns a
@@ -422,7 +437,46 @@ RANDOM_MODELS: dict[str, Callable[[], tuple[dict, int]]] = {
     "sdxl-arch": lambda: (_arch_configs(SDXL_UNET, None), 1024),
 }
 #: Registry models that are folders this project ships: name -> folder.
-FOLDER_MODELS: dict[str, Path] = {"toy": TOY_MODEL_DIR, "toy-b": TOY_B_MODEL_DIR}
+FOLDER_MODELS: dict[str, Path] = {"toy": TOY_MODEL_DIR, "toy-b": TOY_B_MODEL_DIR, "toy-c": TOY_C_MODEL_DIR}
+
+
+def _latent_img2img_class():
+    """``StableDiffusionImg2ImgPipeline`` taking latents of any width as ``image``.
+
+    diffusers recognises latents passed as ``image`` only by their 4 channels, SD 1.x's
+    (``prepare_latents`` in ``pipeline_stable_diffusion_img2img.py``: ``image.shape[1] == 4``;
+    its ``VaeImageProcessor`` likewise defaults to ``vae_latent_channels=4``), and would
+    treat the toy's 16-channel latents as pixels: preprocess them as an image, then push them
+    through the VAE encoder. This subclass tells its image processor the VAE's latent width
+    and always takes ``image`` as latents, otherwise doing what diffusers does: one
+    ``randn_tensor`` draw of the latents' shape from the caller's generator, then
+    ``scheduler.add_noise`` to the first kept timestep — for 4-channel latents the same
+    numbers as diffusers' own path (the golden SDEdit slices on tiny-random check it).
+    """
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from diffusers.image_processor import VaeImageProcessor
+    from diffusers.utils.torch_utils import randn_tensor
+
+    class LatentImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
+        @classmethod
+        def from_components(cls, **components) -> "LatentImg2ImgPipeline":
+            # Not an __init__ override: diffusers reads the component names off __init__'s signature.
+            pipe = cls(**components)
+            pipe.image_processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor,
+                                                     vae_latent_channels=pipe.vae.config.latent_channels)
+            return pipe
+
+        def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None):
+            latents = image.to(device=device, dtype=dtype)
+            if latents.shape[1] != self.vae.config.latent_channels:
+                raise ValueError(f"img2img: expected latents with {self.vae.config.latent_channels} channels, "
+                                 f"got a tensor of shape {tuple(latents.shape)}")
+            if batch_size * num_images_per_prompt != latents.shape[0]:
+                raise ValueError(f"img2img: {latents.shape[0]} latents for {batch_size * num_images_per_prompt} prompts")
+            noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
+            return self.scheduler.add_noise(latents, noise, timestep)
+
+    return LatentImg2ImgPipeline
 
 
 @dataclass(frozen=True)

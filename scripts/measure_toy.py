@@ -212,7 +212,7 @@ def write_card(folder: Path) -> Path:
         "channels (noisy latent, mask, masked image's latent).",
         f"- Text encoder: `CLIPTextModel` hidden {train['text_config']['hidden_size']}, "
         f"{train['text_config']['num_hidden_layers']} layers, over the project's own byte-level tokenizer "
-        "(`bench/tokenizer.py`), trained jointly with the UNet.",
+        "(`bench/core/tokenizer.py`), trained jointly with the UNet.",
         "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`cloakbench.core.models.sd_noise_schedule`).",
         "",
         "## Data",
@@ -220,7 +220,7 @@ def write_card(folder: Path) -> Path:
         "Only pictures that install with the dependencies (no download): scikit-image's `skimage.data`",
         "and matplotlib's `mpl-data/sample_data`. Greyscale pictures are repeated to RGB; RGBA ones",
         "are composited on white. Random square crops at several scales, horizontal flips; captions",
-        "from the names (`bench/toy_data.py`):",
+        "from the names (`bench/core/toy_data.py`):",
         "",
         *[f"- `{name}`: \"{caption}\"" for name, caption in TRAIN_CAPTIONS.items()],
         "",
@@ -319,8 +319,8 @@ V2 = {"vae": 21.3, "sdedit": 18.8, "commit": "61a6632"}  # toy v2's card: v1's e
 
 def _width_note(channels: int) -> str:
     if channels == 4:
-        return " (as SD 1.x and 2.x)"
-    return " (the width of SD 3's and FLUX's autoencoders, 16; SD 1.x and 2.x have 4)" if channels == 16 else ""
+        return ", as SD 1.x and 2.x"
+    return ", the width of SD 3's and FLUX's autoencoders (SD 1.x and 2.x have 4)" if channels == 16 else ""
 
 
 def _vae_loss(args: dict) -> str:

@@ -116,6 +116,52 @@ def masks_from_folder(mask_dir: str | Path, image_names: list[str], height: int,
     return torch.stack(masks).to(device), resized
 
 
+def inpaint_any_width(model, images: torch.Tensor, masks: torch.Tensor, prompt: str, *, steps: int,
+                      guidance_scale: float, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """The steps of diffusers' ``StableDiffusionInpaintPipeline`` for an inpainting UNet that
+    reads ``2·C + 1`` channels with ``C`` other than SD's 4 (the toy's 16-channel latents).
+
+    diffusers' pipeline accepts only 4- or 9-channel UNets (``pipeline_stable_diffusion_inpaint.py``,
+    "should have either 4 or 9 input channels"), so the same steps are taken here: DDIM with
+    ``steps`` steps from ``strength``·T (pure noise at strength 1), the UNet fed
+    ``[z_t, mask at latent size, E(masked image)·s]``, masked pixels zeroed in ``[-1, 1]``,
+    classifier-free guidance against the empty prompt, decode. Images ``(N, 3, H, W)`` in
+    ``[0, 1]``; returns the decoded images (the caller pastes the kept pixels back). The random
+    draws come from ``generator`` in another order than diffusers', so seeds do not match its.
+    """
+    import torch.nn.functional as F
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(steps)
+    kept = min(int(steps * strength), steps)
+    timesteps = scheduler.timesteps[steps - kept:]
+    device, dtype = model.device, model.dtype
+    batch = images.shape[0]
+    pixels = images.to(device, dtype)
+    binary = (masks.to(device, dtype) >= 0.5).to(dtype)
+    # Masked pixels zeroed in [-1, 1], i.e. mid-grey in [0, 1] (what the toy's inpainting UNet trained on).
+    masked_latents = model.encode(pixels * (1 - binary) + 0.5 * binary, mode="sample", generator=generator)
+    latent_mask = F.interpolate(binary, size=masked_latents.shape[-2:])
+    noise = torch.randn(masked_latents.shape, generator=generator, device=generator.device).to(device, dtype)
+    if kept == steps:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        latents = scheduler.add_noise(model.encode(pixels, mode="sample", generator=generator), noise, timesteps[:1])
+    conditional = model.encode_prompt(prompt, batch)
+    unconditional = model.encode_prompt("", batch)
+    for t in timesteps:
+        net_input = scheduler.scale_model_input(latents, t)
+        net_input = torch.cat([net_input, latent_mask, masked_latents], dim=1)
+        step = t.expand(batch).to(device)
+        eps_text = model.predict_noise(net_input, step, conditional, unet=model.inpaint_unet)
+        if guidance_scale > 1.0:
+            eps_empty = model.predict_noise(net_input, step, unconditional, unet=model.inpaint_unet)
+            eps_text = eps_empty + guidance_scale * (eps_text - eps_empty)
+        latents = scheduler.step(eps_text, t, latents).prev_sample
+    return model.decode(latents)
+
+
 @MIMICRY.register("inpaint")
 class Inpaint(Mimicry):
     """Inpainting with SD's inpainting UNet through diffusers; the kept region is pasted back.
@@ -178,13 +224,20 @@ class Inpaint(Mimicry):
         if not 0.0 < self.config.strength <= 1.0:
             raise ValueError(f"inpaint: strength must be in (0, 1], got {self.config.strength}")
         masks = self.masks(images, context)
-        pipe = model.inpaint_pipeline()
         batch, _, height, width = images.shape
-        generated = pipe(
-            prompt=[context.prompt] * batch, image=images, mask_image=masks, height=height, width=width,
-            strength=self.config.strength, num_inference_steps=self.config.steps,
-            guidance_scale=self.config.guidance_scale, generator=generator, output_type="pt",
-        ).images.to(device=images.device, dtype=torch.float32)
+        if model.inpaint_unet is not None and model.inpaint_unet.config.in_channels not in (4, 9):
+            generated = inpaint_any_width(model, images, masks, context.prompt, steps=self.config.steps,
+                                          guidance_scale=self.config.guidance_scale,
+                                          strength=self.config.strength, generator=generator)
+            note(context, self.name, "loop", "cloakbench (latents wider than SD's 4)")
+        else:
+            pipe = model.inpaint_pipeline()
+            generated = pipe(
+                prompt=[context.prompt] * batch, image=images, mask_image=masks, height=height, width=width,
+                strength=self.config.strength, num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale, generator=generator, output_type="pt",
+            ).images
+        generated = generated.to(device=images.device, dtype=torch.float32)
         context.notes["paste_back"] = True
         note(context, self.name, "mask", self.config.mask)
         note(context, self.name, "repainted_fraction", [round(float(m.mean()), 4) for m in masks])

@@ -85,3 +85,20 @@ def test_vae_round_trip_reproduces_recorded_psnr(toy):
     card = (TOY_MODEL_DIR / "MODEL_CARD.md").read_text()
     mean = recorded["vae_round_trip_psnr"]["mean"]
     assert re.search(rf"{mean:.1f}\s*dB", card), "MODEL_CARD.md should quote the measured VAE PSNR"
+
+
+def test_inpainting_runs_on_the_toy_wide_latents(toy):
+    """diffusers' inpainting pipeline takes only 4- or 9-channel UNets; the toy's reads 33, so
+    the attack takes the same steps itself (mimicry/inpaint.py, inpaint_any_width)."""
+    from cloakbench.mimicry.base import AttackContext
+    from cloakbench.mimicry.inpaint import Inpaint
+
+    images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    context = AttackContext(setting="", image_names=["x"], prompt="a photo")
+    out = Inpaint.from_overrides({"steps": "2"})(images, toy, generator=torch.Generator().manual_seed(0),
+                                                  context=context)
+    inside = Inpaint().masks(images, context).bool().expand_as(images)
+    assert out.shape == images.shape and torch.isfinite(out).all()
+    assert torch.equal(out[~inside], images[~inside])  # kept pixels pasted back exactly
+    assert not torch.allclose(out[inside], images[inside], atol=0.05)  # the box was repainted
+    assert context.notes["inpaint"]["loop"].startswith("cloakbench")

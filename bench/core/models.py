@@ -13,6 +13,7 @@ Every parameter is frozen: attacks take gradients w.r.t. the image, never the we
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -440,6 +441,7 @@ RANDOM_MODELS: dict[str, Callable[[], tuple[dict, int]]] = {
 FOLDER_MODELS: dict[str, Path] = {"toy": TOY_MODEL_DIR, "toy-b": TOY_B_MODEL_DIR, "toy-c": TOY_C_MODEL_DIR}
 
 
+@functools.cache
 def _latent_img2img_class():
     """``StableDiffusionImg2ImgPipeline`` taking latents of any width as ``image``.
 

@@ -1,9 +1,9 @@
 """``run_compare``: plan a grid, run its cells on an executor, record everything (the driver).
 
 The driver is the only writer of the run folder's journal (docs/RELIABILITY.md, "Store"):
-it plans (:mod:`cloakbench.plan`, no model loaded), refuses a changed plan unless
+it plans (:mod:`cloakbench.bench.plan`, no model loaded), refuses a changed plan unless
 ``--force``, skips cells that are done and intact, hands the rest to an executor stage by
-stage (:mod:`cloakbench.executors`), verifies each outcome's artifacts by hash and records
+stage (:mod:`cloakbench.bench.executors`), verifies each outcome's artifacts by hash and records
 it, then writes ``rows.csv`` in plan order and the report.
 """
 
@@ -13,23 +13,23 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from cloakbench.bench.execute import CellTask, Outcome, failure_outcome
+from cloakbench.bench.executors import Executor, SerialExecutor
+from cloakbench.bench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
+from cloakbench.bench.spec import CompareSpec
+from cloakbench.bench.store import RunStore, StoreError, network_filesystem
 from cloakbench.core import provenance
 from cloakbench.core.datasets import load_dataset
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.models import model_facts
 from cloakbench.core.schema import Pair
-from cloakbench.execute import CellTask, Outcome, failure_outcome
-from cloakbench.executors import Executor, SerialExecutor
-from cloakbench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
-from cloakbench.spec import CompareSpec
-from cloakbench.store import RunStore, StoreError, network_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,11 @@ class RunSummary:
     failed_cells: list = dataclasses.field(default_factory=list)
 
 
-def build_manifest(spec: CompareSpec, plan: Plan, model_identity: dict, intake: IntakeResult,
-                   previous: dict | None, executor: str) -> dict:
+def build_manifest(
+    spec: CompareSpec, plan: Plan, model_identity: dict, intake: IntakeResult, previous: dict | None, executor: str
+) -> dict:
     commit, dirty = provenance.git_state()
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     return {
         "run": spec.out.name,
         "created_utc": (previous or {}).get("created_utc", now),
@@ -66,15 +67,22 @@ def build_manifest(spec: CompareSpec, plan: Plan, model_identity: dict, intake: 
         "versions": provenance.versions(),
         "device": provenance.device_name(spec.device),
         "executor": executor,
-        "git_commit": commit, "git_dirty": dirty,
+        "git_commit": commit,
+        "git_dirty": dirty,
         "model": model_identity,
-        "plan": plan.description, "plan_hash": plan.hash,
+        "plan": plan.description,
+        "plan_hash": plan.hash,
         "skipped": [dataclasses.asdict(s) for s in intake.skipped],
         "image_notes": {im.name: im.notes for im in intake.images},
         # Each image's category, prompt and mask hash, as the dataset (manifest, prompts.toml) gave them.
         "dataset": intake.describe() if hasattr(intake, "describe") else [],
-        "settings": {"quick": spec.quick, "dtype": spec.dtype, "deterministic": spec.deterministic,
-                     "overrides": spec.overrides, "cell_timeout_s": spec.cell_timeout_s},
+        "settings": {
+            "quick": spec.quick,
+            "dtype": spec.dtype,
+            "deterministic": spec.deterministic,
+            "overrides": spec.overrides,
+            "cell_timeout_s": spec.cell_timeout_s,
+        },
     }
 
 
@@ -90,8 +98,9 @@ class _Tally:
         """Journal one outcome; ``consumed`` are the hashes of the artifacts the cell read."""
         label = cell.label
         if outcome.status == "done" and not store.artifacts.intact(outcome.artifacts):
-            outcome = dataclasses.replace(outcome, status="failed",
-                                          reason="error: an artifact the worker wrote fails its SHA-256 check")
+            outcome = dataclasses.replace(
+                outcome, status="failed", reason="error: an artifact the worker wrote fails its SHA-256 check"
+            )
         if outcome.worker:
             outcome.rows = [with_worker(row, outcome.worker) for row in outcome.rows]
         if outcome.status == "done":
@@ -121,8 +130,9 @@ def with_worker(row: dict, worker: str) -> dict:
     return {**row, "note": f"{row['note']}; {note}" if row.get("note") else note}
 
 
-def run_compare(spec: CompareSpec, on_event: Event | None = None,
-                executor_factory: ExecutorFactory | None = None) -> RunSummary:
+def run_compare(
+    spec: CompareSpec, on_event: Event | None = None, executor_factory: ExecutorFactory | None = None
+) -> RunSummary:
     """Plan, (re)run and record a compare grid; returns what happened."""
     started = time.perf_counter()
     emit = on_event or (lambda kind, info: None)
@@ -131,9 +141,10 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
         torch.use_deterministic_algorithms(True)
     components = Components.from_spec(spec)  # every name and setting checked before any work
     facts = model_facts(spec.model, seed=spec.seed, allow_pickle=spec.allow_pickle)
-    attack_facts = {name: facts if name == spec.model else model_facts(name, seed=spec.seed,
-                                                                       allow_pickle=spec.allow_pickle)
-                    for name in spec.attack_model_names}
+    attack_facts = {
+        name: facts if name == spec.model else model_facts(name, seed=spec.seed, allow_pickle=spec.allow_pickle)
+        for name in spec.attack_model_names
+    }
     intake = load_dataset(spec.images, facts.resolution)
     if not intake.images:
         reasons = "; ".join(s.reason for s in intake.skipped) or "no files found"
@@ -141,8 +152,10 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
     plan = build_plan(spec, components, facts, intake, attack_facts)
     remote = network_filesystem(spec.out)
     if remote:
-        raise StoreError(f"--out {spec.out} is on a network filesystem ({remote}); the run journal is SQLite, which "
-                         "must live on the driver's local disk: give an --out on a local disk (docs/SCALING.md)")
+        raise StoreError(
+            f"--out {spec.out} is on a network filesystem ({remote}); the run journal is SQLite, which "
+            "must live on the driver's local disk: give an --out on a local disk (docs/SCALING.md)"
+        )
     executor = (executor_factory or SerialExecutor)(spec, components, intake)
     tally = _Tally(emit)
     try:
@@ -150,8 +163,12 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
             previous = store.read_manifest()
             # A widened plan (more seeds, sweep values, images, attack models) keeps every
             # finished cell, so it is accepted as is; any other change needs --force.
-            if (previous and previous.get("plan_hash") != plan.hash and not spec.force
-                    and not is_widening(_finished_keys(store), plan)):
+            if (
+                previous
+                and previous.get("plan_hash") != plan.hash
+                and not spec.force
+                and not is_widening(_finished_keys(store), plan)
+            ):
                 raise StoreError(
                     f"{spec.out} holds a run with a different plan (changed: "
                     f"{describe_plan_change(previous.get('plan', {}), plan.description)}); use another --out, or "
@@ -164,16 +181,31 @@ def run_compare(spec: CompareSpec, on_event: Event | None = None,
                 _run_stage(stage, store, executor, tally, emit)
                 store.write_rows_csv(c.key for c in plan.cells)
             rows_csv = store.write_rows_csv(c.key for c in plan.cells)
-            manifest["finished_utc"] = datetime.now(timezone.utc).isoformat()
-            manifest["cells"] = {"total": len(plan.cells), "reused": tally.reused, "computed": tally.computed,
-                                 "failed": tally.failed, "unavailable": tally.unavailable}
+            manifest["finished_utc"] = datetime.now(UTC).isoformat()
+            manifest["cells"] = {
+                "total": len(plan.cells),
+                "reused": tally.reused,
+                "computed": tally.computed,
+                "failed": tally.failed,
+                "unavailable": tally.unavailable,
+            }
             store.write_manifest(manifest)
     finally:
         executor.close()
     report = render_report(spec.out) if spec.write_report else None
-    return RunSummary(spec.out, len(plan.cells), tally.reused, tally.computed, tally.failed, tally.unavailable,
-                      intake.skipped, rows_csv, report, time.perf_counter() - started,
-                      failed_cells=tally.failed_cells)
+    return RunSummary(
+        spec.out,
+        len(plan.cells),
+        tally.reused,
+        tally.computed,
+        tally.failed,
+        tally.unavailable,
+        intake.skipped,
+        rows_csv,
+        report,
+        time.perf_counter() - started,
+        failed_cells=tally.failed_cells,
+    )
 
 
 def _finished_keys(store: RunStore) -> set[str]:
@@ -205,8 +237,15 @@ def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, 
             continue
         if task is None:
             missing = [ref.name for ref, found in zip(cell.images, inputs) if found is None]
-            tally.record(store, failure_outcome(cell, store.run_name, f"error: protection {cell.protection} failed "
-                                                f"on {', '.join(missing)}; nothing to attack"), cell)
+            tally.record(
+                store,
+                failure_outcome(
+                    cell,
+                    store.run_name,
+                    f"error: protection {cell.protection} failed on {', '.join(missing)}; nothing to attack",
+                ),
+                cell,
+            )
             continue
         tasks.append(task)
         cells[cell.key], consumed_by[cell.key] = cell, consumed

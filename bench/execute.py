@@ -27,17 +27,24 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
+from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
+from cloakbench.bench.profiling import parameter_storages, profile_phase
+from cloakbench.bench.spec import CompareSpec
+from cloakbench.bench.store import Artifact, ArtifactFolder
 from cloakbench.core.datasets import ImageInfo, load_dataset
-from cloakbench.core.images import (IntakeResult, LoadedImage, png_bytes, quantize_8bit, read_png, resize_square,
-                                    write_atomic)
+from cloakbench.core.images import (
+    IntakeResult,
+    LoadedImage,
+    png_bytes,
+    quantize_8bit,
+    read_png,
+    resize_square,
+    write_atomic,
+)
 from cloakbench.core.models import LDM, load_model
 from cloakbench.core.schema import Pair, Row
 from cloakbench.metrics import MetricUnavailable
 from cloakbench.metrics.analysis import encoder_analysis
-from cloakbench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
-from cloakbench.profiling import parameter_storages, profile_phase
-from cloakbench.spec import CompareSpec
-from cloakbench.store import Artifact, ArtifactFolder
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +94,30 @@ class Workspace:
     models: dict[str, LDM] = field(default_factory=dict)  # by name, the protection model included
 
     @classmethod
-    def open(cls, spec: CompareSpec, *, components: Components | None = None,
-             intake: IntakeResult | None = None, model: LDM | None = None) -> "Workspace":
+    def open(
+        cls,
+        spec: CompareSpec,
+        *,
+        components: Components | None = None,
+        intake: IntakeResult | None = None,
+        model: LDM | None = None,
+    ) -> Workspace:
         """Load what the cells of ``spec`` need; a worker process calls this with the spec alone."""
         components = components or Components.from_spec(spec)
-        model = model or load_model(spec.model, device=spec.device, dtype=spec.dtype,
-                                    allow_pickle=spec.allow_pickle, seed=spec.seed)
+        model = model or load_model(
+            spec.model, device=spec.device, dtype=spec.dtype, allow_pickle=spec.allow_pickle, seed=spec.seed
+        )
         intake = intake or load_dataset(spec.images, model.resolution)
         return cls(
-            spec=spec, model=model, images={im.pixel_hash: im for im in intake.images}, components=components,
+            spec=spec,
+            model=model,
+            images={im.pixel_hash: im for im in intake.images},
+            components=components,
             artifacts=ArtifactFolder(Path(spec.out)),
             unavailable={s: _unavailable_reason(ps + [a]) for s, (ps, a) in components.attacks.items()},
             metric_availability={m.name: m.availability() for m in components.metrics},
-            info=dict(getattr(intake, "info", {})), models={spec.model: model},
+            info=dict(getattr(intake, "info", {})),
+            models={spec.model: model},
         )
 
     def model_named(self, name: str) -> LDM:
@@ -107,8 +125,13 @@ class Workspace:
         name = name or self.spec.model
         if name not in self.models:
             log.info("loading attack model %s", name)
-            self.models[name] = load_model(name, device=self.spec.device, dtype=self.spec.dtype,
-                                           allow_pickle=self.spec.allow_pickle, seed=self.spec.seed)
+            self.models[name] = load_model(
+                name,
+                device=self.spec.device,
+                dtype=self.spec.dtype,
+                allow_pickle=self.spec.allow_pickle,
+                seed=self.spec.seed,
+            )
         return self.models[name]
 
     def mask_folder(self, image: LoadedImage) -> str | None:
@@ -170,8 +193,16 @@ def failure_reason(error: BaseException, model: LDM) -> str:
 def failure_outcome(cell: Cell, run: str, reason: str, status: str = "failed", protect_model: str = "") -> Outcome:
     """A cell that produced nothing: one row says why. Failed cells are retried on resume."""
     pair, metric = (Pair.FAILURE, "error") if status == "failed" else (Pair.ATTACK_VS_CLEAN, "attack")
-    row = {**base_row(cell, run, protect_model), "pair": pair.value, "metric": metric, "value": None, "unit": "",
-           "higher_is_better": "", "status": status, "note": reason}
+    row = {
+        **base_row(cell, run, protect_model),
+        "pair": pair.value,
+        "metric": metric,
+        "value": None,
+        "unit": "",
+        "higher_is_better": "",
+        "status": status,
+        "note": reason,
+    }
     return Outcome(cell.key, status, [], [row], reason)
 
 
@@ -188,7 +219,7 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
                 artifacts, rows = protect(workspace, cell)
             else:
                 artifacts, rows = attack(workspace, task)
-    except Exception as error:  # noqa: BLE001 - recorded with its reason; the grid goes on
+    except Exception as error:
         log.debug("%s", traceback.format_exc())
         return failure_outcome(cell, run, failure_reason(error, workspace.model), protect_model=workspace.spec.model)
     return Outcome(cell.key, "done", artifacts, rows)
@@ -203,23 +234,38 @@ def base_row(cell: Cell, run: str, protect_model: str = "", **extra) -> dict[str
         purification, mimicry = "+".join(parts[:-1]), parts[-1]
     single = cell.scope == "image"
     row = {
-        "run": run, "cell": cell.key[:16],
+        "run": run,
+        "cell": cell.key[:16],
         "image": cell.images[0].pixel_hash[:16] if single else "concept",
         "image_name": cell.images[0].name if single else "all images",
         "category": cell.images[0].category if single else "",
-        "protection": cell.protection, "protection_setting": cell.protection_setting,
-        "purification": purification, "mimicry": mimicry, "attack_setting": cell.attack_setting,
-        "setting": "", "run_seed": cell.run_seed, "seed": cell.seed,
+        "protection": cell.protection,
+        "protection_setting": cell.protection_setting,
+        "purification": purification,
+        "mimicry": mimicry,
+        "attack_setting": cell.attack_setting,
+        "setting": "",
+        "run_seed": cell.run_seed,
+        "seed": cell.seed,
         "protect_model": protect_model or (cell.model if cell.kind == "protect" else ""),
         "attack_model": cell.model if cell.kind == "attack" else "",
-        "status": "ok", "note": "", "artifact": "",
+        "status": "ok",
+        "note": "",
+        "artifact": "",
     }
     row.update(extra)
     return row
 
 
-def metric_rows(workspace: Workspace, base: dict, pair: Pair, outputs: torch.Tensor, references: torch.Tensor,
-                budget: bool = False, scope: str = "pair") -> list[Row]:
+def metric_rows(
+    workspace: Workspace,
+    base: dict,
+    pair: Pair,
+    outputs: torch.Tensor,
+    references: torch.Tensor,
+    budget: bool = False,
+    scope: str = "pair",
+) -> list[Row]:
     """Rows of every selected metric of ``scope`` for ``outputs`` against ``references``.
 
     ``pair`` metrics give one row per image; ``set`` metrics (FID, KID) one row for the
@@ -229,15 +275,20 @@ def metric_rows(workspace: Workspace, base: dict, pair: Pair, outputs: torch.Ten
     for metric in workspace.components.metrics:
         if metric.scope != scope or (metric.budget_only and not budget):
             continue
-        row = {**base, "pair": pair.value, "metric": metric.name, "unit": metric.unit,
-               "higher_is_better": int(metric.higher_is_better)}
+        row = {
+            **base,
+            "pair": pair.value,
+            "metric": metric.name,
+            "unit": metric.unit,
+            "higher_is_better": int(metric.higher_is_better),
+        }
         available, reason = workspace.metric_availability[metric.name]
         if not available:
             rows.append({**row, "value": None, "status": "unavailable", "note": reason})
             continue
         try:
             values = metric(outputs.cpu().float(), references.cpu().float())
-        except Exception as error:  # noqa: BLE001 - a metric's own refusal is recorded, not fatal
+        except Exception as error:
             status = "unavailable" if isinstance(error, MetricUnavailable) else "failed"
             rows.append({**row, "value": None, "status": status, "note": str(error)})
             continue
@@ -246,8 +297,10 @@ def metric_rows(workspace: Workspace, base: dict, pair: Pair, outputs: torch.Ten
 
 
 def cost_rows(base: dict, record) -> list[Row]:
-    return [{**base, "pair": Pair.COST.value, "metric": metric, "value": value, "unit": unit, "higher_is_better": 0}
-            for metric, value, unit in record.rows()]
+    return [
+        {**base, "pair": Pair.COST.value, "metric": metric, "value": value, "unit": unit, "higher_is_better": 0}
+        for metric, value, unit in record.rows()
+    ]
 
 
 def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.Tensor) -> list[Row]:
@@ -255,9 +308,19 @@ def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.
     with torch.no_grad():
         found = encoder_analysis(model, clean.to(model.device, model.dtype), protected.to(model.device, model.dtype))
     # δx = 0 leaves the amplification undefined: such a value is None with a note, never a number.
-    return [{**base, "pair": Pair.ANALYSIS.value, "metric": r["metric"], "value": r["value"],
-             "status": "ok" if r["value"] is not None else "unavailable", "note": r.get("note") or "",
-             "unit": r.get("unit", ""), "higher_is_better": ""} for r in found]
+    return [
+        {
+            **base,
+            "pair": Pair.ANALYSIS.value,
+            "metric": r["metric"],
+            "value": r["value"],
+            "status": "ok" if r["value"] is not None else "unavailable",
+            "note": r.get("note") or "",
+            "unit": r.get("unit", ""),
+            "higher_is_better": "",
+        }
+        for r in found
+    ]
 
 
 # -- the two kinds of cell -----------------------------------------------------------
@@ -266,8 +329,9 @@ def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]
     model, image = workspace.model, workspace.images[cell.images[0].pixel_hash]
     protection = protection_for_image(workspace.components.protections[cell.protection_key], cell.images[0].prompt)
     clean = image.pixels.unsqueeze(0).to(model.device, model.dtype)
-    with profile_phase("protect", model.device, count_saved=True,
-                       exclude=parameter_storages(*model.modules().values())) as record:
+    with profile_phase(
+        "protect", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
+    ) as record:
         protected = protection(clean, model, generator=workspace.generator(cell.seed))
     protected = quantize_8bit(protected.detach().float().cpu())
     artifact = workspace.artifacts.put(png_bytes(protected[0]), ".png")
@@ -291,10 +355,12 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
     attacker = attack_for_image(attacker, mask_dir is not None)
     # An attack model of another resolution gets the published PNG resized, and its clean
     # reference the same way (transfer: a copier resizes what they downloaded).
-    published = resize_square(torch.cat([read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.inputs]),
-                              model.resolution)
-    clean = resize_square(torch.stack([workspace.images[ref.pixel_hash].pixels for ref in cell.images]),
-                          model.resolution)
+    published = resize_square(
+        torch.cat([read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.inputs]), model.resolution
+    )
+    clean = resize_square(
+        torch.stack([workspace.images[ref.pixel_hash].pixels for ref in cell.images]), model.resolution
+    )
     twins = [read_png(workspace.artifacts.path(a)).unsqueeze(0) for a in task.twin if a.path.endswith(".png")]
     if cell.protection != NO_PROTECTION and not twins:
         raise RuntimeError("the clean twin of this attack is missing (its cell failed)")
@@ -303,11 +369,15 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         work_dir = workspace.artifacts.root / "work" / cell.key[:16]
         work_dir.mkdir(parents=True, exist_ok=True)
     prompt = (cell.images[0].prompt if single is not None else "") or workspace.spec.prompt
-    context = mimicry_pkg.AttackContext(image_names=[ref.name for ref in cell.images], prompt=prompt,
-                                        mask_dir=mask_dir or workspace.spec.mask_dir,
-                                        work_dir=str(work_dir) if work_dir else None)
-    with profile_phase("attack", model.device, count_saved=True,
-                       exclude=parameter_storages(*model.modules().values())) as record:
+    context = mimicry_pkg.AttackContext(
+        image_names=[ref.name for ref in cell.images],
+        prompt=prompt,
+        mask_dir=mask_dir or workspace.spec.mask_dir,
+        work_dir=str(work_dir) if work_dir else None,
+    )
+    with profile_phase(
+        "attack", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
+    ) as record:
         images = published.to(model.device, model.dtype)
         for step, purification in enumerate(purifications):
             generator = workspace.generator(derive_seed(cell.seed, "purify", step))
@@ -324,16 +394,24 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         reference_pair, references, nearest = Pair.ATTACK_VS_CLEAN, clean, False
         note = "; ".join(f"{k}: {v}" for k, v in sorted(context.notes.items()) if k != "loss_trace")
     else:
-        (_, generations), = outputs
+        ((_, generations),) = outputs
         items = [(f"generation {i}", g.unsqueeze(0)) for i, g in enumerate(generations)]
         reference_pair, references, nearest, note = Pair.GENERATIONS_VS_CONCEPT, clean, True, ""
     artifacts = [workspace.artifacts.put(png_bytes(output[0]), ".png") for _, output in items]
     rows: list[Row] = []
     if cell.scope == "set":
-        artifacts += [workspace.artifacts.put(p.read_bytes(), p.suffix)
-                      for p in sorted(p for p in work_dir.iterdir() if p.is_file())]
-        rows += metric_rows(workspace, {**base_cell, "artifact": ""}, Pair.GENERATIONS_VS_CONCEPT,
-                            torch.cat([output for _, output in items]), clean, scope="set")
+        artifacts += [
+            workspace.artifacts.put(p.read_bytes(), p.suffix)
+            for p in sorted(p for p in work_dir.iterdir() if p.is_file())
+        ]
+        rows += metric_rows(
+            workspace,
+            {**base_cell, "artifact": ""},
+            Pair.GENERATIONS_VS_CONCEPT,
+            torch.cat([output for _, output in items]),
+            clean,
+            scope="set",
+        )
     for index, (setting, output) in enumerate(items):
         base = {**base_cell, "setting": setting, "artifact": artifacts[index].path, "note": note}
         if nearest:
@@ -343,16 +421,27 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         if cell.protection != NO_PROTECTION:
             rows += metric_rows(workspace, base, Pair.ATTACK_VS_CLEAN_ATTACK, output, twins[index])
     for step, loss in enumerate(context.notes.get("loss_trace", [])):
-        rows.append({**base_cell, "pair": Pair.TRAINING.value, "metric": "loss", "setting": str(step),
-                     "value": float(loss), "unit": "", "higher_is_better": 0})
+        rows.append(
+            {
+                **base_cell,
+                "pair": Pair.TRAINING.value,
+                "metric": "loss",
+                "setting": str(step),
+                "value": float(loss),
+                "unit": "",
+                "higher_is_better": 0,
+            }
+        )
     rows += cost_rows(base_cell, record)
     return artifacts, rows
 
 
 def nearest_rows(workspace: Workspace, base: dict, generation: torch.Tensor, concept: torch.Tensor) -> list[Row]:
     """Pair metrics of one generation against its nearest concept image (by each metric)."""
-    candidates = [metric_rows(workspace, base, Pair.GENERATIONS_VS_CONCEPT, generation, concept[i:i + 1])
-                  for i in range(concept.shape[0])]
+    candidates = [
+        metric_rows(workspace, base, Pair.GENERATIONS_VS_CONCEPT, generation, concept[i : i + 1])
+        for i in range(concept.shape[0])
+    ]
     best = []
     for rows_for_metric in zip(*candidates):
         valid = [r for r in rows_for_metric if r.get("value") is not None]

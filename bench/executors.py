@@ -1,8 +1,8 @@
 """Executors: who runs the cells of a plan (docs/ARCHITECTURE.md, "Plan and execute"; docs/SCALING.md).
 
-An executor receives the cells of one stage as :class:`~cloakbench.execute.CellTask`
-values (plain data) and yields one :class:`~cloakbench.execute.Outcome` per task, in any
-order. It never writes the journal: the driver (:func:`cloakbench.compare.run_compare`)
+An executor receives the cells of one stage as :class:`~cloakbench.bench.execute.CellTask`
+values (plain data) and yields one :class:`~cloakbench.bench.execute.Outcome` per task, in any
+order. It never writes the journal: the driver (:func:`cloakbench.bench.compare.run_compare`)
 is its only writer, so resume, ``--force``, the plan check and the lock behave the same
 whatever runs the cells. Each worker loads the model once (:meth:`Workspace.open`) and
 runs many cells with it; workers write artifacts straight into the run folder's
@@ -31,13 +31,14 @@ import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
+from cloakbench.bench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cell
+from cloakbench.bench.plan import Components
+from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.images import IntakeResult
-from cloakbench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cell
-from cloakbench.plan import Components
-from cloakbench.spec import CompareSpec
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def _pool_worker_main(connection, spec_data: dict, threads: int, name: str) -> N
     _worker_setup(spec, threads)
     try:
         workspace = Workspace.open(spec)
-    except Exception as error:  # noqa: BLE001 - told to the driver, which stops the run with it
+    except Exception as error:
         connection.send(("broken", f"{type(error).__name__}: {error}"))
         return
     device = worker_device(spec.device)
@@ -168,8 +169,9 @@ class _PoolWorker:
     def __init__(self, context, spec: CompareSpec, threads: int, name: str):
         self.name = name
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_pool_worker_main, args=(child, spec.to_dict(), threads, name),
-                                       name=name, daemon=True)
+        self.process = context.Process(
+            target=_pool_worker_main, args=(child, spec.to_dict(), threads, name), name=name, daemon=True
+        )
         self.process.start()
         child.close()
         self.ready = False
@@ -201,8 +203,16 @@ class LocalPoolExecutor:
 
     name = "local"
 
-    def __init__(self, spec: CompareSpec, components: Components, intake: IntakeResult, *, workers: int = 2,
-                 threads: int = 1, on_event: Callable[[str, dict], None] | None = None):
+    def __init__(
+        self,
+        spec: CompareSpec,
+        components: Components,
+        intake: IntakeResult,
+        *,
+        workers: int = 2,
+        threads: int = 1,
+        on_event: Callable[[str, dict], None] | None = None,
+    ):
         if workers < 1:
             raise ExecutorError(f"--workers {workers}: give at least 1 worker")
         self.spec, self.workers_wanted, self.threads = spec, workers, threads
@@ -256,8 +266,15 @@ class LocalPoolExecutor:
                     worker.ready, worker.pid = True, message[1]
                     self.emit("worker", {"worker": worker.name, "state": "ready", "device": message[2]})
                 elif kind == "started":
-                    self.emit("worker", {"worker": worker.name, "state": "running", "pid": message[2],
-                                         "cell": worker.task.cell.label if worker.task else {}})
+                    self.emit(
+                        "worker",
+                        {
+                            "worker": worker.name,
+                            "state": "running",
+                            "pid": message[2],
+                            "cell": worker.task.cell.label if worker.task else {},
+                        },
+                    )
                 elif kind == "outcome":
                     worker.task = None
                     self.emit("worker", {"worker": worker.name, "state": "idle"})
@@ -290,9 +307,13 @@ class LocalPoolExecutor:
         task = worker.task
         if task is not None:
             if attempts[task.cell.key] >= MAX_CELL_ATTEMPTS:
-                yield failure_outcome(task.cell, run_name,
-                                      f"error: the worker process running this cell died {attempts[task.cell.key]} "
-                                      f"times (last: {how}); see the log for the cause", protect_model=self.spec.model)
+                yield failure_outcome(
+                    task.cell,
+                    run_name,
+                    f"error: the worker process running this cell died {attempts[task.cell.key]} "
+                    f"times (last: {how}); see the log for the cause",
+                    protect_model=self.spec.model,
+                )
             else:
                 queue.put_back(task)
         if queue or any(w.task is not None for w in self.workers) or len(self.workers) == 0:
@@ -330,8 +351,9 @@ def ray_module():
     try:
         import ray
     except ImportError:
-        raise ExecutorError("--executor ray needs Ray: install the extra with `pip install 'cloakbench[ray]'` "
-                            "(or `pip install ray`)") from None
+        raise ExecutorError(
+            "--executor ray needs Ray: install the extra with `pip install 'cloakbench[ray]'` (or `pip install ray`)"
+        ) from None
     return ray
 
 
@@ -351,10 +373,19 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, spec: CompareSpec, components: Components, intake: IntakeResult, *,
-                 workers: int | None = None, threads: int = 1, address: str | None = None,
-                 gpus_per_worker: float | None = None, max_restarts: int = MAX_CELL_ATTEMPTS - 1,
-                 on_event: Callable[[str, dict], None] | None = None):
+    def __init__(
+        self,
+        spec: CompareSpec,
+        components: Components,
+        intake: IntakeResult,
+        *,
+        workers: int | None = None,
+        threads: int = 1,
+        address: str | None = None,
+        gpus_per_worker: float | None = None,
+        max_restarts: int = MAX_CELL_ATTEMPTS - 1,
+        on_event: Callable[[str, dict], None] | None = None,
+    ):
         self.ray = ray_module()
         self.spec, self.threads, self.address = spec, max(1, threads), address
         self.workers_wanted = workers
@@ -374,17 +405,26 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=max(os.cpu_count() or 1, (self.workers_wanted or 1) * self.threads),
-                         include_dashboard=False, log_to_driver=False)
+                ray.init(
+                    num_cpus=max(os.cpu_count() or 1, (self.workers_wanted or 1) * self.threads),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
                 self.owns_ray = True
         if self.workers_wanted is None:
             resources = ray.cluster_resources()
-            slots = (resources.get("GPU", 0) / self.gpus_per_worker if self.gpus_per_worker
-                     else resources.get("CPU", 1) / self.threads)
+            slots = (
+                resources.get("GPU", 0) / self.gpus_per_worker
+                if self.gpus_per_worker
+                else resources.get("CPU", 1) / self.threads
+            )
             self.workers_wanted = max(1, int(slots))
-        self.actor_class = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_worker,
-                                      max_restarts=self.max_restarts,
-                                      max_task_retries=self.max_restarts)(_RayWorker)
+        self.actor_class = ray.remote(
+            num_cpus=self.threads,
+            num_gpus=self.gpus_per_worker,
+            max_restarts=self.max_restarts,
+            max_task_retries=self.max_restarts,
+        )(_RayWorker)
 
     def _spawn(self) -> tuple[str, Any]:
         name = f"ray-{self.started}"
@@ -430,24 +470,31 @@ class RayExecutor:
                     self.emit("worker", {"worker": worker[0], "state": "died", "how": "retries spent"})
                     self.actors.remove(worker)
                     worker = self._spawn()
-                    outcome = failure_outcome(task.cell, run_name,
-                                              f"error: the Ray worker running this cell died {self.max_restarts + 1} "
-                                              "times; see the Ray logs for the cause", protect_model=self.spec.model)
+                    outcome = failure_outcome(
+                        task.cell,
+                        run_name,
+                        f"error: the Ray worker running this cell died {self.max_restarts + 1} "
+                        "times; see the Ray logs for the cause",
+                        protect_model=self.spec.model,
+                    )
                 except ray.exceptions.RayError as error:
                     reason = str(error).splitlines()[0]
                     # Ray's memory monitor killed the worker (the node ran low on memory, maybe
                     # because of other jobs): Ray restarts the actor but does not retry the call,
                     # so the cell goes back in the queue, up to the same limit as a death.
-                    if (isinstance(error, ray.exceptions.OutOfMemoryError)
-                            and attempts[task.cell.key] < MAX_CELL_ATTEMPTS):
+                    if (
+                        isinstance(error, ray.exceptions.OutOfMemoryError)
+                        and attempts[task.cell.key] < MAX_CELL_ATTEMPTS
+                    ):
                         log.warning("worker %s was killed by Ray's memory monitor; cell rerun: %s", worker[0], reason)
                         self.emit("worker", {"worker": worker[0], "state": "died", "how": "Ray's memory monitor"})
                         queue.put_back(task)
                         idle.append(worker)
                         continue
                     status = "oom" if isinstance(error, ray.exceptions.OutOfMemoryError) else "error"
-                    outcome = failure_outcome(task.cell, run_name, f"{status}: Ray: {reason}",
-                                              protect_model=self.spec.model)
+                    outcome = failure_outcome(
+                        task.cell, run_name, f"{status}: Ray: {reason}", protect_model=self.spec.model
+                    )
                 idle.append(worker)
                 yield outcome
 
@@ -455,7 +502,7 @@ class RayExecutor:
         for _, actor in self.actors:
             try:
                 self.ray.kill(actor)
-            except Exception:  # noqa: BLE001 - the actor may already be gone
+            except Exception:
                 pass
         self.actors = []
         if self.owns_ray and self.ray.is_initialized():
@@ -463,8 +510,15 @@ class RayExecutor:
             self.owns_ray = False
 
 
-def executor_factory(kind: str, *, workers: int | None = None, threads: int = 1, ray_address: str | None = None,
-                     gpus_per_worker: float | None = None, on_event: Callable[[str, dict], None] | None = None):
+def executor_factory(
+    kind: str,
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    ray_address: str | None = None,
+    gpus_per_worker: float | None = None,
+    on_event: Callable[[str, dict], None] | None = None,
+):
     """The factory ``run_compare`` calls for ``--executor KIND`` (``serial``, ``local``, ``ray``)."""
     if kind not in EXECUTORS:
         raise ExecutorError(f"--executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
@@ -474,13 +528,22 @@ def executor_factory(kind: str, *, workers: int | None = None, threads: int = 1,
         raise ExecutorError("--ray-address and --gpus-per-worker go with --executor ray")
     if kind == "serial":
         if workers not in (None, 1):
-            raise ExecutorError(f"--workers {workers} needs --executor local or ray (the serial executor "
-                                "runs one cell at a time)")
+            raise ExecutorError(
+                f"--workers {workers} needs --executor local or ray (the serial executor runs one cell at a time)"
+            )
         return SerialExecutor
     if kind == "local":
-        return lambda spec, components, intake: LocalPoolExecutor(spec, components, intake, workers=workers or 2,
-                                                                  threads=threads, on_event=on_event)
+        return lambda spec, components, intake: LocalPoolExecutor(
+            spec, components, intake, workers=workers or 2, threads=threads, on_event=on_event
+        )
     ray_module()  # say now, before any work, that Ray is missing
-    return lambda spec, components, intake: RayExecutor(spec, components, intake, workers=workers, threads=threads,
-                                                        address=ray_address, gpus_per_worker=gpus_per_worker,
-                                                        on_event=on_event)
+    return lambda spec, components, intake: RayExecutor(
+        spec,
+        components,
+        intake,
+        workers=workers,
+        threads=threads,
+        address=ray_address,
+        gpus_per_worker=gpus_per_worker,
+        on_event=on_event,
+    )

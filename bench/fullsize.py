@@ -87,8 +87,9 @@ def _origins(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def plan_size(height: int, width: int, *, multiple: int, tile_size: int, max_pixels: int,
-              working_size_only: bool = False) -> SizePlan:
+def plan_size(
+    height: int, width: int, *, multiple: int, tile_size: int, max_pixels: int, working_size_only: bool = False
+) -> SizePlan:
     """Full when the padded picture has at most ``max_pixels`` pixels, else tiles of ``tile_size``.
 
     ``working_size_only``: the protection runs on ``tile_size`` squares only (it trains a
@@ -106,8 +107,18 @@ def plan_size(height: int, width: int, *, multiple: int, tile_size: int, max_pix
     overlap = max(multiple, (tile_size // 4) // multiple * multiple)
     rows = _origins(padded_height, tile_height, tile_height - overlap)
     cols = _origins(padded_width, tile_width, tile_width - overlap)
-    return SizePlan("tiles", height, width, padded_height, padded_width, max_pixels, tile_height, tile_width,
-                    overlap, tuple((top, left) for top in rows for left in cols))
+    return SizePlan(
+        "tiles",
+        height,
+        width,
+        padded_height,
+        padded_width,
+        max_pixels,
+        tile_height,
+        tile_width,
+        overlap,
+        tuple((top, left) for top in rows for left in cols),
+    )
 
 
 def _pad(image: torch.Tensor, padded_height: int, padded_width: int) -> torch.Tensor:
@@ -165,12 +176,19 @@ class FullSizeResult:
     loss_last: float | None
 
 
-def protect_full_size(protection, image: torch.Tensor, model, *, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      tile_batch: int = 4) -> FullSizeResult:
+def protect_full_size(
+    protection, image: torch.Tensor, model, *, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS, tile_batch: int = 4
+) -> FullSizeResult:
     """Protect one ``(3, H, W)`` picture in [0, 1] at its own size (see the module docstring)."""
     height, width = image.shape[-2:]
-    plan = plan_size(height, width, multiple=pixel_multiple(model), tile_size=int(model.resolution),
-                     max_pixels=max_pixels, working_size_only=getattr(protection, "working_size_only", False))
+    plan = plan_size(
+        height,
+        width,
+        multiple=pixel_multiple(model),
+        tile_size=int(model.resolution),
+        max_pixels=max_pixels,
+        working_size_only=getattr(protection, "working_size_only", False),
+    )
     clean = image.to(device=model.device, dtype=torch.float32)
     padded = _pad(clean, plan.padded_height, plan.padded_width)
     eps_255 = budget_of(protection)
@@ -187,16 +205,17 @@ def protect_full_size(protection, image: torch.Tensor, model, *, seed: int, max_
         norm = torch.zeros(padded.shape[-2:], device=clean.device)
         firsts, lasts = [], []
         for start in range(0, len(plan.origins), tile_batch):
-            origins = plan.origins[start:start + tile_batch]
-            tiles = torch.stack([padded[:, top:top + plan.tile_height, left:left + plan.tile_width]
-                                 for top, left in origins])
+            origins = plan.origins[start : start + tile_batch]
+            tiles = torch.stack(
+                [padded[:, top : top + plan.tile_height, left : left + plan.tile_width] for top, left in origins]
+            )
             protected, trace = _run(protection, tiles, model, seed)
             if trace is not None and len(trace):
                 firsts += trace[0].tolist()
                 lasts += trace[-1].tolist()
             for (top, left), tile in zip(origins, protected.float()):
-                total[:, top:top + plan.tile_height, left:left + plan.tile_width] += tile * weights
-                norm[top:top + plan.tile_height, left:left + plan.tile_width] += weights
+                total[:, top : top + plan.tile_height, left : left + plan.tile_width] += tile * weights
+                norm[top : top + plan.tile_height, left : left + plan.tile_width] += weights
             log.debug("protected tiles %d-%d of %d", start + 1, start + len(origins), len(plan.origins))
         result = (total / norm)[:, :height, :width]
         first = sum(firsts) / len(firsts) if firsts else None

@@ -1,4 +1,4 @@
-"""Planning: a :class:`~cloakbench.spec.CompareSpec` becomes a list of cells, with no model loaded.
+"""Planning: a :class:`~cloakbench.bench.spec.CompareSpec` becomes a list of cells, with no model loaded.
 
 A *cell* is one unit of work, a pure function of its inputs, keyed by the SHA-256 of
 canonical JSON over what determines its output (docs/RELIABILITY.md, "Store"):
@@ -13,7 +13,7 @@ canonical JSON over what determines its output (docs/RELIABILITY.md, "Store"):
   computing them.
 
 Paths never enter a key. Cells are plain, frozen data (:meth:`Cell.to_dict`), so any
-executor can ship them to another process or machine; :mod:`cloakbench.execute` runs one.
+executor can ship them to another process or machine; :mod:`cloakbench.bench.execute` runs one.
 
 Axes (README, "Datasets, sweeps, seeds and transfer"): every swept configuration of a
 protection or an attack (``--sweep sds-.eps=4,8,16``) is its own configured instance,
@@ -44,18 +44,17 @@ import cloakbench
 from cloakbench import metrics as metric_pkg
 from cloakbench import mimicry as mimicry_pkg
 from cloakbench import protections as protection_pkg
+from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError, canonical_json, config_fields, qualify_overrides
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.models import ModelFacts, model_facts
 from cloakbench.core.quick import quick_component
-from cloakbench.spec import CompareSpec
 
 #: The clean reference: every comparison needs it, so every plan has it first.
 NO_PROTECTION = "none"
 
 #: The kinds a ``--set`` name may be qualified with, and their registries.
-REGISTRIES = {"protection": protection_pkg.PROTECTIONS, "mimicry": mimicry_pkg.MIMICRY,
-              "metric": metric_pkg.METRICS}
+REGISTRIES = {"protection": protection_pkg.PROTECTIONS, "mimicry": mimicry_pkg.MIMICRY, "metric": metric_pkg.METRICS}
 
 
 def derive_seed(run_seed: int, *parts: Any) -> int:
@@ -110,8 +109,10 @@ def sweep_values(raw: Any, annotation: Any, where: str) -> list[str]:
         separator = LIST_SWEEP_SEPARATOR if _is_list_setting(annotation) else ","
         values = [part.strip() for part in raw.split(separator) if part.strip()]
     elif isinstance(raw, (list, tuple)):
-        values = [",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool)
-                  else str(v) for v in raw]
+        values = [
+            ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v).lower() if isinstance(v, bool) else str(v)
+            for v in raw
+        ]
     else:
         raise ConfigError(f"--sweep {where}: expected a list of values, e.g. {where}=4,8,16")
     if not values:
@@ -209,9 +210,8 @@ class Cell:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Cell":
-        return cls(**{**data, "images": tuple(ImageRef(**i) for i in data["images"]),
-                      "inputs": tuple(data["inputs"])})
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
+        return cls(**{**data, "images": tuple(ImageRef(**i) for i in data["images"]), "inputs": tuple(data["inputs"])})
 
 
 @dataclass
@@ -231,7 +231,7 @@ class Components:
     attack_variants: list[tuple[str, str]] = field(default_factory=list)  # (attack spec, setting)
 
     @classmethod
-    def from_spec(cls, spec: CompareSpec) -> "Components":
+    def from_spec(cls, spec: CompareSpec) -> Components:
         overrides = qualify_overrides(spec.overrides, REGISTRIES)
         try:
             sweeps = qualify_overrides(spec.sweeps, REGISTRIES)
@@ -253,8 +253,10 @@ class Components:
             axes = []
             for field_name in sorted(sweep):
                 if field_name not in fields:
-                    raise ConfigError(f"--sweep {name}.{field_name}: {name} has no setting {field_name!r}; its "
-                                      f"settings are: {', '.join(fields) or 'none'}")
+                    raise ConfigError(
+                        f"--sweep {name}.{field_name}: {name} has no setting {field_name!r}; its "
+                        f"settings are: {', '.join(fields) or 'none'}"
+                    )
                 if field_name in overrides.get((kind, name), {}):
                     raise ConfigError(f"{name}.{field_name} is given by both --set and --sweep; keep one")
                 axes.append((field_name, sweep_values(sweep[field_name], hints[field_name], f"{name}.{field_name}")))
@@ -264,8 +266,7 @@ class Components:
                 found.setdefault(canonical_setting(component.config, [f for f, _ in axes], prefix), component)
             return list(found.items())
 
-        names = protection_pkg.PROTECTIONS.resolve(spec.methods,
-                                                   all_names=protection_pkg.publishable_protections())
+        names = protection_pkg.PROTECTIONS.resolve(spec.methods, all_names=protection_pkg.publishable_protections())
         names = [NO_PROTECTION] + [n for n in names if n != NO_PROTECTION]
         protections, protection_variants = {}, []
         for name in names:
@@ -287,15 +288,24 @@ class Components:
         for name in metric_pkg.METRICS.resolve(spec.metrics):
             (setting, metric), *more = variants("metric", name)
             if more or setting:
-                raise ConfigError(f"--sweep {name}: metrics cannot be swept (every metric measures every cell); "
-                                  "sweep a protection or an attack setting")
+                raise ConfigError(
+                    f"--sweep {name}: metrics cannot be swept (every metric measures every cell); "
+                    "sweep a protection or an attack setting"
+                )
             metrics.append(metric)
         unused = sorted(f"{kind}:{name}" for kind, name in sweeps if (kind, name) not in used)
         if unused:
-            raise ConfigError(f"--sweep names {', '.join(unused)}, which this run does not use; add it to "
-                              "--methods or --attacks, or drop the sweep")
-        return cls(protections=protections, attacks=attacks, metrics=metrics,
-                   protection_variants=protection_variants, attack_variants=attack_variants)
+            raise ConfigError(
+                f"--sweep names {', '.join(unused)}, which this run does not use; add it to "
+                "--methods or --attacks, or drop the sweep"
+            )
+        return cls(
+            protections=protections,
+            attacks=attacks,
+            metrics=metrics,
+            protection_variants=protection_variants,
+            attack_variants=attack_variants,
+        )
 
 
 @dataclass
@@ -314,8 +324,13 @@ class Plan:
         return [[c for c in self.cells if c.stage == stage] for stage in (0, 1, 2)]
 
 
-def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, intake: IntakeResult,
-               attack_models: dict[str, ModelFacts] | None = None) -> Plan:
+def build_plan(
+    spec: CompareSpec,
+    components: Components,
+    model: ModelFacts,
+    intake: IntakeResult,
+    attack_models: dict[str, ModelFacts] | None = None,
+) -> Plan:
     """Every cell of ``spec`` for the images of ``intake``: pure, deterministic, no model built.
 
     ``intake`` may be a :class:`~cloakbench.core.datasets.Dataset` (categories, prompts,
@@ -324,9 +339,10 @@ def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, int
     """
     model_id = model.identity(spec.dtype)
     if attack_models is None:
-        attack_models = {name: model if name == spec.model else
-                         model_facts(name, seed=spec.seed, allow_pickle=spec.allow_pickle)
-                         for name in spec.attack_model_names}
+        attack_models = {
+            name: model if name == spec.model else model_facts(name, seed=spec.seed, allow_pickle=spec.allow_pickle)
+            for name in spec.attack_model_names
+        }
     attack_ids = {name: facts.identity(spec.dtype) for name, facts in attack_models.items()}
     info = getattr(intake, "info", {})
     index, count = spec.shard
@@ -334,8 +350,9 @@ def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, int
     refs = {}
     for im in images:
         found = info.get(im.pixel_hash)
-        refs[im.pixel_hash] = ImageRef(im.name, im.pixel_hash, *(
-            (found.category, found.prompt, found.mask_hash) if found else ()))
+        refs[im.pixel_hash] = ImageRef(
+            im.name, im.pixel_hash, *((found.category, found.prompt, found.mask_hash) if found else ())
+        )
     all_refs = tuple(refs[im.pixel_hash] for im in images)
     cells: list[Cell] = []
     protect_keys: dict[tuple[int, str, str], str] = {}
@@ -344,12 +361,28 @@ def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, int
             protection = components.protections[variant_key(name, setting)]
             for ref in all_refs:
                 seed = derive_seed(run_seed, ref.pixel_hash, name)
-                key = key_of({"kind": "protect", "image": ref.pixel_hash,
-                              "protection": protection_for_image(protection, ref.prompt).identity(),
-                              "model": model_id, "seed": seed})
+                key = key_of(
+                    {
+                        "kind": "protect",
+                        "image": ref.pixel_hash,
+                        "protection": protection_for_image(protection, ref.prompt).identity(),
+                        "model": model_id,
+                        "seed": seed,
+                    }
+                )
                 protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] = key
-                cells.append(Cell(key, "protect", name, seed, (ref,), protection_setting=setting, model=spec.model,
-                                  run_seed=run_seed))
+                cells.append(
+                    Cell(
+                        key,
+                        "protect",
+                        name,
+                        seed,
+                        (ref,),
+                        protection_setting=setting,
+                        model=spec.model,
+                        run_seed=run_seed,
+                    )
+                )
     for run_seed in spec.run_seeds:
         for attack_spec, attack_setting in components.attack_variants:
             purifications, attack = components.attacks[variant_key(attack_spec, attack_setting)]
@@ -368,33 +401,60 @@ def build_plan(spec: CompareSpec, components: Components, model: ModelFacts, int
                         single = group[0] if attack.scope == "image" else None
                         prompt = (single.prompt if single else "") or spec.prompt
                         has_mask = bool(single and single.mask)
-                        chain = {"purifications": [attack_for_image(p, has_mask).identity() for p in purifications],
-                                 "attack": attack_for_image(attack, has_mask).identity(),
-                                 "model": attack_ids[attack_model], "prompt": prompt,
-                                 "mask_dir": bool(spec.mask_dir)}
+                        chain = {
+                            "purifications": [attack_for_image(p, has_mask).identity() for p in purifications],
+                            "attack": attack_for_image(attack, has_mask).identity(),
+                            "model": attack_ids[attack_model],
+                            "prompt": prompt,
+                            "mask_dir": bool(spec.mask_dir),
+                        }
                         if has_mask:
                             chain["mask"] = single.mask
-                        inputs = tuple(protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)]
-                                       for ref in group)
+                        inputs = tuple(
+                            protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] for ref in group
+                        )
                         kind = "set-attack" if attack.scope == "set" else "attack"
                         key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})
                         hashes = tuple(ref.pixel_hash for ref in group)
                         if name == NO_PROTECTION:
                             twins[hashes] = key
-                        cells.append(Cell(key, "attack", name, seed, group, attack=attack_spec, scope=attack.scope,
-                                          inputs=inputs, twin="" if name == NO_PROTECTION else twins[hashes],
-                                          protection_setting=setting, attack_setting=attack_setting,
-                                          model=attack_model, run_seed=run_seed))
+                        cells.append(
+                            Cell(
+                                key,
+                                "attack",
+                                name,
+                                seed,
+                                group,
+                                attack=attack_spec,
+                                scope=attack.scope,
+                                inputs=inputs,
+                                twin="" if name == NO_PROTECTION else twins[hashes],
+                                protection_setting=setting,
+                                attack_setting=attack_setting,
+                                model=attack_model,
+                                run_seed=run_seed,
+                            )
+                        )
     description = {
-        "images": [{"name": r.name, "hash": r.pixel_hash, "category": r.category, "prompt": r.prompt,
-                    "mask": r.mask} for r in all_refs],
-        "protections": [{"setting": s, **components.protections[variant_key(n, s)].identity()}
-                        for n, s in components.protection_variants],
-        "attacks": [{"spec": a, "setting": s, "purifications": [p.identity() for p in ps], "attack": at.identity()}
-                    for (a, s), (ps, at) in zip(components.attack_variants, components.attacks.values())],
+        "images": [
+            {"name": r.name, "hash": r.pixel_hash, "category": r.category, "prompt": r.prompt, "mask": r.mask}
+            for r in all_refs
+        ],
+        "protections": [
+            {"setting": s, **components.protections[variant_key(n, s)].identity()}
+            for n, s in components.protection_variants
+        ],
+        "attacks": [
+            {"spec": a, "setting": s, "purifications": [p.identity() for p in ps], "attack": at.identity()}
+            for (a, s), (ps, at) in zip(components.attack_variants, components.attacks.values())
+        ],
         "metrics": [m.identity() for m in components.metrics],
-        "model": model_id, "attack_models": [attack_ids[n] for n in spec.attack_model_names],
-        "seed": spec.seed, "seeds": spec.run_seeds, "prompt": spec.prompt, "shard": list(spec.shard),
+        "model": model_id,
+        "attack_models": [attack_ids[n] for n in spec.attack_model_names],
+        "seed": spec.seed,
+        "seeds": spec.run_seeds,
+        "prompt": spec.prompt,
+        "shard": list(spec.shard),
     }
     return Plan(cells, description)
 

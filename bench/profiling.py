@@ -23,8 +23,8 @@ import resource
 import sys
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -198,8 +198,12 @@ class PhaseRecord:
         ``saved_bytes`` is one step's; ``saved_bytes_per_step`` is the comparable number.
         """
         rows = [("wall_s", self.wall_s, "s")]
-        for name in ("working_rss_bytes", "peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes",
-                     "saved_bytes_per_step"):
+        for name in (
+            "working_rss_bytes",
+            "peak_cuda_allocated_bytes",
+            "peak_cuda_reserved_bytes",
+            "saved_bytes_per_step",
+        ):
             value = getattr(self, name)
             if value is not None:
                 rows.append((name, float(value), "B"))
@@ -207,8 +211,9 @@ class PhaseRecord:
 
 
 @contextlib.contextmanager
-def profile_phase(phase: str, device: torch.device | str = "cpu", *, count_saved: bool = False,
-                  exclude: set[int] | None = None) -> Iterator[PhaseRecord]:
+def profile_phase(
+    phase: str, device: torch.device | str = "cpu", *, count_saved: bool = False, exclude: set[int] | None = None
+) -> Iterator[PhaseRecord]:
     """Measure the enclosed block; the record is filled when the block exits.
 
     ``count_saved``: also count the bytes saved for backward (``exclude``: storages not

@@ -1,7 +1,7 @@
 """What defines a compare run: :class:`CompareSpec`, built from flags and the TOML file.
 
-A spec is plain data. :mod:`cloakbench.plan` turns it into cells without loading a model;
-:mod:`cloakbench.executors` run the cells (docs/ARCHITECTURE.md, "Plan and execute").
+A spec is plain data. :mod:`cloakbench.bench.plan` turns it into cells without loading a model;
+:mod:`cloakbench.bench.executors` run the cells (docs/ARCHITECTURE.md, "Plan and execute").
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class CompareSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CompareSpec":
+    def from_dict(cls, data: dict[str, Any]) -> CompareSpec:
         return cls(**{**data, "out": Path(data["out"]), "shard": tuple(data["shard"])})
 
 
@@ -80,7 +80,7 @@ def parse_sweep_options(items: list[str]) -> dict[str, dict[str, str]]:
 
     Values are separated by ``,``; for a list-valued setting (``sdedit.strengths``) each
     value is one list and values are separated by ``;`` (``sdedit.strengths=0.3,0.5;0.7``):
-    the splitting happens in :mod:`cloakbench.plan`, which knows the setting's type, so
+    the splitting happens in :mod:`cloakbench.bench.plan`, which knows the setting's type, so
     here the text after ``=`` is kept whole, as a string (a TOML file gives a list instead).
     """
     from cloakbench.core.config import ConfigError

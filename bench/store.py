@@ -23,9 +23,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cloakbench.core.images import write_atomic
 from cloakbench.core.provenance import sha256_bytes, sha256_file
@@ -60,9 +61,11 @@ class StoreError(RuntimeError):
 
 def damaged_journal_message(journal: Path, error: Exception) -> str:
     """One sentence for a journal SQLite cannot read: what, where, what to do."""
-    return (f"the run journal {journal} is damaged ({error}); move it aside (e.g. `mv {journal} "
-            f"{journal}.damaged`, with its -wal and -shm files) and rerun the same command: the cells are "
-            "recomputed into a fresh journal (artifact files with the same bytes are kept)")
+    return (
+        f"the run journal {journal} is damaged ({error}); move it aside (e.g. `mv {journal} "
+        f"{journal}.damaged`, with its -wal and -shm files) and rerun the same command: the cells are "
+        "recomputed into a fresh journal (artifact files with the same bytes are kept)"
+    )
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,11 @@ class RunStore:
         self.db: sqlite3.Connection | None = None
 
     # -- lifetime -----------------------------------------------------------
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise StoreError(f"--out {self.run_dir} is a file, not a folder; give a folder for the run "
-                             "(it is created if missing)")
+            raise StoreError(
+                f"--out {self.run_dir} is a file, not a folder; give a folder for the run (it is created if missing)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         journal = self.run_dir / "journal.sqlite"
@@ -146,15 +150,16 @@ class RunStore:
             self._lock_handle = None
 
     def _take_lock(self) -> None:
-        handle = open(self.run_dir / ".lock", "a+")
+        handle = open(self.run_dir / ".lock", "a+")  # noqa: SIM115 - held open (and locked) for the run's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise StoreError(f"run folder {self.run_dir} is in use by {holder}; wait for it to finish "
-                             "or use another --out") from None
+            raise StoreError(
+                f"run folder {self.run_dir} is in use by {holder}; wait for it to finish or use another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -178,11 +183,15 @@ class RunStore:
         try:
             manifest = json.loads(self.manifest_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise StoreError(f"{self.manifest_path} is damaged ({error}); move it aside and rerun the same "
-                             "command (finished cells in the journal are still reused)") from None
+            raise StoreError(
+                f"{self.manifest_path} is damaged ({error}); move it aside and rerun the same "
+                "command (finished cells in the journal are still reused)"
+            ) from None
         if not isinstance(manifest, dict):
-            raise StoreError(f"{self.manifest_path} is damaged (not a JSON object); move it aside and rerun "
-                             "the same command (finished cells in the journal are still reused)")
+            raise StoreError(
+                f"{self.manifest_path} is damaged (not a JSON object); move it aside and rerun "
+                "the same command (finished cells in the journal are still reused)"
+            )
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -253,8 +262,10 @@ class RunStore:
                 "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
                 [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
             )
-            self.db.execute("UPDATE cells SET state='failed', pid=NULL, reason=?, updated_utc=? WHERE key=?",
-                            (reason, time.time(), key))
+            self.db.execute(
+                "UPDATE cells SET state='failed', pid=NULL, reason=?, updated_utc=? WHERE key=?",
+                (reason, time.time(), key),
+            )
 
     def _transaction(self):
         db = self.db
@@ -269,8 +280,9 @@ class RunStore:
         return _Tx()
 
     def cell_rows(self, key: str) -> list[dict]:
-        return [json.loads(r[0]) for r in
-                self.db.execute("SELECT row FROM rows WHERE cell=? ORDER BY position", (key,))]
+        return [
+            json.loads(r[0]) for r in self.db.execute("SELECT row FROM rows WHERE cell=? ORDER BY position", (key,))
+        ]
 
     # -- rows.csv -----------------------------------------------------------
     def write_rows_csv(self, cell_order: Iterable[str]) -> Path:
@@ -286,10 +298,26 @@ class RunStore:
         return path
 
 
-
 #: Filesystem types of ``/proc/mounts`` on which SQLite's locking is unreliable.
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smbfs", "fuse.sshfs", "9p", "afs", "ceph",
-                       "glusterfs", "fuse.glusterfs", "lustre", "beegfs", "gpfs", "fuse.s3fs", "fuse.gcsfuse")
+NETWORK_FILESYSTEMS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb",
+    "smb2",
+    "smbfs",
+    "fuse.sshfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "lustre",
+    "beegfs",
+    "gpfs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+)
 
 
 def network_filesystem(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:

@@ -54,7 +54,8 @@ METRICS: Registry[type[Metric]] = Registry("metric")
 
 def check_pair(outputs: torch.Tensor, references: torch.Tensor, name: str) -> None:
     if outputs.shape != references.shape:
-        raise ValueError(f"{name}: outputs {tuple(outputs.shape)} and references {tuple(references.shape)} "
-                         "must have the same shape")
+        raise ValueError(
+            f"{name}: outputs {tuple(outputs.shape)} and references {tuple(references.shape)} must have the same shape"
+        )
     if outputs.ndim != 4 or outputs.shape[1] != 3:
         raise ValueError(f"{name}: expected (N, 3, H, W) images, got {tuple(outputs.shape)}")

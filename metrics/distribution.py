@@ -58,14 +58,17 @@ class _InceptionSetMetric(Metric):
         key = str(device)
         if key not in self._networks:
             self.check_available()
-            self._networks[key] = weights.build_inception(device, self.config.weights or None,
-                                                          features=self.config.features)
+            self._networks[key] = weights.build_inception(
+                device, self.config.weights or None, features=self.config.features
+            )
         return self._networks[key]
 
     def _check_sets(self, outputs: torch.Tensor, references: torch.Tensor) -> None:
         if len(outputs) < MIN_IMAGES or len(references) < MIN_IMAGES:
-            raise ValueError(f"{self.name} needs at least {MIN_IMAGES} images per set; got "
-                             f"{len(outputs)} generated and {len(references)} reference images")
+            raise ValueError(
+                f"{self.name} needs at least {MIN_IMAGES} images per set; got "
+                f"{len(outputs)} generated and {len(references)} reference images"
+            )
 
 
 @METRICS.register("fid")

@@ -45,8 +45,14 @@ class SSIM(Metric):
     def __call__(self, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         check_pair(outputs, references, self.name)
         _, ssim_map = structural_similarity_index_measure(
-            outputs.double(), references.double(), gaussian_kernel=True, kernel_size=SSIM_WINDOW, sigma=1.5,
-            data_range=1.0, reduction="none", return_full_image=True,
+            outputs.double(),
+            references.double(),
+            gaussian_kernel=True,
+            kernel_size=SSIM_WINDOW,
+            sigma=1.5,
+            data_range=1.0,
+            reduction="none",
+            return_full_image=True,
         )
         # torchmetrics pads the image and averages the map over the padded border too;
         # Wang et al.'s reference code (and skimage) average only where the window fits.

@@ -37,7 +37,8 @@ class LPIPS(Metric):
     def _specs(self):
         if self.config.net not in weights.LPIPS_BACKBONES:
             raise MetricUnavailable(
-                f"lpips net must be one of {sorted(weights.LPIPS_BACKBONES)}, got {self.config.net!r}")
+                f"lpips net must be one of {sorted(weights.LPIPS_BACKBONES)}, got {self.config.net!r}"
+            )
         backbone, heads, _ = weights.LPIPS_BACKBONES[self.config.net]
         return backbone, heads
 

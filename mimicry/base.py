@@ -64,8 +64,9 @@ class Mimicry(Component):
     def check_available(self) -> None:
         """Raise :class:`AttackUnavailable` if this attack cannot run here (checked before any work)."""
 
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -97,8 +98,9 @@ def parse_attack_spec(spec: str) -> tuple[list[str], str]:
         MIMICRY.get(part)
     for part in parts[:-1]:
         if not MIMICRY.get(part).is_purification:
-            raise ValueError(f"in {spec!r}, {part!r} is an attack, not a purification; only purifications "
-                             "can come before '+'")
+            raise ValueError(
+                f"in {spec!r}, {part!r} is an attack, not a purification; only purifications can come before '+'"
+            )
     return parts[:-1], parts[-1]
 
 

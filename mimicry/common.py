@@ -41,8 +41,9 @@ def alpha_bar(model: LDM, timestep: int) -> torch.Tensor:
     return model.alphas_cumprod[timestep].to(torch.float32)
 
 
-def predict_guided_noise(model: LDM, latents: torch.Tensor, timestep: int, prompt: str,
-                         guidance_scale: float) -> torch.Tensor:
+def predict_guided_noise(
+    model: LDM, latents: torch.Tensor, timestep: int, prompt: str, guidance_scale: float
+) -> torch.Tensor:
     """``ε̂ = ε(z, t, ∅) + g·(ε(z, t, c) − ε(z, t, ∅))``; with ``g ≤ 1`` only the conditional pass
     runs (as in diffusers, where guidance is off unless ``guidance_scale > 1``)."""
     batch = latents.shape[0]
@@ -74,8 +75,9 @@ def check_epsilon_prediction(model: LDM, owner: str) -> None:
         raise ValueError(f"{owner} is written for ε-prediction models; {model.name} predicts {kind!r}")
 
 
-def ddim_denoise(model: LDM, latents: torch.Tensor, timesteps: list[int], prompt: str,
-                 guidance_scale: float = 1.0) -> torch.Tensor:
+def ddim_denoise(
+    model: LDM, latents: torch.Tensor, timesteps: list[int], prompt: str, guidance_scale: float = 1.0
+) -> torch.Tensor:
     """Deterministic DDIM (η = 0) from ``z_{timesteps[0]}`` down to the clean latent.
 
     ``timesteps`` is decreasing; the last step jumps to ``ᾱ = 1`` and returns x̂₀, as
@@ -98,8 +100,9 @@ def epoch_batches(count: int, batch: int, steps: int, generator: torch.Generator
     """Indices for ``steps`` batches: shuffled passes over the set, like a data loader's epochs."""
     needed = batch * steps
     passes = -(-needed // count)
-    order = torch.cat([torch.randperm(count, generator=generator, device=generator.device).cpu()
-                       for _ in range(passes)])
+    order = torch.cat(
+        [torch.randperm(count, generator=generator, device=generator.device).cpu() for _ in range(passes)]
+    )
     return order[:needed].view(steps, batch)
 
 
@@ -123,8 +126,9 @@ def resize_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """
     if tuple(images.shape[-2:]) == (height, width):
         return images
-    return torch.nn.functional.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
-                                           align_corners=False).clamp(0.0, 1.0)
+    return torch.nn.functional.interpolate(
+        images, size=(height, width), mode="bicubic", antialias=True, align_corners=False
+    ).clamp(0.0, 1.0)
 
 
 class PixelModelHolder:
@@ -164,10 +168,11 @@ class PixelModelHolder:
     def identity(self) -> dict:
         """Name and weights hash of the pixel model (for cache keys), without building the network."""
         if self._identity is None:
+            from pathlib import Path
+
             from cloakbench.core.models import random_weights_hash
             from cloakbench.core.pixel_models import PIXEL_FOLDERS, PIXEL_RANDOM, UNET_WEIGHTS
             from cloakbench.core.provenance import sha256_file
-            from pathlib import Path
 
             if self.spec in PIXEL_RANDOM:
                 digest = random_weights_hash(PIXEL_RANDOM[self.spec][0](), 0)

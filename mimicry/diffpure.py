@@ -18,8 +18,7 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.core.pixel_models import DEFAULT_PIXEL_MODEL, respaced_timesteps
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, Mimicry
-from cloakbench.mimicry.common import (PixelModelHolder, at_pixel_resolution, describe_pixel_model, note,
-                                       pixel_timestep)
+from cloakbench.mimicry.common import PixelModelHolder, at_pixel_resolution, describe_pixel_model, note, pixel_timestep
 
 
 class PixelPurification(Mimicry):
@@ -91,13 +90,15 @@ class DiffPure(PixelPurification):
         steps: int = bounded(0, 0, 1000)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         pixel = self.pixel_model(images, model)
         t = pixel_timestep(self.config.t_star, pixel)
-        purified = at_pixel_resolution(images, pixel, lambda small: pixel.purify(small, t, self.config.steps,
-                                                                                  generator))
+        purified = at_pixel_resolution(
+            images, pixel, lambda small: pixel.purify(small, t, self.config.steps, generator)
+        )
         note(context, self.name, "pixel_model", describe_pixel_model(pixel))
         note(context, self.name, "t", t)
         note(context, self.name, "reverse_steps", len(respaced_timesteps(t, self.config.steps)))

@@ -61,8 +61,9 @@ class LatentDiffPure(Mimicry):
         latent: Literal["sample", "mean"] = "sample"
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         check_epsilon_prediction(model, self.name)
         if not 0.0 <= self.config.t_star <= 1.0:

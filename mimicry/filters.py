@@ -58,8 +58,14 @@ class JPEG(Mimicry):
     class Config:
         quality: int = bounded(75, 1, 100)
 
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        model=None,
+        *,
+        generator: torch.Generator | None = None,
+        context: AttackContext | None = None,
+    ) -> torch.Tensor:
         check_images(images, self.name)
         if not 1 <= self.config.quality <= 100:
             raise ValueError(f"jpeg: quality must be in 1..100, got {self.config.quality}")
@@ -110,8 +116,14 @@ class Blur(Mimicry):
         kernel_size: int = bounded(7, 1, 255)
         sigma: float = bounded(0.0, 0, 100)  # 0: OpenCV's rule for the kernel size
 
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        model=None,
+        *,
+        generator: torch.Generator | None = None,
+        context: AttackContext | None = None,
+    ) -> torch.Tensor:
         check_images(images, self.name)
         size = self.config.kernel_size
         if size < 1 or size % 2 == 0:
@@ -138,8 +150,9 @@ class GaussianNoise(Mimicry):
     class Config:
         sigma: float = bounded(0.05, 0, 10)
 
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         if not (self.config.sigma >= 0 and math.isfinite(self.config.sigma)):
             raise ValueError(f"noise: sigma must be >= 0, got {self.config.sigma}")

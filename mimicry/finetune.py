@@ -141,8 +141,18 @@ def class_images(model, config: FinetuneConfig, count: int, cache_root: Path | N
     the prompt, the count and the sampler settings.
     """
     prompt = config.class_prompt.format(config.class_word)
-    key = hashlib.sha256(repr((model.weights_hash, str(model.dtype), prompt, config.class_sample_steps,
-                               config.guidance_scale, model.resolution)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        repr(
+            (
+                model.weights_hash,
+                str(model.dtype),
+                prompt,
+                config.class_sample_steps,
+                config.guidance_scale,
+                model.resolution,
+            )
+        ).encode()
+    ).hexdigest()[:16]
     folder = cache_root / f"class-images-{key}" if cache_root is not None else None
     images: list[torch.Tensor] = []
     if folder is not None and folder.is_dir():
@@ -155,9 +165,10 @@ def class_images(model, config: FinetuneConfig, count: int, cache_root: Path | N
     if missing:
         log.info("generating %d class images of %r", len(missing), prompt)
     for start in range(0, len(missing), 4):  # batches of 4 bound the sampler's memory
-        seeds = missing[start:start + 4]
-        batch = finetuning.generate_images(model, [prompt] * len(seeds), seeds, steps=config.class_sample_steps,
-                                           guidance_scale=config.guidance_scale).cpu()
+        seeds = missing[start : start + 4]
+        batch = finetuning.generate_images(
+            model, [prompt] * len(seeds), seeds, steps=config.class_sample_steps, guidance_scale=config.guidance_scale
+        ).cpu()
         for seed, image in zip(seeds, batch):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -171,9 +182,19 @@ def class_images(model, config: FinetuneConfig, count: int, cache_root: Path | N
     return torch.stack(images)
 
 
-def finetune(model, images: torch.Tensor, *, unet: torch.nn.Module, parameters: list[torch.nn.Parameter],
-             train_text_encoder: bool, config: FinetuneConfig, steps: int, learning_rate: float,
-             prior_images: torch.Tensor, generator: torch.Generator) -> FinetuneResult:
+def finetune(
+    model,
+    images: torch.Tensor,
+    *,
+    unet: torch.nn.Module,
+    parameters: list[torch.nn.Parameter],
+    train_text_encoder: bool,
+    config: FinetuneConfig,
+    steps: int,
+    learning_rate: float,
+    prior_images: torch.Tensor,
+    generator: torch.Generator,
+) -> FinetuneResult:
     """Train ``parameters`` (of ``unet``, a private copy) on ``images`` with the DreamBooth loss.
 
     ``train_text_encoder`` trains a deep copy of the text encoder too (its parameters join
@@ -189,8 +210,9 @@ def finetune(model, images: torch.Tensor, *, unet: torch.nn.Module, parameters: 
     if train_text_encoder:
         text_encoder = copy.deepcopy(model.text_encoder).requires_grad_(True)
         parameters = list(parameters) + [p for p in text_encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.999), weight_decay=config.weight_decay,
-                                  eps=1e-8)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=learning_rate, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8
+    )
     instance_prompt = config.instance_prompt.format(config.class_word)
     class_prompt = config.class_prompt.format(config.class_word)
     with torch.no_grad():
@@ -216,13 +238,17 @@ def finetune(model, images: torch.Tensor, *, unet: torch.nn.Module, parameters: 
         if use_prior:
             mean = torch.cat([mean, prior_means[prior_batches[step].to(device)]])
             std = torch.cat([std, prior_stds[prior_batches[step].to(device)]])
-        latents = (mean + std * randn_tensor(mean.shape, generator=generator, device=device, dtype=dtype))
+        latents = mean + std * randn_tensor(mean.shape, generator=generator, device=device, dtype=dtype)
         latents = latents * model.scaling_factor
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
-        timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator,
-                                  device=generator.device).to(device)
-        embeds = (finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype)
-                  if train_text_encoder else fixed_embeds)
+        timesteps = torch.randint(
+            0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
+        ).to(device)
+        embeds = (
+            finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype)
+            if train_text_encoder
+            else fixed_embeds
+        )
         per_sample = finetuning.denoising_loss(model, unet, latents, timesteps, noise, embeds)
         loss = finetuning.prior_preserving_loss(per_sample, batch, config.prior_loss_weight)
         loss.backward()
@@ -262,35 +288,61 @@ class FinetuneAttack(Mimicry):
 
     def check_model(self, model) -> None:
         if model.text_encoder is None or model.tokenizer is None or model.conditioning_override is not None:
-            raise ValueError(f"{self.name} needs a text-conditioned SD-style model with a text encoder and "
-                             f"tokenizer; model {model.name} has none")
+            raise ValueError(
+                f"{self.name} needs a text-conditioned SD-style model with a text encoder and "
+                f"tokenizer; model {model.name} has none"
+            )
 
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         check_images(images, self.name)
         self.check_model(model)
         config = self.config
         base_seed = int(torch.randint(0, 2**31 - 1 - config.k, (1,), generator=generator, device=generator.device))
         steps, learning_rate = self.resolved(model)
-        work_dir = Path(context.work_dir) if context.work_dir else Path(tempfile.mkdtemp(prefix=f"cloakbench-{self.name}-"))
+        work_dir = (
+            Path(context.work_dir) if context.work_dir else Path(tempfile.mkdtemp(prefix=f"cloakbench-{self.name}-"))
+        )
         if not context.work_dir:
             log.warning("%s: no context.work_dir; side files written to %s", self.name, work_dir)
         cache_root = work_dir.parent if context.work_dir else None
         prior = class_images(model, config, resolved_class_images(config, model), cache_root)
         unet, parameters = self.trainable_copy(model, generator)
-        result = finetune(model, images, unet=unet, parameters=parameters,
-                          train_text_encoder=self.config_train_text_encoder(), config=config, steps=steps,
-                          learning_rate=learning_rate, prior_images=prior, generator=generator)
+        result = finetune(
+            model,
+            images,
+            unet=unet,
+            parameters=parameters,
+            train_text_encoder=self.config_train_text_encoder(),
+            config=config,
+            steps=steps,
+            learning_rate=learning_rate,
+            prior_images=prior,
+            generator=generator,
+        )
         files = self.save(result, work_dir)
         prompts = [config.prompts[i % len(config.prompts)].format(config.class_word) for i in range(config.k)]
         seeds = [base_seed + i for i in range(config.k)]
-        generations = finetuning.generate_images(model, prompts, seeds, steps=config.sample_steps,
-                                                 guidance_scale=config.guidance_scale, unet=result.unet,
-                                                 text_encoder=result.text_encoder)
+        generations = finetuning.generate_images(
+            model,
+            prompts,
+            seeds,
+            steps=config.sample_steps,
+            guidance_scale=config.guidance_scale,
+            unet=result.unet,
+            text_encoder=result.text_encoder,
+        )
         context.notes["loss_trace"] = result.loss_trace
-        for key, value in {"steps": steps, "learning_rate": learning_rate, "class_images": prior.shape[0],
-                           "files": [str(f) for f in files], "generation_prompts": prompts,
-                           "generation_seeds": seeds, "concept_images": images.shape[0]}.items():
+        for key, value in {
+            "steps": steps,
+            "learning_rate": learning_rate,
+            "class_images": prior.shape[0],
+            "files": [str(f) for f in files],
+            "generation_prompts": prompts,
+            "generation_seeds": seeds,
+            "concept_images": images.shape[0],
+        }.items():
             note(context, self.name, key, value)
         return generations.to(images.device)
 

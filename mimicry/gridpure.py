@@ -39,16 +39,23 @@ def grid_starts(side: int, patch: int) -> list[int]:
 
 
 def grid_boxes(height: int, width: int, patch: int) -> list[Box]:
-    return [(top, left, top + patch, left + patch) for top in grid_starts(height, patch)
-            for left in grid_starts(width, patch)]
+    return [
+        (top, left, top + patch, left + patch)
+        for top in grid_starts(height, patch)
+        for left in grid_starts(width, patch)
+    ]
 
 
 def corner_boxes(height: int, width: int, patch: int) -> list[Box]:
     """The four ``patch/2`` corner squares, in the order they are tiled into one ``patch × patch`` image
     (top-left, top-right, bottom-left, bottom-right; gridpure.py:84-85, 109-115)."""
     half = patch // 2
-    return [(0, 0, half, half), (0, width - half, half, width),
-            (height - half, 0, height, half), (height - half, width - half, height, width)]
+    return [
+        (0, 0, half, half),
+        (0, width - half, half, width),
+        (height - half, 0, height, half),
+        (height - half, width - half, height, width),
+    ]
 
 
 def corner_mosaic(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -56,7 +63,7 @@ def corner_mosaic(images: torch.Tensor, patch: int) -> torch.Tensor:
     once more, since the grid covers each of them with a single patch."""
     half = patch // 2
     height, width = images.shape[-2:]
-    tiles = [images[..., t:b, l:r] for t, l, b, r in corner_boxes(height, width, patch)]
+    tiles = [images[..., top:bottom, left:right] for top, left, bottom, right in corner_boxes(height, width, patch)]
     top = torch.cat(tiles[:2], dim=-1)
     bottom = torch.cat(tiles[2:], dim=-1)
     assert top.shape[-1] == 2 * half
@@ -79,7 +86,7 @@ def merge(patches: list[torch.Tensor], boxes: list[Box], mosaic: torch.Tensor, s
     half = mosaic.shape[-1] // 2
     quadrants = [(0, 0), (0, half), (half, 0), (half, half)]
     for (top, left, bottom, right), (row, col) in zip(corner_boxes(height, width, 2 * half), quadrants):
-        total[..., top:bottom, left:right] += mosaic[..., row:row + half, col:col + half].double()
+        total[..., top:bottom, left:right] += mosaic[..., row : row + half, col : col + half].double()
         count[..., top:bottom, left:right] += 1.0
     return (total / count).float()
 
@@ -133,8 +140,9 @@ class GrIDPure(PixelPurification):
         return merge(purified, boxes, mosaic, images.shape)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         pixel = self.pixel_model(images, model)
         t = pixel_timestep(self.config.t_star, pixel)

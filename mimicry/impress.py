@@ -20,8 +20,9 @@ from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable, M
 from cloakbench.mimicry.common import note
 
 
-def consistency_loss(model, images: torch.Tensor, latent: str = "mean",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def consistency_loss(
+    model, images: torch.Tensor, latent: str = "mean", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Per-image ``mean((D(E(x)) − x)²)``, shape ``(N,)``; differentiable w.r.t. ``images``.
 
     ``D`` here is the decoder without :meth:`LDM.decode`'s final clamp to ``[0, 1]``: the
@@ -67,7 +68,7 @@ class Impress(Mimicry):
 
     version = 2
     # --quick: a few optimisation steps
-    QUICK = {'steps': 5}
+    QUICK = {"steps": 5}
     is_purification = True
     #: MSE on [-1, 1] images is 4x the MSE on [0, 1] images (the authors' range).
     MODEL_RANGE_SCALE = 4.0
@@ -113,8 +114,14 @@ class Impress(Mimicry):
                 raise AttackUnavailable(f"impress: {error}") from None
         return self._lpips.to(device)
 
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator | None = None,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        model,
+        *,
+        generator: torch.Generator | None = None,
+        context: AttackContext | None = None,
+    ) -> torch.Tensor:
         check_images(images, self.name)
         config = self.config
         self.check_available()
@@ -126,10 +133,13 @@ class Impress(Mimicry):
 
             def distance(candidate: torch.Tensor) -> torch.Tensor:
                 return network(candidate, published, normalize=True).flatten()
+
             budget = config.eps_lpips
         else:
+
             def distance(candidate: torch.Tensor) -> torch.Tensor:
                 return ((candidate - published) ** 2).flatten(1).mean(dim=1)
+
             budget = config.eps_l2
 
         purified = published.clone().requires_grad_(True)
@@ -151,8 +161,11 @@ class Impress(Mimicry):
         if context is not None:
             with torch.no_grad():
                 after = consistency_loss(model, result)
-            for key, value in {"steps": steps, "distance": config.distance,
-                               "consistency_before": [float(v) for v in before],
-                               "consistency_after": [float(v) for v in after]}.items():
+            for key, value in {
+                "steps": steps,
+                "distance": config.distance,
+                "consistency_before": [float(v) for v in before],
+                "consistency_after": [float(v) for v in after],
+            }.items():
                 note(context, self.name, key, value)
         return result.to(device=images.device, dtype=torch.float32)

@@ -38,7 +38,7 @@ def center_box_mask(batch: int, height: int, width: int, fraction: float, device
     box_h, box_w = round(height * fraction), round(width * fraction)
     top, left = (height - box_h) // 2, (width - box_w) // 2
     mask = torch.zeros(batch, 1, height, width, device=device)
-    mask[:, :, top:top + box_h, left:left + box_w] = 1.0
+    mask[:, :, top : top + box_h, left : left + box_w] = 1.0
     return mask
 
 
@@ -75,8 +75,9 @@ def find_mask_files(mask_dir: Path, image_names: list[str]) -> list[Path]:
                 f"{{{','.join(MASK_SUFFIXES)}}}); masks there: {', '.join(sorted(by_stem)) or 'none'}"
             )
         if len(candidates) > 1:
-            raise ValueError(f"image {name!r} has several masks in {mask_dir}: "
-                             f"{', '.join(p.name for p in candidates)}; keep one")
+            raise ValueError(
+                f"image {name!r} has several masks in {mask_dir}: {', '.join(p.name for p in candidates)}; keep one"
+            )
         found.append(candidates[0])
     return found
 
@@ -96,15 +97,18 @@ def load_mask(path: Path, height: int, width: int) -> tuple[torch.Tensor, bool]:
     if resized:
         mask_w, mask_h = picture.size
         if abs(mask_w * height - mask_h * width) > max(mask_w, mask_h):  # more than a pixel off
-            raise ValueError(f"mask {path} is {mask_w}x{mask_h} but the image is {width}x{height}: "
-                             "different aspect ratios, so the mask cannot be matched to the image")
+            raise ValueError(
+                f"mask {path} is {mask_w}x{mask_h} but the image is {width}x{height}: "
+                "different aspect ratios, so the mask cannot be matched to the image"
+            )
         picture = picture.resize((width, height), Image.NEAREST)
     values = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
     return (values >= 0.5).to(torch.float32)[None], resized
 
 
-def masks_from_folder(mask_dir: str | Path, image_names: list[str], height: int, width: int,
-                      device=None) -> tuple[torch.Tensor, list[str]]:
+def masks_from_folder(
+    mask_dir: str | Path, image_names: list[str], height: int, width: int, device=None
+) -> tuple[torch.Tensor, list[str]]:
     """``(N, 1, H, W)`` masks matched to ``image_names``; also the names of masks that were resized."""
     paths = find_mask_files(Path(mask_dir), image_names)
     masks, resized = [], []
@@ -116,8 +120,17 @@ def masks_from_folder(mask_dir: str | Path, image_names: list[str], height: int,
     return torch.stack(masks).to(device), resized
 
 
-def inpaint_any_width(model, images: torch.Tensor, masks: torch.Tensor, prompt: str, *, steps: int,
-                      guidance_scale: float, strength: float, generator: torch.Generator) -> torch.Tensor:
+def inpaint_any_width(
+    model,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    prompt: str,
+    *,
+    steps: int,
+    guidance_scale: float,
+    strength: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """The steps of diffusers' ``StableDiffusionInpaintPipeline`` for an inpainting UNet that
     reads ``2·C + 1`` channels with ``C`` other than SD's 4 (the toy's 16-channel latents).
 
@@ -135,7 +148,7 @@ def inpaint_any_width(model, images: torch.Tensor, masks: torch.Tensor, prompt: 
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
     scheduler.set_timesteps(steps)
     kept = min(int(steps * strength), steps)
-    timesteps = scheduler.timesteps[steps - kept:]
+    timesteps = scheduler.timesteps[steps - kept :]
     device, dtype = model.device, model.dtype
     batch = images.shape[0]
     pixels = images.to(device, dtype)
@@ -210,32 +223,49 @@ class Inpaint(Mimicry):
         if not context.mask_dir:
             raise ValueError("inpaint: mask=folder needs a mask folder (context.mask_dir), and none was given")
         if len(context.image_names) != batch:
-            raise ValueError(f"inpaint: {batch} images but {len(context.image_names)} image names to match "
-                             f"masks in {context.mask_dir}")
+            raise ValueError(
+                f"inpaint: {batch} images but {len(context.image_names)} image names to match "
+                f"masks in {context.mask_dir}"
+            )
         masks, resized = masks_from_folder(context.mask_dir, context.image_names, height, width, images.device)
         if resized:
             note(context, self.name, "masks_resized", resized)
         return masks
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         check_images(images, self.name)
         if not 0.0 < self.config.strength <= 1.0:
             raise ValueError(f"inpaint: strength must be in (0, 1], got {self.config.strength}")
         masks = self.masks(images, context)
         batch, _, height, width = images.shape
         if model.inpaint_unet is not None and model.inpaint_unet.config.in_channels not in (4, 9):
-            generated = inpaint_any_width(model, images, masks, context.prompt, steps=self.config.steps,
-                                          guidance_scale=self.config.guidance_scale,
-                                          strength=self.config.strength, generator=generator)
+            generated = inpaint_any_width(
+                model,
+                images,
+                masks,
+                context.prompt,
+                steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale,
+                strength=self.config.strength,
+                generator=generator,
+            )
             note(context, self.name, "loop", "cloakbench (latents wider than SD's 4)")
         else:
             pipe = model.inpaint_pipeline()
             generated = pipe(
-                prompt=[context.prompt] * batch, image=images, mask_image=masks, height=height, width=width,
-                strength=self.config.strength, num_inference_steps=self.config.steps,
-                guidance_scale=self.config.guidance_scale, generator=generator, output_type="pt",
+                prompt=[context.prompt] * batch,
+                image=images,
+                mask_image=masks,
+                height=height,
+                width=width,
+                strength=self.config.strength,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance_scale,
+                generator=generator,
+                output_type="pt",
             ).images
         generated = generated.to(device=images.device, dtype=torch.float32)
         context.notes["paste_back"] = True

@@ -69,6 +69,10 @@ class DreamBoothLoRA(FinetuneAttack):
     def save(self, result: FinetuneResult, work_dir: Path) -> list[Path]:
         from diffusers import StableDiffusionPipeline
 
-        StableDiffusionPipeline.save_lora_weights(str(work_dir), unet_lora_layers=finetuning.lora_state_dict(result.unet),
-                                                  weight_name=ADAPTER_FILE, safe_serialization=True)
+        StableDiffusionPipeline.save_lora_weights(
+            str(work_dir),
+            unet_lora_layers=finetuning.lora_state_dict(result.unet),
+            weight_name=ADAPTER_FILE,
+            safe_serialization=True,
+        )
         return [work_dir / ADAPTER_FILE]

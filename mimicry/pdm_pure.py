@@ -92,13 +92,16 @@ class PDMPure(Mimicry):
         from cloakbench.core import weights
 
         if weights.find(weights.IF_STAGE_II, self.config.if_path or None) is None:
-            raise AttackUnavailable(f"{self.name}: DeepFloyd IF stage II is needed; "
-                                    + weights.missing_message(weights.IF_STAGE_II, self.config.if_path or None)
-                                    + " Or use pdm-pure-uncond (the same schedule on an unconditional pixel model).")
+            raise AttackUnavailable(
+                f"{self.name}: DeepFloyd IF stage II is needed; "
+                + weights.missing_message(weights.IF_STAGE_II, self.config.if_path or None)
+                + " Or use pdm-pure-uncond (the same schedule on an unconditional pixel model)."
+            )
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         self.check_available()
         from cloakbench.core.models import ModelError
@@ -117,14 +120,20 @@ class PDMPure(Mimicry):
         support = resize_to(images.to(device, torch.float32), IF_HIGH_RES, IF_HIGH_RES)
         low_res = resize_to(support, IF_LOW_RES, IF_LOW_RES)
         output = self._pipe(
-            image=low_res * 2 - 1, original_image=support * 2 - 1, prompt=[prompt] * images.shape[0],
-            timesteps=timesteps, strength=strength, guidance_scale=self.config.guidance_scale,
-            noise_level=self.config.noise_level, generator=generator, output_type="pt",
+            image=low_res * 2 - 1,
+            original_image=support * 2 - 1,
+            prompt=[prompt] * images.shape[0],
+            timesteps=timesteps,
+            strength=strength,
+            guidance_scale=self.config.guidance_scale,
+            noise_level=self.config.noise_level,
+            generator=generator,
+            output_type="pt",
         ).images
         # output_type "pt" returns the model's range [-1, 1] (diffusers skips its post-processing then).
         purified = ((output.float() + 1) / 2).clamp(0, 1)
         note(context, self.name, "pixel_model", "DeepFloyd/IF-II-L-v1.0")
-        note(context, self.name, "timesteps", timesteps[self.config.skipped_steps:])
+        note(context, self.name, "timesteps", timesteps[self.config.skipped_steps :])
         return resize_to(purified, height, width).to(device=images.device, dtype=torch.float32)
 
 
@@ -150,17 +159,22 @@ class PDMPureUnconditional(PixelPurification):
         skipped_steps: int = bounded(5, 0, 99)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         if self.config.skipped_steps >= self.config.respaced_steps:
-            raise ValueError(f"{self.name}: skipped_steps ({self.config.skipped_steps}) must be below "
-                             f"respaced_steps ({self.config.respaced_steps})")
+            raise ValueError(
+                f"{self.name}: skipped_steps ({self.config.skipped_steps}) must be below "
+                f"respaced_steps ({self.config.respaced_steps})"
+            )
         pixel = self.pixel_model(images, model)
-        timesteps = pdm_timesteps(10, self.config.respaced_steps, self.config.skipped_steps,
-                                  pixel.num_train_timesteps)
-        purified = at_pixel_resolution(images, pixel, lambda small: pixel.reverse(
-            pixel.noise_to(small, timesteps[0], generator), timesteps, generator))
+        timesteps = pdm_timesteps(10, self.config.respaced_steps, self.config.skipped_steps, pixel.num_train_timesteps)
+        purified = at_pixel_resolution(
+            images,
+            pixel,
+            lambda small: pixel.reverse(pixel.noise_to(small, timesteps[0], generator), timesteps, generator),
+        )
         note(context, self.name, "pixel_model", describe_pixel_model(pixel))
         note(context, self.name, "timesteps", timesteps)
         return purified

@@ -22,8 +22,14 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import (
-    alpha_bar, check_epsilon_prediction, forward_noise, format_strength, predict_guided_noise,
-    note, predict_x0, resolve_strength,
+    alpha_bar,
+    check_epsilon_prediction,
+    format_strength,
+    forward_noise,
+    note,
+    predict_guided_noise,
+    predict_x0,
+    resolve_strength,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +74,7 @@ class SDEdit(StrengthSweep):
 
     version = 1
     # --quick: enough DDIM steps that the smallest strength (0.1) still denoises once
-    QUICK = {'steps': 10}
+    QUICK = {"steps": 10}
 
     @dataclass(frozen=True)
     class Config:
@@ -79,8 +85,9 @@ class SDEdit(StrengthSweep):
         latent: Literal["sample", "mean"] = "sample"
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         check_images(images, self.name)
         strength = resolve_strength(context.setting, self.config.strengths, self.name)
         steps = self.config.steps
@@ -101,13 +108,22 @@ class SDEdit(StrengthSweep):
         # above uses the caller's generator in the same order diffusers would (the pipeline
         # takes latents of any width: LDM.img2img_pipeline).
         output = pipe(
-            prompt=[context.prompt] * images.shape[0], image=latents, strength=strength,
-            num_inference_steps=steps, guidance_scale=self.config.guidance_scale, eta=self.config.eta,
-            generator=generator, output_type="pt",
+            prompt=[context.prompt] * images.shape[0],
+            image=latents,
+            strength=strength,
+            num_inference_steps=steps,
+            guidance_scale=self.config.guidance_scale,
+            eta=self.config.eta,
+            generator=generator,
+            output_type="pt",
         ).images
-        timesteps = [int(t) for t in pipe.scheduler.timesteps[steps - used:]]
-        note(context, self.name, format_strength(strength), {
-            "noised_to": timesteps[0], "first_denoise": timesteps[0], "denoising_steps": len(timesteps)})
+        timesteps = [int(t) for t in pipe.scheduler.timesteps[steps - used :]]
+        note(
+            context,
+            self.name,
+            format_strength(strength),
+            {"noised_to": timesteps[0], "first_denoise": timesteps[0], "denoising_steps": len(timesteps)},
+        )
         note(context, self.name, "convention", "diffusers: noised straight to the first kept DDIM step")
         log.debug("sdedit s=%g: noised to t=%d, %d DDIM steps", strength, timesteps[0], len(timesteps))
         return output.to(device=images.device, dtype=torch.float32)
@@ -136,8 +152,9 @@ class SDEditOneStep(StrengthSweep):
         latent: Literal["sample", "mean"] = "sample"
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         check_images(images, self.name)
         check_epsilon_prediction(model, self.name)
         strength = resolve_strength(context.setting, self.config.strengths, self.name)

@@ -79,9 +79,20 @@ def add_concept_token(model, token: str, initializer: str):
     return tokenizer, text_encoder, token_id
 
 
-def train_embedding(model, images: torch.Tensor, *, token: str, initializer: str, templates: tuple[str, ...],
-                    steps: int, batch_size: int, learning_rate: float, weight_decay: float, flip_p: float,
-                    generator: torch.Generator) -> TrainedConcept:
+def train_embedding(
+    model,
+    images: torch.Tensor,
+    *,
+    token: str,
+    initializer: str,
+    templates: tuple[str, ...],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    flip_p: float,
+    generator: torch.Generator,
+) -> TrainedConcept:
     """Train only the new token's embedding row on ``images`` (one concept).
 
     Loss: ``‖ε − ε_θ(√ᾱ_t z₀ + √(1−ᾱ_t) ε, t, τ(prompt))‖²`` with ``t ~ U{0..T−1}``,
@@ -121,17 +132,19 @@ def train_embedding(model, images: torch.Tensor, *, token: str, initializer: str
         flipped = (torch.rand(batch_size, generator=generator, device=generator.device) < flip_p).long().cpu()
         rows = (index + flipped * count).to(device)
         latents = means[rows] + stds[rows] * randn_tensor(
-            means[rows].shape, generator=generator, device=device, dtype=dtype)
+            means[rows].shape, generator=generator, device=device, dtype=dtype
+        )
         latents = latents * model.scaling_factor
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
-        timesteps = torch.randint(0, model.num_train_timesteps, (batch_size,), generator=generator,
-                                  device=generator.device).to(device)
+        timesteps = torch.randint(
+            0, model.num_train_timesteps, (batch_size,), generator=generator, device=generator.device
+        ).to(device)
         noisy = model.scheduler.add_noise(latents, noise, timesteps)
-        choice = torch.randint(0, len(templates), (batch_size,), generator=generator,
-                               device=generator.device).tolist()
+        choice = torch.randint(0, len(templates), (batch_size,), generator=generator, device=generator.device).tolist()
         prompts = [templates[c].format(token) for c in choice]
-        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(device)
+        ids = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
         hidden = text_encoder(ids)[0].to(dtype)
         prediction_out = model.predict_noise(noisy, timesteps, hidden)
         target = noise if prediction == "epsilon" else model.scheduler.get_velocity(latents, noise, timesteps)
@@ -156,8 +169,9 @@ def save_embedding(path: Path, token: str, vector: torch.Tensor) -> Path:
     return path
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance_scale: float,
-             resolution: int) -> torch.Tensor:
+def generate(
+    pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance_scale: float, resolution: int
+) -> torch.Tensor:
     """``len(prompts)`` images, image ``i`` from a CPU generator seeded with ``seeds[i]``.
 
     CPU generators make the initial noise the same on every device, so the generations of
@@ -165,8 +179,13 @@ def generate(pipe, prompts: list[str], seeds: list[int], *, steps: int, guidance
     """
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     return pipe(
-        prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
-        height=resolution, width=resolution, output_type="pt",
+        prompt=list(prompts),
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=generators,
+        height=resolution,
+        width=resolution,
+        output_type="pt",
     ).images.to(torch.float32)
 
 
@@ -208,7 +227,7 @@ class TextualInversion(Mimicry):
 
     version = 1
     # --quick: a few training steps and two small generations
-    QUICK = {'steps': 10, 'k': 2, 'sample_steps': 5}
+    QUICK = {"steps": 10, "k": 2, "sample_steps": 5}
     scope = "set"
 
     @dataclass(frozen=True)
@@ -222,8 +241,13 @@ class TextualInversion(Mimicry):
         weight_decay: float = bounded(1e-2, 0, 1)
         flip_p: float = bounded(0.5, 0, 1)
         templates: tuple[str, ...] = (
-            "a photo of {}", "a picture of {}", "a painting of {}", "an image of {}",
-            "a close up photo of {}", "a rendering of {}", "{}",
+            "a photo of {}",
+            "a picture of {}",
+            "a painting of {}",
+            "an image of {}",
+            "a close up photo of {}",
+            "a rendering of {}",
+            "{}",
         )
         k: int = bounded(4, 1, 1000)
         prompts: tuple[str, ...] = ("a photo of {}", "a painting of {}", "a picture of {}", "an image of {}")
@@ -235,8 +259,9 @@ class TextualInversion(Mimicry):
             return self.config.steps
         return 3000 if model.resolution >= 512 else 200
 
-    def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator,
-                 context: AttackContext) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
+    ) -> torch.Tensor:
         check_images(images, self.name)
         config = self.config
         if config.k < 1 or not config.prompts:
@@ -247,9 +272,17 @@ class TextualInversion(Mimicry):
         steps = self.resolved_steps(model)
         learning_rate = config.learning_rate * (config.batch_size if config.scale_lr else 1)
         concept = train_embedding(
-            model, images, token=config.token, initializer=config.initializer, templates=tuple(config.templates),
-            steps=steps, batch_size=config.batch_size, learning_rate=learning_rate,
-            weight_decay=config.weight_decay, flip_p=config.flip_p, generator=generator,
+            model,
+            images,
+            token=config.token,
+            initializer=config.initializer,
+            templates=tuple(config.templates),
+            steps=steps,
+            batch_size=config.batch_size,
+            learning_rate=learning_rate,
+            weight_decay=config.weight_decay,
+            flip_p=config.flip_p,
+            generator=generator,
         )
         work_dir = Path(context.work_dir) if context.work_dir else Path(tempfile.mkdtemp(prefix="cloakbench-ti-"))
         if not context.work_dir:
@@ -258,11 +291,23 @@ class TextualInversion(Mimicry):
         prompts = [config.prompts[i % len(config.prompts)].format(config.token) for i in range(config.k)]
         seeds = [base_seed + i for i in range(config.k)]
         with torch.no_grad():
-            generations = generate(concept_pipeline(model, concept), prompts, seeds, steps=config.sample_steps,
-                                   guidance_scale=config.guidance_scale, resolution=model.resolution)
+            generations = generate(
+                concept_pipeline(model, concept),
+                prompts,
+                seeds,
+                steps=config.sample_steps,
+                guidance_scale=config.guidance_scale,
+                resolution=model.resolution,
+            )
         context.notes["loss_trace"] = concept.loss_trace
-        for key, value in {"steps": steps, "learning_rate": learning_rate, "token": config.token,
-                           "embedding_path": str(path), "generation_prompts": prompts,
-                           "generation_seeds": seeds, "concept_images": images.shape[0]}.items():
+        for key, value in {
+            "steps": steps,
+            "learning_rate": learning_rate,
+            "token": config.token,
+            "embedding_path": str(path),
+            "generation_prompts": prompts,
+            "generation_seeds": seeds,
+            "concept_images": images.shape[0],
+        }.items():
             note(context, self.name, key, value)
         return generations.to(images.device)

@@ -46,7 +46,13 @@ def build_tiny_upscaler(seed: int = 0):
     the project's tokenizer and a tiny CLIP text encoder. For tests only: it shows the code
     path runs, its pictures mean nothing.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from cloakbench.core.models import project_tokenizer
@@ -54,23 +60,55 @@ def build_tiny_upscaler(seed: int = 0):
     tokenizer = project_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                            block_out_channels=(16, 16, 32), norm_num_groups=8, scaling_factor=0.08333,
-                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
-        unet = UNet2DConditionModel(sample_size=16, in_channels=7, out_channels=4, layers_per_block=1,
-                                    block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
-                                    attention_head_dim=4, num_class_embeds=351,
-                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=32))
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            block_out_channels=(16, 16, 32),
+            norm_num_groups=8,
+            scaling_factor=0.08333,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+        )
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=7,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            num_class_embeds=351,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                projection_dim=32,
+            )
+        )
     for module in (vae, unet, text_encoder):
         module.eval().requires_grad_(False)
-    return StableDiffusionUpscalePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                          low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(),
-                                          max_noise_level=350)
+    return StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(),
+        max_noise_level=350,
+    )
 
 
 def load_upscaler(folder, device, dtype):
@@ -81,7 +119,10 @@ def load_upscaler(folder, device, dtype):
 
     try:
         pipe = StableDiffusionUpscalePipeline.from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=True, torch_dtype=dtype,
+            str(folder),
+            local_files_only=True,
+            use_safetensors=True,
+            torch_dtype=dtype,
         )
     except (OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -152,9 +193,11 @@ class NoisyUpscale(Mimicry):
             from cloakbench.core import weights
 
             path = self.config.upscaler_path.strip() or None
-            raise AttackUnavailable("upscale: the Stable Diffusion x4 upscaler is needed; "
-                                    + weights.missing_message(weights.SD_X4_UPSCALER, path)
-                                    + " (upscale-bicubic is the separate bicubic attack.)")
+            raise AttackUnavailable(
+                "upscale: the Stable Diffusion x4 upscaler is needed; "
+                + weights.missing_message(weights.SD_X4_UPSCALER, path)
+                + " (upscale-bicubic is the separate bicubic attack.)"
+            )
 
     def _load(self, source, device, dtype):
         if self._upscaler is None:
@@ -166,8 +209,9 @@ class NoisyUpscale(Mimicry):
         return self._upscaler
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         self.check_available()
         source = self.upscaler_source()
@@ -178,13 +222,19 @@ class NoisyUpscale(Mimicry):
         noisy = quantize_8bit(add_noise(images.to(device), self.config.sigma, generator))
         prompt = self.config.prompt or (context.prompt if context is not None else "")
         restored = pipe(
-            prompt=[prompt] * images.shape[0], image=noisy.to(dtype),  # [0, 1], the processor's range
-            num_inference_steps=self.config.upscaler_steps, guidance_scale=self.config.upscaler_guidance,
-            noise_level=self.config.upscaler_noise_level, generator=generator, output_type="pt",
+            prompt=[prompt] * images.shape[0],
+            image=noisy.to(dtype),  # [0, 1], the processor's range
+            num_inference_steps=self.config.upscaler_steps,
+            guidance_scale=self.config.upscaler_guidance,
+            noise_level=self.config.upscaler_noise_level,
+            generator=generator,
+            output_type="pt",
         ).images.to(device, torch.float32)
         if restored.shape[-2:] != (FACTOR * height, FACTOR * width):
-            raise ValueError(f"upscale: the upscaler returned {tuple(restored.shape[-2:])}, expected "
-                             f"{(FACTOR * height, FACTOR * width)}; is {source} a x4 upscaler?")
+            raise ValueError(
+                f"upscale: the upscaler returned {tuple(restored.shape[-2:])}, expected "
+                f"{(FACTOR * height, FACTOR * width)}; is {source} a x4 upscaler?"
+            )
         note(context, self.name, "upscaler", str(source))
         note(context, self.name, "prompt", prompt)
         log.debug("upscale: %s", source)
@@ -210,16 +260,19 @@ class NoisyBicubicUpscale(Mimicry):
         sigma: float = bounded(0.1, 0.0, 1.0)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator,
-                 context: AttackContext | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, model=None, *, generator: torch.Generator, context: AttackContext | None = None
+    ) -> torch.Tensor:
         check_images(images, self.name)
         height, width = images.shape[-2:]
         if height % FACTOR or width % FACTOR:
             raise ValueError(f"upscale-bicubic: image sides must be divisible by {FACTOR}, got {width}x{height}")
         noisy = add_noise(images, self.config.sigma, generator)
-        small = torch.nn.functional.interpolate(noisy, size=(height // FACTOR, width // FACTOR), mode="bicubic",
-                                                antialias=True, align_corners=False).clamp(0.0, 1.0)
-        restored = torch.nn.functional.interpolate(small, size=(height, width), mode="bicubic",
-                                                   align_corners=False).clamp(0.0, 1.0)
+        small = torch.nn.functional.interpolate(
+            noisy, size=(height // FACTOR, width // FACTOR), mode="bicubic", antialias=True, align_corners=False
+        ).clamp(0.0, 1.0)
+        restored = torch.nn.functional.interpolate(
+            small, size=(height, width), mode="bicubic", align_corners=False
+        ).clamp(0.0, 1.0)
         note(context, self.name, "upscaler", "bicubic")
         return restored

@@ -64,8 +64,13 @@ class ASPL(SurrogateProtection):
 
     Config = ASPLConfig
     version = 1
-    QUICK = {"steps": 2, "max_f_train_steps": 1, "max_adv_train_steps": 1, "num_class_images": 1,
-             "class_sample_steps": 2}
+    QUICK = {
+        "steps": 2,
+        "max_f_train_steps": 1,
+        "max_adv_train_steps": 1,
+        "num_class_images": 1,
+        "class_sample_steps": 2,
+    }
 
     def prepare(self, images, model, *, generator):
         state = super().prepare(images, model, generator=generator)
@@ -81,11 +86,13 @@ class ASPL(SurrogateProtection):
         per_round, total = self.config.max_adv_train_steps, self.config.steps
         if state.step_index % per_round == 0:  # 1. f' = f.clone(), trained on the clean images
             state.round_surrogate = state.surrogate.clone()
-            state.round_surrogate.train(state.clean, self.config.max_f_train_steps, state.training_generator,
-                                        state.prior_images)
+            state.round_surrogate.train(
+                state.clean, self.config.max_f_train_steps, state.training_generator, state.prior_images
+            )
         loss = super().step(state)  # 2. one PGD step against f'
         if state.step_index % per_round == 0 or state.step_index == total:  # 3. f trained on the protected
-            state.surrogate.train(state.adversarial.detach(), self.config.max_f_train_steps,
-                                  state.training_generator, state.prior_images)
+            state.surrogate.train(
+                state.adversarial.detach(), self.config.max_f_train_steps, state.training_generator, state.prior_images
+            )
             state.round_surrogate = None
         return loss

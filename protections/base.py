@@ -67,7 +67,9 @@ class Protection(Component):
             raise TypeError(f"{cls.__name__}.needs: unknown {sorted(unknown)}; known: {sorted(NEEDS)}")
         unknown = set(cls.reference_costs) - set(REFERENCE_COSTS)
         if unknown:
-            raise TypeError(f"{cls.__name__}.reference_costs: unknown {sorted(unknown)}; known: {list(REFERENCE_COSTS)}")
+            raise TypeError(
+                f"{cls.__name__}.reference_costs: unknown {sorted(unknown)}; known: {list(REFERENCE_COSTS)}"
+            )
 
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError

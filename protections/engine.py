@@ -54,8 +54,9 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import torch
 
@@ -130,15 +131,17 @@ def image_generators(images: torch.Tensor, generator: GeneratorArg | None) -> li
     return derived
 
 
-def draw_uniform(generators: list[torch.Generator], shape: Sequence[int], low: float, high: float,
-                 device: torch.device) -> torch.Tensor:
+def draw_uniform(
+    generators: list[torch.Generator], shape: Sequence[int], low: float, high: float, device: torch.device
+) -> torch.Tensor:
     """``(N, *shape)`` uniform in ``[low, high)``, row ``i`` from ``generators[i]``."""
     rows = [torch.rand(tuple(shape), generator=g, device=g.device) for g in generators]
-    return (torch.stack(rows).to(device) * (high - low) + low)
+    return torch.stack(rows).to(device) * (high - low) + low
 
 
-def draw_normal(generators: list[torch.Generator], shape: Sequence[int], device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
+def draw_normal(
+    generators: list[torch.Generator], shape: Sequence[int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     rows = [torch.randn(tuple(shape), generator=g, device=g.device) for g in generators]
     return torch.stack(rows).to(device=device, dtype=dtype)
 
@@ -165,8 +168,10 @@ def round_within_budget(images: torch.Tensor, clean: torch.Tensor, eps_8bit: flo
     low = torch.ceil((clean - eps_8bit / 255.0) * 255.0 - 1e-4).clamp(0, 255) / 255.0
     high = torch.floor((clean + eps_8bit / 255.0) * 255.0 + 1e-4).clamp(0, 255) / 255.0
     if bool((low > high).any()):
-        raise ValueError(f"eps={eps_8bit} leaves no 8-bit value within the budget of a non-8-bit clean image; "
-                         "use eps >= 1 or 8-bit clean images")
+        raise ValueError(
+            f"eps={eps_8bit} leaves no 8-bit value within the budget of a non-8-bit clean image; "
+            "use eps >= 1 or 8-bit clean images"
+        )
     return torch.minimum(torch.maximum(rounded, low), high)
 
 
@@ -241,13 +246,20 @@ class PGDProtection(Protection):
     PROFILES: ClassVar[dict[str, dict]] = {}
 
     # -- what a protection defines ----------------------------------------------------
-    def direction(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    def direction(
+        self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(direction, loss)``: the step is ``+alpha · sign(direction)``; ``loss`` is ``(N,)``."""
         raise NotImplementedError
 
     # -- helpers for directions -------------------------------------------------------
-    def input_gradient(self, state: PGDState, adversarial: torch.Tensor, outputs: torch.Tensor,
-                       grad_outputs: torch.Tensor | None = None) -> torch.Tensor:
+    def input_gradient(
+        self,
+        state: PGDState,
+        adversarial: torch.Tensor,
+        outputs: torch.Tensor,
+        grad_outputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``∂outputs/∂x`` (a VJP with ``grad_outputs``), w.r.t. the image only."""
         if state.reference is not None:  # reference mode: maybe through backward()
             return state.reference.input_gradient(adversarial, outputs, grad_outputs)
@@ -282,8 +294,13 @@ class PGDProtection(Protection):
         clean = images.detach().to(device=model.device, dtype=torch.float32)
         generators = image_generators(clean, generator)
         count, _, height, width = clean.shape
-        state = PGDState(model=model, clean=clean, adversarial=clean.clone(), generators=generators,
-                         latent_shape=latent_shape(model, height, width))
+        state = PGDState(
+            model=model,
+            clean=clean,
+            adversarial=clean.clone(),
+            generators=generators,
+            latent_shape=latent_shape(model, height, width),
+        )
         if "prompt" in self.needs:
             state.prompt_embeds = model.encode_prompt(self.config.prompt, count)
         if "clean_target" in self.needs:

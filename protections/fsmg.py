@@ -66,6 +66,7 @@ class FSMG(SurrogateProtection):
     def prepare(self, images, model, *, generator):
         state = super().prepare(images, model, generator=generator)
         self.start_surrogate(state)
-        state.surrogate.train(state.clean, self.resolved_surrogate_steps(model), state.training_generator,
-                              state.prior_images)
+        state.surrogate.train(
+            state.clean, self.resolved_surrogate_steps(model), state.training_generator, state.prior_images
+        )
         return state

@@ -44,7 +44,7 @@ class PosteriorStats:
         unscaled = self.mean if noise is None else self.mean + self.std * noise
         return unscaled * scaling_factor
 
-    def expand(self, batch: int) -> "PosteriorStats":
+    def expand(self, batch: int) -> PosteriorStats:
         if self.mean.shape[0] == batch:
             return self
         return PosteriorStats(self.mean.expand(batch, -1, -1, -1), self.std.expand(batch, -1, -1, -1))
@@ -77,8 +77,9 @@ def per_image_mean(values: torch.Tensor) -> torch.Tensor:
     return values.flatten(1).mean(dim=1)
 
 
-def semantic_loss(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-                  prompt_embeds: torch.Tensor, unet=None) -> torch.Tensor:
+def semantic_loss(
+    model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor, unet=None
+) -> torch.Tensor:
     """``L_S`` per image, ``(N,)``: ``mean ‖ε_θ(z_t, t, c) − ε‖²``; differentiable w.r.t. ``latents``."""
     z_t = noisy_latents(model, latents, timesteps, noise)
     predicted = model.predict_noise(z_t, timesteps, prompt_embeds, unet=unet)
@@ -86,8 +87,9 @@ def semantic_loss(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: 
 
 
 @torch.no_grad()
-def sds_residual(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-                 prompt_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sds_residual(
+    model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ε̂ − ε, L_S per image)`` with the UNet run under ``no_grad`` (score distillation).
 
     ``latents`` may require grad; it is detached here on purpose: the UNet sees a

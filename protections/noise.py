@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from cloakbench.core.config import bounded, check_ranges
-from cloakbench.protections.base import PROTECTIONS, Protection
 from cloakbench.core.images import check_images
+from cloakbench.protections.base import PROTECTIONS, Protection
 from cloakbench.protections.engine import GeneratorArg, draw_uniform, image_generators, round_within_budget
 
 

@@ -83,8 +83,15 @@ class PhotoGuard(PGDProtection):
     # From another code base than Xue et al.'s: none of their reference's extra costs.
     reference_costs = ()
     PROFILES = {
-        "paper": {"eps": PHOTOGUARD_EPS, "alpha": PHOTOGUARD_ALPHA, "steps": 1000, "alpha_schedule": "linear",
-                  "random_start": True, "latent": "mean", "target": "zero"},
+        "paper": {
+            "eps": PHOTOGUARD_EPS,
+            "alpha": PHOTOGUARD_ALPHA,
+            "steps": 1000,
+            "alpha_schedule": "linear",
+            "random_start": True,
+            "latent": "mean",
+            "target": "zero",
+        },
         "xue": {"eps": 16.0, "alpha": 1.0, "steps": 100, "alpha_schedule": "constant", "target": "text"},
     }
 

@@ -120,8 +120,10 @@ def unet_checkpointing(model):
     """The reference's ``use_checkpoint: True``, for one step; the UNet's own setting restored after."""
     unet = model.unet
     if not getattr(unet, "_supports_gradient_checkpointing", False):
-        log.warning("%s's UNet does not support gradient checkpointing; reference mode runs without it",
-                    getattr(model, "name", "the model"))
+        log.warning(
+            "%s's UNet does not support gradient checkpointing; reference mode runs without it",
+            getattr(model, "name", "the model"),
+        )
         yield
         return
     was_on = bool(unet.is_gradient_checkpointing)
@@ -144,7 +146,7 @@ class ReferenceCosts:
         self.generator = torch.Generator().manual_seed(0)
 
     @classmethod
-    def start(cls, protection: "PGDProtection", state: "PGDState") -> "ReferenceCosts | None":
+    def start(cls, protection: PGDProtection, state: PGDState) -> ReferenceCosts | None:
         """The run's costs (``None`` when the method declares none); encodes what they use.
 
         The reference's loss module conditions on a prompt and holds a target image
@@ -163,7 +165,7 @@ class ReferenceCosts:
         return costs
 
     @contextlib.contextmanager
-    def step(self, state: "PGDState"):
+    def step(self, state: PGDState):
         """Around one direction: checkpointed trainable UNet, target re-encoded and re-forwarded."""
         model = state.model
         with unet_checkpointing(model), trainable_unet(model, "trainable_unet" in self.costs):
@@ -178,7 +180,7 @@ class ReferenceCosts:
                 self._semantic_forward(state, target)
             yield
 
-    def image_latent(self, state: "PGDState", latents: torch.Tensor) -> None:
+    def image_latent(self, state: PGDState, latents: torch.Tensor) -> None:
         """Called with the image's latent ``z = s·E(x)`` a direction has just computed."""
         if self.double_encode:
             # The paper-time SDS loop's first, no_grad encoder pass (its posterior sample
@@ -190,8 +192,9 @@ class ReferenceCosts:
         if "image_forward" in self.costs:
             self._semantic_forward(state, latents)
 
-    def input_gradient(self, adversarial: torch.Tensor, outputs: torch.Tensor,
-                       grad_outputs: torch.Tensor | None) -> torch.Tensor:
+    def input_gradient(
+        self, adversarial: torch.Tensor, outputs: torch.Tensor, grad_outputs: torch.Tensor | None
+    ) -> torch.Tensor:
         """``∂outputs/∂x``; with a trainable UNet through ``backward()``, as the reference does."""
         if "trainable_unet" in self.costs:
             outputs.backward(gradient=grad_outputs)
@@ -199,11 +202,16 @@ class ReferenceCosts:
         (gradient,) = torch.autograd.grad(outputs, adversarial, grad_outputs=grad_outputs)
         return gradient
 
-    def _semantic_forward(self, state: "PGDState", latents: torch.Tensor) -> None:
+    def _semantic_forward(self, state: PGDState, latents: torch.Tensor) -> None:
         """``L_S`` on ``latents`` with its own ``t``, ``ε``; dropped at once, as the loss module drops it."""
         model = state.model
         timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=self.generator)
         noise = torch.randn(tuple(latents.shape), generator=self.generator)
-        loss = losses.semantic_loss(model, latents, timesteps.to(model.device), noise.to(model.device, latents.dtype),
-                                    state.prompt_embeds[:1].expand(latents.shape[0], -1, -1))
+        loss = losses.semantic_loss(
+            model,
+            latents,
+            timesteps.to(model.device),
+            noise.to(model.device, latents.dtype),
+            state.prompt_embeds[:1].expand(latents.shape[0], -1, -1),
+        )
         del loss  # its graph (and what checkpointing kept of it) is freed here, before the backward

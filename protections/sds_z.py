@@ -12,7 +12,14 @@ from cloakbench.core.images import check_images, quantize_8bit
 from cloakbench.protections import losses
 from cloakbench.protections.base import PROTECTIONS
 from cloakbench.protections.engine import (
-    GeneratorArg, PGDProtection, PGDState, StepDraws, draw_normal, draw_timesteps, image_generators, latent_shape,
+    GeneratorArg,
+    PGDProtection,
+    PGDState,
+    StepDraws,
+    draw_normal,
+    draw_timesteps,
+    image_generators,
+    latent_shape,
 )
 
 
@@ -76,18 +83,27 @@ class LatentSDS(PGDProtection):
         noise = draw_normal(generators, shape, model.device, model.dtype) if self.config.latent == "sample" else None
         with torch.no_grad():
             start = losses.image_latent(model, clean, noise)
-        return PGDState(model=model, clean=start, adversarial=start.clone(), generators=generators,
-                        latent_shape=shape, prompt_embeds=model.encode_prompt(self.config.prompt, clean.shape[0]))
+        return PGDState(
+            model=model,
+            clean=start,
+            adversarial=start.clone(),
+            generators=generators,
+            latent_shape=shape,
+            prompt_embeds=model.encode_prompt(self.config.prompt, clean.shape[0]),
+        )
 
     def draw(self, state: PGDState) -> StepDraws:
         device, dtype = state.model.device, state.model.dtype
-        return StepDraws(timesteps=draw_timesteps(state.generators, state.model.num_train_timesteps, device),
-                         noise=draw_normal(state.generators, state.latent_shape, device, dtype))
+        return StepDraws(
+            timesteps=draw_timesteps(state.generators, state.model.num_train_timesteps, device),
+            noise=draw_normal(state.generators, state.latent_shape, device, dtype),
+        )
 
     def step(self, state: PGDState) -> torch.Tensor:
         draws = self.draw(state)
-        residual, loss = losses.sds_residual(state.model, state.adversarial, draws.timesteps, draws.noise,
-                                             state.prompt_embeds)
+        residual, loss = losses.sds_residual(
+            state.model, state.adversarial, draws.timesteps, draws.noise, state.prompt_embeds
+        )
         eps = self.config.latent_eps
         with torch.no_grad():
             moved = state.adversarial - self.config.latent_alpha * residual.sign()

@@ -50,9 +50,12 @@ def class_images(model, prompt: str, count: int, *, steps: int, guidance_scale: 
     key = (model.weights_hash, str(model.dtype), str(model.device), prompt, count, steps, guidance_scale)
     if key not in _CLASS_IMAGES:
         log.info("generating %d class images of %r for the surrogate", count, prompt)
-        batches = [finetuning.generate_images(model, [prompt] * len(seeds), seeds, steps=steps,
-                                              guidance_scale=guidance_scale).cpu()
-                   for seeds in (list(range(s, min(s + 4, count))) for s in range(0, count, 4))]
+        batches = [
+            finetuning.generate_images(
+                model, [prompt] * len(seeds), seeds, steps=steps, guidance_scale=guidance_scale
+            ).cpu()
+            for seeds in (list(range(s, min(s + 4, count))) for s in range(0, count, 4))
+        ]
         _CLASS_IMAGES[key] = torch.cat(batches)
     return _CLASS_IMAGES[key]
 
@@ -79,8 +82,18 @@ class Surrogate:
     loss_trace: list[float] = field(default_factory=list)
 
     @classmethod
-    def of(cls, model, *, instance_prompt: str, class_prompt: str, learning_rate: float,
-           train_text_encoder: bool, generator: torch.Generator, lora_rank: int = 0, **settings) -> "Surrogate":
+    def of(
+        cls,
+        model,
+        *,
+        instance_prompt: str,
+        class_prompt: str,
+        learning_rate: float,
+        train_text_encoder: bool,
+        generator: torch.Generator,
+        lora_rank: int = 0,
+        **settings,
+    ) -> Surrogate:
         """A surrogate starting from the model's weights: full fine-tune, or LoRA with ``lora_rank > 0``."""
         if model.text_encoder is None or model.tokenizer is None or model.conditioning_override is not None:
             raise ValueError(f"the surrogate needs a text-conditioned SD-style model; model {model.name} has none")
@@ -97,27 +110,39 @@ class Surrogate:
                 parameters += list(text_encoder.parameters())
         return cls(model, unet, text_encoder, parameters, instance_prompt, class_prompt, learning_rate, **settings)
 
-    def clone(self) -> "Surrogate":
+    def clone(self) -> Surrogate:
         """``f' = f.clone()`` (ASPL): independent copies of the weights, same settings and cursor."""
         unet, text_encoder = copy.deepcopy(self.unet), copy.deepcopy(self.text_encoder)
         # deepcopy keeps requires_grad, so the copies' trainable parameters are exactly the originals'
         parameters = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
-        return Surrogate(self.model, unet, text_encoder, parameters, self.instance_prompt, self.class_prompt,
-                         self.learning_rate, self.prior_loss_weight, self.weight_decay, self.max_grad_norm,
-                         self.cursor)
+        return Surrogate(
+            self.model,
+            unet,
+            text_encoder,
+            parameters,
+            self.instance_prompt,
+            self.class_prompt,
+            self.learning_rate,
+            self.prior_loss_weight,
+            self.weight_decay,
+            self.max_grad_norm,
+            self.cursor,
+        )
 
     def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
         model = self.model
-        return finetuning.encode_prompts(model.tokenizer, self.text_encoder, [prompt] * batch, model.device,
-                                         model.dtype)
+        return finetuning.encode_prompts(
+            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype
+        )
 
     def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per image ``(N,)``: ``mean ‖ε − ε_θ'(z_t, t, τ'(instance prompt))‖²`` with the surrogate's θ', τ'."""
         embeds = self.prompt_embeds(self.instance_prompt, latents.shape[0])
         return finetuning.denoising_loss(self.model, self.unet, latents, timesteps, noise, embeds)
 
-    def train(self, images: torch.Tensor, steps: int, generator: torch.Generator,
-              prior_images: torch.Tensor) -> list[float]:
+    def train(
+        self, images: torch.Tensor, steps: int, generator: torch.Generator, prior_images: torch.Tensor
+    ) -> list[float]:
         """``steps`` DreamBooth steps on ``images`` ``(N, 3, H, W)`` in ``[0, 1]``; returns the losses."""
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -125,8 +150,9 @@ class Surrogate:
             return []
         model = self.model
         device, dtype = model.device, model.dtype
-        optimizer = torch.optim.AdamW(self.parameters, lr=self.learning_rate, betas=(0.9, 0.999),
-                                      weight_decay=self.weight_decay, eps=1e-8)
+        optimizer = torch.optim.AdamW(
+            self.parameters, lr=self.learning_rate, betas=(0.9, 0.999), weight_decay=self.weight_decay, eps=1e-8
+        )
         losses = []
         for _ in range(steps):
             index = self.cursor
@@ -138,12 +164,14 @@ class Surrogate:
                 prompts.append(self.class_prompt)
             with torch.no_grad():
                 posterior = model.posterior(batch.detach().to(device, dtype))
-            latents = posterior.mean + posterior.std * randn_tensor(posterior.mean.shape, generator=generator,
-                                                                    device=device, dtype=dtype)
+            latents = posterior.mean + posterior.std * randn_tensor(
+                posterior.mean.shape, generator=generator, device=device, dtype=dtype
+            )
             latents = latents * model.scaling_factor
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
-            timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator,
-                                      device=generator.device).to(device)
+            timesteps = torch.randint(
+                0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
+            ).to(device)
             embeds = finetuning.encode_prompts(model.tokenizer, self.text_encoder, prompts, device, dtype)
             per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
             loss = finetuning.prior_preserving_loss(per_sample, 1, self.prior_loss_weight)
@@ -238,20 +266,27 @@ class SurrogateProtection(PGDProtection):
         # One training stream for the set, derived from every image's generator (its first draw).
         seed = sum(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in state.generators)
         state.training_generator = torch.Generator(device=model.device).manual_seed(seed % 2**62)
-        prior = class_images(model, config.class_prompt, self.resolved_class_images(model),
-                             steps=config.class_sample_steps)
+        prior = class_images(
+            model, config.class_prompt, self.resolved_class_images(model), steps=config.class_sample_steps
+        )
         size = tuple(state.clean.shape[-2:])
         if prior.shape[0] and tuple(prior.shape[-2:]) != size:
             # The images may be protected at their own size (bench protect at full size); the class
             # images are resized to it, as the reference resizes every training image to --resolution.
-            prior = torch.nn.functional.interpolate(prior, size=size, mode="bicubic", antialias=True,
-                                                    align_corners=False).clamp(0.0, 1.0)
+            prior = torch.nn.functional.interpolate(
+                prior, size=size, mode="bicubic", antialias=True, align_corners=False
+            ).clamp(0.0, 1.0)
         state.prior_images = prior
         state.surrogate = Surrogate.of(
-            model, instance_prompt=config.prompt, class_prompt=config.class_prompt,
-            learning_rate=self.resolved_learning_rate(model), train_text_encoder=config.train_text_encoder,
-            generator=state.training_generator, lora_rank=config.lora_rank,
-            prior_loss_weight=config.prior_loss_weight)
+            model,
+            instance_prompt=config.prompt,
+            class_prompt=config.class_prompt,
+            learning_rate=self.resolved_learning_rate(model),
+            train_text_encoder=config.train_text_encoder,
+            generator=state.training_generator,
+            lora_rank=config.lora_rank,
+            prior_loss_weight=config.prior_loss_weight,
+        )
 
     def surrogate_for_step(self, state: PGDState) -> Surrogate:
         return state.surrogate

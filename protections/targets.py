@@ -44,7 +44,7 @@ def _word_mask(word: str) -> np.ndarray:
     # Two levels only: the reference's target is black and white, so no anti-aliasing grey.
     ink = np.asarray(canvas) >= 128
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def text_image(height: int, width: int) -> torch.Tensor:
@@ -60,7 +60,7 @@ def text_image(height: int, width: int) -> torch.Tensor:
     glyphs = torch.nn.functional.interpolate(mask, size=(inner_h, inner_w), mode="nearest")[0, 0]
     tile = torch.zeros(tile_h, tile_w)
     top, left = (tile_h - inner_h) // 2, (tile_w - inner_w) // 2
-    tile[top:top + inner_h, left:left + inner_w] = glyphs
+    tile[top : top + inner_h, left : left + inner_w] = glyphs
     reps_h, reps_w = -(-height // tile_h), -(-width // tile_w)
     plane = tile.repeat(reps_h, reps_w)[:height, :width]
     return plane.unsqueeze(0).expand(3, -1, -1).contiguous()

@@ -82,8 +82,10 @@ def summary_frame(table: dict[str, Any]) -> pd.DataFrame:
             record = {"protection": group["protection"], "attack": attack["attack"], "setting": attack["setting"]}
             record.update({metric: cell["text"] for metric, cell in zip(metrics, attack["strength"])})
             records.append(record)
-        for label, cells in (("mean over attackers", group["mean_over_attackers"]),
-                             ("worst case", group["worst_case"])):
+        for label, cells in (
+            ("mean over attackers", group["mean_over_attackers"]),
+            ("worst case", group["worst_case"]),
+        ):
             if cells:
                 record = {"protection": group["protection"], "attack": label, "setting": ""}
                 record.update({metric: cell["text"] for metric, cell in zip(metrics, cells)})
@@ -98,9 +100,14 @@ def categories_frame(board: dict[str, Any]) -> pd.DataFrame | None:
     records = []
     for row in table["rows"]:
         for category, found in zip(table["names"], row["cells"]):
-            records.append({"protection": row["name"], "category": category,
-                            **_estimate_columns(f"{board['strength_metric']} worst case", found),
-                            "attacker": found.get("attacker", "")})
+            records.append(
+                {
+                    "protection": row["name"],
+                    "category": category,
+                    **_estimate_columns(f"{board['strength_metric']} worst case", found),
+                    "attacker": found.get("attacker", ""),
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -112,18 +119,24 @@ def transfer_frame(board: dict[str, Any]) -> pd.DataFrame | None:
     for matrix in table["matrices"]:
         for row in matrix["rows"]:
             for attack_model, found in zip(table["attack_models"], row["cells"]):
-                records.append({"protection": matrix["name"], "protect model": row["model"],
-                                "attack model": attack_model,
-                                **_estimate_columns(f"{board['strength_metric']} worst case", found),
-                                "attacker": found.get("attacker", "")})
+                records.append(
+                    {
+                        "protection": matrix["name"],
+                        "protect model": row["model"],
+                        "attack model": attack_model,
+                        **_estimate_columns(f"{board['strength_metric']} worst case", found),
+                        "attacker": found.get("attacker", ""),
+                    }
+                )
     return pd.DataFrame.from_records(records)
 
 
 def _write_table(frame: pd.DataFrame, folder: Path, name: str, caption: str) -> list[Path]:
     csv_path, tex_path = folder / f"{name}.csv", folder / f"{name}.tex"
     frame.to_csv(csv_path, index=False)
-    latex = frame.to_latex(index=False, float_format=lambda v: f"{v:.4g}", na_rep="--", caption=caption,
-                           label=f"tab:{name}", escape=True)
+    latex = frame.to_latex(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="--", caption=caption, label=f"tab:{name}", escape=True
+    )
     tex_path.write_text(latex, encoding="utf-8")
     return [csv_path, tex_path]
 
@@ -146,11 +159,17 @@ def export(run: Run, out_dir: str | Path, formats: list[str], pool: list[str] | 
     for plot in plots:
         figures += plot.save(folder, formats)
     board = leaderboard(run, pool)
-    tables = _write_table(leaderboard_frame(board), folder, "leaderboard",
-                          "Leaderboard: means and 95\\% bootstrap intervals over images and seeds")
+    tables = _write_table(
+        leaderboard_frame(board),
+        folder,
+        "leaderboard",
+        "Leaderboard: means and 95\\% bootstrap intervals over images and seeds",
+    )
     tables += _write_table(summary_frame(summary(run, pool)), folder, "summary", "Protection strength per attack")
-    for name, frame, caption in (("categories", categories_frame(board), "Worst case per image category"),
-                                 ("transfer", transfer_frame(board), "Worst case per protect and attack model")):
+    for name, frame, caption in (
+        ("categories", categories_frame(board), "Worst case per image category"),
+        ("transfer", transfer_frame(board), "Worst case per protect and attack model"),
+    ):
         if frame is not None:
             tables += _write_table(frame, folder, name, caption)
     logger.info("wrote %d figure file(s) and %d table file(s) to %s", len(figures), len(tables), folder)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import math
 
 METRIC_LABELS = {
-    "psnr": "PSNR", "ssim": "SSIM", "ms-ssim": "MS-SSIM", "lpips": "LPIPS", "clip-sim": "CLIP sim",
-    "linf": "L∞", "l2": "L2", "fid": "FID", "kid": "KID", "amplification": "amplification",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "ms-ssim": "MS-SSIM",
+    "lpips": "LPIPS",
+    "clip-sim": "CLIP sim",
+    "linf": "L∞",
+    "l2": "L2",
+    "fid": "FID",
+    "kid": "KID",
+    "amplification": "amplification",
 }
-DECIMALS = {"psnr": 2, "ssim": 3, "ms-ssim": 3, "lpips": 3, "clip-sim": 3, "linf": 1, "l2": 1,
-            "fid": 1, "kid": 4}
+DECIMALS = {"psnr": 2, "ssim": 3, "ms-ssim": 3, "lpips": 3, "clip-sim": 3, "linf": 1, "l2": 1, "fid": 1, "kid": 4}
 
 
 def metric_label(metric: str, unit: str = "") -> str:
@@ -43,7 +50,7 @@ def seconds(value: float | None) -> str:
 def nbytes(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "—"
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if value >= size:
             return f"{value / size:.1f} {unit}"
     return f"{value:.0f} B"

@@ -75,8 +75,9 @@ def to_data_uri(pixels: np.ndarray, size: int = THUMBNAIL) -> str:
     longest = max(image.size)
     if longest > size:
         scale = size / longest
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+        )
     elif longest * 2 <= size:  # small test images: enlarge by whole pixels so they stay crisp
         factor = size // longest
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
@@ -132,27 +133,41 @@ class ImageLookup:
 
     def protected(self, image: str, protection: str, budget: str | None = None) -> str:
         rows = self.rows
-        selection = (rows["image"] == image) & (rows["protection"] == protection) & (rows["pair"] == "protected_vs_clean")
+        selection = (
+            (rows["image"] == image) & (rows["protection"] == protection) & (rows["pair"] == "protected_vs_clean")
+        )
         if budget is not None:
             selection &= rows["protection_setting"] == budget
         return self._first(selection)
 
-    def attacked(self, image: str, protection: str, purification: str, mimicry: str, setting: str,
-                 budget: str | None = None) -> str:
+    def attacked(
+        self, image: str, protection: str, purification: str, mimicry: str, setting: str, budget: str | None = None
+    ) -> str:
         """The attack's output; for ``none`` (the attack on clean) any budget, as it has none."""
         rows = self.rows
-        selection = ((rows["image"] == image) & (rows["protection"] == protection)
-                     & (rows["purification"] == purification) & (rows["mimicry"] == mimicry)
-                     & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS))
+        selection = (
+            (rows["image"] == image)
+            & (rows["protection"] == protection)
+            & (rows["purification"] == purification)
+            & (rows["mimicry"] == mimicry)
+            & (rows["setting_group"] == setting)
+            & rows["pair"].isin(ATTACK_PAIRS)
+        )
         if budget is not None and protection != NO_PROTECTION:
             selection &= rows["protection_setting"] == budget
         return self._first(selection)
 
     def has_attack_outputs(self, purification: str, mimicry: str, setting: str) -> bool:
         rows = self.rows
-        return bool(((rows["purification"] == purification) & (rows["mimicry"] == mimicry)
-                     & (rows["setting_group"] == setting) & rows["pair"].isin(ATTACK_PAIRS)
-                     & rows["image"].isin(self.images)).any())
+        return bool(
+            (
+                (rows["purification"] == purification)
+                & (rows["mimicry"] == mimicry)
+                & (rows["setting_group"] == setting)
+                & rows["pair"].isin(ATTACK_PAIRS)
+                & rows["image"].isin(self.images)
+            ).any()
+        )
 
     def pixels(self, key: str) -> tuple[np.ndarray | None, str]:
         if key not in self._pixels:
@@ -207,10 +222,17 @@ def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int 
                 else:
                     tiles.append(Tile(COLUMNS[2], to_data_uri(perturbation(protected_pixels, clean_pixels))))
                 if attack:
-                    tiles.append(artifacts.tile(COLUMNS[3], artifacts.attacked(
-                        image, NO_PROTECTION, purification, mimicry, setting)))
-                    tiles.append(artifacts.tile(COLUMNS[4], artifacts.attacked(
-                        image, protection, purification, mimicry, setting, budget.setting)))
+                    tiles.append(
+                        artifacts.tile(
+                            COLUMNS[3], artifacts.attacked(image, NO_PROTECTION, purification, mimicry, setting)
+                        )
+                    )
+                    tiles.append(
+                        artifacts.tile(
+                            COLUMNS[4],
+                            artifacts.attacked(image, protection, purification, mimicry, setting, budget.setting),
+                        )
+                    )
                 grid_rows.append(GridRow(names[image], tiles))
             if not grid_rows:
                 continue

@@ -63,8 +63,9 @@ def manifest_view(run: Run) -> dict[str, Any]:
     commit = str(manifest.get("git_commit") or "unknown")
     if manifest.get("git_dirty"):
         commit += " (uncommitted changes)"
-    images = [str(image.get("name", "")) if isinstance(image, dict) else str(image)
-              for image in plan.get("images") or []]
+    images = [
+        str(image.get("name", "")) if isinstance(image, dict) else str(image) for image in plan.get("images") or []
+    ]
 
     def names(key: str) -> str:
         return ", ".join(plan_names(plan.get(key))) or "—"
@@ -74,7 +75,10 @@ def manifest_view(run: Run) -> dict[str, Any]:
         ("started (UTC)", manifest.get("created_utc", "—")),
         ("finished (UTC)", manifest.get("finished_utc") or "not finished"),
         ("device", manifest.get("device", "—")),
-        ("model", f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}"),
+        (
+            "model",
+            f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}",
+        ),
         ("git commit", commit),
         ("seed", plan.get("seed", "—")),
         ("protections", names("protections")),
@@ -85,8 +89,12 @@ def manifest_view(run: Run) -> dict[str, Any]:
     merged = []
     for folder, other in zip(run.run_dirs, run.manifests):
         other_model = other.get("model") if isinstance(other.get("model"), dict) else {}
-        merged.append(shorten_paths(f"{other.get('run') or folder.name}: model {other_model.get('name', '—')}, "
-                                    f"device {other.get('device', '—')}, started {other.get('created_utc', '—')}"))
+        merged.append(
+            shorten_paths(
+                f"{other.get('run') or folder.name}: model {other_model.get('name', '—')}, "
+                f"device {other.get('device', '—')}, started {other.get('created_utc', '—')}"
+            )
+        )
     return {
         "present": bool(manifest),
         "merged": merged,
@@ -113,15 +121,30 @@ def method_settings(plan: dict[str, Any]) -> list[dict[str, str]]:
                 rows.append({"kind": kind, "name": str(entry), "version": "", "settings": ""})
                 continue
             if kind == "attack" and isinstance(entry.get("attack"), dict):
-                parts = [f"{p.get('name', '?')}: {_settings_text(p.get('config'))}"
-                         for p in entry.get("purifications") or [] if isinstance(p, dict)]
+                parts = [
+                    f"{p.get('name', '?')}: {_settings_text(p.get('config'))}"
+                    for p in entry.get("purifications") or []
+                    if isinstance(p, dict)
+                ]
                 attack = entry["attack"]
                 parts.append(f"{attack.get('name', '?')}: {_settings_text(attack.get('config'))}")
-                rows.append({"kind": kind, "name": str(entry.get("spec") or attack.get("name", "")),
-                             "version": str(attack.get("version", "")), "settings": "; ".join(parts)})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "name": str(entry.get("spec") or attack.get("name", "")),
+                        "version": str(attack.get("version", "")),
+                        "settings": "; ".join(parts),
+                    }
+                )
                 continue
-            rows.append({"kind": kind, "name": str(entry.get("name") or entry.get("spec") or ""),
-                         "version": str(entry.get("version", "")), "settings": _settings_text(entry.get("config"))})
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": str(entry.get("name") or entry.get("spec") or ""),
+                    "version": str(entry.get("version", "")),
+                    "settings": _settings_text(entry.get("config")),
+                }
+            )
     return [dict(row, settings=shorten_paths(row["settings"])) for row in rows]
 
 
@@ -136,7 +159,7 @@ def skipped_view(run: Run) -> list[dict[str, str]]:
         reason = str(entry.get("reason", ""))
         if path:
             reason = reason.replace(path, name)
-            reason = reason[len(name) + 2:] if reason.startswith(name + ": ") else reason
+            reason = reason[len(name) + 2 :] if reason.startswith(name + ": ") else reason
         skipped.append({"name": name, "reason": shorten_paths(reason)})
     return skipped
 
@@ -177,15 +200,26 @@ def render(run: Run, pool: list[str] | None = None) -> str:
         "n_rows": len(run.rows),
         # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
         # the CSP allows no script, and the type is not JavaScript).
-        "summary_json": strict_json({"run": str(run.manifest.get("run") or run.run_dir.name), "summary": table,
-                                     "leaderboard": board,
-                                     "unavailable": issues["unavailable"], "failed": issues["failed"]}),
+        "summary_json": strict_json(
+            {
+                "run": str(run.manifest.get("run") or run.run_dir.name),
+                "summary": table,
+                "leaderboard": board,
+                "unavailable": issues["unavailable"],
+                "failed": issues["failed"],
+            }
+        ),
     }
     return environment().get_template("report.html.j2").render(**context)
 
 
-def write_report(run_dir: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
-                 pool: list[str] | None = None, merge: list[str | os.PathLike] | None = None) -> Path:
+def write_report(
+    run_dir: str | os.PathLike,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    pool: list[str] | None = None,
+    merge: list[str | os.PathLike] | None = None,
+) -> Path:
     """Render the report of the run in ``run_dir`` to ``<out_dir or run_dir>/report.html``; return its path.
 
     ``merge``: more run folders to pool with ``run_dir`` into one report (reports.merge; refused,

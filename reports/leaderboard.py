@@ -109,7 +109,9 @@ def attackers(run: Run, pool: list[str] | None = None) -> list[Attacker]:
         if not matches:
             raise AttackerPoolError(
                 f"attacker pool: {wanted!r} is not an attack of this run; its attacks are "
-                + (", ".join(known_labels) or "none") + " (a label takes all its settings, label@setting one)")
+                + (", ".join(known_labels) or "none")
+                + " (a label takes all its settings, label@setting one)"
+            )
         chosen += [a for a in matches if a not in chosen]
     return chosen
 
@@ -143,8 +145,11 @@ def budget_rows(rows: pd.DataFrame, budget: Budget) -> pd.DataFrame:
 
 
 def attacker_rows(rows: pd.DataFrame, attacker: Attacker) -> pd.DataFrame:
-    return rows[(rows["purification"] == attacker.purification) & (rows["mimicry"] == attacker.mimicry)
-                & (rows["setting_group"] == attacker.setting)]
+    return rows[
+        (rows["purification"] == attacker.purification)
+        & (rows["mimicry"] == attacker.mimicry)
+        & (rows["setting_group"] == attacker.setting)
+    ]
 
 
 def estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
@@ -189,23 +194,35 @@ def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
     """Display form of an estimate: mean, interval text, and a tooltip saying what it is."""
     if found.n == 0:
         return {"text": "—", "ci": "", "title": "no ok rows", "css": "missing", "mark": "", "value": None}
-    interval = (f"{fmt.number(found.low, metric)}–{fmt.number(found.high, metric)}" if found.has_interval else "")
+    interval = f"{fmt.number(found.low, metric)}–{fmt.number(found.high, metric)}" if found.has_interval else ""
     title = f"mean over {found.n} image×seed row(s)"
     title += f"; 95 % bootstrap interval {interval}" if interval else "; no interval (one row, or infinite values)"
     if extra:
         title = f"{extra}; {title}"
-    return {"text": fmt.number(found.mean, metric), "ci": interval, "title": title, "css": "", "mark": "",
-            "value": found.mean, "low": found.low if found.has_interval else None,
-            "high": found.high if found.has_interval else None, "n": found.n}
+    return {
+        "text": fmt.number(found.mean, metric),
+        "ci": interval,
+        "title": title,
+        "css": "",
+        "mark": "",
+        "value": found.mean,
+        "low": found.low if found.has_interval else None,
+        "high": found.high if found.has_interval else None,
+        "n": found.n,
+    }
 
 
-def mark_column(cells: list[dict[str, Any]], estimates: list[Estimate], names: list[str], better_high: bool | None,
-                skip: list[bool]) -> None:
+def mark_column(
+    cells: list[dict[str, Any]], estimates: list[Estimate], names: list[str], better_high: bool | None, skip: list[bool]
+) -> None:
     """Mark the best estimate, and every other whose interval overlaps the best one's with "≈"."""
     if better_high is None:
         return
-    candidates = [i for i, (found, skipped) in enumerate(zip(estimates, skip))
-                  if not skipped and found.n and math.isfinite(found.mean)]
+    candidates = [
+        i
+        for i, (found, skipped) in enumerate(zip(estimates, skip))
+        if not skipped and found.n and math.isfinite(found.mean)
+    ]
     if len(candidates) < 2:
         return
     best = max(candidates, key=lambda i: estimates[i].mean if better_high else -estimates[i].mean)
@@ -235,17 +252,26 @@ def cost_cells(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> dict[str, A
     """Protect time per image (mean over protect cells) and the largest of each memory figure."""
     cost = _ok(rows[(rows["pair"] == "cost") & (rows["attack"] == "")])
     wall = cost[cost["metric"] == "wall_s"]["value"]
-    time_cell = ({"text": fmt.seconds(float(wall.mean())), "title": f"mean over {len(wall)} protect cell(s)"}
-                 if not wall.empty else {"text": "—", "title": "no timing rows"})
+    time_cell = (
+        {"text": fmt.seconds(float(wall.mean())), "title": f"mean over {len(wall)} protect cell(s)"}
+        if not wall.empty
+        else {"text": "—", "title": "no timing rows"}
+    )
     memory_cells, memory_values = [], []
     for metric, label in memory:
         values = cost[cost["metric"] == metric]["value"]
         memory_values.append(float(values.max()) if not values.empty else None)
-        memory_cells.append({"text": fmt.nbytes(float(values.max())), "title": f"{label}: largest of {len(values)} cell(s)"}
-                            if not values.empty else {"text": "—", "title": f"no {label} rows"})
-    return {"time": time_cell, "memory": memory_cells,
-            "time_s": float(wall.mean()) if not wall.empty else None,
-            "memory_bytes": memory_values}
+        memory_cells.append(
+            {"text": fmt.nbytes(float(values.max())), "title": f"{label}: largest of {len(values)} cell(s)"}
+            if not values.empty
+            else {"text": "—", "title": f"no {label} rows"}
+        )
+    return {
+        "time": time_cell,
+        "memory": memory_cells,
+        "time_s": float(wall.mean()) if not wall.empty else None,
+        "memory_bytes": memory_values,
+    }
 
 
 #: More attackers than this and the leaderboard shows one column per attack label (its strongest setting).
@@ -271,8 +297,9 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     rows = run.rows
     chosen = attackers(run, pool)
     strength_metrics = pick_metrics(rows, STRENGTH_PAIR, STRENGTH_PREFERENCE, 1)
-    impercept_metrics = pick_metrics(rows, IMPERCEPTIBILITY_PAIR, IMPERCEPTIBILITY_PREFERENCE,
-                                     IMPERCEPTIBILITY_LEADER_COLUMNS)
+    impercept_metrics = pick_metrics(
+        rows, IMPERCEPTIBILITY_PAIR, IMPERCEPTIBILITY_PREFERENCE, IMPERCEPTIBILITY_LEADER_COLUMNS
+    )
     strength_metric = strength_metrics[0] if strength_metrics else None
     strength_higher = higher_is_better(rows, strength_metric) if strength_metric else None
     memory = memory_metrics(rows)
@@ -283,8 +310,10 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         mine = budget_rows(rows, budget)
         reference = budget.protection == NO_PROTECTION
         entry: dict[str, Any] = {
-            "protection": budget.protection, "setting": budget.setting or eps.get(budget.protection, ""),
-            "name": budget.name, "is_reference": reference,
+            "protection": budget.protection,
+            "setting": budget.setting or eps.get(budget.protection, ""),
+            "name": budget.name,
+            "is_reference": reference,
             "n_images": len({i for i in mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]["image"] if i}),
         }
         impercept = [estimate(mine, IMPERCEPTIBILITY_PAIR, m) for m in impercept_metrics]
@@ -294,7 +323,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         if strength_metric:
             strength = mine[(mine["pair"] == STRENGTH_PAIR) & (mine["metric"] == strength_metric)]
             per_attack, column_attackers = [], []
-            for name, group in attack_columns:
+            for _label, group in attack_columns:
                 if len(group) == 1:
                     per_attack.append(estimate(attacker_rows(strength, group[0]), STRENGTH_PAIR, strength_metric))
                     column_attackers.append("")
@@ -310,14 +339,19 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
                 found.update(attacker=name, title=f"strongest setting: {name}; {found['title']}")
         entry["mean"] = cell(mean, strength_metric or "", extra="pooled over the attacker pool")
         if worst is not None and worst.attacker is not None:
-            entry["worst"] = cell(worst.estimate, strength_metric or "",
-                                  extra=f"strongest attacker: {worst.attacker.name}")
+            entry["worst"] = cell(
+                worst.estimate, strength_metric or "", extra=f"strongest attacker: {worst.attacker.name}"
+            )
             entry["worst"]["attacker"] = worst.attacker.name
         else:
             entry["worst"] = dict(cell(Estimate(math.nan, math.nan, math.nan, 0), ""), attacker="")
         if reference and all(e.n == 0 for e in per_attack):  # none: the attack on clean is the reference
             for part in [*entry["attacks"], entry["mean"], entry["worst"]]:
-                part.update(text="reference", css="reference", title="the attack on clean images: what the others are compared with")
+                part.update(
+                    text="reference",
+                    css="reference",
+                    title="the attack on clean images: what the others are compared with",
+                )
         estimates["attacks"].append(per_attack)
         estimates["mean"].append(mean)
         estimates["worst"].append(worst.estimate if worst is not None else Estimate(math.nan, math.nan, math.nan, 0))
@@ -329,14 +363,29 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     impercept_columns = []
     for index, metric in enumerate(impercept_metrics):
         higher = higher_is_better(rows, metric)
-        mark_column([e["impercept"][index] for e in entries], [found[index] for found in estimates["impercept"]],
-                    names, higher, skip)
-        impercept_columns.append({"metric": metric, "label": fmt.metric_label(metric, _unit(rows, metric)),
-                                  "direction": "" if higher is None else ("↑ more natural" if higher else "↓ more natural")})
+        mark_column(
+            [e["impercept"][index] for e in entries],
+            [found[index] for found in estimates["impercept"]],
+            names,
+            higher,
+            skip,
+        )
+        impercept_columns.append(
+            {
+                "metric": metric,
+                "label": fmt.metric_label(metric, _unit(rows, metric)),
+                "direction": "" if higher is None else ("↑ more natural" if higher else "↓ more natural"),
+            }
+        )
     stronger_high = None if strength_higher is None else not strength_higher
     for index in range(len(attack_columns)):
-        mark_column([e["attacks"][index] for e in entries], [found[index] for found in estimates["attacks"]],
-                    names, stronger_high, skip)
+        mark_column(
+            [e["attacks"][index] for e in entries],
+            [found[index] for found in estimates["attacks"]],
+            names,
+            stronger_high,
+            skip,
+        )
     mark_column([e["mean"] for e in entries], estimates["mean"], names, stronger_high, skip)
     mark_column([e["worst"] for e in entries], estimates["worst"], names, stronger_high, skip)
     strength_direction = "" if strength_higher is None else ("↓ stronger" if strength_higher else "↑ stronger")
@@ -369,13 +418,17 @@ def _memory_note(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> str:
     if memory and memory[0][0] == CUDA_PEAK_METRIC:
         return "Memory: the CUDA peak allocated during the protect cell."
     if memory:
-        return ("Memory on CPU: the bytes saved for backward per step and the cell's working memory above its "
-                "starting RSS (the largest over cells); the process's lifetime peak RSS is not shown, as it is "
-                "the same for every protection.")
+        return (
+            "Memory on CPU: the bytes saved for backward per step and the cell's working memory above its "
+            "starting RSS (the largest over cells); the process's lifetime peak RSS is not shown, as it is "
+            "the same for every protection."
+        )
     if (rows["metric"] == "peak_rss_bytes").any():
-        return ("Memory: this run recorded only the process's lifetime peak RSS, which is the same for every "
-                "protection (the weights dominate it), so no memory column is shown; rerun to measure the "
-                "per-cell figures.")
+        return (
+            "Memory: this run recorded only the process's lifetime peak RSS, which is the same for every "
+            "protection (the weights dominate it), so no memory column is shown; rerun to measure the "
+            "per-cell figures."
+        )
     return "Memory: no memory rows in this run."
 
 
@@ -393,7 +446,9 @@ def categories(run: Run, pool: list[Attacker], metric: str | None, higher: bool 
         cells = []
         for category in names:
             worst = worst_case(mine[mine["category"] == category], pool, metric, higher)
-            found = cell(worst.estimate, metric, extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else "")
+            found = cell(
+                worst.estimate, metric, extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else ""
+            )
             found["attacker"] = worst.attacker.name if worst.attacker else ""
             cells.append(found)
         table.append({"name": budget.name, "cells": cells})
@@ -418,8 +473,9 @@ def transfer(run: Run, pool: list[Attacker], metric: str | None, higher: bool | 
             for attack_model in attack_models:
                 these = mine[(mine["protect_model"] == protect_model) & (mine["attack_model"] == attack_model)]
                 worst = worst_case(these, pool, metric, higher)
-                found = cell(worst.estimate, metric,
-                             extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else "")
+                found = cell(
+                    worst.estimate, metric, extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else ""
+                )
                 found["attacker"] = worst.attacker.name if worst.attacker else ""
                 line.append(found)
             grid.append({"model": protect_model, "cells": line})

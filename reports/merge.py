@@ -58,12 +58,14 @@ def _check_metrics(runs: list[Run]) -> None:
                 seen[(pair, metric)] = (unit, direction, run.run_dir.name)
                 continue
             first_unit, first_direction, first_run = seen[(pair, metric)]
-            if (unit and first_unit and unit != first_unit) or (direction and first_direction
-                                                                  and direction != first_direction):
+            if (unit and first_unit and unit != first_unit) or (
+                direction and first_direction and direction != first_direction
+            ):
                 raise IncomparableRuns(
                     f"cannot merge {first_run} and {run.run_dir.name}: metric {metric} ({pair}) is measured "
                     f"in {first_unit or 'no unit'} (higher is better: {first_direction or '?'}) in one and "
-                    f"{unit or 'no unit'} (higher is better: {direction or '?'}) in the other")
+                    f"{unit or 'no unit'} (higher is better: {direction or '?'}) in the other"
+                )
 
 
 def _check_methods(runs: list[Run]) -> None:
@@ -79,14 +81,19 @@ def _check_methods(runs: list[Run]) -> None:
                     raise IncomparableRuns(
                         f"cannot merge {first.run_dir.name} and {run.run_dir.name}: {name} is version "
                         f"{first_version} in one and {version} in the other, so their numbers differ by method, "
-                        "not by run; rerun the older one")
-                swept = all((r.rows[r.rows[column] == name]["protection_setting"] != "").all()
-                            for r in (first, run)) if column == "protection" else False
+                        "not by run; rerun the older one"
+                    )
+                swept = (
+                    all((r.rows[r.rows[column] == name]["protection_setting"] != "").all() for r in (first, run))
+                    if column == "protection"
+                    else False
+                )
                 if config != first_config and not swept:
                     raise IncomparableRuns(
                         f"cannot merge {first.run_dir.name} and {run.run_dir.name}: {name} ran with settings "
                         f"{first_config} in one and {config} in the other, and the rows do not tell them apart; "
-                        "rerun with the same settings or as a --sweep")
+                        "rerun with the same settings or as a --sweep"
+                    )
 
 
 def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
@@ -101,9 +108,12 @@ def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
     _check_methods(runs)
     images = [set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"]) - {""} for run in runs]
     if all(images) and not set.intersection(*images):
-        raise IncomparableRuns("cannot merge " + ", ".join(str(p) for p in paths)
-                               + ": they share no image (compared by pixel hash), so no protection's numbers "
-                               "can be set side by side; run them on the same images")
+        raise IncomparableRuns(
+            "cannot merge "
+            + ", ".join(str(p) for p in paths)
+            + ": they share no image (compared by pixel hash), so no protection's numbers "
+            "can be set side by side; run them on the same images"
+        )
     frames = []
     for index, run in enumerate(runs):
         rows = run.rows.copy()
@@ -122,5 +132,10 @@ def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
                     names.add(name)
                     merged.append(entry)
         manifest["plan"][key] = merged
-    return Run(run_dir=Path(out_dir), manifest=manifest, rows=pd.concat(frames, ignore_index=True),
-               run_dirs=[run.run_dir for run in runs], manifests=[run.manifest for run in runs])
+    return Run(
+        run_dir=Path(out_dir),
+        manifest=manifest,
+        rows=pd.concat(frames, ignore_index=True),
+        run_dirs=[run.run_dir for run in runs],
+        manifests=[run.manifest for run in runs],
+    )

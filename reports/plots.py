@@ -19,13 +19,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display, and no GUI backend picked up from the environment
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from cloakbench.reports import format as fmt  # noqa: E402
-from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case  # noqa: E402
-from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label  # noqa: E402
-from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric  # noqa: E402
+from cloakbench.reports import format as fmt
+from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case
+from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
+from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric
 
 NOISE = "noise"
 X_PREFERENCE = ("lpips", "ssim", "psnr")
@@ -43,7 +43,7 @@ class Plot:
     photo: bool = False  # made of images: JPEG in the report (smaller than PNG)
     data_uri: str = ""
 
-    def encode(self) -> "Plot":
+    def encode(self) -> Plot:
         """Fill ``data_uri`` (PNG, or JPEG for image figures) and close the figure."""
         buffer = io.BytesIO()
         if self.photo:
@@ -133,30 +133,51 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
         color = colors[protection]
         axes.plot([x.mean for _, x, _ in points], [y.mean for _, _, y in points], "-", color=color, alpha=0.7)
         for index, (setting, x, y) in enumerate(points):
-            axes.errorbar([x.mean], [y.mean], xerr=error(x), yerr=error(y), fmt="o", ms=6, color=color,
-                          capsize=3, label=_safe(protection) if index == 0 else None)
+            axes.errorbar(
+                [x.mean],
+                [y.mean],
+                xerr=error(x),
+                yerr=error(y),
+                fmt="o",
+                ms=6,
+                color=color,
+                capsize=3,
+                label=_safe(protection) if index == 0 else None,
+            )
             if setting and len(points) > 1:
-                axes.annotate(_safe(setting), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4),
-                              fontsize=7, color=color)
+                axes.annotate(
+                    _safe(setting), (x.mean, y.mean), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color
+                )
     x_higher = _higher(rows, x_metric)
     x_hint = "" if x_higher is None else ("  (→ more natural)" if x_higher else "  (← more natural)")
     y_hint = "" if y_higher is None else ("  (↓ stronger protection)" if y_higher else "  (↑ stronger protection)")
     axes.set_xlabel(f"{fmt.METRIC_LABELS.get(x_metric, x_metric)} protected vs clean{x_hint}")
-    axes.set_ylabel(f"worst-case {fmt.METRIC_LABELS.get(y_metric, y_metric)}, attack(protected) vs "
-                    f"attack(clean){y_hint}", fontsize=9)
+    axes.set_ylabel(
+        f"worst-case {fmt.METRIC_LABELS.get(y_metric, y_metric)}, attack(protected) vs attack(clean){y_hint}",
+        fontsize=9,
+    )
     axes.grid(alpha=0.3)
     axes.margins(x=0.15, y=0.12)
     axes.legend(fontsize=8, loc="best", title="protection", title_fontsize=8)
     swept = any(len(points) > 1 for points in curves.values())
-    caption = (f"Each point is one protection at one budget: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} "
-               f"between protected and clean images; y = {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the "
-               "attack's output on protected and on clean images, for the strongest attacker in the pool (worst "
-               "case). Error bars: 95 % bootstrap intervals over images × seeds. "
-               + ("Lines join each protection's budgets in sweep order." if swept
-                  else "One budget per protection in this run (no sweep), so no curves."))
-    return Plot("Protection strength vs imperceptibility", caption,
-                f"strength ({y_metric}) against imperceptibility ({x_metric}) per protection and budget", figure,
-                name="strength_vs_imperceptibility")
+    caption = (
+        f"Each point is one protection at one budget: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} "
+        f"between protected and clean images; y = {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the "
+        "attack's output on protected and on clean images, for the strongest attacker in the pool (worst "
+        "case). Error bars: 95 % bootstrap intervals over images × seeds. "
+        + (
+            "Lines join each protection's budgets in sweep order."
+            if swept
+            else "One budget per protection in this run (no sweep), so no curves."
+        )
+    )
+    return Plot(
+        "Protection strength vs imperceptibility",
+        caption,
+        f"strength ({y_metric}) against imperceptibility ({x_metric}) per protection and budget",
+        figure,
+        name="strength_vs_imperceptibility",
+    )
 
 
 def cost_bars(run: Run) -> Plot | None:
@@ -173,7 +194,7 @@ def cost_bars(run: Run) -> Plot | None:
         these = cost[cost["protection"] == protection]
         times.append(these[these["metric"] == "wall_s"]["value"].mean())
         peak = these[these["metric"] == memory]["value"] if memory else these["value"].iloc[:0]
-        memories.append(peak.max() / 2 ** 20 if not peak.empty else float("nan"))
+        memories.append(peak.max() / 2**20 if not peak.empty else float("nan"))
     colors = _colors(run.protections())
     height = max(2.2, 0.45 * len(protections) + 1.2)
     if memory:
@@ -198,14 +219,23 @@ def cost_bars(run: Run) -> Plot | None:
                 axes.annotate(render(value), (value, index), textcoords="offset points", xytext=(3, -3), fontsize=8)
         axes.margins(x=0.25)
     if memory:
-        caption = (f"Cost of computing each protection: wall-clock time per image (mean over protect cells), and "
-                   f"the largest {memory_label} of a protect cell.")
+        caption = (
+            f"Cost of computing each protection: wall-clock time per image (mean over protect cells), and "
+            f"the largest {memory_label} of a protect cell."
+        )
     else:
-        caption = ("Cost of computing each protection: wall-clock time per image (mean over protect cells). No "
-                   "per-cell memory figure in this run (the process's lifetime peak RSS is not shown: it is the "
-                   "same for every protection).")
-    return Plot("Cost per protection", caption, "bar charts of time and memory per protection", figure,
-                name="cost_per_protection")
+        caption = (
+            "Cost of computing each protection: wall-clock time per image (mean over protect cells). No "
+            "per-cell memory figure in this run (the process's lifetime peak RSS is not shown: it is the "
+            "same for every protection)."
+        )
+    return Plot(
+        "Cost per protection",
+        caption,
+        "bar charts of time and memory per protection",
+        figure,
+        name="cost_per_protection",
+    )
 
 
 def _numeric(setting: str) -> float | None:
@@ -223,7 +253,9 @@ def setting_curves(run: Run) -> Plot | None:
         return None
     strength = _ok(rows[(rows["pair"] == STRENGTH_PAIR) & (rows["metric"] == y_metric)])
     strength = strength[strength["setting"].map(lambda s: _numeric(s) is not None)]
-    attacks = [a for a in dict.fromkeys(strength["attack"]) if strength[strength["attack"] == a]["setting"].nunique() >= 2]
+    attacks = [
+        a for a in dict.fromkeys(strength["attack"]) if strength[strength["attack"] == a]["setting"].nunique() >= 2
+    ]
     if not attacks:
         return None
     attacks = attacks[:4]
@@ -234,8 +266,14 @@ def setting_curves(run: Run) -> Plot | None:
         for protection in [p for p in run.protections() if (these["protection"] == p).any()]:
             line = these[these["protection"] == protection].groupby("setting")["value"].mean()
             points = sorted((_numeric(s), v) for s, v in line.items())
-            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colors[protection],
-                      linestyle="--" if protection == NO_PROTECTION else "-", label=_safe(protection))
+            axes.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                color=colors[protection],
+                linestyle="--" if protection == NO_PROTECTION else "-",
+                label=_safe(protection),
+            )
         axes.set_title(_safe(attack), fontsize=10)
         axes.set_xlabel("setting (e.g. SDEdit strength)")
         axes.grid(alpha=0.3)
@@ -243,11 +281,18 @@ def setting_curves(run: Run) -> Plot | None:
     hint = "" if higher is None else ("  (↓ stronger)" if higher else "  (↑ stronger)")
     axes_list[0][0].set_ylabel(f"{fmt.METRIC_LABELS.get(y_metric, y_metric)} vs attack on clean{hint}")
     axes_list[0][-1].legend(fontsize=8, title="protection", title_fontsize=8)
-    caption = (f"Mean {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the attack's output on protected and "
-               "on clean images, per setting of the attack (for SDEdit: the strength, the fraction of the "
-               "diffusion run)." )
-    return Plot("Similarity per attack setting", caption, "line plots of similarity per setting", figure,
-                name="similarity_per_setting")
+    caption = (
+        f"Mean {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the attack's output on protected and "
+        "on clean images, per setting of the attack (for SDEdit: the strength, the fraction of the "
+        "diffusion run)."
+    )
+    return Plot(
+        "Similarity per attack setting",
+        caption,
+        "line plots of similarity per setting",
+        figure,
+        name="similarity_per_setting",
+    )
 
 
 def amplification(run: Run) -> Plot | None:
@@ -264,8 +309,9 @@ def amplification(run: Run) -> Plot | None:
         means.append(mine.mean())
         axes.barh([index], [mine.mean()], color=colors[protection], alpha=0.6)
         axes.scatter(mine, [index] * len(mine), color="black", s=12, zorder=3)
-        axes.annotate(f"{mine.mean():.3g}×", (mine.mean(), index), textcoords="offset points",
-                      xytext=(4, 6), fontsize=8)
+        axes.annotate(
+            f"{mine.mean():.3g}×", (mine.mean(), index), textcoords="offset points", xytext=(4, 6), fontsize=8
+        )
     positive = [m for m in means if m > 0]
     if positive and max(positive) / min(positive) > 20:
         axes.set_xscale("log")
@@ -277,13 +323,23 @@ def amplification(run: Run) -> Plot | None:
     axes.invert_yaxis()
     axes.set_xlabel("encoder amplification (‖δz‖/‖z‖) / (‖δx‖/‖x‖)")
     axes.grid(axis="x", alpha=0.3)
-    caption = ("How much the VAE encoder magnifies each protection's perturbation (posterior means; bars = "
-               "mean, dots = images). "
-               + ("The dashed line is random noise at the same budget: encoder-targeting methods should lie "
-                  "far to its right (Xue et al., arXiv:2311.12832)."
-                  if NOISE in protections else "The noise baseline was not run, so there is no reference line."))
-    return Plot("Encoder amplification per protection", caption, "bar chart of amplification per protection",
-                figure, name="encoder_amplification")
+    caption = (
+        "How much the VAE encoder magnifies each protection's perturbation (posterior means; bars = "
+        "mean, dots = images). "
+        + (
+            "The dashed line is random noise at the same budget: encoder-targeting methods should lie "
+            "far to its right (Xue et al., arXiv:2311.12832)."
+            if NOISE in protections
+            else "The noise baseline was not run, so there is no reference line."
+        )
+    )
+    return Plot(
+        "Encoder amplification per protection",
+        caption,
+        "bar chart of amplification per protection",
+        figure,
+        name="encoder_amplification",
+    )
 
 
 COMPARISON_IMAGES = 3
@@ -328,11 +384,15 @@ def comparison_figures(run: Run) -> list[Plot]:
         if not grid:
             continue
         n_columns = len(columns) + 1
-        figure, axes_grid = plt.subplots(len(grid), n_columns, squeeze=False,
-                                         figsize=(COMPARISON_TILE_INCHES * n_columns,
-                                                  COMPARISON_TILE_INCHES * len(grid) + 0.5))
-        titles = ["clean"] + [("none (attack on clean)" if p == NO_PROTECTION else p) + (f"\n{b}" if b else "")
-                              for p, b in columns]
+        figure, axes_grid = plt.subplots(
+            len(grid),
+            n_columns,
+            squeeze=False,
+            figsize=(COMPARISON_TILE_INCHES * n_columns, COMPARISON_TILE_INCHES * len(grid) + 0.5),
+        )
+        titles = ["clean"] + [
+            ("none (attack on clean)" if p == NO_PROTECTION else p) + (f"\n{b}" if b else "") for p, b in columns
+        ]
         for row_index, (image_name, line) in enumerate(grid):
             for column_index, tile in enumerate(line):
                 axes = axes_grid[row_index][column_index]
@@ -349,14 +409,30 @@ def comparison_figures(run: Run) -> list[Plot]:
         label = attack_label(purification, mimicry)
         figure.subplots_adjust(wspace=0.04, hspace=0.06)
         shown = f"{label} at setting {setting}" if setting and setting != GENERATIONS else label
-        where = ", ".join(part for part in (f"attack model {lookup.attack_model}" if lookup.attack_model else "",
-                                            f"run seed {lookup.run_seed}" if lookup.run_seed else "") if part)
-        caption = (f"{shown}{f' ({where})' if where else ''}: each row is an image; the first column is the clean "
-                   "image, the second the attack's output on it, the others the attack's output on each "
-                   "protection's image (the middle budget of each sweep). The closer a column looks to the second, "
-                   "the less the protection stopped the attack.")
-        figures.append(Plot(f"Comparison: {label}", caption, f"image comparison for {label}", figure,
-                            name="comparison_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label), photo=True))
+        where = ", ".join(
+            part
+            for part in (
+                f"attack model {lookup.attack_model}" if lookup.attack_model else "",
+                f"run seed {lookup.run_seed}" if lookup.run_seed else "",
+            )
+            if part
+        )
+        caption = (
+            f"{shown}{f' ({where})' if where else ''}: each row is an image; the first column is the clean "
+            "image, the second the attack's output on it, the others the attack's output on each "
+            "protection's image (the middle budget of each sweep). The closer a column looks to the second, "
+            "the less the protection stopped the attack."
+        )
+        figures.append(
+            Plot(
+                f"Comparison: {label}",
+                caption,
+                f"image comparison for {label}",
+                figure,
+                name="comparison_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", label),
+                photo=True,
+            )
+        )
     return figures
 
 
@@ -364,9 +440,11 @@ def all_plots(run: Run, pool: list[str] | None = None, *, encode: bool = True) -
     """The figures that have data (encoded as data URIs unless ``encode=False``), and a note for each that has none."""
     plots, missing = [], []
     for builder, absent in (
-        (lambda r: strength_vs_imperceptibility(r, pool),
-         "Strength vs imperceptibility: needs ok similarity rows for both protected_vs_clean and "
-         "attack_vs_clean_attack."),
+        (
+            lambda r: strength_vs_imperceptibility(r, pool),
+            "Strength vs imperceptibility: needs ok similarity rows for both protected_vs_clean and "
+            "attack_vs_clean_attack.",
+        ),
         (cost_bars, "Cost per protection: no protect-phase cost rows."),
         (setting_curves, "Similarity per setting: no attack was run at two or more numeric settings."),
         (amplification, "Encoder amplification: no analysis rows."),

@@ -150,8 +150,9 @@ _SNIFF_BYTES = 8192
 
 
 def _refuse_rows(path: Path, why: str) -> RunFolderError:
-    return RunFolderError(f"{path} {why}; point `bench report` at a run folder written by `bench compare`, "
-                          "or rerun the run to rewrite it")
+    return RunFolderError(
+        f"{path} {why}; point `bench report` at a run folder written by `bench compare`, or rerun the run to rewrite it"
+    )
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -185,8 +186,10 @@ def read_rows(path: Path) -> pd.DataFrame:
     rows.loc[pooled, "setting_group"] = GENERATIONS
     # A swept attack chain (``attack_setting``, e.g. jpeg.quality=75) is another attacker: its
     # configuration joins the setting group, so each configuration has its own line and worst case.
-    rows["setting_group"] = [f"{chain} {group}".strip() if chain else group
-                             for chain, group in zip(rows["attack_setting"], rows["setting_group"])]
+    rows["setting_group"] = [
+        f"{chain} {group}".strip() if chain else group
+        for chain, group in zip(rows["attack_setting"], rows["setting_group"])
+    ]
     rows["source"] = 0  # which run folder of a merged report the row (and its artifact) comes from
     return rows
 
@@ -203,14 +206,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise RunFolderError(f"{path} is damaged (not UTF-8 text): {what_to_do}") from None
     except json.JSONDecodeError as error:
-        raise RunFolderError(f"{path} is damaged (not valid JSON: {error.msg} at line {error.lineno}): "
-                             f"{what_to_do}") from None
+        raise RunFolderError(
+            f"{path} is damaged (not valid JSON: {error.msg} at line {error.lineno}): {what_to_do}"
+        ) from None
     if not isinstance(manifest, dict):
         raise RunFolderError(f"{path} is damaged (it must hold a JSON object): {what_to_do}")
     for key, kind in _MANIFEST_TYPES.items():
         if key in manifest and manifest[key] is not None and not isinstance(manifest[key], kind):
-            raise RunFolderError(f"{path} is damaged (its \"{key}\" field is not a JSON "
-                                 f"{'object' if kind is dict else 'list'}): {what_to_do}")
+            raise RunFolderError(
+                f'{path} is damaged (its "{key}" field is not a JSON '
+                f"{'object' if kind is dict else 'list'}): {what_to_do}"
+            )
     return manifest
 
 

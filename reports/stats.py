@@ -37,7 +37,7 @@ class Estimate:
     def has_interval(self) -> bool:
         return self.n >= 2 and math.isfinite(self.low) and math.isfinite(self.high)
 
-    def overlaps(self, other: "Estimate") -> bool:
+    def overlaps(self, other: Estimate) -> bool:
         """True when the two intervals share a point (the difference is not separated).
 
         An estimate without an interval (one sample, or infinite values) is treated as

@@ -16,8 +16,16 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.reports import format as fmt
-from cloakbench.reports.leaderboard import (CUDA_PEAK_METRIC, Attacker, attackers, budget_rows, budgets,
-                                            memory_metrics, pooled_over_attackers, worst_case)
+from cloakbench.reports.leaderboard import (
+    CUDA_PEAK_METRIC,
+    Attacker,
+    attackers,
+    budget_rows,
+    budgets,
+    memory_metrics,
+    pooled_over_attackers,
+    worst_case,
+)
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
 
 STRENGTH_PAIR = "attack_vs_clean_attack"
@@ -48,8 +56,9 @@ class Cell:
         return dataclasses.asdict(self)
 
 
-REFERENCE_CELL = Cell("reference", "the attack's output on clean images, which the rows below are compared with",
-                      "missing")
+REFERENCE_CELL = Cell(
+    "reference", "the attack's output on clean images, which the rows below are compared with", "missing"
+)
 
 
 def _hib(rows: pd.DataFrame) -> bool | None:
@@ -66,12 +75,12 @@ def _unit(rows: pd.DataFrame) -> str:
 
 def metric_order(metrics) -> list[str]:
     present = list(dict.fromkeys(metrics))
-    return ([m for m in PREFERRED_ORDER if m in present]
-            + sorted(m for m in present if m not in PREFERRED_ORDER))
+    return [m for m in PREFERRED_ORDER if m in present] + sorted(m for m in present if m not in PREFERRED_ORDER)
 
 
-def columns_for(rows: pd.DataFrame, pair: str, *, strength: bool, only=None,
-                hidden: list[str] | None = None) -> list[Column]:
+def columns_for(
+    rows: pd.DataFrame, pair: str, *, strength: bool, only=None, hidden: list[str] | None = None
+) -> list[Column]:
     """One column per metric with a value in ``pair`` rows, with the direction that reads as "better".
 
     Metrics without a single ok value (weights missing, images too small) get no column, which
@@ -164,11 +173,17 @@ def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Ce
         time_cell = Cell("—", "no timing rows", "missing")
     else:
         per_image = wall.sum() / max(n_images, 1)
-        time_cell = Cell(fmt.seconds(per_image),
-                         f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)")
+        time_cell = Cell(
+            fmt.seconds(per_image),
+            f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)",
+        )
     if not memory:
-        memory_cell = Cell("—", "no per-cell memory figure in this run (the process's lifetime peak RSS is "
-                           "not shown: it is the same for every protection)", "missing")
+        memory_cell = Cell(
+            "—",
+            "no per-cell memory figure in this run (the process's lifetime peak RSS is "
+            "not shown: it is the same for every protection)",
+            "missing",
+        )
     elif peak.empty:
         memory_cell = Cell("—", "no memory rows", "missing")
     else:
@@ -181,16 +196,28 @@ def _over_attackers(mine: pd.DataFrame, pool: list[Attacker], columns: list[Colu
     means, worst = [], []
     for column in columns:
         pooled = pooled_over_attackers(mine, pool, column.metric)
-        means.append(Cell(fmt.number(pooled.mean, column.metric) if pooled.n else "—",
-                          f"mean over {pooled.n} row(s) of {len(pool)} attacker(s)" if pooled.n else "no ok rows",
-                          "" if pooled.n else "missing").as_dict())
+        means.append(
+            Cell(
+                fmt.number(pooled.mean, column.metric) if pooled.n else "—",
+                f"mean over {pooled.n} row(s) of {len(pool)} attacker(s)" if pooled.n else "no ok rows",
+                "" if pooled.n else "missing",
+            ).as_dict()
+        )
         found = worst_case(mine, pool, column.metric, column.higher_is_better)
         if found.attacker is None:
             worst.append(Cell("—", "no ok rows", "missing").as_dict())
             continue
-        worst.append(dict(Cell(f"{fmt.number(found.estimate.mean, column.metric)} ({found.attacker.name})",
-                               f"the strongest attacker on this metric: {found.attacker.name}, mean over "
-                               f"{found.estimate.n} row(s)", "worst").as_dict(), attacker=found.attacker.name))
+        worst.append(
+            dict(
+                Cell(
+                    f"{fmt.number(found.estimate.mean, column.metric)} ({found.attacker.name})",
+                    f"the strongest attacker on this metric: {found.attacker.name}, mean over "
+                    f"{found.estimate.n} row(s)",
+                    "worst",
+                ).as_dict(),
+                attacker=found.attacker.name,
+            )
+        )
     return means, worst
 
 
@@ -205,8 +232,9 @@ def summary(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     strength_columns = columns_for(rows, STRENGTH_PAIR, strength=True, hidden=hidden)
     versus_clean_columns = columns_for(rows, VERSUS_CLEAN_PAIR, strength=True, hidden=hidden)
     generation_columns = columns_for(rows, GENERATION_PAIR, strength=True, hidden=hidden)
-    impercept_columns = columns_for(rows, IMPERCEPTIBILITY_PAIR, strength=False, only=IMPERCEPTIBILITY_METRICS,
-                                    hidden=hidden)
+    impercept_columns = columns_for(
+        rows, IMPERCEPTIBILITY_PAIR, strength=False, only=IMPERCEPTIBILITY_METRICS, hidden=hidden
+    )
     memory, memory_label = memory_metric(rows)
     groups = []
     chosen = attackers(run, pool)
@@ -221,8 +249,11 @@ def summary(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         attacks = []
         for purification, mimicry, setting in run.attacks():
             label = attack_label(purification, mimicry)
-            these = mine[(mine["purification"] == purification) & (mine["mimicry"] == mimicry)
-                         & (mine["setting_group"] == setting)]
+            these = mine[
+                (mine["purification"] == purification)
+                & (mine["mimicry"] == mimicry)
+                & (mine["setting_group"] == setting)
+            ]
             if these.empty:
                 continue
             strength = these[these["pair"] == STRENGTH_PAIR]
@@ -230,33 +261,39 @@ def summary(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             versus_clean = these[these["pair"] == VERSUS_CLEAN_PAIR]
             generation = these[these["pair"] == GENERATION_PAIR]
             attack_time, attack_memory = cost_cells(_cost_rows(mine, protection, label, setting), n_images, memory)
-            attacks.append({
-                "attack": label,
-                "setting": setting,
-                # The attack on clean images is what the other rows are compared with.
-                "strength": [(REFERENCE_CELL if reference else aggregate(strength, c.metric)).as_dict()
-                             for c in strength_columns],
-                "versus_clean": [aggregate(versus_clean, c.metric).as_dict() for c in versus_clean_columns],
-                "generation": [aggregate(generation, c.metric).as_dict() for c in generation_columns],
-                "has_generation": not generation.empty,
-                "has_versus_clean": not versus_clean.empty,
-                "time": attack_time.as_dict(),
-                "memory": attack_memory.as_dict(),
-            })
+            attacks.append(
+                {
+                    "attack": label,
+                    "setting": setting,
+                    # The attack on clean images is what the other rows are compared with.
+                    "strength": [
+                        (REFERENCE_CELL if reference else aggregate(strength, c.metric)).as_dict()
+                        for c in strength_columns
+                    ],
+                    "versus_clean": [aggregate(versus_clean, c.metric).as_dict() for c in versus_clean_columns],
+                    "generation": [aggregate(generation, c.metric).as_dict() for c in generation_columns],
+                    "has_generation": not generation.empty,
+                    "has_versus_clean": not versus_clean.empty,
+                    "time": attack_time.as_dict(),
+                    "memory": attack_memory.as_dict(),
+                }
+            )
         means, worst = _over_attackers(mine, chosen, strength_columns)
         if protection == NO_PROTECTION or not chosen:
             means, worst = [], []
-        groups.append({
-            "protection": budget.name,
-            "mean_over_attackers": means,
-            "worst_case": worst,
-            "is_reference": protection == NO_PROTECTION,
-            "n_images": n_images,
-            "imperceptibility": [aggregate(protected, c.metric).as_dict() for c in impercept_columns],
-            "time": protect_time.as_dict(),
-            "memory": protect_memory.as_dict(),
-            "attacks": attacks or [None],
-        })
+        groups.append(
+            {
+                "protection": budget.name,
+                "mean_over_attackers": means,
+                "worst_case": worst,
+                "is_reference": protection == NO_PROTECTION,
+                "n_images": n_images,
+                "imperceptibility": [aggregate(protected, c.metric).as_dict() for c in impercept_columns],
+                "time": protect_time.as_dict(),
+                "memory": protect_memory.as_dict(),
+                "attacks": attacks or [None],
+            }
+        )
     return {
         "strength_columns": [dataclasses.asdict(c) for c in strength_columns],
         "versus_clean_columns": [dataclasses.asdict(c) for c in versus_clean_columns],
@@ -274,13 +311,27 @@ def problems(run: Run) -> dict[str, list[dict[str, Any]]]:
     unavailable = []
     bad = rows[rows["status"] == "unavailable"]
     for (metric, note), group in bad.groupby(["metric", "note"], sort=True):
-        unavailable.append({"metric": metric, "reason": shorten_paths(note) or "(no reason recorded)",
-                            "count": len(group), "pairs": ", ".join(sorted(set(group["pair"])))})
+        unavailable.append(
+            {
+                "metric": metric,
+                "reason": shorten_paths(note) or "(no reason recorded)",
+                "count": len(group),
+                "pairs": ", ".join(sorted(set(group["pair"]))),
+            }
+        )
     failed = []
     broken = rows[rows["status"] == "failed"]
     for (protection, attack, setting, note), group in broken.groupby(
-            ["protection", "attack", "setting", "note"], sort=True):
-        failed.append({"protection": protection, "attack": attack, "setting": setting,
-                       "reason": shorten_paths(note) or "(no reason recorded)", "count": len(group),
-                       "metrics": ", ".join(sorted(set(group["metric"])))})
+        ["protection", "attack", "setting", "note"], sort=True
+    ):
+        failed.append(
+            {
+                "protection": protection,
+                "attack": attack,
+                "setting": setting,
+                "reason": shorten_paths(note) or "(no reason recorded)",
+                "count": len(group),
+                "metrics": ", ".join(sorted(set(group["metric"]))),
+            }
+        )
     return {"unavailable": unavailable, "failed": failed}

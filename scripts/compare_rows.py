@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ignore = {c for c in args.ignore.split(",") if c}
     before, after = comparable_rows(args.before, ignore), comparable_rows(args.after, ignore)
     differing = [(i, a, b) for i, (a, b) in enumerate(zip(before, after)) if a != b]
-    print(f"{len(before)} rows before, {len(after)} after; {len(differing)} differ"
-          + (f" (ignoring {', '.join(sorted(ignore))} and cost values)" if ignore else " (ignoring cost values)"))
+    print(
+        f"{len(before)} rows before, {len(after)} after; {len(differing)} differ"
+        + (f" (ignoring {', '.join(sorted(ignore))} and cost values)" if ignore else " (ignoring cost values)")
+    )
     for index, a, b in differing[:5]:
         print(f"  row {index}: " + ", ".join(f"{k}: {a[k]!r} -> {b.get(k)!r}" for k in a if a[k] != b.get(k)))
     return 0 if len(before) == len(after) and not differing else 1

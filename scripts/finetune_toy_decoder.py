@@ -53,10 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from cloakbench.core.provenance import sha256_file  # noqa: E402
-from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 from train_toy import Deadline, Logger, cosine_lr, load_checkpoint, psnr, save_checkpoint  # noqa: E402
+
+from cloakbench.core.provenance import sha256_file  # noqa: E402
+from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 
 log = logging.getLogger("finetune_toy_decoder")
 
@@ -120,8 +121,15 @@ def train(args) -> None:
     vae.decoder.train()
 
     def checkpoint(done: bool = False) -> None:
-        save_checkpoint(path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                        rng=sampler.generator.get_state(), elapsed=deadline.elapsed(), done=done)
+        save_checkpoint(
+            path,
+            model=vae.state_dict(),
+            optimizer=optimizer.state_dict(),
+            step=step,
+            rng=sampler.generator.get_state(),
+            elapsed=deadline.elapsed(),
+            done=done,
+        )
 
     started = time.time()
     while step < args.steps and not deadline.passed():
@@ -141,8 +149,9 @@ def train(args) -> None:
         optimizer.step()
         step += 1
         if step % 50 == 0:
-            values = dict(loss=loss, l1=l1, l2=l2, lr=optimizer.param_groups[0]["lr"],
-                          s_per_step=(time.time() - started) / 50)
+            values = dict(
+                loss=loss, l1=l1, l2=l2, lr=optimizer.param_groups[0]["lr"], s_per_step=(time.time() - started) / 50
+            )
             if step % 250 == 0:
                 vae.decoder.eval()
                 with torch.no_grad():
@@ -192,10 +201,13 @@ def export(args) -> None:
     train_log = json.loads(log_path.read_text())
     records = [json.loads(line) for line in (work / "losses.jsonl").read_text().splitlines()]
     train_log["decoder_finetune"] = {
-        "command": args.command_line, "init_vae_sha256": sha256_file(work / "init_vae" / "diffusion_pytorch_model.safetensors"),
+        "command": args.command_line,
+        "init_vae_sha256": sha256_file(work / "init_vae" / "diffusion_pytorch_model.safetensors"),
         "args": {k: v for k, v in vars(args).items() if k not in ("work", "export", "init_vae", "command_line")},
-        "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1),
-        "trained": "decoder, post_quant_conv", "frozen": "encoder, quant_conv, scaling_factor",
+        "steps": state["step"],
+        "minutes": round(state["elapsed"] / 60, 1),
+        "trained": "decoder, post_quant_conv",
+        "frozen": "encoder, quant_conv, scaling_factor",
         "losses": [r for r in records if r["stage"] == STAGE],
     }
     log_path.write_text(json.dumps(train_log, indent=1, default=str))
@@ -204,8 +216,11 @@ def export(args) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--init-vae", default=str(ROOT / "models" / "toy" / "vae"),
-                        help="the VAE to start from (copied into the work folder on the first run)")
+    parser.add_argument(
+        "--init-vae",
+        default=str(ROOT / "models" / "toy" / "vae"),
+        help="the VAE to start from (copied into the work folder on the first run)",
+    )
     parser.add_argument("--work", default="/work/toywork/decoder")
     parser.add_argument("--export", default=None, help="write the result into this LDM folder and stop")
     parser.add_argument("--seed", type=int, default=0)

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model_files import files_section, read_sha256sums  # noqa: E402  (scripts/model_files.py)
+
 from cloakbench.core.models import TOY_MODEL_DIR, load_model  # noqa: E402
 from cloakbench.core.toy_data import HELD_OUT, held_out_images  # noqa: E402
-from model_files import files_section, read_sha256sums  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("measure_toy")
 
@@ -71,8 +72,11 @@ def write_grid(rows: list[torch.Tensor], path: Path) -> None:
 
 
 def summary(values: list[float], names=HELD_OUT) -> dict:
-    return {"per_image": dict(zip(names, [round(v, 3) for v in values])),
-            "mean": round(sum(values) / len(values), 3), "min": round(min(values), 3)}
+    return {
+        "per_image": dict(zip(names, [round(v, 3) for v in values])),
+        "mean": round(sum(values) / len(values), 3),
+        "min": round(min(values), 3),
+    }
 
 
 def measure_protections(model, images, clean_edit, names, steps, prompt, grid_rows, protect_model=None) -> dict:
@@ -82,9 +86,9 @@ def measure_protections(model, images, clean_edit, names, steps, prompt, grid_ro
     with another); the encoder amplification is ``model``'s encoder (toy and toy-b share it; toy-c
     has its own).
     """
+    from cloakbench.core.images import quantize_8bit
     from cloakbench.metrics.analysis.encoder import encoder_analysis_batch
     from cloakbench.protections import PROTECTIONS
-    from cloakbench.core.images import quantize_8bit
 
     out = {}
     for name in names:
@@ -103,7 +107,8 @@ def measure_protections(model, images, clean_edit, names, steps, prompt, grid_ro
         linf = float((protected - images).abs().amax() * 255)
         out[name] = {
             "config": {k: str(v) for k, v in vars(protection.config).items()},
-            "linf_8bit": round(linf, 3), "seconds": round(seconds, 1),
+            "linf_8bit": round(linf, 3),
+            "seconds": round(seconds, 1),
             "psnr_protected_vs_clean": summary(psnr(protected, images)),
             "sdedit_psnr_vs_clean_edit": summary(psnr(edit, clean_edit)),
             "amplification": summary(amplification),
@@ -113,7 +118,7 @@ def measure_protections(model, images, clean_edit, names, steps, prompt, grid_ro
     if "noise" in out:
         base = out["noise"]["sdedit_psnr_vs_clean_edit"]["mean"]
         amp = out["noise"]["amplification"]["mean"]
-        for name, row in out.items():
+        for row in out.values():
             row["sdedit_drop_vs_noise_db"] = round(base - row["sdedit_psnr_vs_clean_edit"]["mean"], 3)
             row["amplification_vs_noise"] = round(row["amplification"]["mean"] / amp, 3)
     return out
@@ -136,15 +141,19 @@ def _fmt_targets(result: dict) -> list[str]:
             if name == "noise":
                 continue
             drop = row["sdedit_drop_vs_noise_db"]
-            lines.append(f"| {name}: SDEdit PSNR vs the clean edit, lower than noise's by | ≥ 2 dB | {drop:.1f} dB | "
-                         f"{'yes' if drop >= 2 else 'no'} |")
+            lines.append(
+                f"| {name}: SDEdit PSNR vs the clean edit, lower than noise's by | ≥ 2 dB | {drop:.1f} dB | "
+                f"{'yes' if drop >= 2 else 'no'} |"
+            )
         for name, row in rows.items():
             if name == "noise":
                 continue
-            lines.append(f"| {name}: encoder amplification ÷ noise's | several × | "
-                         f"{row['amplification_vs_noise']:.1f}× ({row['amplification']['mean']:.2f} vs "
-                         f"{rows['noise']['amplification']['mean']:.2f}) | "
-                         f"{'yes' if row['amplification_vs_noise'] >= 2 else 'no'} |")
+            lines.append(
+                f"| {name}: encoder amplification ÷ noise's | several × | "
+                f"{row['amplification_vs_noise']:.1f}× ({row['amplification']['mean']:.2f} vs "
+                f"{rows['noise']['amplification']['mean']:.2f}) | "
+                f"{'yes' if row['amplification_vs_noise'] >= 2 else 'no'} |"
+            )
     return lines
 
 
@@ -222,7 +231,7 @@ def write_card(folder: Path) -> Path:
         "are composited on white. Random square crops at several scales, horizontal flips; captions",
         "from the names (`bench/core/toy_data.py`):",
         "",
-        *[f"- `{name}`: \"{caption}\"" for name, caption in TRAIN_CAPTIONS.items()],
+        *[f'- `{name}`: "{caption}"' for name, caption in TRAIN_CAPTIONS.items()],
         "",
         "**Held out** (never trained on): `astronaut`, `chelsea`, `coffee`, `rocket` — the default",
         "evaluation set `samples`. Every figure below is measured on them, through the same intake",
@@ -252,13 +261,14 @@ def write_card(folder: Path) -> Path:
         "## Measured (`scripts/measure_toy.py` → `measurements.json`, `measurements_grid.png`)",
         "",
         f"Machine: {result['machine']}. SDEdit is the project's `sdedit` attack (DDIM, 100 steps, strength",
-        f"0.3, guidance 1, prompt \"{result['sdedit']['prompt']}\", seed {result['sdedit']['seed']}). Protections at eps 16/255",
+        f'0.3, guidance 1, prompt "{result["sdedit"]["prompt"]}", seed {result["sdedit"]["seed"]}). Protections at eps 16/255',
         "with their defaults, quantised to 8 bits as published.",
         "",
         *_fmt_targets(result),
         "",
         "Per held-out image — VAE round trip / SDEdit 0.3 vs input (dB): "
-        + ", ".join(f"{n} {per_image[n]:.2f} / {edit_per_image[n]:.2f}" for n in per_image) + ".",
+        + ", ".join(f"{n} {per_image[n]:.2f} / {edit_per_image[n]:.2f}" for n in per_image)
+        + ".",
         "",
         *_fmt_ti(result),
         "",
@@ -290,8 +300,10 @@ def _fmt_decoder_row(train: dict) -> list[str]:
         return []
     rows = [r for r in ft["losses"] if "loss" in r]
     final = f"{rows[-1]['loss']:.4f} (step {rows[-1]['step']})" if rows else "n/a"
-    return [f"| VAE decoder fine-tuning, beside the UNet stages (encoder frozen; MSE + {ft['args']['l1_weight']:g}·L1; "
-            f"{ft['args']['size']}² crops) | {ft['steps']} | {ft['args']['batch']} | {ft['minutes']:.0f} | {final} |"]
+    return [
+        f"| VAE decoder fine-tuning, beside the UNet stages (encoder frozen; MSE + {ft['args']['l1_weight']:g}·L1; "
+        f"{ft['args']['size']}² crops) | {ft['steps']} | {ft['args']['batch']} | {ft['minutes']:.0f} | {final} |"
+    ]
 
 
 def _fmt_decoder_notes(train: dict) -> list[str]:
@@ -299,7 +311,9 @@ def _fmt_decoder_notes(train: dict) -> list[str]:
     if not ft:
         return []
     curve = [(r["step"], r["held_out_psnr"]) for r in ft["losses"] if "held_out_psnr" in r]
-    shown = curve[:: max(1, len(curve) // 6)] + ([curve[-1]] if curve and curve[-1] not in curve[:: max(1, len(curve) // 6)] else [])
+    shown = curve[:: max(1, len(curve) // 6)] + (
+        [curve[-1]] if curve and curve[-1] not in curve[:: max(1, len(curve) // 6)] else []
+    )
     return [
         "",
         f"Decoder fine-tuning (`scripts/finetune_toy_decoder.py`): command "
@@ -310,7 +324,8 @@ def _fmt_decoder_notes(train: dict) -> list[str]:
         "so the latents the UNets learned from are unchanged.",
         f"Starting VAE: sha256 `{ft['init_vae_sha256']}` (the VAE stage's result). Held-out round-trip PSNR during",
         "the fine-tuning (monitoring only, no selection; the last step ships): "
-        + ", ".join(f"{v:.2f} (step {s})" for s, v in shown) + " dB.",
+        + ", ".join(f"{v:.2f} (step {s})" for s, v in shown)
+        + " dB.",
     ]
 
 
@@ -336,16 +351,20 @@ def _vae_start(train: dict) -> str:
 
 # toy v3's VAE stage, as run (its budget was lengthened twice by stopping and resuming, which
 # the checkpoint allows; this command with the final budget resumes to the same point).
-V3_VAE_STAGE = ("--vae-init models/toy-c/vae --stages vae --stage-minutes vae=48 --vae-steps 20000 --threads 2",
-                "one thread for its first 21 minutes, beside the 32-channel variant below and then the test suite; two after")
+V3_VAE_STAGE = (
+    "--vae-init models/toy-c/vae --stages vae --stage-minutes vae=48 --vae-steps 20000 --threads 2",
+    "one thread for its first 21 minutes, beside the 32-channel variant below and then the test suite; two after",
+)
 
 
 def _fmt_commands(train: dict) -> list[str]:
     """The commands that trained the model, rebuilt from what the export recorded."""
     args = train["args"]
     if not args.get("vae_init") and "latent_channels" not in args:
-        return [f"Command: `python scripts/train_toy.py --budget-minutes {args['budget_minutes']} "
-                f"--threads {args['threads']}` on a 2-core x86-64 CPU shared with other jobs."]
+        return [
+            f"Command: `python scripts/train_toy.py --budget-minutes {args['budget_minutes']} "
+            f"--threads {args['threads']}` on a 2-core x86-64 CPU shared with other jobs."
+        ]
     spent = train.get("stage_minutes_spent", {})
     fixed = ",".join(f"{k}={v:g}" for k, v in args.get("stage_minutes_fixed", {}).items())
     base = f"python scripts/train_toy.py --work {args['work']} --latent-channels {args['latent_channels']}"
@@ -397,10 +416,15 @@ def _fmt_shortfall(train: dict, result: dict) -> list[str]:
     if vae >= 25 and edit >= 20:
         lines.append("Both image-quality targets are met.")
     else:
-        missed = [f"{label} ({value:.1f} dB < {goal} dB)" for label, value, goal in
-                  (("the round trip", vae, 25), ("SDEdit 0.3", edit, 20)) if value < goal]
-        lines.append(f"Missed: {' and '.join(missed)}; the held-out curve of the VAE stage (`train_log.json`, "
-                     "key `held_out_psnr`) shows how far more training would go.")
+        missed = [
+            f"{label} ({value:.1f} dB < {goal} dB)"
+            for label, value, goal in (("the round trip", vae, 25), ("SDEdit 0.3", edit, 20))
+            if value < goal
+        ]
+        lines.append(
+            f"Missed: {' and '.join(missed)}; the held-out curve of the VAE stage (`train_log.json`, "
+            "key `held_out_psnr`) shows how far more training would go."
+        )
     return lines
 
 
@@ -421,8 +445,10 @@ def _fmt_transfer(result: dict, name: str) -> list[str]:
         "",
         "| protection (crafted on " + on + ") | SDEdit PSNR vs clean edit (dB) | lower than noise's by (dB) |",
         "|---|---|---|",
-        *[f"| {p} | {r['sdedit_psnr_vs_clean_edit']['mean']:.1f} | "
-          f"{r.get('sdedit_drop_vs_noise_db', 0.0):.1f} |" for p, r in rows.items()],
+        *[
+            f"| {p} | {r['sdedit_psnr_vs_clean_edit']['mean']:.1f} | {r.get('sdedit_drop_vs_noise_db', 0.0):.1f} |"
+            for p, r in rows.items()
+        ],
         "",
         "For comparison, `models/toy/MODEL_CARD.md` gives the same figures with crafting and editing on `toy`.",
         "",
@@ -434,7 +460,7 @@ def _second_model_measured(folder: Path, result: dict, vae_label: str) -> list[s
     vae, edit = result["vae_round_trip_psnr"], result["sdedit"]["psnr_vs_input"]
     return [
         f"Machine: {result['machine']}. Held-out photos at {result['resolution']}². SDEdit: the project's `sdedit`",
-        f"(DDIM, 100 steps, strength 0.3, guidance 1, prompt \"{result['sdedit']['prompt']}\", seed {result['sdedit']['seed']}).",
+        f'(DDIM, 100 steps, strength 0.3, guidance 1, prompt "{result["sdedit"]["prompt"]}", seed {result["sdedit"]["seed"]}).',
         "",
         "| figure | measured (mean over the 4 held-out images; min) |",
         "|---|---|",
@@ -563,7 +589,8 @@ def write_shared_vae_card(folder: Path) -> Path:
         f"{train.get('latents_minutes') or 0:.1f} | – |",
         f"| UNet + text encoder (ε-MSE, 10 % empty captions) | {train['steps']['unet']} | {args['unet_batch']} | "
         f"{train.get('unet_minutes', 0):.0f} | "
-        + (f"{unet_rows[-1]['loss']:.4f} (step {unet_rows[-1]['step']})" if unet_rows else "n/a") + " |",
+        + (f"{unet_rows[-1]['loss']:.4f} (step {unet_rows[-1]['step']})" if unet_rows else "n/a")
+        + " |",
         "",
         "Every logged loss is in `train_log.json`. The run is resumable: the first command with a larger",
         "`--stage-minutes unet=N` continues from the checkpoint (the learning-rate schedule then follows",
@@ -581,7 +608,7 @@ def write_shared_vae_card(folder: Path) -> Path:
 def concept_distance(generations: torch.Tensor, concept: torch.Tensor, size: int = 32) -> list[float]:
     """Per generation: the smallest RMSE (at ``size``², where only layout and colour remain)
     to any concept image. No feature network is available offline, so this is the yardstick."""
-    small = lambda x: F.interpolate(x, size=(size, size), mode="area")  # noqa: E731
+    small = lambda x: F.interpolate(x, size=(size, size), mode="area")
     g, c = small(generations).flatten(1), small(concept).flatten(1)
     return [float(v) for v in torch.cdist(g.double(), c.double()).min(dim=1).values / math.sqrt(g.shape[1])]
 
@@ -594,20 +621,34 @@ def measure_textual_inversion(model, name: str = "chelsea") -> dict:
     """
     from cloakbench.core.images import load_sample
     from cloakbench.mimicry.textual_inversion import (
-        TextualInversion, TrainedConcept, add_concept_token, concept_pipeline, generate, train_embedding,
+        TextualInversion,
+        TrainedConcept,
+        add_concept_token,
+        concept_pipeline,
+        generate,
+        train_embedding,
     )
 
     size = model.resolution
     big = load_sample(name, size * 3 // 2).pixels
     offsets = [(0, 0), (0, size // 2), (size // 2, 0), (size // 4, size // 4)]
-    concept = torch.stack([big[:, t:t + size, l:l + size] for t, l in offsets])
+    concept = torch.stack([big[:, top : top + size, left : left + size] for top, left in offsets])
     config = TextualInversion.Config()
     steps = TextualInversion(config).resolved_steps(model)
     generator = torch.Generator().manual_seed(SEED)
     trained = train_embedding(
-        model, concept, token=config.token, initializer=config.initializer, templates=config.templates,
-        steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate * config.batch_size,
-        weight_decay=config.weight_decay, flip_p=config.flip_p, generator=generator)
+        model,
+        concept,
+        token=config.token,
+        initializer=config.initializer,
+        templates=config.templates,
+        steps=steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate * config.batch_size,
+        weight_decay=config.weight_decay,
+        flip_p=config.flip_p,
+        generator=generator,
+    )
     tokenizer, text_encoder, token_id = add_concept_token(model, config.token, config.initializer)
     untrained = TrainedConcept(config.token, token_id, tokenizer, text_encoder.requires_grad_(False).eval(), [])
     prompts = [config.prompts[i % len(config.prompts)].format(config.token) for i in range(config.k)]
@@ -616,26 +657,42 @@ def measure_textual_inversion(model, name: str = "chelsea") -> dict:
     grids = []
     with torch.no_grad():
         for label, learned in (("trained", trained), ("untrained", untrained)):
-            images = generate(concept_pipeline(model, learned), prompts, seeds, steps=config.sample_steps,
-                              guidance_scale=config.guidance_scale, resolution=size)
+            images = generate(
+                concept_pipeline(model, learned),
+                prompts,
+                seeds,
+                steps=config.sample_steps,
+                guidance_scale=config.guidance_scale,
+                resolution=size,
+            )
             out[label] = summary(concept_distance(images, concept), names=[f"gen{i}" for i in range(config.k)])
             grids.append(images)
-    return {"concept": f"4 crops of held-out '{name}'", "steps": steps, "prompts": prompts, "seeds": seeds,
-            "loss_first_last": [round(trained.loss_trace[0], 4), round(trained.loss_trace[-1], 4)],
-            "distance": "min RMSE at 32x32 to a concept image ([0,1] units; lower = closer)",
-            "trained": out["trained"], "untrained": out["untrained"],
-            "learns": out["trained"]["mean"] < out["untrained"]["mean"]}, [concept, *grids]
+    return {
+        "concept": f"4 crops of held-out '{name}'",
+        "steps": steps,
+        "prompts": prompts,
+        "seeds": seeds,
+        "loss_first_last": [round(trained.loss_trace[0], 4), round(trained.loss_trace[-1], 4)],
+        "distance": "min RMSE at 32x32 to a concept image ([0,1] units; lower = closer)",
+        "trained": out["trained"],
+        "untrained": out["untrained"],
+        "learns": out["trained"]["mean"] < out["untrained"]["mean"],
+    }, [concept, *grids]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy")
     parser.add_argument("--out", default=str(TOY_MODEL_DIR / "measurements.json"))
-    parser.add_argument("--protections", default="noise,advdm,sds-,photoguard",
-                        help="comma list, or '' to skip the protection targets")
+    parser.add_argument(
+        "--protections", default="noise,advdm,sds-,photoguard", help="comma list, or '' to skip the protection targets"
+    )
     parser.add_argument("--steps", type=int, default=100, help="PGD steps per protection")
-    parser.add_argument("--protect-model", default=None,
-                        help="craft the protections on this model and edit with --model (transfer; e.g. toy for toy-b)")
+    parser.add_argument(
+        "--protect-model",
+        default=None,
+        help="craft the protections on this model and edit with --model (transfer; e.g. toy for toy-b)",
+    )
     parser.add_argument("--prompt", default="a photo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ti", action="store_true", help="skip the textual-inversion measurement")
@@ -652,11 +709,18 @@ def main(argv=None) -> None:
     recon = vae_round_trip(model, images)
     clean_edit = sdedit(model, images, args.prompt)
     result = {
-        "model": model.identity(), "resolution": model.resolution, "held_out": list(HELD_OUT),
+        "model": model.identity(),
+        "resolution": model.resolution,
+        "held_out": list(HELD_OUT),
         "machine": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "vae_round_trip_psnr": summary(psnr(recon, images)),
-        "sdedit": {"strength": STRENGTH, "steps": 100, "prompt": args.prompt, "seed": SEED,
-                   "psnr_vs_input": summary(psnr(clean_edit, images))},
+        "sdedit": {
+            "strength": STRENGTH,
+            "steps": 100,
+            "prompt": args.prompt,
+            "seed": SEED,
+            "psnr_vs_input": summary(psnr(clean_edit, images)),
+        },
     }
     grid_rows = [images, recon, clean_edit]
     names = [n for n in args.protections.split(",") if n]
@@ -665,8 +729,9 @@ def main(argv=None) -> None:
         if protect_model is not None:
             result["protections_crafted_on"] = protect_model.identity()
         result["pgd_steps"] = args.steps
-        result["protections"] = measure_protections(model, images, clean_edit, names, args.steps, args.prompt,
-                                                    grid_rows, protect_model)
+        result["protections"] = measure_protections(
+            model, images, clean_edit, names, args.steps, args.prompt, grid_rows, protect_model
+        )
         result["protection_rows"] = ["input", "vae round trip", "sdedit 0.3"] + [f"sdedit 0.3 of {n}" for n in names]
     if not args.no_ti:
         result["textual_inversion"], ti_rows = measure_textual_inversion(model)

@@ -34,9 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model_files import files_section  # noqa: E402  (scripts/model_files.py)
+
 from cloakbench.core.pixel_models import TOY_PIXEL_MODEL_DIR, load_pixel_model, respaced_timesteps  # noqa: E402
 from cloakbench.core.toy_data import HELD_OUT, TRAIN, held_out_images  # noqa: E402
-from model_files import files_section  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("measure_toy_pixel")
 
@@ -52,8 +53,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 
 
 def summary(values: list[float], names=HELD_OUT) -> dict:
-    return {"per_image": dict(zip(names, [round(v, 3) for v in values])),
-            "mean": round(sum(values) / len(values), 3), "min": round(min(values), 3)}
+    return {
+        "per_image": dict(zip(names, [round(v, 3) for v in values])),
+        "mean": round(sum(values) / len(values), 3),
+        "min": round(min(values), 3),
+    }
 
 
 @torch.no_grad()
@@ -64,7 +68,7 @@ def measure(model, images: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
         x0 = model.from_model_range(model.predict_x0(x_t, t))
         table[str(t)] = {"x0": summary(psnr(x0, images)), "noisy": summary(psnr(model.from_model_range(x_t), images))}
         log.info("t=%d x0 %.2f dB (noisy %.2f dB)", t, table[str(t)]["x0"]["mean"], table[str(t)]["noisy"]["mean"])
-    t_star = int(round(T_STAR * model.num_train_timesteps))
+    t_star = round(T_STAR * model.num_train_timesteps)
     generator = torch.Generator().manual_seed(SEED)
     started = time.time()
     # PixelDiffusion.purify's two halves, kept apart so the grid can show x_t*.
@@ -73,12 +77,17 @@ def measure(model, images: torch.Tensor) -> tuple[dict, list[torch.Tensor]]:
     purified = model.reverse(x_t, timesteps, generator)
     seconds = time.time() - started
     values = psnr(purified, images)
-    purification = {"t_star": t_star, "t_star_fraction": T_STAR,
-                    "sampler": f"DDPM ancestral, every timestep ({timesteps[0]} … 0; PixelDiffusion.purify)",
-                    "seed": SEED, "psnr_vs_input": summary(values),
-                    "noisy_psnr_vs_input": summary(psnr(model.from_model_range(x_t), images)),
-                    "goal_db": GOAL_DB, "met": sum(values) / len(values) >= GOAL_DB,
-                    "seconds_for_4_images": round(seconds, 1)}
+    purification = {
+        "t_star": t_star,
+        "t_star_fraction": T_STAR,
+        "sampler": f"DDPM ancestral, every timestep ({timesteps[0]} … 0; PixelDiffusion.purify)",
+        "seed": SEED,
+        "psnr_vs_input": summary(values),
+        "noisy_psnr_vs_input": summary(psnr(model.from_model_range(x_t), images)),
+        "goal_db": GOAL_DB,
+        "met": sum(values) / len(values) >= GOAL_DB,
+        "seconds_for_4_images": round(seconds, 1),
+    }
     log.info("purification t*=%d: %.2f dB", t_star, purification["psnr_vs_input"]["mean"])
     t_mid = int(0.3 * model.num_train_timesteps)
     x_mid = model.add_noise(images, t_mid, torch.Generator().manual_seed(SEED + t_mid))
@@ -118,8 +127,10 @@ def write_card(folder: Path) -> Path:
     monitor = [r for r in losses if "held_out_x0_psnr_t100" in r]
     minutes = train["minutes"]
     pur = result["purification"]
-    x0_rows = [f"| {t} | {row['x0']['mean']:.2f} | {row['x0']['min']:.2f} | {row['noisy']['mean']:.2f} |"
-               for t, row in result["x0_psnr"].items()]
+    x0_rows = [
+        f"| {t} | {row['x0']['mean']:.2f} | {row['x0']['min']:.2f} | {row['noisy']['mean']:.2f} |"
+        for t, row in result["x0_psnr"].items()
+    ]
     params = result.get("parameters", 0)
     text = [
         "# toy-pixel — a tiny pixel-space DDPM for purification, trained by cloakbench",
@@ -132,7 +143,7 @@ def write_card(folder: Path) -> Path:
         "noise a (protected) image to a small t*, denoise it back, and see what is left of the",
         "protection. Its numbers are properties of this toy, not of any published model.",
         "",
-        "Load it with `cloakbench.core.pixel_models.load_pixel_model(\"toy-pixel\")` (a `PixelDiffusion`:",
+        'Load it with `cloakbench.core.pixel_models.load_pixel_model("toy-pixel")` (a `PixelDiffusion`:',
         "`unet`, `scheduler`, `resolution`, `noise_to`, `predict_x0`, `reverse`, `purify`); the folder is",
         "also a diffusers `DDPMPipeline` folder.",
         "",
@@ -171,15 +182,21 @@ def write_card(folder: Path) -> Path:
         "",
         "Half the timesteps are drawn from [0, 0.3·T): purification starts at t* ≤ 0.3·T, and the model must",
         "still denoise from pure noise for the sample grid. Shipped weights are the EMA.",
-        (f"Held-out x̂₀ PSNR at t = 100 during training (EMA; monitoring only, no selection): "
-         f"{monitor[-1]['held_out_x0_psnr_t100']:.2f} dB (step {monitor[-1]['step']})." if monitor else ""),
+        (
+            f"Held-out x̂₀ PSNR at t = 100 during training (EMA; monitoring only, no selection): "
+            f"{monitor[-1]['held_out_x0_psnr_t100']:.2f} dB (step {monitor[-1]['step']})."
+            if monitor
+            else ""
+        ),
         "Every logged loss is in `train_log.json`.",
         "",
         "## Measured (`scripts/measure_toy_pixel.py` → `measurements.json`, `samples_grid.png`)",
         "",
         f"Machine: {result['machine']}. Held-out photos at {result['resolution']}², seeded noise.",
         "",
-        "**Purification check** (`PixelDiffusion.purify(images, t_star=" + str(pur["t_star"]) + ")`: t* = 0.1·T; noised "
+        "**Purification check** (`PixelDiffusion.purify(images, t_star="
+        + str(pur["t_star"])
+        + ")`: t* = 0.1·T; noised "
         f"with ᾱ[t*−1] as DiffPure does, then DDPM ancestral steps t*−1 … 0, seed {pur['seed']}):",
         "",
         "| target | goal | measured (mean over the 4 held-out images; min) | met |",
@@ -199,8 +216,7 @@ def write_card(folder: Path) -> Path:
         "",
         "`samples_grid.png` rows (columns: astronaut, chelsea, coffee, rocket): input; x_t* (t* = 0.1·T); purified;",
         "one-step x̂₀ from t = 0.3·T; then 4 unconditional samples from pure noise (DDIM, 50 steps, η = 0).",
-        "**The samples from pure noise are grey, noise-like texture, not pictures**: in its "
-        f"{train['steps']}",
+        f"**The samples from pure noise are grey, noise-like texture, not pictures**: in its {train['steps']}",
         "steps the model learnt the small-t end, which purification needs and which is learnt first, but",
         "not the large-t end (above, x̂₀ from t ≥ 750 is no closer to the image than x_t itself). It is a",
         "denoiser for t ≤ 0.3·T, not a generator; ~20 training pictures would not make one anyway.",
@@ -237,10 +253,15 @@ def main(argv=None) -> None:
     started = time.time()
     result, rows = measure(model, images)
     out = Path(args.out)
-    result = {"model": model.identity(), "resolution": model.resolution, "held_out": list(HELD_OUT),
-              "parameters": sum(p.numel() for p in model.unet.parameters()),
-              "machine": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
-              **result, "seconds": round(time.time() - started, 1)}
+    result = {
+        "model": model.identity(),
+        "resolution": model.resolution,
+        "held_out": list(HELD_OUT),
+        "parameters": sum(p.numel() for p in model.unet.parameters()),
+        "machine": f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        **result,
+        "seconds": round(time.time() - started, 1),
+    }
     write_grid(rows, out.with_name("samples_grid.png"))
     out.write_text(json.dumps(result, indent=1) + "\n")
     log.info("wrote %s", out)

@@ -8,8 +8,8 @@ same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from cloakbench.core.provenance import sha256_file
 

@@ -46,8 +46,11 @@ def main(argv=None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             if args.grid is not None:
                 page.eval_on_selector_all("section#grids details", "nodes => nodes.forEach(n => n.open = true)")
-                grids = [g for g in page.query_selector_all("section#grids .grid")
-                         if args.grid in (g.query_selector("h3").text_content() or "")]
+                grids = [
+                    g
+                    for g in page.query_selector_all("section#grids .grid")
+                    if args.grid in (g.query_selector("h3").text_content() or "")
+                ]
                 if not grids:
                     print(f"{args.report} has no image grid titled like {args.grid!r}", file=sys.stderr)
                     return 2

@@ -62,29 +62,44 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
+
 from cloakbench.core.models import LDM, sd_noise_schedule  # noqa: E402
 from cloakbench.core.provenance import sha256_file  # noqa: E402
 from cloakbench.core.tokenizer import build_tokenizer  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
-from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 
 log = logging.getLogger("train_toy")
 
 RESOLUTION = 128
 VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, layers_per_block=1,
-    block_out_channels=(16, 32, 64, 64), norm_num_groups=8,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    block_out_channels=(16, 32, 64, 64),
+    norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
     sample_size=RESOLUTION,
 )
 UNET_CONFIG = dict(
-    sample_size=RESOLUTION // 8, layers_per_block=1,
-    block_out_channels=(48, 64, 96), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+    sample_size=RESOLUTION // 8,
+    layers_per_block=1,
+    block_out_channels=(48, 64, 96),
+    norm_num_groups=16,
+    cross_attention_dim=64,
+    attention_head_dim=8,
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
 )
-TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   max_position_embeddings=77, projection_dim=64)
+TEXT_CONFIG = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    projection_dim=64,
+)
 
 
 def vae_config(args) -> dict:
@@ -96,6 +111,7 @@ def unet_config(args, inpaint: bool = False) -> dict:
     and the masked image's latent (``2·C + 1`` input channels)."""
     channels = args.latent_channels
     return {**UNET_CONFIG, "in_channels": 2 * channels + 1 if inpaint else channels, "out_channels": channels}
+
 
 # Share of --budget-minutes per stage: the VAE bounds every measured figure, so it gets most.
 BUDGET_SHARES = {"vae": 0.50, "latents": 0.04, "unet": 0.34, "inpaint": 0.12}
@@ -121,8 +137,12 @@ class Logger:
 
     def __call__(self, stage: str, step: int, **values) -> None:
         values = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in values.items()}
-        record = {"stage": stage, "step": step, "time": round(time.time(), 1),
-                  **{k: round(float(v), 6) for k, v in values.items()}}
+        record = {
+            "stage": stage,
+            "step": step,
+            "time": round(time.time(), 1),
+            **{k: round(float(v), 6) for k, v in values.items()},
+        }
         values = {k: float(v) for k, v in values.items()}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -163,8 +183,8 @@ class Deadline:
 # -- stage 1: the autoencoder -------------------------------------------------------
 def gradient_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """L1 between image gradients: keeps edges sharp without a pretrained perceptual net."""
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]
     return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
 
 
@@ -194,9 +214,9 @@ def widen_vae(vae, folder: Path) -> None:
             grown = target.clone()
             grown[rows] = tensor
             if key.endswith("bias"):
-                grown[c_new + c_old:] = tensor[c_old:].mean()  # the old posterior's log-variance
+                grown[c_new + c_old :] = tensor[c_old:].mean()  # the old posterior's log-variance
             else:
-                grown[c_new + c_old:] = 0.0
+                grown[c_new + c_old :] = 0.0
             new[key] = grown
         elif key.startswith("quant_conv."):
             grown = torch.zeros_like(target)
@@ -219,7 +239,9 @@ def widen_vae(vae, folder: Path) -> None:
             grown[:, :c_old] = tensor
             new[key] = grown
         else:
-            raise SystemExit(f"--vae-init {folder}: tensor {key} {tuple(tensor.shape)} does not fit {tuple(target.shape)}")
+            raise SystemExit(
+                f"--vae-init {folder}: tensor {key} {tuple(tensor.shape)} does not fit {tuple(target.shape)}"
+            )
     vae.load_state_dict(new)
 
 
@@ -275,10 +297,25 @@ def train_vae(args, work: Path, logger: Logger, sampler: CropSampler, held_out: 
                 vae.train()
             logger("vae", step, **values)
         if step % 250 == 0:
-            save_checkpoint(path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                            rng=sampler.generator.get_state(), elapsed=deadline.elapsed(), init_sha256=init_sha256)
-    save_checkpoint(path, model=vae.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                    rng=sampler.generator.get_state(), elapsed=deadline.elapsed(), done=True, init_sha256=init_sha256)
+            save_checkpoint(
+                path,
+                model=vae.state_dict(),
+                optimizer=optimizer.state_dict(),
+                step=step,
+                rng=sampler.generator.get_state(),
+                elapsed=deadline.elapsed(),
+                init_sha256=init_sha256,
+            )
+    save_checkpoint(
+        path,
+        model=vae.state_dict(),
+        optimizer=optimizer.state_dict(),
+        step=step,
+        rng=sampler.generator.get_state(),
+        elapsed=deadline.elapsed(),
+        done=True,
+        init_sha256=init_sha256,
+    )
     log.info("vae: finished at step %d", step)
 
 
@@ -304,8 +341,14 @@ def adopt_vae(args, work: Path) -> None:
     if path.exists():
         return
     vae = load_vae_folder(Path(args.vae_from))
-    save_checkpoint(path, model=vae.state_dict(), step=0, done=True, source=str(args.vae_from),
-                    scaling_factor=float(vae.config.scaling_factor))
+    save_checkpoint(
+        path,
+        model=vae.state_dict(),
+        step=0,
+        done=True,
+        source=str(args.vae_from),
+        scaling_factor=float(vae.config.scaling_factor),
+    )
     log.info("vae: adopted %s (scaling_factor %.5f)", args.vae_from, vae.config.scaling_factor)
 
 
@@ -345,14 +388,21 @@ def save_vae_folder(args, work: Path, folder: Path) -> None:
 def build_text_encoder(tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **TEXT_CONFIG))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **TEXT_CONFIG,
+        )
+    )
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> None:
@@ -461,12 +511,25 @@ def train_unet(args, work: Path, logger: Logger, tokenizer, inpaint: bool) -> No
             logger(stage, step, loss=loss, s_per_step=(time.time() - started) / 50)
             started = time.time()
         if step % 250 == 0:
-            save_checkpoint(path, model=unet.state_dict(), text_encoder=text_encoder.state_dict(),
-                            optimizer=optimizer.state_dict(), step=step, rng=generator.get_state(),
-                            elapsed=deadline.elapsed())
-    save_checkpoint(path, model=unet.state_dict(), text_encoder=text_encoder.state_dict(),
-                    optimizer=optimizer.state_dict(), step=step, rng=generator.get_state(),
-                    elapsed=deadline.elapsed(), done=True)
+            save_checkpoint(
+                path,
+                model=unet.state_dict(),
+                text_encoder=text_encoder.state_dict(),
+                optimizer=optimizer.state_dict(),
+                step=step,
+                rng=generator.get_state(),
+                elapsed=deadline.elapsed(),
+            )
+    save_checkpoint(
+        path,
+        model=unet.state_dict(),
+        text_encoder=text_encoder.state_dict(),
+        optimizer=optimizer.state_dict(),
+        step=step,
+        rng=generator.get_state(),
+        elapsed=deadline.elapsed(),
+        done=True,
+    )
     log.info("%s: finished at step %d", stage, step)
 
 
@@ -480,7 +543,7 @@ def random_masks(batch: int, size: int, generator: torch.Generator) -> torch.Ten
             w = int(torch.randint(max(1, cells // 8), cells * 3 // 4 + 1, (1,), generator=generator))
             top = int(torch.randint(0, cells - h + 1, (1,), generator=generator))
             left = int(torch.randint(0, cells - w + 1, (1,), generator=generator))
-            masks[i, :, top * 8:(top + h) * 8, left * 8:(left + w) * 8] = 1.0
+            masks[i, :, top * 8 : (top + h) * 8, left * 8 : (left + w) * 8] = 1.0
     return masks
 
 
@@ -518,10 +581,20 @@ def export(args, work: Path, tokenizer) -> Path:
     if inpaint_state is not None:
         inpaint_unet = UNet2DConditionModel(**unet_config(args, inpaint=True))
         inpaint_unet.load_state_dict(inpaint_state["model"])
-    bundle = LDM(name=args.name, vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                 scheduler=sd_noise_schedule(), device=torch.device("cpu"), dtype=torch.float32,
-                 weights_hash="", resolution=RESOLUTION, inpaint_unet=inpaint_unet,
-                 scaling_factor=bank["scaling_factor"])
+    bundle = LDM(
+        name=args.name,
+        vae=vae,
+        unet=unet,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=sd_noise_schedule(),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        weights_hash="",
+        resolution=RESOLUTION,
+        inpaint_unet=inpaint_unet,
+        scaling_factor=bank["scaling_factor"],
+    )
     out = Path(args.out)
     staging = Path(tempfile.mkdtemp(prefix=f"{args.name}-export-", dir=work))
     staging.chmod(0o755)
@@ -534,20 +607,36 @@ def export(args, work: Path, tokenizer) -> Path:
     for keep in ("MODEL_CARD.md", "measurements.json", "measurements_grid.png", "textual_inversion_grid.png"):
         if (out / keep).exists():
             shutil.copy2(out / keep, staging / keep)
-    steps = {"vae": load_checkpoint(work / "vae.pt")["step"], "unet": unet_state["step"],
-             "inpaint": inpaint_state["step"] if inpaint_state is not None else None}
+    steps = {
+        "vae": load_checkpoint(work / "vae.pt")["step"],
+        "unet": unet_state["step"],
+        "inpaint": inpaint_state["step"] if inpaint_state is not None else None,
+    }
     losses = work / "losses.jsonl"
     records = [json.loads(line) for line in losses.read_text().splitlines()] if losses.exists() else []
-    (staging / "train_log.json").write_text(json.dumps({
-        "args": {k: _portable(v) for k, v in vars(args).items() if not callable(v)}, "steps": steps,
-        "unet_minutes": round(unet_state.get("elapsed", 0.0) / 60, 1),
-        "latents_minutes": round(bank["seconds"] / 60, 1) if "seconds" in bank else None,
-        "stage_minutes_spent": {stage: round(load_checkpoint(work / f"{stage}.pt").get("elapsed", 0.0) / 60, 1)
-                                for stage in ("vae", "unet", "inpaint") if (work / f"{stage}.pt").exists()},
-        "vae_init_sha256": load_checkpoint(work / "vae.pt").get("init_sha256"),
-        "scaling_factor": bank["scaling_factor"], "vae_config": vae_config(args), "unet_config": unet_config(args),
-        "text_config": TEXT_CONFIG, "losses": records,
-    }, indent=1, default=str))
+    (staging / "train_log.json").write_text(
+        json.dumps(
+            {
+                "args": {k: _portable(v) for k, v in vars(args).items() if not callable(v)},
+                "steps": steps,
+                "unet_minutes": round(unet_state.get("elapsed", 0.0) / 60, 1),
+                "latents_minutes": round(bank["seconds"] / 60, 1) if "seconds" in bank else None,
+                "stage_minutes_spent": {
+                    stage: round(load_checkpoint(work / f"{stage}.pt").get("elapsed", 0.0) / 60, 1)
+                    for stage in ("vae", "unet", "inpaint")
+                    if (work / f"{stage}.pt").exists()
+                },
+                "vae_init_sha256": load_checkpoint(work / "vae.pt").get("init_sha256"),
+                "scaling_factor": bank["scaling_factor"],
+                "vae_config": vae_config(args),
+                "unet_config": unet_config(args),
+                "text_config": TEXT_CONFIG,
+                "losses": records,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -564,20 +653,36 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(ROOT / "models" / "toy"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="total wall-clock budget, split between stages (vae 50 %%, unet 34 %%, inpaint 12 %%)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="total wall-clock budget, split between stages (vae 50 %%, unet 34 %%, inpaint 12 %%)",
+    )
     parser.add_argument("--stages", default="vae,latents,unet,inpaint,export")
     parser.add_argument("--name", default="toy", help="the model's name in its bundle")
-    parser.add_argument("--vae-from", default=None,
-                        help="a VAE folder to use as is (toy-b): skips the VAE stage, keeps its scaling_factor")
-    parser.add_argument("--stage-minutes", default="",
-                        help="per-stage minutes overriding the budget's shares, e.g. unet=25,latents=5")
-    parser.add_argument("--latent-channels", type=int, default=16,
-                        help="latent channels of the VAE (toy v1/v2: 4, as SD 1.x; v3: 16, as SD 3)")
-    parser.add_argument("--vae-init", default=None,
-                        help="a trained VAE folder to widen to --latent-channels and train on (toy v3: toy v2's)")
-    parser.add_argument("--save-vae", default=None,
-                        help="after the latents stage, write the VAE with its scaling_factor to this folder")
+    parser.add_argument(
+        "--vae-from",
+        default=None,
+        help="a VAE folder to use as is (toy-b): skips the VAE stage, keeps its scaling_factor",
+    )
+    parser.add_argument(
+        "--stage-minutes", default="", help="per-stage minutes overriding the budget's shares, e.g. unet=25,latents=5"
+    )
+    parser.add_argument(
+        "--latent-channels",
+        type=int,
+        default=16,
+        help="latent channels of the VAE (toy v1/v2: 4, as SD 1.x; v3: 16, as SD 3)",
+    )
+    parser.add_argument(
+        "--vae-init",
+        default=None,
+        help="a trained VAE folder to widen to --latent-channels and train on (toy v3: toy v2's)",
+    )
+    parser.add_argument(
+        "--save-vae", default=None, help="after the latents stage, write the VAE with its scaling_factor to this folder"
+    )
     parser.add_argument("--vae-l1", type=float, default=0.1, help="weight of the L1 term (the MSE's is 1)")
     parser.add_argument("--vae-edge", type=float, default=0.25, help="weight of the image-gradient L1 term")
     parser.add_argument("--vae-steps", type=int, default=12000)
@@ -594,8 +699,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     fixed = {k: float(v) for k, v in (item.split("=") for item in args.stage_minutes.split(",") if item)}
     args.stage_minutes_fixed = fixed
-    args.stage_minutes = lambda stage: fixed.get(stage) or (
-        args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None)
+    args.stage_minutes = lambda stage: (
+        fixed.get(stage) or (args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None)
+    )
     return args
 
 

@@ -49,21 +49,35 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 from train_toy import Deadline, Logger, cosine_lr, load_checkpoint, psnr, save_checkpoint  # noqa: E402
+
+from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402
 
 log = logging.getLogger("train_toy_pixel")
 
 STAGE = "pixel"
 RESOLUTION = 128
 UNET_CONFIG = dict(
-    sample_size=RESOLUTION, in_channels=3, out_channels=3, layers_per_block=1,
-    block_out_channels=(32, 64, 128, 128), norm_num_groups=8, add_attention=False,
-    down_block_types=("DownBlock2D",) * 4, up_block_types=("UpBlock2D",) * 4,
+    sample_size=RESOLUTION,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    block_out_channels=(32, 64, 128, 128),
+    norm_num_groups=8,
+    add_attention=False,
+    down_block_types=("DownBlock2D",) * 4,
+    up_block_types=("UpBlock2D",) * 4,
 )
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                        prediction_type="epsilon", clip_sample=True, variance_type="fixed_small")
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="linear",
+    beta_start=1e-4,
+    beta_end=0.02,
+    prediction_type="epsilon",
+    clip_sample=True,
+    variance_type="fixed_small",
+)
 #: Share of timesteps drawn from [0, LOW_T·T) rather than [0, T).
 LOW_SHARE, LOW_T = 0.5, 0.3
 
@@ -124,9 +138,17 @@ def train(args) -> None:
     deadline = Deadline(args.minutes, state.get("elapsed", 0.0) if state else 0.0)
 
     def checkpoint(done: bool = False) -> None:
-        save_checkpoint(path, model=unet.state_dict(), ema=ema.state_dict(), optimizer=optimizer.state_dict(),
-                        step=step, rng=sampler.generator.get_state(), noise_rng=generator.get_state(),
-                        elapsed=deadline.elapsed(), done=done)
+        save_checkpoint(
+            path,
+            model=unet.state_dict(),
+            ema=ema.state_dict(),
+            optimizer=optimizer.state_dict(),
+            step=step,
+            rng=sampler.generator.get_state(),
+            noise_rng=generator.get_state(),
+            elapsed=deadline.elapsed(),
+            done=done,
+        )
 
     unet.train()
     started = time.time()
@@ -176,22 +198,40 @@ def export(args) -> Path:
     unet.save_pretrained(staging / "unet", safe_serialization=True)
     build_scheduler().save_pretrained(staging / "scheduler")
     # A DDPMPipeline index, so diffusers itself can also load the folder.
-    (staging / "model_index.json").write_text(json.dumps({
-        "_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
-        "scheduler": ["diffusers", "DDPMScheduler"], "cloakbench_resolution": RESOLUTION,
-        "cloakbench_prediction": "epsilon"}, indent=1) + "\n")
+    (staging / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "DDPMPipeline",
+                "unet": ["diffusers", "UNet2DModel"],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "cloakbench_resolution": RESOLUTION,
+                "cloakbench_prediction": "epsilon",
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     for keep in ("MODEL_CARD.md", "measurements.json", "samples_grid.png"):
         if (out / keep).exists():
             shutil.copy2(out / keep, staging / keep)
     losses = work / "losses.jsonl"
     records = [json.loads(line) for line in losses.read_text().splitlines()] if losses.exists() else []
-    (staging / "train_log.json").write_text(json.dumps({
-        "command": args.train_command, "args": {k: v for k, v in vars(args).items()
-                                                if k not in ("work", "export", "train_command")},
-        "steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), "unet_config": UNET_CONFIG,
-        "scheduler_config": SCHEDULER_CONFIG, "timesteps": f"{LOW_SHARE:g} uniform on [0, {LOW_T:g}T), rest on [0, T)",
-        "losses": [r for r in records if r["stage"] == STAGE],
-    }, indent=1, default=str))
+    (staging / "train_log.json").write_text(
+        json.dumps(
+            {
+                "command": args.train_command,
+                "args": {k: v for k, v in vars(args).items() if k not in ("work", "export", "train_command")},
+                "steps": state["step"],
+                "minutes": round(state["elapsed"] / 60, 1),
+                "unet_config": UNET_CONFIG,
+                "scheduler_config": SCHEDULER_CONFIG,
+                "timesteps": f"{LOW_SHARE:g} uniform on [0, {LOW_T:g}T), rest on [0, T)",
+                "losses": [r for r in records if r["stage"] == STAGE],
+            },
+            indent=1,
+            default=str,
+        )
+    )
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,8 +255,11 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--ema", type=float, default=0.995)
-    parser.add_argument("--train-command", default="python scripts/train_toy_pixel.py --work /work/toywork/pixel "
-                        "--minutes 35 --threads 1", help="recorded in train_log.json at export")
+    parser.add_argument(
+        "--train-command",
+        default="python scripts/train_toy_pixel.py --work /work/toywork/pixel --minutes 35 --threads 1",
+        help="recorded in train_log.json at export",
+    )
     return parser.parse_args(argv)
 
 

@@ -48,8 +48,9 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         folder = self.mapping.get(fullname)
         if folder is None:
             return None
-        return importlib.util.spec_from_file_location(fullname, folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
+        return importlib.util.spec_from_file_location(
+            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
 
 
 def use_source(source: Path) -> None:
@@ -61,11 +62,27 @@ def use_source(source: Path) -> None:
 def git_state(source: Path) -> str:
     """``<commit>`` of ``source``, with ``+dirty`` if its component folders have uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "protections",
-                                "mimicry", "metrics", "pyproject.toml"],
-                               cwd=source, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "bench",
+                "protections",
+                "mimicry",
+                "metrics",
+                "pyproject.toml",
+            ],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -74,8 +91,9 @@ def git_state(source: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only, write nothing; exit 1 on any problem")
-    parser.add_argument("--force", default="", help="comma list of names (or 'all') to rewrite even if their "
-                        "version is unchanged")
+    parser.add_argument(
+        "--force", default="", help="comma list of names (or 'all') to rewrite even if their version is unchanged"
+    )
     parser.add_argument("--source", type=Path, default=None, help="import cloakbench from this checkout")
     parser.add_argument("--out", type=Path, default=None, help="golden file (default tests/golden/slices.json)")
     args = parser.parse_args(argv)
@@ -88,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # what the tests use: identical float rounding
-    from tests.golden import harness
-
     import cloakbench
+    from tests.golden import harness
 
     if not Path(cloakbench.__file__).resolve().is_relative_to(source):
         print(f"cloakbench was imported from {cloakbench.__file__}, not from {source}", file=sys.stderr)
@@ -132,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(message)
             print(f"FAIL  {section} {name}: {message}")
             continue
-        why = "forced" if forced and stored is not None else (
-            "new" if stored is None else f"version {stored['version']} -> {cls.version}")
+        why = (
+            "forced"
+            if forced and stored is not None
+            else ("new" if stored is None else f"version {stored['version']} -> {cls.version}")
+        )
         golden[section][name] = harness.make_entry(section, name, model, images, commit=commit)
         written.append(name)
         print(f"wrote {section} {name} ({why})")
@@ -141,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check and written:
         golden["meta"] = {
             "about": "golden output slices; see tests/golden/harness.py. Regenerate with scripts/update_golden.py",
-            "model": harness.MODEL, "model_seed": harness.MODEL_SEED, "image_seed": harness.IMAGE_SEED,
-            "seed": harness.SEED, "side": harness.SIDE, "patch": "output[0, :, 30:32, 30:32]",
-            "torch": torch.__version__, "threads": 1, "last_commit": commit,
+            "model": harness.MODEL,
+            "model_seed": harness.MODEL_SEED,
+            "image_seed": harness.IMAGE_SEED,
+            "seed": harness.SEED,
+            "side": harness.SIDE,
+            "patch": "output[0, :, 30:32, 30:32]",
+            "torch": torch.__version__,
+            "threads": 1,
+            "last_commit": commit,
         }
         harness.dump(golden, path)
     print(f"{len(written)} written, {len(problems)} problems, {time.perf_counter() - start:.1f} s; source {commit}")

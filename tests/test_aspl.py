@@ -8,14 +8,24 @@ import torch
 from cloakbench.protections import PROTECTIONS
 from cloakbench.protections.engine import StepDraws
 
-QUICK = {"fsmg": {"steps": "2", "surrogate_steps": "2", "num_class_images": "1", "class_sample_steps": "2"},
-         "aspl": {"steps": "2", "max_f_train_steps": "1", "max_adv_train_steps": "1", "num_class_images": "1",
-                  "class_sample_steps": "2"}}
+QUICK = {
+    "fsmg": {"steps": "2", "surrogate_steps": "2", "num_class_images": "1", "class_sample_steps": "2"},
+    "aspl": {
+        "steps": "2",
+        "max_f_train_steps": "1",
+        "max_adv_train_steps": "1",
+        "num_class_images": "1",
+        "class_sample_steps": "2",
+    },
+}
 
 
 def state_of(model) -> dict[str, torch.Tensor]:
-    return {f"{part}.{k}": v.detach().clone() for part, module in model.modules().items()
-            for k, v in module.state_dict().items()}
+    return {
+        f"{part}.{k}": v.detach().clone()
+        for part, module in model.modules().items()
+        for k, v in module.state_dict().items()
+    }
 
 
 def independent_gradient(model, unet, text_encoder, prompt, images, draws) -> torch.Tensor:
@@ -25,8 +35,13 @@ def independent_gradient(model, unet, text_encoder, prompt, images, draws) -> to
     z = (dist.mean + dist.std * draws.latent_noise) * model.vae.config.scaling_factor
     alpha_bar = model.scheduler.alphas_cumprod[draws.timesteps].view(-1, 1, 1, 1)
     z_t = alpha_bar.sqrt() * z + (1 - alpha_bar).sqrt() * draws.noise
-    ids = model.tokenizer([prompt] * x.shape[0], padding="max_length", max_length=model.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids
+    ids = model.tokenizer(
+        [prompt] * x.shape[0],
+        padding="max_length",
+        max_length=model.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     predicted = unet(z_t, draws.timesteps, encoder_hidden_states=text_encoder(ids)[0]).sample
     ((predicted - draws.noise) ** 2).flatten(1).mean(1).sum().backward()
     return x.grad
@@ -41,18 +56,23 @@ def test_gradient_matches_an_independent_autograd_computation(name, tiny_model, 
         state.round_surrogate.train(state.clean, 1, state.training_generator, state.prior_images)
     surrogate = protection.surrogate_for_step(state)
     generator = torch.Generator().manual_seed(5)
-    draws = StepDraws(timesteps=torch.tensor([120, 770]), noise=torch.randn(2, 4, 8, 8, generator=generator),
-                      latent_noise=torch.randn(2, 4, 8, 8, generator=generator))
+    draws = StepDraws(
+        timesteps=torch.tensor([120, 770]),
+        noise=torch.randn(2, 4, 8, 8, generator=generator),
+        latent_noise=torch.randn(2, 4, 8, 8, generator=generator),
+    )
     adversarial = state.adversarial.detach().requires_grad_(True)
     direction, loss = protection.direction(state, adversarial, draws)
-    expected = independent_gradient(tiny_model, surrogate.unet, surrogate.text_encoder, protection.config.prompt,
-                                    state.adversarial, draws)
+    expected = independent_gradient(
+        tiny_model, surrogate.unet, surrogate.text_encoder, protection.config.prompt, state.adversarial, draws
+    )
     assert loss.shape == (2,)
     assert expected.abs().max() > 0
     assert torch.allclose(direction, expected, rtol=1e-4, atol=1e-7)
     # and the surrogate is not the base model: its gradient differs from the base UNet's
-    base = independent_gradient(tiny_model, tiny_model.unet, tiny_model.text_encoder, protection.config.prompt,
-                                state.adversarial, draws)
+    base = independent_gradient(
+        tiny_model, tiny_model.unet, tiny_model.text_encoder, protection.config.prompt, state.adversarial, draws
+    )
     assert not torch.allclose(direction, base, rtol=1e-3, atol=1e-6)
 
 
@@ -60,7 +80,8 @@ def test_gradient_matches_an_independent_autograd_computation(name, tiny_model, 
 def test_the_shared_model_is_bit_identical_after_protecting(name, tiny_model, clean8):
     before = state_of(tiny_model)
     protected = PROTECTIONS.get(name).from_overrides(QUICK[name])(
-        clean8, tiny_model, generator=torch.Generator().manual_seed(0))
+        clean8, tiny_model, generator=torch.Generator().manual_seed(0)
+    )
     after = state_of(tiny_model)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for m in tiny_model.modules().values() for p in m.parameters())
@@ -79,7 +100,8 @@ def test_aspl_stays_within_its_budget_in_8bit_units(tiny_model, clean8):
 def test_aspl_alternates_rounds_as_the_reference(tiny_model, clean8):
     """steps 5 in rounds of 2: three rounds, each trains f' then (after its PGD steps) f, 1 step each."""
     protection = PROTECTIONS.get("aspl").from_overrides(
-        {**QUICK["aspl"], "steps": "5", "max_adv_train_steps": "2", "max_f_train_steps": "1"})
+        {**QUICK["aspl"], "steps": "5", "max_adv_train_steps": "2", "max_f_train_steps": "1"}
+    )
     state = protection.prepare(clean8, tiny_model, generator=torch.Generator().manual_seed(0))
     trained_f = []
     for _ in range(5):

@@ -6,25 +6,30 @@ import json
 
 import pytest
 
+from cloakbench.bench.plan import Cell, Components, build_plan
+from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.images import load_images
 from cloakbench.core.models import model_facts
-from cloakbench.plan import Cell, Components, build_plan
-from cloakbench.spec import CompareSpec
 from tests.support.grid import write_images
 
 
 @pytest.fixture()
 def planned(tmp_path, monkeypatch):
-    import cloakbench.core.models as models
+    from cloakbench.core import models
 
     def no_loading(*args, **kwargs):
         raise AssertionError("planning must not load a model")
 
     monkeypatch.setattr(models, "load_model", no_loading)
     monkeypatch.setattr(models, "load_folder", no_loading)
-    spec = CompareSpec(images=[str(write_images(tmp_path / "in", count=2))], methods="noise,sds-",
-                       attacks="sdedit,jpeg+sdedit,textual-inversion", model="tiny-random", quick=True,
-                       out=tmp_path / "run")
+    spec = CompareSpec(
+        images=[str(write_images(tmp_path / "in", count=2))],
+        methods="noise,sds-",
+        attacks="sdedit,jpeg+sdedit,textual-inversion",
+        model="tiny-random",
+        quick=True,
+        out=tmp_path / "run",
+    )
     facts = model_facts(spec.model)
     intake = load_images(spec.images, facts.resolution)
     return spec, build_plan(spec, Components.from_spec(spec), facts, intake)
@@ -32,8 +37,12 @@ def planned(tmp_path, monkeypatch):
 
 def test_a_plan_is_pure_and_deterministic(planned):
     spec, plan = planned
-    again = build_plan(spec, Components.from_spec(spec), model_facts(spec.model),
-                       load_images(spec.images, model_facts(spec.model).resolution))
+    again = build_plan(
+        spec,
+        Components.from_spec(spec),
+        model_facts(spec.model),
+        load_images(spec.images, model_facts(spec.model).resolution),
+    )
     assert [c.key for c in plan.cells] == [c.key for c in again.cells]
     assert plan.hash == again.hash
     assert len({c.key for c in plan.cells}) == len(plan.cells)  # every cell its own key

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 from cloakbench.core.quick import quick_component
 from cloakbench.protections import PROTECTIONS, publishable_protections
 
@@ -67,8 +67,23 @@ def test_protect_all_quick_writes_a_png_and_sidecar_per_method_and_image(picture
 
 def test_profile_set_and_seed(picture_dir, tmp_path):
     out = tmp_path / "out"
-    result = invoke(picture_dir / "cat.png", "--method", "photoguard,sds-", "--model", "tiny-random",
-                    "--profile", "paper", "--steps", "2", "--set", "sds-.steps=1", "--seed", "3", "--out", out)
+    result = invoke(
+        picture_dir / "cat.png",
+        "--method",
+        "photoguard,sds-",
+        "--model",
+        "tiny-random",
+        "--profile",
+        "paper",
+        "--steps",
+        "2",
+        "--set",
+        "sds-.steps=1",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     photoguard = json.loads((out / "photoguard" / "cat.png.json").read_text())
     assert photoguard["profile"] == "paper" and photoguard["config"]["target"] == "zero"
@@ -82,19 +97,34 @@ def test_same_seed_same_png_whatever_the_batch_size(picture_dir, tmp_path):
     for batch in ("1", "2"):
         out = tmp_path / f"batch{batch}"
         # --max-pixels 4096 tiles the 90x72 pictures (4 tiles of 64x64): --batch-size is tiles per step.
-        result = invoke("--images", picture_dir, "--method", "noise", "--model", "tiny-random",
-                        "--batch-size", batch, "--max-pixels", "4096", "--out", out)
+        result = invoke(
+            "--images",
+            picture_dir,
+            "--method",
+            "noise",
+            "--model",
+            "tiny-random",
+            "--batch-size",
+            batch,
+            "--max-pixels",
+            "4096",
+            "--out",
+            out,
+        )
         assert result.exit_code == 0, result.output
         outputs.append(read_levels(out / "noise" / "dog.png.png"))
     assert np.array_equal(*outputs)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--method", "sds_minus"], "sds-"),  # did-you-mean
-    (["--set", "mist.steps=2"], "mist"),  # --set for a method that is not run
-    (["--profile", "nonesuch"], "profile"),
-    (["--set", "sds-.stpes=2"], "stpes"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "sds_minus"], "sds-"),  # did-you-mean
+        (["--set", "mist.steps=2"], "mist"),  # --set for a method that is not run
+        (["--profile", "nonesuch"], "profile"),
+        (["--set", "sds-.stpes=2"], "stpes"),
+    ],
+)
 def test_bad_options_are_clear_errors(picture_dir, tmp_path, args, message):
     result = invoke("--images", picture_dir, "--model", "tiny-random", "--out", tmp_path, *args)
     assert result.exit_code == 2 and message in result.output, result.output

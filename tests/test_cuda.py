@@ -42,7 +42,8 @@ def test_protections_run_on_cuda_within_budget(cuda_model):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).cuda()
     for name in publishable_protections():
         protected = PROTECTIONS.get(name).from_overrides({} if name in ("none", "noise") else {"steps": "2"})(
-            images, cuda_model, generator=torch.Generator().manual_seed(0))
+            images, cuda_model, generator=torch.Generator().manual_seed(0)
+        )
         assert protected.device.type == "cuda"
         assert (protected - images).abs().max().item() <= 16 / 255 + 1e-6, name
 
@@ -55,11 +56,21 @@ def test_sds_step_needs_less_gpu_memory_than_advdm(cuda_model):
 def test_runner_records_cuda_peaks(tmp_path):
     import csv
 
-    from cloakbench.compare import run_compare
-    from cloakbench.spec import CompareSpec
+    from cloakbench.bench.compare import run_compare
+    from cloakbench.bench.spec import CompareSpec
 
-    run_compare(CompareSpec(images=["samples"], methods="sds-", attacks="sdedit", model="tiny-random",
-                            device="cuda", quick=True, out=tmp_path / "run", write_report=False))
+    run_compare(
+        CompareSpec(
+            images=["samples"],
+            methods="sds-",
+            attacks="sdedit",
+            model="tiny-random",
+            device="cuda",
+            quick=True,
+            out=tmp_path / "run",
+            write_report=False,
+        )
+    )
     with open(tmp_path / "run" / "rows.csv") as handle:
         peaks = [float(r["value"]) for r in csv.DictReader(handle) if r["metric"] == "peak_cuda_allocated_bytes"]
     assert peaks and all(p > 0 for p in peaks)

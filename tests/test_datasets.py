@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 from cloakbench.core.datasets import DatasetError, load_dataset
 
 SIZE = 64
@@ -37,8 +37,11 @@ def test_category_folders_give_categories_and_prompts_toml_their_prompts(tmp_pat
     (tmp_path / "prompts.toml").write_text('[prompts]\nportrait = "a photo of a person"\n')
     dataset = load_dataset([str(tmp_path)], SIZE)
     found = {im.name: dataset.of(im) for im in dataset.images}
-    assert {name: info.category for name, info in found.items()} == {"c": "", "landscape/b": "landscape",
-                                                                      "portrait/a": "portrait"}
+    assert {name: info.category for name, info in found.items()} == {
+        "c": "",
+        "landscape/b": "landscape",
+        "portrait/a": "portrait",
+    }
     assert found["portrait/a"].prompt == "a photo of a person"
     assert found["landscape/b"].prompt == ""  # no prompt for this category: the run's --prompt applies
     assert dataset.skipped == []  # prompts.toml is the dataset's own file, not a skipped image
@@ -49,27 +52,30 @@ def test_manifest_rows_give_prompt_category_and_a_working_size_mask(tmp_path):
     picture(tmp_path / "img" / "b.png", 2, size=(96, 72))
     mask(tmp_path / "a_mask.png")
     (tmp_path / "prompts.toml").write_text('landscape = "a landscape painting"\n')
-    (tmp_path / "manifest.csv").write_text("path,prompt,category,mask\n"
-                                           "img/a.png,a photo of sks,portrait,a_mask.png\n"
-                                           "img/b.png,,landscape,\n")
+    (tmp_path / "manifest.csv").write_text(
+        "path,prompt,category,mask\nimg/a.png,a photo of sks,portrait,a_mask.png\nimg/b.png,,landscape,\n"
+    )
     dataset = load_dataset([str(tmp_path / "manifest.csv")], SIZE)
     a, b = dataset.images
     assert (a.name, dataset.of(a).prompt, dataset.of(a).category) == ("img/a", "a photo of sks", "portrait")
     assert dataset.of(b).prompt == "a landscape painting"  # from prompts.toml beside the manifest
     working = dataset.of(a).mask
     assert working.shape == (1, SIZE, SIZE) and set(working.unique().tolist()) == {0.0, 1.0}
-    assert working[0, :, : SIZE // 2 - 1].min() == 1 and working[0, :, SIZE // 2 + 1:].max() == 0
+    assert working[0, :, : SIZE // 2 - 1].min() == 1 and working[0, :, SIZE // 2 + 1 :].max() == 0
     assert dataset.of(b).mask is None and dataset.of(b).mask_hash == ""
     assert [entry["prompt"] for entry in dataset.describe()] == ["a photo of sks", "a landscape painting"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ("path,prompt\nimg/a.png,x\nimg/missing.png,y\n", r"row 3: image img/missing.png does not exist"),
-    ("path,caption\nimg/a.png,x\n", r"unknown column 'caption'"),
-    ("path\nimg/a.png\nimg/b.png\nimg/a.png\n", r"row 4: path img/a.png is listed again \(first on row 2\)"),
-    ("path,mask\nimg/a.png,small_mask.png\n", r"row 2: mask small_mask.png is 40x40 but the image is 72x72"),
-    ("prompt\nx\n", r"no 'path' column"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("path,prompt\nimg/a.png,x\nimg/missing.png,y\n", r"row 3: image img/missing.png does not exist"),
+        ("path,caption\nimg/a.png,x\n", r"unknown column 'caption'"),
+        ("path\nimg/a.png\nimg/b.png\nimg/a.png\n", r"row 4: path img/a.png is listed again \(first on row 2\)"),
+        ("path,mask\nimg/a.png,small_mask.png\n", r"row 2: mask small_mask.png is 40x40 but the image is 72x72"),
+        ("prompt\nx\n", r"no 'path' column"),
+    ],
+)
 def test_bad_manifests_name_the_row_and_what_is_wrong(tmp_path, body, message):
     picture(tmp_path / "img" / "a.png", 1)
     picture(tmp_path / "img" / "b.png", 2)
@@ -82,8 +88,21 @@ def test_bad_manifests_name_the_row_and_what_is_wrong(tmp_path, body, message):
 def test_compare_refuses_a_bad_manifest_in_one_sentence_without_traceback(tmp_path):
     picture(tmp_path / "img" / "a.png", 1)
     (tmp_path / "manifest.csv").write_text("path\nimg/a.png\nimg/gone.png\n")
-    result = CliRunner().invoke(app, ["compare", "--images", str(tmp_path / "manifest.csv"), "--model", "tiny-random",
-                                      "--methods", "noise", "--quick", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--images",
+            str(tmp_path / "manifest.csv"),
+            "--model",
+            "tiny-random",
+            "--methods",
+            "noise",
+            "--quick",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code != 0
     output = " ".join(result.output.split())  # the console wraps long lines
     assert "row 3: image img/gone.png does not exist" in output
@@ -92,16 +111,25 @@ def test_compare_refuses_a_bad_manifest_in_one_sentence_without_traceback(tmp_pa
 
 
 def test_inpainting_repaints_the_region_of_the_images_own_mask(tmp_path):
-    from cloakbench.compare import run_compare
+    from cloakbench.bench.compare import run_compare
+    from cloakbench.bench.spec import CompareSpec
     from cloakbench.core.images import read_png
-    from cloakbench.spec import CompareSpec
 
     picture(tmp_path / "a.png", 1, size=(64, 64))
     mask(tmp_path / "a_mask.png", size=(64, 64))  # repaint the left half, keep the right half
     (tmp_path / "manifest.csv").write_text("path,prompt,mask\na.png,a photo of sks,a_mask.png\n")
-    summary = run_compare(CompareSpec(images=[str(tmp_path / "manifest.csv")], methods="none", attacks="inpaint",
-                                      metrics="psnr", model="tiny-random", quick=True, out=tmp_path / "run",
-                                      write_report=False))
+    summary = run_compare(
+        CompareSpec(
+            images=[str(tmp_path / "manifest.csv")],
+            methods="none",
+            attacks="inpaint",
+            metrics="psnr",
+            model="tiny-random",
+            quick=True,
+            out=tmp_path / "run",
+            write_report=False,
+        )
+    )
     assert summary.failed == 0 and summary.unavailable == 0
     import csv
 
@@ -109,5 +137,5 @@ def test_inpainting_repaints_the_region_of_the_images_own_mask(tmp_path):
         attacked = next(r for r in csv.DictReader(handle) if r["mimicry"] == "inpaint" and r["artifact"])
     output = read_png(tmp_path / "run" / attacked["artifact"])
     clean = load_dataset([str(tmp_path / "manifest.csv")], SIZE).images[0].pixels
-    assert torch.equal(output[:, :, SIZE // 2:], clean[:, :, SIZE // 2:])  # kept exactly (pasted back)
+    assert torch.equal(output[:, :, SIZE // 2 :], clean[:, :, SIZE // 2 :])  # kept exactly (pasted back)
     assert (output[:, :, : SIZE // 2] - clean[:, :, : SIZE // 2]).abs().max() > 0.05  # repainted

@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloakbench.compare import run_compare
-from cloakbench.executors import (ExecutorError, LocalPoolExecutor, RayExecutor, _Queue, cell_group,
-                                  executor_factory)
-from cloakbench.spec import CompareSpec
-from cloakbench.store import StoreError, network_filesystem
+from cloakbench.bench.compare import run_compare
+from cloakbench.bench.executors import (
+    ExecutorError,
+    LocalPoolExecutor,
+    RayExecutor,
+    _Queue,
+    cell_group,
+    executor_factory,
+)
+from cloakbench.bench.spec import CompareSpec
+from cloakbench.bench.store import StoreError, network_filesystem
 
 ACCEPTANCE_METHODS = "none,noise,sds-,advdm"  # the acceptance grid
 # A cell long enough (a few seconds) to be killed in the middle of: AdvDM at 30 PGD steps.
@@ -30,16 +36,23 @@ def image_dir(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("images")
     coarse = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1234))
-    smooth = quantize_8bit(torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear",
-                                                           align_corners=False))
+    smooth = quantize_8bit(torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False))
     for index, image in enumerate(smooth):
         (folder / f"im{index}.png").write_bytes(png_bytes(image))
     return folder
 
 
 def make_spec(image_dir: Path, out: Path, methods: str = ACCEPTANCE_METHODS, overrides=None) -> CompareSpec:
-    return CompareSpec(images=[str(image_dir)], methods=methods, attacks="sdedit", model="tiny-random", quick=True,
-                       out=out, overrides=dict(overrides or {}), write_report=False)
+    return CompareSpec(
+        images=[str(image_dir)],
+        methods=methods,
+        attacks="sdedit",
+        model="tiny-random",
+        quick=True,
+        out=out,
+        overrides=dict(overrides or {}),
+        write_report=False,
+    )
 
 
 def comparable_rows(rows_csv: Path) -> list[tuple]:
@@ -95,8 +108,9 @@ def test_pool_executors_give_the_serial_rows(kind, image_dir, tmp_path, serial_r
         pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'cloakbench[ray]')")
     events: list = []
     made: list = []
-    summary = run_compare(make_spec(image_dir, tmp_path / "run"), lambda k, i: events.append((k, i)),
-                          pool_factory(kind, made))
+    summary = run_compare(
+        make_spec(image_dir, tmp_path / "run"), lambda k, i: events.append((k, i)), pool_factory(kind, made)
+    )
     assert summary.failed == 0 and summary.computed == summary.cells
     assert comparable_rows(summary.rows_csv) == serial_rows
     workers = {info["worker"] for k, info in events if k == "start"}
@@ -125,11 +139,19 @@ def test_a_worker_killed_mid_cell_costs_only_a_rerun(kind, image_dir, tmp_path, 
         timeline.append((kind_of_event, info.get("cell")))
         if killed:
             return
-        if kind == "local" and kind_of_event == "worker" and info["state"] == "running" \
-                and info["cell"].get("protection") == "advdm":
+        if (
+            kind == "local"
+            and kind_of_event == "worker"
+            and info["state"] == "running"
+            and info["cell"].get("protection") == "advdm"
+        ):
             kill(info["pid"], info["cell"])
-        if kind == "ray" and kind_of_event == "start" and info["cell"].get("protection") == "advdm" \
-                and "attack" not in info["cell"]:
+        if (
+            kind == "ray"
+            and kind_of_event == "start"
+            and info["cell"].get("protection") == "advdm"
+            and "attack" not in info["cell"]
+        ):
             pids.update(pids or made[0].worker_pids())
             kill(pids[info["worker"]], info["cell"])
 
@@ -152,8 +174,13 @@ def test_a_cell_whose_worker_always_dies_is_recorded_failed(image_dir, tmp_path)
     victims: list = []
 
     def on_event(kind, info):
-        if kind == "worker" and info["state"] == "running" and info["cell"].get("protection") == "advdm" \
-                and info["cell"].get("image") == "im0" and "attack" not in info["cell"]:
+        if (
+            kind == "worker"
+            and info["state"] == "running"
+            and info["cell"].get("protection") == "advdm"
+            and info["cell"].get("image") == "im0"
+            and "attack" not in info["cell"]
+        ):
             victims.append(info["pid"])
             os.kill(info["pid"], signal.SIGKILL)
 
@@ -176,8 +203,8 @@ def test_resume_after_a_pool_run_reuses_every_cell(image_dir, tmp_path):
 
 
 def test_queue_keeps_a_worker_on_its_group():
-    from cloakbench.execute import CellTask
-    from cloakbench.plan import Cell, ImageRef
+    from cloakbench.bench.execute import CellTask
+    from cloakbench.bench.plan import Cell, ImageRef
 
     def task(key, protection):
         return CellTask(Cell(key, "protect", protection, 0, (ImageRef("a", "h"),), model="m"))
@@ -200,8 +227,9 @@ def test_executor_flags_are_checked_before_any_work():
         executor_factory("serial", workers=3)
     with pytest.raises(ExecutorError, match="go with --executor ray"):
         executor_factory("local", ray_address="auto")
-    assert executor_factory("local", workers=2)(make_spec(Path("x"), Path("y")), None, None).__class__ \
-        is LocalPoolExecutor
+    assert (
+        executor_factory("local", workers=2)(make_spec(Path("x"), Path("y")), None, None).__class__ is LocalPoolExecutor
+    )
 
 
 def test_ray_gpu_share_is_checked(image_dir, tmp_path):
@@ -214,8 +242,9 @@ def test_ray_gpu_share_is_checked(image_dir, tmp_path):
 
 def test_network_filesystem_is_named(tmp_path):
     mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nserver:/export /mnt/shared nfs4 rw 0 0\n"
-                      "//nas/runs /mnt/nas cifs rw 0 0\n")
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\nserver:/export /mnt/shared nfs4 rw 0 0\n//nas/runs /mnt/nas cifs rw 0 0\n"
+    )
     assert network_filesystem(Path("/mnt/shared/runs/a"), mounts) == "nfs4"
     assert network_filesystem(Path("/mnt/nas"), mounts) == "cifs"
     assert network_filesystem(Path("/mnt/sharedother/run"), mounts) is None
@@ -224,7 +253,7 @@ def test_network_filesystem_is_named(tmp_path):
 
 
 def test_compare_refuses_an_out_on_a_network_filesystem(image_dir, tmp_path, monkeypatch):
-    import cloakbench.compare as driver
+    import cloakbench.bench.compare as driver
 
     monkeypatch.setattr(driver, "network_filesystem", lambda path: "nfs4")
     with pytest.raises(StoreError, match=r"network filesystem \(nfs4\).*local disk"):
@@ -235,11 +264,27 @@ def test_compare_refuses_an_out_on_a_network_filesystem(image_dir, tmp_path, mon
 def test_cli_names_a_bad_executor_flag_in_one_sentence(image_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
-    result = CliRunner().invoke(app, ["compare", "--images", str(image_dir), "--model", "tiny-random", "--quick",
-                                      "--methods", "none", "--out", str(tmp_path / "run"), "--executor", "local",
-                                      "--workers", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--images",
+            str(image_dir),
+            "--model",
+            "tiny-random",
+            "--quick",
+            "--methods",
+            "none",
+            "--out",
+            str(tmp_path / "run"),
+            "--executor",
+            "local",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code != 0
     assert "--workers 0: give at least 1 worker" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()

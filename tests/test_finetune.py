@@ -13,8 +13,11 @@ from cloakbench.mimicry.lora import ADAPTER_FILE
 
 
 def state_of(model) -> dict[str, torch.Tensor]:
-    return {f"{part}.{k}": v.detach().clone() for part, module in model.modules().items()
-            for k, v in module.state_dict().items()}
+    return {
+        f"{part}.{k}": v.detach().clone()
+        for part, module in model.modules().items()
+        for k, v in module.state_dict().items()
+    }
 
 
 def run_attack(name: str, images, model, tmp_path, **overrides):
@@ -53,9 +56,12 @@ def test_lora_learns_the_concept(tiny_model, clean8, tmp_path):
 
     def distance(folder):
         latents = adapter_pipeline(tiny_model, folder)(
-            prompt=notes["generation_prompts"], num_inference_steps=10, guidance_scale=7.5,
+            prompt=notes["generation_prompts"],
+            num_inference_steps=10,
+            guidance_scale=7.5,
             generator=[torch.Generator().manual_seed(s) for s in notes["generation_seeds"]],
-            output_type="latent").images
+            output_type="latent",
+        ).images
         return torch.cdist(latents.flatten(1), concept).min(dim=1).values.mean()
 
     trained, base = distance(work), distance(None)
@@ -63,16 +69,24 @@ def test_lora_learns_the_concept(tiny_model, clean8, tmp_path):
 
 
 def test_lora_adapter_reloads_through_load_lora_weights(tiny_model, clean8, tmp_path):
-    generations, context, work = run_attack("lora", clean8, tiny_model, tmp_path, steps=5, k=2, sample_steps=4,
-                                            num_class_images=1, class_sample_steps=2)
+    generations, context, work = run_attack(
+        "lora", clean8, tiny_model, tmp_path, steps=5, k=2, sample_steps=4, num_class_images=1, class_sample_steps=2
+    )
     assert (work / ADAPTER_FILE).is_file()
     pipe = adapter_pipeline(tiny_model, work)
     notes = context.notes["lora"]
-    again = pipe(prompt=notes["generation_prompts"], num_inference_steps=4, guidance_scale=7.5,
-                 generator=[torch.Generator().manual_seed(s) for s in notes["generation_seeds"]],
-                 height=64, width=64, output_type="pt").images
-    base = finetuning.generate_images(tiny_model, notes["generation_prompts"], notes["generation_seeds"],
-                                      steps=4, guidance_scale=7.5)
+    again = pipe(
+        prompt=notes["generation_prompts"],
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        generator=[torch.Generator().manual_seed(s) for s in notes["generation_seeds"]],
+        height=64,
+        width=64,
+        output_type="pt",
+    ).images
+    base = finetuning.generate_images(
+        tiny_model, notes["generation_prompts"], notes["generation_seeds"], steps=4, guidance_scale=7.5
+    )
     assert torch.allclose(again, generations, atol=1e-5)
     assert not torch.allclose(base, generations, atol=1e-3)  # the adapter does something
 
@@ -80,8 +94,9 @@ def test_lora_adapter_reloads_through_load_lora_weights(tiny_model, clean8, tmp_
 @pytest.mark.parametrize("name", ["lora", "dreambooth"])
 def test_the_shared_model_is_never_modified(name, tiny_model, clean8, tmp_path):
     before = state_of(tiny_model)
-    run_attack(name, clean8, tiny_model, tmp_path, steps=3, k=1, sample_steps=2, num_class_images=1,
-               class_sample_steps=2)
+    run_attack(
+        name, clean8, tiny_model, tmp_path, steps=3, k=1, sample_steps=2, num_class_images=1, class_sample_steps=2
+    )
     after = state_of(tiny_model)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -89,14 +104,25 @@ def test_the_shared_model_is_never_modified(name, tiny_model, clean8, tmp_path):
 
 
 def test_dreambooth_trains_the_text_encoder_copy_and_caches_class_images(tiny_model, clean8, tmp_path):
-    _, context, work = run_attack("dreambooth", clean8, tiny_model, tmp_path, steps=3, k=1, sample_steps=2,
-                                  num_class_images=2, class_sample_steps=2, save_weights="true")
+    _, context, work = run_attack(
+        "dreambooth",
+        clean8,
+        tiny_model,
+        tmp_path,
+        steps=3,
+        k=1,
+        sample_steps=2,
+        num_class_images=2,
+        class_sample_steps=2,
+        save_weights="true",
+    )
     assert (work / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     cached = sorted((work.parent).glob("class-images-*/*.png"))
     assert len(cached) == 2
     stamps = [p.stat().st_mtime_ns for p in cached]
-    run_attack("lora", clean8, tiny_model, tmp_path, steps=1, k=1, sample_steps=2, num_class_images=2,
-               class_sample_steps=2)
+    run_attack(
+        "lora", clean8, tiny_model, tmp_path, steps=1, k=1, sample_steps=2, num_class_images=2, class_sample_steps=2
+    )
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not regenerated
     assert context.notes["dreambooth"]["class_images"] == 2
 

@@ -1,4 +1,4 @@
-"""``bench protect`` returns the artist's picture at its own size (cloakbench.fullsize)."""
+"""``bench protect`` returns the artist's picture at its own size (cloakbench.bench.fullsize)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
-from cloakbench.fullsize import enforce_budget, plan_size, protect_full_size
+from cloakbench.bench.cli.app import app
+from cloakbench.bench.fullsize import enforce_budget, plan_size, protect_full_size
 from cloakbench.protections import PROTECTIONS
 
 
@@ -33,7 +33,7 @@ def test_plan_is_full_when_it_fits_and_tiles_cover_every_pixel_otherwise():
     assert tiles.mode == "tiles" and (tiles.padded_height, tiles.padded_width) == (704, 1000)
     covered = np.zeros((tiles.padded_height, tiles.padded_width), dtype=int)
     for top, left in tiles.origins:
-        covered[top:top + tiles.tile_height, left:left + tiles.tile_width] += 1
+        covered[top : top + tiles.tile_height, left : left + tiles.tile_width] += 1
     assert covered.min() >= 1  # every pixel in some tile
     assert tiles.overlap == 16 and covered.max() <= 4
     assert tiles.record()["tiles"] == len(tiles.origins)
@@ -68,9 +68,25 @@ def test_bench_protect_300x200_full_and_1000x700_tiled_under_a_memory_cap(tmp_pa
     Image.fromarray(smooth_picture(700, 1000, 3)).save(folder / "large.jpg", quality=95)
     out = tmp_path / "out"
     # 300x200 pads to 304x200 = 60,800 px <= 65,536: whole; 1000x700 is tiled at the model's 64x64.
-    result = CliRunner().invoke(app, ["protect", "--images", str(folder), "--model", "tiny-random", "--quick",
-                                      "--steps", "1", "--batch-size", "64", "--max-pixels", "65536",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "protect",
+            "--images",
+            str(folder),
+            "--model",
+            "tiny-random",
+            "--quick",
+            "--steps",
+            "1",
+            "--batch-size",
+            "64",
+            "--max-pixels",
+            "65536",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name, size, mode in (("small.png", (200, 300), "full"), ("large.jpg", (700, 1000), "tiles")):
         png = out / "sds-" / f"{name}.png"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 from cloakbench.core.config import ConfigError, apply_overrides, setting_range
 from cloakbench.core.images import MIN_SIDE, load_images
 from cloakbench.protections import PROTECTIONS
@@ -51,7 +51,7 @@ FILES = {"PNG": valid_file("PNG"), "JPEG": valid_file("JPEG"), "EXIF.JPEG": vali
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(min_value=-10**6, max_value=10**6),
+    st.integers(min_value=-(10**6), max_value=10**6),
     st.sampled_from(["nan", "inf", "-inf", "1e309", "", "abc", "0", "-0", "300", "1e-320"]),
 )
 
@@ -65,7 +65,7 @@ def damaged(draw) -> tuple[str, bytes]:
         position = draw(st.integers(0, len(data) - 1))
         data[position] ^= 1 << draw(st.integers(0, 7))
     if draw(st.booleans()):
-        data = data[:draw(st.integers(0, len(data)))]
+        data = data[: draw(st.integers(0, len(data)))]
     return kind, bytes(data)
 
 
@@ -85,11 +85,15 @@ def check_settings(name: str, field: str, text: str) -> None:
 
 def _settings_property(profile):
     @profile
-    @given(name=st.sampled_from(["sds-", "advdm", "noise", "photoguard"]),
-           field=st.sampled_from(["eps", "alpha", "steps"]), value=numbers)
+    @given(
+        name=st.sampled_from(["sds-", "advdm", "noise", "photoguard"]),
+        field=st.sampled_from(["eps", "alpha", "steps"]),
+        value=numbers,
+    )
     def prop(name, field, value):
         if field in {f.name for f in dataclasses.fields(PROTECTIONS.get(name).Config)}:
             check_settings(name, field, str(value))
+
     return prop
 
 
@@ -109,6 +113,7 @@ def _intake_property(profile):
             assert float(image.pixels.min()) >= 0 and float(image.pixels.max()) <= 1
         for skipped in intake.skipped:
             assert str(path) in skipped.reason
+
     return prop
 
 
@@ -126,14 +131,29 @@ def _protect_property(profile):
         folder = tmp_path_factory.mktemp("fuzzcli")
         (folder / f"x.{kind.lower()}").write_bytes(data)
         out = folder / "out"
-        result = CliRunner().invoke(app, ["protect", str(folder / f"x.{kind.lower()}"), "--method", "noise",
-                                          "--model", "tiny-random", "--eps", eps, "--out", str(out)])
+        result = CliRunner().invoke(
+            app,
+            [
+                "protect",
+                str(folder / f"x.{kind.lower()}"),
+                "--method",
+                "noise",
+                "--model",
+                "tiny-random",
+                "--eps",
+                eps,
+                "--out",
+                str(out),
+            ],
+        )
         assert "Traceback" not in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
         assert result.exit_code in (0, 2), result.output
         if result.exit_code == 0:
-            record = json.loads((out / "noise" / f"x.{kind.lower()}.json").read_text(),
-                                parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+            record = json.loads(
+                (out / "noise" / f"x.{kind.lower()}.json").read_text(),
+                parse_constant=lambda c: pytest.fail(f"not JSON: {c}"),
+            )
             clean = load_images([str(folder / f"x.{kind.lower()}")], 64, keep_size=True).images[0].pixels
             saved = np.asarray(Image.open(out / "noise" / f"x.{kind.lower()}.png").convert("RGB"), dtype=np.int16)
             levels = np.round(clean.permute(1, 2, 0).numpy() * 255).astype(np.int16)
@@ -141,6 +161,7 @@ def _protect_property(profile):
             assert np.abs(saved - levels).max() <= math.floor(float(eps)) == math.floor(record["eps_255"])
         else:
             assert not (out / "noise").exists() or not any((out / "noise").iterdir())
+
     return prop
 
 

@@ -33,8 +33,12 @@ def test_output_matches_its_golden_slice(section, name, golden, tiny_model, gold
 
 
 def test_every_stored_slice_belongs_to_a_registered_component(golden):
-    stale = [(section, name) for section in harness.SECTIONS for name in golden.get(section, {})
-             if (section, name) not in ENTRIES]
+    stale = [
+        (section, name)
+        for section in harness.SECTIONS
+        for name in golden.get(section, {})
+        if (section, name) not in ENTRIES
+    ]
     assert not stale, f"golden slices of components no longer registered: {stale}; {harness.REGENERATE}"
 
 
@@ -57,8 +61,8 @@ def noise_entry(golden):
 
 
 def test_a_changed_output_with_the_same_version_is_reported(noise_entry, tiny_model, golden_images, monkeypatch):
-    from cloakbench.protections import PROTECTIONS
     from cloakbench.core.images import quantize_8bit
+    from cloakbench.protections import PROTECTIONS
 
     cls = PROTECTIONS.get("noise")
     assert harness.check("protections", "noise", noise_entry, tiny_model, golden_images) is None

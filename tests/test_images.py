@@ -27,8 +27,14 @@ SIZE = 64
 def gradient_rgb(width: int, height: int) -> Image.Image:
     x = np.linspace(0, 255, width, dtype=np.float64)[None, :, None]
     y = np.linspace(0, 255, height, dtype=np.float64)[:, None, None]
-    array = np.concatenate([np.broadcast_to(x, (height, width, 1)), np.broadcast_to(y, (height, width, 1)),
-                            np.full((height, width, 1), 90.0)], axis=2)
+    array = np.concatenate(
+        [
+            np.broadcast_to(x, (height, width, 1)),
+            np.broadcast_to(y, (height, width, 1)),
+            np.full((height, width, 1), 90.0),
+        ],
+        axis=2,
+    )
     return Image.fromarray(array.astype(np.uint8), mode="RGB")
 
 
@@ -40,12 +46,17 @@ def good_file(folder: Path) -> Path:
 
 def png_with_header(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width x height`` with almost no data (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def assert_refused_and_run_goes_on(folder: Path, bad: Path, reason: str) -> None:
@@ -81,7 +92,9 @@ def test_zero_byte_file_is_refused(tmp_path):
 def test_huge_header_is_refused_before_decoding_with_the_numbers(tmp_path):
     bad = tmp_path / "bomb.png"
     png_with_header(bad, 20_000, 20_000)
-    assert_refused_and_run_goes_on(tmp_path, bad, f"20000x20000 = 400,000,000 pixels exceeds the limit of {MAX_PIXELS:,}")
+    assert_refused_and_run_goes_on(
+        tmp_path, bad, f"20000x20000 = 400,000,000 pixels exceeds the limit of {MAX_PIXELS:,}"
+    )
 
 
 def test_other_formats_are_refused_by_content(tmp_path):
@@ -106,8 +119,13 @@ def test_exif_rotation_is_applied(tmp_path):
     loaded = load_image_file(path, SIZE)
     assert any("EXIF orientation 6" in note for note in loaded.notes)
     assert loaded.original_size == (96, 64)  # the stored (sideways) size is what the file holds
-    expected = load_image_file(_save(tmp_path / "upright.png", upright.transpose(Image.Transpose.ROTATE_180)
-                                     .transpose(Image.Transpose.ROTATE_180)), SIZE)
+    expected = load_image_file(
+        _save(
+            tmp_path / "upright.png",
+            upright.transpose(Image.Transpose.ROTATE_180).transpose(Image.Transpose.ROTATE_180),
+        ),
+        SIZE,
+    )
     assert torch.mean(torch.abs(loaded.pixels - expected.pixels)) < 0.03
 
 

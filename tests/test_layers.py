@@ -1,10 +1,8 @@
-"""The layers contract (docs/ARCHITECTURE.md, "Layers"): core -> methods -> harness, no import upward.
+"""The layers contracts (docs/ARCHITECTURE.md, "Layers"): core -> methods -> harness, no import upward.
 
-``lint-imports`` (import-linter) checks the contract in pyproject.toml. Its graph builder
-walks one folder per package, while cloakbench maps several repository folders into one
-namespace (``bench/`` -> ``cloakbench``, ``protections/`` -> ``cloakbench.protections``, ...),
-so the test assembles a mirror of the installed package from pyproject's ``package-dir``
-table and lints that: the very files of the repository, under their import names.
+The tree is the import graph (module ``cloakbench.X.Y`` is the file ``X/Y.py``), so ``lint-imports``
+runs from the checkout as it is. The tests that break a contract on purpose lint a plain copy of the
+package folder, so the repository's own files are never edited.
 """
 
 from __future__ import annotations
@@ -19,70 +17,93 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 
 
-def mirror(destination: Path) -> Path:
-    """Copy every mapped folder's Python files to ``destination/<import path>``; return ``destination``."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    for package, folder in sorted(config.items()):
-        target = destination.joinpath(*package.split("."))
-        for source in (ROOT / folder).rglob("*.py"):
-            relative = source.relative_to(ROOT / folder)
-            # A sub-folder that is itself mapped (bench/ holds no protections/) is copied by its own entry.
-            if any(f"{package}.{relative.parts[0]}" == other for other in config) and len(relative.parts) > 1:
-                continue
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
+def package_folders() -> list[Path]:
+    """Every folder of the installed package, from pyproject's explicit ``packages`` list."""
+    return [ROOT.joinpath(*name.split(".")[1:]) for name in SETUPTOOLS["packages"]]
+
+
+def lint(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing: install the test extra (pip install -e '.[test]')")
+    env = {"PATH": "/usr/bin:/bin"} | ({"PYTHONPATH": str(pythonpath)} if pythonpath else {})
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def copy_of_package(destination: Path) -> Path:
+    """``destination/cloakbench``: the package's Python files, copied as they are; returns ``destination``."""
+    for folder in package_folders():
+        target = destination / "cloakbench" / folder.relative_to(ROOT)
+        target.mkdir(parents=True, exist_ok=True)
+        for source in folder.glob("*.py"):
+            shutil.copy2(source, target / source.name)
     return destination
 
 
-def lint(tree: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tree,
-                          env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=300)
-
-
-@pytest.fixture(scope="module")
-def package_mirror(tmp_path_factory) -> Path:
-    if not LINT_IMPORTS.exists():
-        pytest.fail(f"{LINT_IMPORTS} is missing: install the test extra (pip install -e '.[test]')")
-    return mirror(tmp_path_factory.mktemp("mirror"))
-
-
-def test_the_package_keeps_its_layers(package_mirror):
-    done = lint(package_mirror)
+def test_the_package_keeps_its_layers():
+    done = lint(ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "1 kept, 0 broken" in done.stdout
+    assert "2 kept, 0 broken" in done.stdout
 
 
-def test_an_upward_import_breaks_the_contract(package_mirror, tmp_path):
-    broken = mirror(tmp_path / "broken")
+def test_an_upward_import_breaks_the_contract(tmp_path):
+    broken = copy_of_package(tmp_path)
     registry = broken / "cloakbench" / "core" / "registry.py"
     # A function-level import counts too: the core reaching up into the harness.
-    registry.write_text(registry.read_text() + "\n\ndef _upward():\n    from cloakbench import compare  # noqa\n")
-    done = lint(broken)
+    registry.write_text(registry.read_text() + "\n\ndef _upward():\n    from cloakbench.bench import compare\n")
+    done = lint(broken, pythonpath=broken)
     assert done.returncode != 0
-    assert "cloakbench.core.registry -> cloakbench.compare" in done.stdout
+    assert "cloakbench.core.registry -> cloakbench.bench.compare" in done.stdout
 
 
 def test_methods_do_not_import_each_other(tmp_path):
-    broken = mirror(tmp_path / "broken")
+    broken = copy_of_package(tmp_path)
     sdedit = broken / "cloakbench" / "mimicry" / "sdedit.py"
-    sdedit.write_text(sdedit.read_text() + "\nimport cloakbench.protections.none  # noqa\n")
-    done = lint(broken)
+    sdedit.write_text(sdedit.read_text() + "\nimport cloakbench.protections.none\n")
+    done = lint(broken, pythonpath=broken)
     assert done.returncode != 0
     assert "cloakbench.mimicry.sdedit -> cloakbench.protections.none" in done.stdout
 
 
-def test_every_subpackage_is_installed():
-    """``[tool.setuptools] packages`` is explicit: a new sub-folder with an ``__init__.py`` must be listed,
-    or a non-editable install would leave it out."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    found = set()
-    for package, folder in setuptools["package-dir"].items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder)
-            found.add(".".join([package, *relative.parts]))
-    mapped_elsewhere = {p for p in found if any(p != q and p.startswith(q + ".") and p in setuptools["package-dir"]
-                                                for q in setuptools["package-dir"])}
-    assert found - mapped_elsewhere <= set(setuptools["packages"]), sorted(found - set(setuptools["packages"]))
+def test_the_harness_keeps_its_inner_layers(tmp_path):
+    broken = copy_of_package(tmp_path)
+    store = broken / "cloakbench" / "bench" / "store.py"
+    store.write_text(store.read_text() + "\n\ndef _upward():\n    from cloakbench.bench import execute\n")
+    done = lint(broken, pythonpath=broken)
+    assert done.returncode != 0
+    assert "cloakbench.bench.store -> cloakbench.bench.execute" in done.stdout
+
+
+def test_every_package_folder_is_installed():
+    """``packages`` is explicit: a new folder with an ``__init__.py`` must be listed, or a wheel would
+    leave it out. Folders that are not part of the package (tests, scripts, the venv) are excluded."""
+    outside = {"tests", "scripts", "configs", "docs", "models", "benchmarks", "build", "runs"}
+    found = {
+        ".".join(["cloakbench", *init.parent.relative_to(ROOT).parts])
+        for init in ROOT.rglob("__init__.py")
+        if not (init.relative_to(ROOT).parts[0] in outside or init.relative_to(ROOT).parts[0].startswith("."))
+    }
+    assert found == set(SETUPTOOLS["packages"]), sorted(found ^ set(SETUPTOOLS["packages"]))
+
+
+def test_module_names_are_file_paths():
+    """The rule of the layout: ``cloakbench.X.Y`` is ``X/Y.py`` for every module of the package."""
+    import importlib.util
+
+    for folder in package_folders():
+        for source in folder.glob("*.py"):
+            relative = source.relative_to(ROOT).with_suffix("")
+            parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+            name = ".".join(["cloakbench", *parts])
+            spec = importlib.util.find_spec(name)  # finds the file without running the module
+            assert spec is not None and spec.origin is not None, name
+            assert Path(spec.origin).resolve() == source.resolve(), name

@@ -45,8 +45,12 @@ def test_every_metric_declares_its_semantics(caches):
         # the weight specs that name this metric and against its availability with empty caches.
         assert cls.needs[0] == {"pair": "reference image", "set": "reference image set"}[cls.scope], name
         declared = " ".join(cls.needs[1:]).lower()
-        specs = [s for s in weights.ALL_SPECS if s.folder != weights.LPIPS_PACKAGE  # those ship with lpips
-                 and name in {user.split()[0] for user in s.used_by}]
+        specs = [
+            s
+            for s in weights.ALL_SPECS
+            if s.folder != weights.LPIPS_PACKAGE  # those ship with lpips
+            and name in {user.split()[0] for user in s.used_by}
+        ]
         assert bool(declared) == bool(specs), f"{name}: needs {cls.needs}, weight specs {[s.name for s in specs]}"
         for spec in specs:
             assert spec.name.split("-")[0] in declared, f"{name}: needs {cls.needs} do not name {spec.name}"
@@ -64,15 +68,22 @@ def test_psnr_matches_skimage(pair):
     outputs, references = pair
     values = metric("psnr")(outputs, references)
     for i in range(len(outputs)):
-        expected = peak_signal_noise_ratio(references[i].numpy().astype(np.float64),
-                                           outputs[i].numpy().astype(np.float64), data_range=1.0)
+        expected = peak_signal_noise_ratio(
+            references[i].numpy().astype(np.float64), outputs[i].numpy().astype(np.float64), data_range=1.0
+        )
         assert values[i].item() == pytest.approx(expected, rel=1e-5)
 
 
 def _skimage_ssim(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return structural_similarity(reference.numpy().astype(np.float64), output.numpy().astype(np.float64),
-                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                 data_range=1.0, channel_axis=0)
+    return structural_similarity(
+        reference.numpy().astype(np.float64),
+        output.numpy().astype(np.float64),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=0,
+    )
 
 
 def test_ssim_matches_skimage(pair):
@@ -87,9 +98,16 @@ def test_ssim_map_cropped_to_valid_windows_is_skimage(pair):
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     outputs, references = pair
-    _, full = structural_similarity_index_measure(outputs.double(), references.double(), gaussian_kernel=True,
-                                                  kernel_size=11, sigma=1.5, data_range=1.0, reduction="none",
-                                                  return_full_image=True)
+    _, full = structural_similarity_index_measure(
+        outputs.double(),
+        references.double(),
+        gaussian_kernel=True,
+        kernel_size=11,
+        sigma=1.5,
+        data_range=1.0,
+        reduction="none",
+        return_full_image=True,
+    )
     cropped = full[..., 5:-5, 5:-5].flatten(1).mean(1)
     for i in range(len(outputs)):
         assert cropped[i].item() == pytest.approx(_skimage_ssim(outputs[i], references[i]), abs=1e-9)
@@ -118,10 +136,13 @@ def test_identical_images_give_each_metrics_extreme(pair):
     assert torch.allclose(metric("ms-ssim")(big, big), torch.ones(len(clean)), atol=1e-6)
 
 
-@pytest.mark.parametrize("side", [
-    64,
-    168,
-])
+@pytest.mark.parametrize(
+    "side",
+    [
+        64,
+        168,
+    ],
+)
 def test_ms_ssim_too_small_is_unavailable_not_an_error(side):
     images = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     with pytest.raises(MetricUnavailable, match="at least"):
@@ -199,8 +220,10 @@ def _random_inception_state(seed: int, calibrate: bool = False) -> dict:
 
     torch.manual_seed(seed)
     # The class insists on loading weights in __init__; hand it nothing to build the bare architecture.
-    with mock.patch.object(fidelity, "load_state_dict_from_url", lambda *a, **k: {}), \
-            mock.patch.object(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+    with (
+        mock.patch.object(fidelity, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None),
+    ):
         network = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     if not calibrate:
         return network.state_dict()

@@ -31,7 +31,9 @@ def test_rows_follow_the_definitions(tiny_model, protected_pair):
     delta_x = (protected[0] - clean[0]).double()
     assert rows["delta_x_linf"]["value"] == pytest.approx(8.0, abs=1e-3)
     assert rows["delta_x_l2"]["value"] == pytest.approx(8.0 * math.sqrt(delta_x.numel()), rel=1e-4)
-    assert rows["delta_x_l2_rel"]["value"] == pytest.approx((delta_x.norm() / clean[0].double().norm()).item(), rel=1e-6)
+    assert rows["delta_x_l2_rel"]["value"] == pytest.approx(
+        (delta_x.norm() / clean[0].double().norm()).item(), rel=1e-6
+    )
     with torch.no_grad():
         z = tiny_model.encode(clean[:1], mode="mean").double()
         z_adv = tiny_model.encode(protected[:1], mode="mean").double()

@@ -50,8 +50,10 @@ def _save_mask(path, array):
 
 
 def test_masks_matched_by_name(tmp_path, tiny_model, images):
-    left = np.zeros((64, 64)); left[:, :32] = 1
-    top = np.zeros((64, 64)); top[:24, :] = 1
+    left = np.zeros((64, 64))
+    left[:, :32] = 1
+    top = np.zeros((64, 64))
+    top[:24, :] = 1
     _save_mask(tmp_path / "zebra.png", left)
     _save_mask(tmp_path / "apple.jpg", top)  # JPEG artefacts must not survive the 0.5 threshold
     (tmp_path / "notes.txt").write_text("not a mask")
@@ -66,7 +68,8 @@ def test_masks_matched_by_name(tmp_path, tiny_model, images):
 
 
 def test_larger_mask_with_the_same_aspect_is_resized_and_noted(tmp_path, images):
-    big = np.zeros((128, 128)); big[:, 64:] = 1
+    big = np.zeros((128, 128))
+    big[:, 64:] = 1
     _save_mask(tmp_path / "a.png", big)
     _save_mask(tmp_path / "b.png", big)
     context = AttackContext(image_names=["a", "b"], mask_dir=str(tmp_path))

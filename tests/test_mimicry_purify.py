@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cloakbench.mimicry.base import MIMICRY, AttackContext, AttackUnavailable
-from cloakbench.mimicry.diffpure_latent import LatentDiffPure as DiffPure, purification_timesteps
+from cloakbench.mimicry.diffpure_latent import LatentDiffPure as DiffPure
+from cloakbench.mimicry.diffpure_latent import purification_timesteps
 from cloakbench.mimicry.filters import JPEG, Blur, GaussianNoise
 from cloakbench.mimicry.impress import Impress, consistency_loss
 from cloakbench.mimicry.upscale import NoisyBicubicUpscale, NoisyUpscale, build_tiny_upscaler
@@ -35,8 +36,19 @@ def photo():
 
 def test_all_purifications_are_registered():
     names = {n for n, c in MIMICRY.items() if c.is_purification}
-    assert names == {"jpeg", "blur", "noise", "upscale", "upscale-bicubic", "diffpure", "diffpure-latent",
-                     "gridpure", "pdm-pure", "pdm-pure-uncond", "impress"}
+    assert names == {
+        "jpeg",
+        "blur",
+        "noise",
+        "upscale",
+        "upscale-bicubic",
+        "diffpure",
+        "diffpure-latent",
+        "gridpure",
+        "pdm-pure",
+        "pdm-pure-uncond",
+        "impress",
+    }
 
 
 def test_jpeg_error_follows_quality(photo):
@@ -125,8 +137,12 @@ def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
     out = purifier(images, None, generator=torch.Generator().manual_seed(1), context=context)
     assert context.notes["upscale"] == {"upscaler": str(folder), "prompt": "a painting of a lighthouse"}
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-    again = purifier(images, None, generator=torch.Generator().manual_seed(1),
-                     context=AttackContext(prompt="a painting of a lighthouse"))
+    again = purifier(
+        images,
+        None,
+        generator=torch.Generator().manual_seed(1),
+        context=AttackContext(prompt="a painting of a lighthouse"),
+    )
     assert torch.equal(out, again)
     bicubic, _ = call(NoisyBicubicUpscale(), images, seed=1)
     assert (out - bicubic).abs().mean() > 1e-3
@@ -135,7 +151,11 @@ def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
 def test_upscale_defaults_are_hoenig_et_al(images):
     config = NoisyUpscale.Config()
     assert (config.sigma, config.upscaler_noise_level, config.upscaler_steps, config.upscaler_guidance) == (
-        0.1, 320, 75, 9.0)
+        0.1,
+        320,
+        75,
+        9.0,
+    )
 
 
 def test_diffpure_at_zero_is_the_vae_round_trip(tiny_model, images):
@@ -202,6 +222,7 @@ def test_impress_anneals_its_learning_rate(tiny_model, images, monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     call(Impress(Impress.Config(distance="l2", steps=4, lr=0.01, lr_min=0.001)), images, tiny_model)
     import math
+
     expected = [0.001 + 0.5 * (0.01 - 0.001) * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert seen == pytest.approx(expected)
 
@@ -220,10 +241,17 @@ def test_impress_lpips_uses_the_found_backbone(tmp_path, monkeypatch, tiny_model
     assert context.notes["impress"]["distance"] == "lpips" and out.shape == images.shape
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("jpeg", {}), ("blur", {}), ("noise", {}), ("upscale-bicubic", {}),
-    ("diffpure-latent", {"steps": "2"}), ("impress", {"distance": "l2", "steps": "2"}),
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("jpeg", {}),
+        ("blur", {}),
+        ("noise", {}),
+        ("upscale-bicubic", {}),
+        ("diffpure-latent", {"steps": "2"}),
+        ("impress", {"distance": "l2", "steps": "2"}),
+    ],
+)
 def test_purifications_deterministic_shape_range(name, overrides, tiny_model, images):
     purifier = MIMICRY.get(name).from_overrides(overrides)
     first, _ = call(purifier, images, tiny_model, seed=7)

@@ -14,14 +14,18 @@ from cloakbench.mimicry.gridpure import corner_mosaic, grid_boxes, grid_starts, 
 from cloakbench.mimicry.pdm_pure import pdm_timesteps
 
 TINY = {"pixel_model": "tiny-pixel-random"}
-PIXEL_PURIFIERS = [("diffpure", {**TINY, "steps": 3}), ("gridpure", {**TINY, "steps": 2, "iterations": 2}),
-                   ("pdm-pure-uncond", TINY)]
+PIXEL_PURIFIERS = [
+    ("diffpure", {**TINY, "steps": 3}),
+    ("gridpure", {**TINY, "steps": 2, "iterations": 2}),
+    ("pdm-pure-uncond", TINY),
+]
 
 
 def run(name, overrides, images, model=None, seed=0):
     context = AttackContext()
-    out = MIMICRY.get(name).from_overrides(overrides)(images, model, generator=torch.Generator().manual_seed(seed),
-                                                     context=context)
+    out = MIMICRY.get(name).from_overrides(overrides)(
+        images, model, generator=torch.Generator().manual_seed(seed), context=context
+    )
     return out, context
 
 
@@ -110,7 +114,7 @@ def test_gridpure_merge_is_seamless(height, width):
     patch = 32
     for images in (torch.full((1, 3, height, width), 0.37), smooth(1, height, seed=4, width=width)):
         boxes = grid_boxes(height, width, patch)
-        crops = [images[..., t:b, l:r] for t, l, b, r in boxes]
+        crops = [images[..., top:bottom, left:right] for top, left, bottom, right in boxes]
         merged = merge(crops, boxes, corner_mosaic(images, patch), images.shape)
         torch.testing.assert_close(merged, images, atol=1e-6, rtol=0)
 
@@ -206,17 +210,32 @@ def tiny_if_stage_ii():
     tokenizer = project_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1,
-                                               num_heads=4))
-        unet = UNet2DConditionModel(sample_size=32, in_channels=6, out_channels=6, layers_per_block=1,
-                                    block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32,
-                                    class_embed_type="timestep", down_block_types=("DownBlock2D",) * 2,
-                                    up_block_types=("UpBlock2D",) * 2)
+        text_encoder = T5EncoderModel(
+            T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+        )
+        unet = UNet2DConditionModel(
+            sample_size=32,
+            in_channels=6,
+            out_channels=6,
+            layers_per_block=1,
+            block_out_channels=(16, 32),
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            class_embed_type="timestep",
+            down_block_types=("DownBlock2D",) * 2,
+            up_block_types=("UpBlock2D",) * 2,
+        )
     pipe = IFImg2ImgSuperResolutionPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, unet=unet,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        unet=unet,
         scheduler=DDPMScheduler(variance_type="learned_range", thresholding=True, clip_sample=False),
-        image_noising_scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None, watermarker=None,
-        requires_safety_checker=False)
+        image_noising_scheduler=DDPMScheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -225,15 +244,15 @@ def tiny_if_stage_ii():
 def test_pdm_pure_runs_the_authors_steps_through_an_if_stage_ii_pipeline(monkeypatch):
     """With an IF-II-shaped pipeline in place of the cached one: denoised at 44, 33, 22, 11, 0 (the UNet's
     timesteps, spied; guidance batches both passes into one call), back at the input's size."""
-    import cloakbench.core.pixel_models as pixel_models
-    from cloakbench.core import weights
+    from cloakbench.core import pixel_models, weights
 
     pipe = tiny_if_stage_ii()
     seen = []
     pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(int(torch.as_tensor(args[1]).flatten()[0])))
     real_find = weights.find
-    monkeypatch.setattr(weights, "find", lambda spec, path=None: (
-        "cached" if spec is weights.IF_STAGE_II else real_find(spec, path)))
+    monkeypatch.setattr(
+        weights, "find", lambda spec, path=None: "cached" if spec is weights.IF_STAGE_II else real_find(spec, path)
+    )
     monkeypatch.setattr(pixel_models, "load_if_stage_ii", lambda *args, **kwargs: pipe)
     images = smooth(1, 64, seed=9)
     context = AttackContext(prompt="a photo of a lighthouse")

@@ -65,8 +65,9 @@ def test_one_denoising_step_equals_the_one_step_edit_at_the_same_timestep(tiny_m
     """100 steps at strength 0.01 noise to t = 1 and take one DDIM step to ᾱ = 1, i.e. decode x̂₀(t=1):
     exactly what sdedit-1step computes for strength 0.001 (t = round(0.001·1000) = 1)."""
     multi, context = run(SDEdit(SDEdit.Config(steps=100, latent="mean")), images, tiny_model, "0.01", seed=5)
-    single, single_context = run(SDEditOneStep(SDEditOneStep.Config(latent="mean")), images, tiny_model, "0.001",
-                                 seed=5)
+    single, single_context = run(
+        SDEditOneStep(SDEditOneStep.Config(latent="mean")), images, tiny_model, "0.001", seed=5
+    )
     assert context.notes["sdedit"]["0.01"]["noised_to"] == 1
     assert single_context.notes["sdedit-1step"]["0.001"] == {"timestep": 1}
     torch.testing.assert_close(multi, single, atol=2e-4, rtol=0)
@@ -94,9 +95,11 @@ def test_a_purification_and_an_attack_share_one_context(tiny_model, images):
     from cloakbench.mimicry.diffpure_latent import LatentDiffPure as DiffPure
 
     context = AttackContext(setting="0.5", prompt="a photo")
-    purified = DiffPure(DiffPure.Config(steps=2))(images, tiny_model, generator=torch.Generator().manual_seed(0),
-                                                 context=context)
-    out = SDEdit(SDEdit.Config(steps=4))(purified, tiny_model, generator=torch.Generator().manual_seed(0),
-                                         context=context)
+    purified = DiffPure(DiffPure.Config(steps=2))(
+        images, tiny_model, generator=torch.Generator().manual_seed(0), context=context
+    )
+    out = SDEdit(SDEdit.Config(steps=4))(
+        purified, tiny_model, generator=torch.Generator().manual_seed(0), context=context
+    )
     assert out.shape == images.shape
     assert context.notes["diffpure-latent"]["t_star"] == 100 and context.notes["sdedit"]["0.5"]["denoising_steps"] == 2

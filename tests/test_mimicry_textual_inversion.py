@@ -29,9 +29,18 @@ def test_only_the_new_row_trains_and_the_shared_model_is_untouched(tiny_model, i
 
     def train(seed):
         return train_embedding(
-            tiny_model, images, token="<concept>", initializer="painting", templates=("a photo of {}", "{}"),
-            steps=8, batch_size=2, learning_rate=5e-3, weight_decay=1e-2, flip_p=0.5,
-            generator=torch.Generator().manual_seed(seed))
+            tiny_model,
+            images,
+            token="<concept>",
+            initializer="painting",
+            templates=("a photo of {}", "{}"),
+            steps=8,
+            batch_size=2,
+            learning_rate=5e-3,
+            weight_decay=1e-2,
+            flip_p=0.5,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     concept = train(0)
     trained = concept.text_encoder.get_input_embeddings().weight.detach()
@@ -66,9 +75,14 @@ def test_saved_embedding_reloads_in_diffusers_and_reproduces_the_generations(tmp
     pipe = fresh.text2img_pipeline()
     pipe.load_textual_inversion(str(path), token="<concept>")
     with torch.no_grad():
-        again = generate(pipe, notes["generation_prompts"], notes["generation_seeds"],
-                         steps=attack.config.sample_steps, guidance_scale=attack.config.guidance_scale,
-                         resolution=fresh.resolution)
+        again = generate(
+            pipe,
+            notes["generation_prompts"],
+            notes["generation_seeds"],
+            steps=attack.config.sample_steps,
+            guidance_scale=attack.config.guidance_scale,
+            resolution=fresh.resolution,
+        )
     torch.testing.assert_close(again, generations, atol=1e-5, rtol=0)
     # Same seed, same everything.
     repeat = attack(images, tiny_model, generator=torch.Generator().manual_seed(11), context=AttackContext())
@@ -83,7 +97,9 @@ def test_step_default_scales_with_the_model(tiny_model):
 def test_bad_token_and_prompts_are_refused(tiny_model, images):
     with pytest.raises(ValueError, match="already in the tokenizer"):
         TextualInversion.from_overrides({**FAST, "token": "photo</w>"})(
-            images, tiny_model, generator=torch.Generator(), context=AttackContext())
+            images, tiny_model, generator=torch.Generator(), context=AttackContext()
+        )
     with pytest.raises(ValueError, match="'{}'"):
         TextualInversion.from_overrides({**FAST, "prompts": "a photo"})(
-            images, tiny_model, generator=torch.Generator(), context=AttackContext())
+            images, tiny_model, generator=torch.Generator(), context=AttackContext()
+        )

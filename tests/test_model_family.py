@@ -57,9 +57,11 @@ def forward_slices(model) -> dict[str, list[float]]:
     decoded = model.decode(latents)
     noisy = torch.randn(1, model.unet.config.in_channels, 8, 8, generator=generator)
     eps = model.predict_noise(noisy, torch.tensor([500]), model.encode_prompt("a photo"))
-    return {"latent_mean": latents[0, :, 0, :3].flatten().tolist(),
-            "decoded": decoded[0, :, 10, 10:14].flatten().tolist(),
-            "eps_t500": eps[0, :, 0, :3].flatten().tolist()}
+    return {
+        "latent_mean": latents[0, :, 0, :3].flatten().tolist(),
+        "decoded": decoded[0, :, 10, 10:14].flatten().tolist(),
+        "eps_t500": eps[0, :, 0, :3].flatten().tolist(),
+    }
 
 
 def sums(folder: Path) -> dict[str, str]:
@@ -82,8 +84,13 @@ def test_loads_offline_and_forward_matches_checked_in_slice(name, expected):
     got = forward_slices(model)
     assert set(got) == set(expected[name])
     for key, values in expected[name].items():
-        torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(values), atol=ATOL, rtol=0,
-                                   msg=f"{name}: {key} moved from its checked-in slice")
+        torch.testing.assert_close(
+            torch.tensor(got[key]),
+            torch.tensor(values),
+            atol=ATOL,
+            rtol=0,
+            msg=f"{name}: {key} moved from its checked-in slice",
+        )
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -116,8 +123,11 @@ def test_toy_b_shares_toy_vae_and_has_its_own_denoiser(expected):
 
 def test_toy_c_has_its_own_vae_and_denoiser():
     toy, toy_c = sums(MODELS_DIR / "toy"), sums(MODELS_DIR / "toy-c")
-    for file in ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
-                 "text_encoder/model.safetensors"):
+    for file in (
+        "vae/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ):
         assert toy_c[file] != toy[file], file
     toy_model, toy_c_model = load("toy"), load("toy-c")
     # Another latent space, not only other weights: the transfer between autoencoders.
@@ -131,7 +141,7 @@ def test_everything_under_models_fits_the_size_limit():
 
 
 def test_bench_models_lists_the_family_as_ready():
-    from cloakbench.cli.models import model_status
+    from cloakbench.bench.cli.models import model_status
 
     rows = {name: (ready, detail) for name, ready, detail in model_status()}
     for name in FAMILY:

@@ -90,10 +90,10 @@ def test_preflight_lists_weight_files(saved_tiny):
 
 
 def test_sd15_architecture_config_is_the_real_one():
-    from cloakbench.core.models import SD15_UNET, SD_VAE
-
     # Parameter counts of the published SD 1.5 (the published model cards: UNet 859.5 M, VAE 83.7 M), computed on the meta device.
     from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from cloakbench.core.models import SD15_UNET, SD_VAE
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD15_UNET)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
+from cloakbench.bench.plan import REGISTRIES, Components
+from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError, qualify_overrides
-from cloakbench.plan import REGISTRIES, Components
-from cloakbench.spec import CompareSpec
 
 
 def test_a_bare_name_two_kinds_share_is_refused_naming_both():
@@ -17,8 +17,12 @@ def test_a_bare_name_two_kinds_share_is_refused_naming_both():
 
 
 def test_qualified_names_reach_each_component():
-    spec = CompareSpec(methods="noise", attacks="noise+sdedit", model="tiny-random",
-                       overrides={"protection:noise": {"eps": "8"}, "mimicry:noise": {"sigma": "0.1"}})
+    spec = CompareSpec(
+        methods="noise",
+        attacks="noise+sdedit",
+        model="tiny-random",
+        overrides={"protection:noise": {"eps": "8"}, "mimicry:noise": {"sigma": "0.1"}},
+    )
     components = Components.from_spec(spec)
     assert components.protections["noise"].config.eps == 8.0
     purifications, _ = components.attacks["noise+sdedit"]
@@ -44,8 +48,23 @@ def test_bench_list_shows_each_names_kind():
 
 
 def test_compare_refuses_the_ambiguous_form_with_one_sentence(tmp_path):
-    done = CliRunner().invoke(app, ["compare", "--methods", "noise", "--attacks", "noise+sdedit", "--set",
-                                    "noise.eps=8", "--model", "tiny-random", "--quick", "--out", str(tmp_path / "r")])
+    done = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--methods",
+            "noise",
+            "--attacks",
+            "noise+sdedit",
+            "--set",
+            "noise.eps=8",
+            "--model",
+            "tiny-random",
+            "--quick",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert done.exit_code != 0
     assert "protection:noise.FIELD or mimicry:noise.FIELD" in done.output
     assert "Traceback" not in done.output

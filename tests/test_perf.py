@@ -9,36 +9,73 @@ from pathlib import Path
 
 import pytest
 
-from cloakbench.perf import check as perf_check
-from cloakbench.perf.runner import (PerfConfig, PerfError, add_ratios, expand_configs, parse_inject_delay, parse_int_list,
-                        parse_modes, resolve_methods)
+from cloakbench.bench.perf import check as perf_check
+from cloakbench.bench.perf.runner import (
+    PerfConfig,
+    PerfError,
+    add_ratios,
+    expand_configs,
+    parse_inject_delay,
+    parse_int_list,
+    parse_modes,
+    resolve_methods,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "benchmarks" / "baseline.json"
 
 
-def synthetic_row(method: str, mode: str = "fair", s_per_step: float = 1.0, attack: int = 1000, saved: int = 100,
-                  **extra) -> dict:
-    row = dict(method=method, mode=mode, arch="tiny-random", resolution=64, batch=1, dtype="float32", device="cpu",
-               optimisations="none", status="ok", s_per_step=s_per_step, cpu_s_per_step=0.9 * s_per_step,
-               flops_per_step=attack * 10**6, attack_bytes=attack, saved_bytes=saved,
-               machine={"cpu": "test"}, versions={})
+def synthetic_row(
+    method: str, mode: str = "fair", s_per_step: float = 1.0, attack: int = 1000, saved: int = 100, **extra
+) -> dict:
+    row = dict(
+        method=method,
+        mode=mode,
+        arch="tiny-random",
+        resolution=64,
+        batch=1,
+        dtype="float32",
+        device="cpu",
+        optimisations="none",
+        status="ok",
+        s_per_step=s_per_step,
+        cpu_s_per_step=0.9 * s_per_step,
+        flops_per_step=attack * 10**6,
+        attack_bytes=attack,
+        saved_bytes=saved,
+        machine={"cpu": "test"},
+        versions={},
+    )
     row.update(extra)
     return row
 
 
 def synthetic_rows(sds_time: float = 0.6, sds_saved: int = 70) -> list[dict]:
-    rows = [synthetic_row("advdm", s_per_step=2.0, attack=1000, saved=100),
-            synthetic_row("sds-", s_per_step=2.0 * sds_time, attack=700, saved=sds_saved),
-            synthetic_row("advdm", "reference", s_per_step=3.0, attack=2500, saved=140),
-            synthetic_row("sds-", "reference", s_per_step=1.5, attack=800, saved=sds_saved)]
+    rows = [
+        synthetic_row("advdm", s_per_step=2.0, attack=1000, saved=100),
+        synthetic_row("sds-", s_per_step=2.0 * sds_time, attack=700, saved=sds_saved),
+        synthetic_row("advdm", "reference", s_per_step=3.0, attack=2500, saved=140),
+        synthetic_row("sds-", "reference", s_per_step=1.5, attack=800, saved=sds_saved),
+    ]
     add_ratios(rows)
     return rows
 
 
-SETTINGS = {"arch": "tiny-random", "resolutions": [64], "batches": [1], "methods": ["advdm", "sds-"],
-            "modes": ["fair", "reference"], "optimisations": ["none"], "steps": 2, "warmup": 1, "repeats": 1,
-            "dtype": "float32", "device": "cpu", "seed": 0, "threads": 1}
+SETTINGS = {
+    "arch": "tiny-random",
+    "resolutions": [64],
+    "batches": [1],
+    "methods": ["advdm", "sds-"],
+    "modes": ["fair", "reference"],
+    "optimisations": ["none"],
+    "steps": 2,
+    "warmup": 1,
+    "repeats": 1,
+    "dtype": "float32",
+    "device": "cpu",
+    "seed": 0,
+    "threads": 1,
+}
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -69,12 +106,23 @@ def test_methods_always_start_with_advdm_and_refuse_stepless():
 
 
 def test_configs_pair_each_ratio_close_in_time():
-    configs = expand_configs(arch="tiny-random", methods=["advdm", "sds-"], resolutions=[64, 128], batches=[1, 2],
-                             modes=["fair", "reference"], optimisations=["none"], steps=1)
+    configs = expand_configs(
+        arch="tiny-random",
+        methods=["advdm", "sds-"],
+        resolutions=[64, 128],
+        batches=[1, 2],
+        modes=["fair", "reference"],
+        optimisations=["none"],
+        steps=1,
+    )
     assert len(configs) == 2 * 2 * 2 * 2
     # advdm immediately precedes the method it is the denominator of
-    assert [(c.method, c.mode) for c in configs[:4]] == [("advdm", "fair"), ("sds-", "fair"),
-                                                         ("advdm", "reference"), ("sds-", "reference")]
+    assert [(c.method, c.mode) for c in configs[:4]] == [
+        ("advdm", "fair"),
+        ("sds-", "fair"),
+        ("advdm", "reference"),
+        ("sds-", "reference"),
+    ]
     assert PerfConfig.from_json(configs[5].to_json()) == configs[5]
     with pytest.raises(PerfError):
         PerfConfig(arch="tiny-random", method="advdm", mode="both")
@@ -94,8 +142,11 @@ def test_ratios_against_advdm_of_the_same_mode():
 
 
 def test_failed_rows_get_no_ratio_and_do_not_break_others():
-    rows = [synthetic_row("advdm"), {"method": "sds-", "mode": "fair", "status": "failed", "error": "oom"},
-            synthetic_row("photoguard", s_per_step=0.5)]
+    rows = [
+        synthetic_row("advdm"),
+        {"method": "sds-", "mode": "fair", "status": "failed", "error": "oom"},
+        synthetic_row("photoguard", s_per_step=0.5),
+    ]
     add_ratios(rows)
     assert rows[2]["time_ratio_to_advdm"] == pytest.approx(0.5)
     assert "time_ratio_to_advdm" not in rows[1]
@@ -115,8 +166,9 @@ def test_check_passes_on_the_rows_the_baseline_came_from():
 
 
 def test_check_fails_on_a_slowed_method_and_names_it():
-    baseline = perf_check.build_baseline(synthetic_rows(sds_time=0.6), SETTINGS,
-                                         {**perf_check.DEFAULT_TOLERANCES, "cpu-time": 0.25, "flops": 0.25})
+    baseline = perf_check.build_baseline(
+        synthetic_rows(sds_time=0.6), SETTINGS, {**perf_check.DEFAULT_TOLERANCES, "cpu-time": 0.25, "flops": 0.25}
+    )
     slowed = synthetic_rows(sds_time=0.6 * 1.3)  # 30 % slower than allowed 25 %
     bad = perf_check.failed(perf_check.check(slowed, baseline))
     names = {f.name for f in bad}
@@ -164,7 +216,7 @@ def test_committed_baseline_is_ratios_with_tolerances():
 
 # -- a real measurement in a child process ---------------------------------------------
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from cloakbench.cli.app import main; main()", "perf", *args]
+    command = [sys.executable, "-c", "from cloakbench.bench.cli.app import main; main()", "perf", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
@@ -172,13 +224,22 @@ def test_check_fails_on_a_real_run_with_an_injected_delay(tmp_path):
     """The committed baseline, cut to advdm and sds- in fair mode and to one short repeat,
     against a real run where every sds- step busy-waits 0.5 s of CPU: the check must exit 1 and say why."""
     baseline = perf_check.load_baseline(BASELINE)
-    baseline["settings"].update(methods=["advdm", "sds-"], modes=["fair"], steps=1, warmup=0, repeats=1,
-                                optimisations=["none"], batches=baseline["settings"]["batches"][:1],
-                                resolutions=baseline["settings"]["resolutions"][:1])
+    baseline["settings"].update(
+        methods=["advdm", "sds-"],
+        modes=["fair"],
+        steps=1,
+        warmup=0,
+        repeats=1,
+        optimisations=["none"],
+        batches=baseline["settings"]["batches"][:1],
+        resolutions=baseline["settings"]["resolutions"][:1],
+    )
     where = f" {baseline['settings']['resolutions'][0]}px x{baseline['settings']['batches'][0]}"
-    baseline["ratios"] = [r for r in baseline["ratios"]
-                          if r["method"] == "sds-" and r["kind"] == "cpu-time" and "[fair]" in r["name"]
-                          and where in r["name"]]
+    baseline["ratios"] = [
+        r
+        for r in baseline["ratios"]
+        if r["method"] == "sds-" and r["kind"] == "cpu-time" and "[fair]" in r["name"] and where in r["name"]
+    ]
     assert len(baseline["ratios"]) == 1
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
@@ -189,11 +250,21 @@ def test_check_fails_on_a_real_run_with_an_injected_delay(tmp_path):
 
 
 def test_dry_run_lists_every_configuration_without_running():
-    done = _run_cli("--dry-run", "--arch", "sd15-arch", "--resolution", "256,512", "--methods", "sds-,photoguard",
-                    "--mode", "both", timeout=60)
+    done = _run_cli(
+        "--dry-run",
+        "--arch",
+        "sd15-arch",
+        "--resolution",
+        "256,512",
+        "--methods",
+        "sds-,photoguard",
+        "--mode",
+        "both",
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "12 configurations" in done.stdout
-    assert "cloakbench.perf.worker" in done.stdout and "sd15-arch" in done.stdout
+    assert "cloakbench.bench.perf.worker" in done.stdout and "sd15-arch" in done.stdout
     reference = _run_cli("--dry-run", "--methods", "sds-", "--reference-mode", "--resolution", "128", timeout=60)
     assert reference.returncode == 0, reference.stderr
     assert "2 configurations" in reference.stdout and "[fair]" not in reference.stdout
@@ -206,4 +277,3 @@ def test_dry_run_lists_every_configuration_without_running():
 def test_unmodified_run_passes_the_committed_baseline():
     done = _run_cli("--check", str(BASELINE), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-

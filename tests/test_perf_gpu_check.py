@@ -14,10 +14,15 @@ SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 
 def run(*args, timeout=600, smoke=False):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "CLOAKBENCH_GPU_CHECK_SMOKE": "1" if smoke else "0"}
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CLOAKBENCH_GPU_CHECK_SMOKE": "1" if smoke else "0",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def test_gpu_check_refuses_bad_usage():
@@ -35,12 +40,23 @@ def dry_run_summary(folder, smoke):
     assert summary["dry_run"] is True and summary["budget_s"] == 300
     groups = {g["group"]: g["status"] for g in summary["groups"]}
     # Real SD 1.5 weights are not cached here: that group is named as skipped, with the reason.
-    assert groups == {"perf_sd15-arch_512_b1": "dry-run", "perf_sd15-arch_512_b4": "dry-run",
-                      "perf_sd15_512_b1": "skipped", "opt_sds-_512": "dry-run", "compare": "dry-run",
-                      "pytest_cuda": "dry-run"}
+    assert groups == {
+        "perf_sd15-arch_512_b1": "dry-run",
+        "perf_sd15-arch_512_b4": "dry-run",
+        "perf_sd15_512_b1": "skipped",
+        "opt_sds-_512": "dry-run",
+        "compare": "dry-run",
+        "pytest_cuda": "dry-run",
+    }
     printed = done.stdout
-    for needed in ("--methods all --batch 1 --opt none,bf16 --mode fair,reference", "--batch 4",
-                   "--device cuda --resolution 512", "channels-last+bf16", "compile", "bench compare"):
+    for needed in (
+        "--methods all --batch 1 --opt none,bf16 --mode fair,reference",
+        "--batch 4",
+        "--device cuda --resolution 512",
+        "channels-last+bf16",
+        "compile",
+        "bench compare",
+    ):
         assert needed in printed, needed
     assert "nothing was measured on a GPU" in printed
     return summary
@@ -56,5 +72,8 @@ def test_gpu_check_dry_run_smoke_tests_the_subprocess_path_on_the_cpu(tmp_path):
     dry_run_summary(tmp_path, smoke=True)
     # The CPU smoke test of the subprocess path wrote rows, reference mode checkpointed.
     rows = json.loads((tmp_path / "gpu_dry-run_logs" / "perf_tiny-random_smoke.json").read_text())
-    assert {(r["method"], r["mode"], r["status"]) for r in rows} >= {("sds-", "fair", "ok"), ("sds-", "reference", "ok")}
+    assert {(r["method"], r["mode"], r["status"]) for r in rows} >= {
+        ("sds-", "fair", "ok"),
+        ("sds-", "reference", "ok"),
+    }
     assert all(r["settings"]["unet_gradient_checkpointing"] == (r["mode"] == "reference") for r in rows)

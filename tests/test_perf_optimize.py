@@ -7,10 +7,17 @@ import copy
 import pytest
 import torch
 
+from cloakbench.bench.perf.optimisations import (
+    DEFAULT_SIGN_AGREEMENT,
+    DEVICE_DEFAULTS,
+    OptimisationError,
+    apply_optimisations,
+    device_default,
+    parse_optimisations,
+    parse_variants,
+)
+from cloakbench.bench.perf.strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
 from cloakbench.core.models import load_model
-from cloakbench.perf.optimisations import (DEFAULT_SIGN_AGREEMENT, DEVICE_DEFAULTS, OptimisationError,
-                                          apply_optimisations, device_default, parse_optimisations, parse_variants)
-from cloakbench.perf.strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
 
 
 def test_parse_and_label_round_trip():
@@ -18,8 +25,11 @@ def test_parse_and_label_round_trip():
     assert options.channels_last and options.autocast == "bf16"
     assert parse_optimisations(options.label) == options
     assert parse_optimisations("none").label == "none"
-    assert [v.label for v in parse_variants("none,sdpa,channels-last+vae-ckpt,none")] == \
-        ["none", "sdpa", "channels-last+vae-ckpt"]
+    assert [v.label for v in parse_variants("none,sdpa,channels-last+vae-ckpt,none")] == [
+        "none",
+        "sdpa",
+        "channels-last+vae-ckpt",
+    ]
 
 
 def test_unknown_and_contradictory_flags_are_refused():
@@ -102,7 +112,7 @@ def test_device_defaults_resolve_and_are_refused_for_an_unknown_device():
 @pytest.mark.parametrize("device", sorted(DEVICE_DEFAULTS))
 def test_device_defaults_keep_the_first_step_direction_of_sds_minus(device, plain, images, plain_directions):
     """Each device's default set, applied here on the CPU (bf16 autocast runs on CPU too), keeps SDS(−)'s
-    first-step direction (cloakbench.perf.strength)."""
+    first-step direction (cloakbench.bench.perf.strength)."""
     model = fresh(plain)
     apply_optimisations(model, device_default(device))
     agreement = direction_agreement(plain_directions["sds-"], first_step_direction("sds-", model, images, seed=3)[0])

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import pytest
 
-from cloakbench.perf.runner import PerfConfig, add_ratios
-from cloakbench.perf.worker import measure
+from cloakbench.bench.perf.runner import PerfConfig, add_ratios
+from cloakbench.bench.perf.worker import measure
 
 
 @pytest.fixture(scope="module")
 def rows():
-    measured = [measure(PerfConfig(arch="tiny-random", method=method, steps=1, warmup=0, repeats=2, threads=1,
-                                   mode=mode))
-                for method, mode in (("advdm", "fair"), ("sds-", "fair"), ("advdm", "reference"),
-                                     ("sds-", "reference"))]
+    measured = [
+        measure(PerfConfig(arch="tiny-random", method=method, steps=1, warmup=0, repeats=2, threads=1, mode=mode))
+        for method, mode in (("advdm", "fair"), ("sds-", "fair"), ("advdm", "reference"), ("sds-", "reference"))
+    ]
     add_ratios(measured)
     return {(r["method"], r["mode"]): r for r in measured}
 
 
 def test_row_holds_what_the_json_promises(rows):
     row = rows[("sds-", "fair")]
-    for key in ("method", "arch", "resolution", "batch", "reference_mode", "s_per_step", "peak_bytes", "saved_bytes",
-                "time_ratio_to_advdm", "memory_ratio_to_advdm", "machine", "versions", "settings"):
+    for key in (
+        "method",
+        "arch",
+        "resolution",
+        "batch",
+        "reference_mode",
+        "s_per_step",
+        "peak_bytes",
+        "saved_bytes",
+        "time_ratio_to_advdm",
+        "memory_ratio_to_advdm",
+        "machine",
+        "versions",
+        "settings",
+    ):
         assert key in row, key
     assert row["status"] == "ok" and row["resolution"] == 64 and row["reference_mode"] is False
     assert row["machine"]["cpu"] and row["versions"]["torch"]
@@ -56,6 +69,7 @@ def test_reference_mode_runs_as_the_reference_does(rows):
 
 
 def test_injected_delay_shows_in_the_step_time():
-    slow = measure(PerfConfig(arch="tiny-random", method="photoguard", steps=1, warmup=0, repeats=1, threads=1,
-                              inject_delay_s=0.3))
+    slow = measure(
+        PerfConfig(arch="tiny-random", method="photoguard", steps=1, warmup=0, repeats=1, threads=1, inject_delay_s=0.3)
+    )
     assert slow["s_per_step"] >= 0.3

@@ -6,8 +6,8 @@ import gc
 
 import torch
 
-from cloakbench.execute import cost_rows
-from cloakbench.profiling import profile_phase
+from cloakbench.bench.execute import cost_rows
+from cloakbench.bench.profiling import profile_phase
 
 
 def one_step(weight: torch.Tensor, size: int) -> None:
@@ -40,8 +40,8 @@ def test_saved_bytes_per_step_is_one_steps_figure_not_the_sum_over_steps():
 
 WORKING_MEMORY_PROBE = """
 import gc, json, torch
-from cloakbench.profiling import profile_phase
-from cloakbench.execute import cost_rows
+from cloakbench.bench.profiling import profile_phase
+from cloakbench.bench.execute import cost_rows
 torch.set_num_threads(1)
 ballast = torch.ones(40_000_000)  # 160 MB the process holds before the cell starts
 del ballast

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.run import load_run
 from tests.test_report_leaderboard import write_sweep_run
 
-FIGURES = {"strength_vs_imperceptibility", "cost_per_protection", "similarity_per_setting", "comparison_sdedit",
-           "comparison_jpeg"}
+FIGURES = {
+    "strength_vs_imperceptibility",
+    "cost_per_protection",
+    "similarity_per_setting",
+    "comparison_sdedit",
+    "comparison_jpeg",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +61,13 @@ def test_svg_is_vector(sweep_run, tmp_path):
     assert "<svg" in svg and "<path" in svg and "<image" not in svg
 
 
-@pytest.mark.parametrize("arguments, expected", [
-    (["--format", "bmp"], "--format 'bmp': choose from pdf, svg, png"),
-    (["--attacker-pool", "nope"], "'nope' is not an attack of this run"),
-])
+@pytest.mark.parametrize(
+    "arguments, expected",
+    [
+        (["--format", "bmp"], "--format 'bmp': choose from pdf, svg, png"),
+        (["--attacker-pool", "nope"], "'nope' is not an attack of this run"),
+    ],
+)
 def test_bad_options_are_one_sentence(sweep_run, tmp_path, arguments, expected):
     result = CliRunner().invoke(app, ["plot", str(sweep_run), "--out", str(tmp_path / "f"), *arguments])
     assert result.exit_code == 2 and expected in " ".join(result.output.split())

@@ -7,6 +7,7 @@ batch invariance; plus configs, profiles, the step-level API and input checks.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_contract_budget_determinism_and_batching(name, tiny_model, clean8, tmp_
 
     if getattr(protection, "learns_from_batch", False):
         return  # fsmg/aspl: the surrogate learns from the whole batch by design (docs/PROTECTIONS.md)
-    singles = torch.cat([protection(clean8[i:i + 1], tiny_model, generator=generator(0)) for i in range(2)])
+    singles = torch.cat([protection(clean8[i : i + 1], tiny_model, generator=generator(0)) for i in range(2)])
     differing = (singles != protected).float().mean().item()
     # Batched kernels may round differently, which can flip the sign of a near-zero
     # gradient entry; a design that shared randomness across the batch differs everywhere.
@@ -114,8 +115,17 @@ def test_sds_z_is_analysis_only_and_left_out_of_all():
 
 
 def test_random_start_follows_the_table():
-    expected = {"advdm": True, "advdm-": True, "mist": True, "photoguard": True, "texture": True, "encoder": True,
-                "sds+": False, "sds-": False, "sdst-": False}
+    expected = {
+        "advdm": True,
+        "advdm-": True,
+        "mist": True,
+        "photoguard": True,
+        "texture": True,
+        "encoder": True,
+        "sds+": False,
+        "sds-": False,
+        "sdst-": False,
+    }
     for name, flag in expected.items():
         assert PROTECTIONS.get(name).Config().random_start is flag, name
 
@@ -155,7 +165,7 @@ def test_photoguard_paper_profile(tiny_model, clean8):
     for _ in range(4):
         sizes.append(short.step_size(state))
         short.step(state)
-    assert sizes[0] == pytest.approx(config.alpha) and all(a > b for a, b in zip(sizes, sizes[1:]))
+    assert sizes[0] == pytest.approx(config.alpha) and all(a > b for a, b in itertools.pairwise(sizes))
     levels = torch.round((short.finalize(state) - clean8[:1]) * 255)
     assert levels.abs().max() <= 7  # floor(7.65) once on the 8-bit grid
 
@@ -222,9 +232,22 @@ def test_pgd_protections_expose_the_step_api():
             assert issubclass(cls, PGDProtection), name
 
 
-MODULES = {"none": "none", "noise": "noise", "advdm": "advdm", "advdm-": "advdm", "mist": "mist",
-           "photoguard": "photoguard", "texture": "texture", "encoder": "encoder", "sds+": "sds", "sds-": "sds",
-           "sdst-": "sdst", "sds-z": "sds_z", "fsmg": "fsmg", "aspl": "aspl"}
+MODULES = {
+    "none": "none",
+    "noise": "noise",
+    "advdm": "advdm",
+    "advdm-": "advdm",
+    "mist": "mist",
+    "photoguard": "photoguard",
+    "texture": "texture",
+    "encoder": "encoder",
+    "sds+": "sds",
+    "sds-": "sds",
+    "sdst-": "sdst",
+    "sds-z": "sds_z",
+    "fsmg": "fsmg",
+    "aspl": "aspl",
+}
 
 
 def test_every_method_declares_what_it_needs_in_known_names():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from cloakbench.protections import PROTECTIONS
 from cloakbench.protections.engine import StepDraws
-from cloakbench.protections.targets import pattern_image, text_image
+from cloakbench.protections.targets import text_image
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -252,7 +252,8 @@ def expected_semantic_loss(model, images, draws_count=256, seed=99):
 
 def protect(name, model, images, **overrides):
     return PROTECTIONS.get(name).from_overrides({"steps": "10", "latent": "mean", **overrides})(
-        images, model, generator=generator(0))
+        images, model, generator=generator(0)
+    )
 
 
 def test_advdm_raises_and_advdm_minus_lowers_the_semantic_loss(sensitive_model, clean8):
@@ -309,8 +310,9 @@ def unet_state(model):
 def test_reference_mode_gives_the_fair_update(name, tiny_model, clean8):
     fair = PROTECTIONS.get(name).from_overrides({"steps": "2"})
     reference = PROTECTIONS.get(name).from_overrides({"steps": "2", "reference_mode": "true"})
-    assert torch.equal(fair(clean8, tiny_model, generator=generator(4)),
-                       reference(clean8, tiny_model, generator=generator(4)))
+    assert torch.equal(
+        fair(clean8, tiny_model, generator=generator(4)), reference(clean8, tiny_model, generator=generator(4))
+    )
     assert all(flag is False and grad is None for flag, grad in unet_state(tiny_model))
 
 
@@ -318,15 +320,25 @@ def test_reference_mode_gives_the_fair_update(name, tiny_model, clean8):
 # texture) and the image's (texture, whose reference loss module computes L_S it does not
 # use); SDS runs its one forward under no_grad; PhotoGuard's and the encoder attack's own
 # code have none of these accidents.
-EXTRA_FORWARDS = {"advdm": 1, "advdm-": 1, "mist": 1, "texture": 2, "photoguard": 0, "encoder": 0,
-                  "sds+": 0, "sds-": 0, "sdst-": 0}
+EXTRA_FORWARDS = {
+    "advdm": 1,
+    "advdm-": 1,
+    "mist": 1,
+    "texture": 2,
+    "photoguard": 0,
+    "encoder": 0,
+    "sds+": 0,
+    "sds-": 0,
+    "sdst-": 0,
+}
 # Whose reference-mode backward reaches the UNet's weights (its loss goes through the UNet).
 BUILDS_WEIGHT_GRADS = {"advdm", "advdm-", "mist"}
 
 
 def test_the_cost_table_covers_every_method_with_a_reference_mode():
-    with_mode = [n for n, cls in PROTECTIONS.items()
-                 if "reference_mode" in {f.name for f in dataclasses.fields(cls.Config)}]
+    with_mode = [
+        n for n, cls in PROTECTIONS.items() if "reference_mode" in {f.name for f in dataclasses.fields(cls.Config)}
+    ]
     # A method that declares no reference cost runs the fair step in reference mode
     # (tests/test_protections.py); every method that declares one is measured here.
     costly = [n for n in with_mode if PROTECTIONS.get(n).reference_costs]
@@ -388,14 +400,16 @@ def alive_at_backward(model, images, monkeypatch, *, keep_losses: bool) -> tuple
     from cloakbench.protections.reference_costs import ReferenceCosts
 
     class Held:
-        __slots__ = ("tensor", "__weakref__")
+        __slots__ = ("__weakref__", "tensor")
 
         def __init__(self, tensor):
             self.tensor = tensor
 
     alive, packed, depth, kept = weakref.WeakSet(), [0], [0], []
-    handles = [model.unet.register_forward_pre_hook(lambda module, args: depth.__setitem__(0, depth[0] + 1)),
-               model.unet.register_forward_hook(lambda module, args, out: depth.__setitem__(0, depth[0] - 1))]
+    handles = [
+        model.unet.register_forward_pre_hook(lambda module, args: depth.__setitem__(0, depth[0] + 1)),
+        model.unet.register_forward_hook(lambda module, args, out: depth.__setitem__(0, depth[0] - 1)),
+    ]
 
     def pack(tensor):
         if not depth[0]:
@@ -457,7 +471,8 @@ def test_double_encode_option_adds_one_encoder_pass_and_keeps_the_update(name, t
         for double in ("false", "true"):
             calls.clear()
             protection = PROTECTIONS.get(name).from_overrides(
-                {"steps": "2", "reference_mode": "true", "reference_double_encode": double})
+                {"steps": "2", "reference_mode": "true", "reference_double_encode": double}
+            )
             outputs[double] = protection(clean8, tiny_model, generator=generator(4))
             outputs[double + "_calls"] = len(calls)
     finally:

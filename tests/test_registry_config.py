@@ -15,7 +15,7 @@ def make_registry() -> Registry:
     registry = Registry("widget")
 
     @registry.register("sds-")
-    class A:  # noqa: D401
+    class A:
         pass
 
     @registry.register("sds+")
@@ -76,8 +76,11 @@ class Demo(Component):
 
 
 def test_overrides_are_parsed_by_field_type():
-    config = apply_overrides(DemoConfig(), {"steps": "50", "eps": "8", "strengths": "0.2,0.4",
-                                            "enabled": "true", "target": "none"}, owner="demo")
+    config = apply_overrides(
+        DemoConfig(),
+        {"steps": "50", "eps": "8", "strengths": "0.2,0.4", "enabled": "true", "target": "none"},
+        owner="demo",
+    )
     assert config == DemoConfig(steps=50, eps=8.0, strengths=(0.2, 0.4), enabled=True, target=None)
 
 
@@ -93,7 +96,9 @@ def test_bad_value_names_the_field():
 
 def test_set_options_split_on_the_last_dot_so_names_may_contain_symbols():
     assert parse_set_options(["sds-.steps=50", "sdedit.strengths=0.1,0.3"]) == {
-        "sds-": {"steps": "50"}, "sdedit": {"strengths": "0.1,0.3"}}
+        "sds-": {"steps": "50"},
+        "sdedit": {"strengths": "0.1,0.3"},
+    }
     with pytest.raises(ConfigError, match="NAME.FIELD=VALUE"):
         parse_set_options(["steps=50"])
 
@@ -101,5 +106,15 @@ def test_set_options_split_on_the_last_dot_so_names_may_contain_symbols():
 def test_component_description_is_the_first_docstring_line_and_identity_is_stable():
     demo = Demo.from_overrides({"steps": "7"})
     assert Demo.description() == "Demo component: one line shown by bench list."
-    assert demo.identity() == {"name": "demo", "version": 1, "config": {
-        "steps": 7, "eps": 16.0, "strengths": [0.1, 0.3], "mode": "sample", "enabled": False, "target": None}}
+    assert demo.identity() == {
+        "name": "demo",
+        "version": 1,
+        "config": {
+            "steps": 7,
+            "eps": 16.0,
+            "strengths": [0.1, 0.3],
+            "mode": "sample",
+            "enabled": False,
+            "target": None,
+        },
+    }

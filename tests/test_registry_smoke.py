@@ -37,14 +37,17 @@ def missing_weight_files() -> dict[str, weights.WeightSpec]:
 def assert_names_a_missing_file(reason: str, owner: str) -> None:
     missing = missing_weight_files()
     named = [name for name in missing if name in reason]
-    assert named, (f"{owner} is unavailable, but its reason names none of the missing weight files "
-                   f"{sorted(missing) or '(none is missing here)'}: {reason}")
+    assert named, (
+        f"{owner} is unavailable, but its reason names none of the missing weight files "
+        f"{sorted(missing) or '(none is missing here)'}: {reason}"
+    )
 
 
 def smooth_images(count: int, side: int, seed: int) -> torch.Tensor:
     coarse = torch.rand(count, 3, 8, 8, generator=generator(seed))
-    return quantize_8bit(torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear",
-                                                         align_corners=False))
+    return quantize_8bit(
+        torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+    )
 
 
 # -- mimicry: attacks and purifications ------------------------------------------------------
@@ -56,8 +59,9 @@ def quick_attack(name: str):
 
 
 def attack_context(tmp_path, images: torch.Tensor, setting: str = "") -> AttackContext:
-    return AttackContext(setting=setting, prompt="a photo", work_dir=str(tmp_path),
-                         image_names=[f"image{i}" for i in range(len(images))])
+    return AttackContext(
+        setting=setting, prompt="a photo", work_dir=str(tmp_path), image_names=[f"image{i}" for i in range(len(images))]
+    )
 
 
 @pytest.mark.parametrize("name", MIMICRY.names())
@@ -98,14 +102,14 @@ def test_attack_contract(name, tiny_model, clean8, tmp_path):
         assert torch.equal(images, clean8), f"{where} modified its input images"
 
 
-def test_impress_without_weights_names_vgg16(caches):  # noqa: F811
+def test_impress_without_weights_names_vgg16(caches):
     """IMPRESS's LPIPS is VGG in the authors' code (AAAAAAsuka/Impress impress.py:12)."""
     with pytest.raises(AttackUnavailable, match=weights.VGG16.filename) as caught:
         quick_attack("impress").check_available()
     assert "impress.distance=l2" in str(caught.value)  # and says how to run without them
 
 
-def test_upscale_without_the_sd_x4_upscaler(caches, clean8, tmp_path):  # noqa: F811
+def test_upscale_without_the_sd_x4_upscaler(caches, clean8, tmp_path):
     """No upscaler: ``upscale`` is unavailable naming the files and the place, never bicubic under its name."""
     from cloakbench.mimicry.upscale import SD_UPSCALER_ID, find_cached_upscaler
 
@@ -150,6 +154,6 @@ def test_metric_contract(name, metric_pair):
     expected = (len(outputs),) if cls.scope == "pair" else ()
     assert tuple(values.shape) == expected, f"{name}: shape {tuple(values.shape)}, expected {expected}"
     assert torch.isfinite(values).all(), f"{name}: {values}"
-    assert torch.equal(outputs, metric_pair[0]) and torch.equal(references, metric_pair[1]), \
+    assert torch.equal(outputs, metric_pair[0]) and torch.equal(references, metric_pair[1]), (
         f"{name} modified its inputs"
-
+    )

@@ -28,10 +28,29 @@ from cloakbench.reports.run import load_run, shorten_paths
 
 EVIL_NAME = '"><img src=x onerror=alert(1)>.png'
 EVIL_SKIPPED = "<svg onload=alert(2)>.jpg"
-COLUMNS = ["run", "cell", "image", "image_name", "protection", "purification", "mimicry", "setting",
-           "seed", "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact"]
-LPIPS_REASON = ("alexnet weights not found: expected /root/.cache/torch/hub/checkpoints/"
-                "alexnet-owt-7be5be79.pth (or set CLOAKBENCH_ALEXNET to its path).")
+COLUMNS = [
+    "run",
+    "cell",
+    "image",
+    "image_name",
+    "protection",
+    "purification",
+    "mimicry",
+    "setting",
+    "seed",
+    "pair",
+    "metric",
+    "value",
+    "unit",
+    "higher_is_better",
+    "status",
+    "note",
+    "artifact",
+]
+LPIPS_REASON = (
+    "alexnet weights not found: expected /root/.cache/torch/hub/checkpoints/"
+    "alexnet-owt-7be5be79.pth (or set CLOAKBENCH_ALEXNET to its path)."
+)
 BUDGET = {"none": 0, "noise": 4, "photoguard": 8}
 ATTACKS = [("", "sdedit", "0.2"), ("", "sdedit", "0.5"), ("jpeg", "", "75")]
 
@@ -59,7 +78,9 @@ def _attack(pixels: np.ndarray, purification: str, mimicry: str, setting: str, s
         image.save(buffer, format="JPEG", quality=int(setting))
         return np.asarray(Image.open(buffer).convert("RGB"))
     rng = np.random.default_rng(seed)
-    blurred = np.asarray(image.resize((16, 16), Image.Resampling.BILINEAR).resize(image.size, Image.Resampling.BILINEAR))
+    blurred = np.asarray(
+        image.resize((16, 16), Image.Resampling.BILINEAR).resize(image.size, Image.Resampling.BILINEAR)
+    )
     mix = float(setting)
     noisy = (1 - mix) * pixels + mix * blurred + rng.normal(0, 20 * mix, pixels.shape)
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
@@ -71,23 +92,42 @@ def _similarity_rows(base: dict, pair: str, output: np.ndarray, reference: np.nd
     rows = [
         dict(base, pair=pair, metric="psnr", value=psnr, unit="dB", higher_is_better=1, status="ok", artifact=artifact),
         dict(base, pair=pair, metric="ssim", value=ssim, unit="", higher_is_better=1, status="ok", artifact=artifact),
-        dict(base, pair=pair, metric="lpips", value="", unit="", higher_is_better=0, status="unavailable",
-             note=LPIPS_REASON, artifact=artifact),
+        dict(
+            base,
+            pair=pair,
+            metric="lpips",
+            value="",
+            unit="",
+            higher_is_better=0,
+            status="unavailable",
+            note=LPIPS_REASON,
+            artifact=artifact,
+        ),
     ]
     if pair == "protected_vs_clean":
         linf = float(np.abs(output.astype(int) - reference.astype(int)).max())
-        rows.append(dict(base, pair=pair, metric="linf", value=linf, unit="/255", higher_is_better=0, status="ok",
-                         artifact=artifact))
+        rows.append(
+            dict(
+                base,
+                pair=pair,
+                metric="linf",
+                value=linf,
+                unit="/255",
+                higher_is_better=0,
+                status="ok",
+                artifact=artifact,
+            )
+        )
     return rows
 
 
 def _cost_rows(base: dict, rng: np.random.Generator, seconds: float) -> list[dict]:
     return [
         dict(base, pair="cost", metric="wall_s", value=seconds * (1 + 0.1 * rng.random()), unit="s", status="ok"),
-        dict(base, pair="cost", metric="peak_rss_bytes", value=int(2 ** 30 * (1 + rng.random())), unit="B", status="ok"),
+        dict(base, pair="cost", metric="peak_rss_bytes", value=int(2**30 * (1 + rng.random())), unit="B", status="ok"),
         dict(base, pair="cost", metric="peak_cuda_allocated_bytes", value=0, unit="B", status="ok"),
         dict(base, pair="cost", metric="peak_cuda_reserved_bytes", value=0, unit="B", status="ok"),
-        dict(base, pair="cost", metric="saved_bytes", value=int(2 ** 20 * seconds), unit="B", status="ok"),
+        dict(base, pair="cost", metric="saved_bytes", value=int(2**20 * seconds), unit="B", status="ok"),
     ]
 
 
@@ -97,21 +137,64 @@ def _generator_rows(run_dir: Path, rng: np.random.Generator, seed: int, size: in
     twins = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(2)]
     for protection, budget in BUDGET.items():
         base = dict.fromkeys(COLUMNS, "")
-        base.update(run="fake", image="concept", image_name="all images", protection=protection,
-                    mimicry="textual-inversion", seed=str(seed), cell=f"ti-{protection}")
-        rows.append(dict(base, pair="generations_vs_concept", metric="fid", value=100 + 20 * budget, unit="",
-                         higher_is_better=0, status="ok"))
-        rows.append(dict(base, pair="generations_vs_concept", metric="kid", value=0.01 * (1 + budget), unit="",
-                         higher_is_better=0, status="ok"))
+        base.update(
+            run="fake",
+            image="concept",
+            image_name="all images",
+            protection=protection,
+            mimicry="textual-inversion",
+            seed=str(seed),
+            cell=f"ti-{protection}",
+        )
+        rows.append(
+            dict(
+                base,
+                pair="generations_vs_concept",
+                metric="fid",
+                value=100 + 20 * budget,
+                unit="",
+                higher_is_better=0,
+                status="ok",
+            )
+        )
+        rows.append(
+            dict(
+                base,
+                pair="generations_vs_concept",
+                metric="kid",
+                value=0.01 * (1 + budget),
+                unit="",
+                higher_is_better=0,
+                status="ok",
+            )
+        )
         for index, twin in enumerate(twins):
             generation = np.clip(twin.astype(int) + budget * 4, 0, 255).astype(np.uint8)
             setting_base = dict(base, setting=f"generation {index}", artifact=_store(run_dir, generation))
-            rows.append(dict(setting_base, pair="generations_vs_concept", metric="ssim", value=0.5 - 0.02 * budget,
-                             unit="", higher_is_better=1, status="ok", note="nearest concept image"))
+            rows.append(
+                dict(
+                    setting_base,
+                    pair="generations_vs_concept",
+                    metric="ssim",
+                    value=0.5 - 0.02 * budget,
+                    unit="",
+                    higher_is_better=1,
+                    status="ok",
+                    note="nearest concept image",
+                )
+            )
             if budget:
-                rows.append(dict(setting_base, pair="attack_vs_clean_attack", metric="ssim",
-                                 value=structural_similarity(twin, generation, channel_axis=2, data_range=255),
-                                 unit="", higher_is_better=1, status="ok"))
+                rows.append(
+                    dict(
+                        setting_base,
+                        pair="attack_vs_clean_attack",
+                        metric="ssim",
+                        value=structural_similarity(twin, generation, channel_axis=2, data_range=255),
+                        unit="",
+                        higher_is_better=1,
+                        status="ok",
+                    )
+                )
         rows += _cost_rows(base, rng, 30.0)
         rows.append(dict(base, pair="training", metric="loss", setting="0", value=0.5, status="ok"))
     return rows
@@ -139,16 +222,23 @@ def write_fake_run(run_dir: Path, *, names=("astronaut.png", EVIL_NAME), size: i
             base = dict.fromkeys(COLUMNS, "")
             base.update(run="fake", image=image_id, image_name=name, protection=protection, seed=str(seed))
             protected_artifact = _store(run_dir, protected)
-            rows += _similarity_rows(dict(base, cell=f"p-{protection}-{index}"), "protected_vs_clean",
-                                     protected, clean, protected_artifact)
+            rows += _similarity_rows(
+                dict(base, cell=f"p-{protection}-{index}"), "protected_vs_clean", protected, clean, protected_artifact
+            )
             if budget:
                 rows += _cost_rows(dict(base, cell=f"p-{protection}-{index}"), rng, 0.5 * budget)
                 amplification = (1.0 if protection == "noise" else 25.0) * (1 + 0.2 * rng.random())
-                rows.append(dict(base, pair="analysis", metric="amplification", value=amplification,
-                                 unit="ratio", status="ok"))
+                rows.append(
+                    dict(base, pair="analysis", metric="amplification", value=amplification, unit="ratio", status="ok")
+                )
             for purification, mimicry, setting in ATTACKS:
-                attack_base = dict(base, purification=purification, mimicry=mimicry, setting=setting,
-                                   cell=f"a-{protection}-{purification}{mimicry}{setting}-{index}")
+                attack_base = dict(
+                    base,
+                    purification=purification,
+                    mimicry=mimicry,
+                    setting=setting,
+                    cell=f"a-{protection}-{purification}{mimicry}{setting}-{index}",
+                )
                 on_clean = _attack(clean, purification, mimicry, setting, seed)
                 output = _attack(protected, purification, mimicry, setting, seed)
                 artifact = _store(run_dir, output)
@@ -162,17 +252,35 @@ def write_fake_run(run_dir: Path, *, names=("astronaut.png", EVIL_NAME), size: i
         writer.writeheader()
         writer.writerows(rows)
     manifest = {
-        "run": "fake", "created_utc": "2026-11-28T10:00:00Z", "finished_utc": "2026-11-28T10:05:00Z",
+        "run": "fake",
+        "created_utc": "2026-11-28T10:00:00Z",
+        "finished_utc": "2026-11-28T10:05:00Z",
         "command": ["bench", "compare", str(run_dir.parent / "inputs"), "--out", str(run_dir)],
-        "versions": {"python": "3.11.7", "torch": "2.14.1", "diffusers": "0.42.1", "transformers": "5.24.0",
-                     "cloakbench": "0.1.0"},
-        "device": "cpu (test)", "git_commit": "0123456789abcdef", "git_dirty": True,
+        "versions": {
+            "python": "3.11.7",
+            "torch": "2.14.1",
+            "diffusers": "0.42.1",
+            "transformers": "5.24.0",
+            "cloakbench": "0.1.0",
+        },
+        "device": "cpu (test)",
+        "git_commit": "0123456789abcdef",
+        "git_dirty": True,
         "model": {"name": "tiny-random", "weights_hash": "f" * 64, "dtype": "float32"},
-        "plan": {"images": plan_images, "protections": list(BUDGET), "attacks": ["sdedit", "jpeg", "textual-inversion"],
-                 "metrics": ["psnr", "ssim", "lpips", "linf"], "seed": seed},
+        "plan": {
+            "images": plan_images,
+            "protections": list(BUDGET),
+            "attacks": ["sdedit", "jpeg", "textual-inversion"],
+            "metrics": ["psnr", "ssim", "lpips", "linf"],
+            "seed": seed,
+        },
         # As cloakbench.core.images words it: the reason repeats the path.
-        "skipped": [{"path": str(run_dir.parent / "inputs" / EVIL_SKIPPED),
-                     "reason": f"{run_dir.parent / 'inputs' / EVIL_SKIPPED}: not an image (text file)"}],
+        "skipped": [
+            {
+                "path": str(run_dir.parent / "inputs" / EVIL_SKIPPED),
+                "reason": f"{run_dir.parent / 'inputs' / EVIL_SKIPPED}: not an image (text file)",
+            }
+        ],
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return run_dir
@@ -225,7 +333,9 @@ def test_report_is_self_contained_and_has_the_csp(rendered):
     run_dir, report = rendered
     assert report == run_dir / "report.html"
     page = parse(report)
-    metas = [attrs for tag, attrs in page.tags if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"]
+    metas = [
+        attrs for tag, attrs in page.tags if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert [m["content"] for m in metas] == [CSP]
     scripts = [attrs for tag, attrs in page.tags if tag == "script"]
     assert scripts == [{"type": "application/json", "id": "cloakbench-summary"}]
@@ -242,8 +352,10 @@ def test_report_is_self_contained_and_has_the_csp(rendered):
     # and one comparison figure per attack with per-image outputs (sdedit, jpeg; not textual inversion).
     alts = [attrs.get("alt", "") for tag, attrs in page.tags if tag == "img"]
     assert len([a for a in alts if a.startswith(("strength (", "bar", "line"))]) == 4
-    assert sorted(a for a in alts if a.startswith("image comparison")) == ["image comparison for jpeg",
-                                                                          "image comparison for sdedit"]
+    assert sorted(a for a in alts if a.startswith("image comparison")) == [
+        "image comparison for jpeg",
+        "image comparison for sdedit",
+    ]
 
 
 def test_summary_values_are_the_means_of_the_rows(rendered):
@@ -257,9 +369,14 @@ def test_summary_values_are_the_means_of_the_rows(rendered):
     assert directions == {"psnr": "↓ stronger", "ssim": "↓ stronger"}
     groups = {g["protection"]: g for g in data["groups"]}
     assert list(groups) == ["none", "noise", "photoguard"]
-    sdedit = [a for a in groups["photoguard"]["attacks"] if a["attack"] == "sdedit" and a["setting"] == "0.5"][0]
-    expected = rows[(rows["protection"] == "photoguard") & (rows["mimicry"] == "sdedit") & (rows["setting"] == "0.5")
-                    & (rows["pair"] == "attack_vs_clean_attack") & (rows["metric"] == "ssim")]["value"].mean()
+    sdedit = next(a for a in groups["photoguard"]["attacks"] if a["attack"] == "sdedit" and a["setting"] == "0.5")
+    expected = rows[
+        (rows["protection"] == "photoguard")
+        & (rows["mimicry"] == "sdedit")
+        & (rows["setting"] == "0.5")
+        & (rows["pair"] == "attack_vs_clean_attack")
+        & (rows["metric"] == "ssim")
+    ]["value"].mean()
     assert sdedit["strength"][strength_metrics.index("ssim")]["text"] == f"{expected:.3f}"
     # L∞ is the max over images, and equals the budget the fake protection spent.
     impercept = [c["metric"] for c in data["impercept_columns"]]
@@ -274,8 +391,14 @@ def test_a_cell_says_why_it_has_no_number():
 
     from cloakbench.reports.tables import aggregate
 
-    rows = pd.DataFrame({"metric": ["lpips"] * 3, "status": ["ok", "unavailable", "ok"],
-                         "value": [0.2, math.nan, 0.4], "note": ["", "weights missing at /srv/x/y.pth", ""]})
+    rows = pd.DataFrame(
+        {
+            "metric": ["lpips"] * 3,
+            "status": ["ok", "unavailable", "ok"],
+            "value": [0.2, math.nan, 0.4],
+            "note": ["", "weights missing at /srv/x/y.pth", ""],
+        }
+    )
     partial = aggregate(rows, "lpips")
     assert partial.text == "0.300*" and "1 row(s) not ok" in partial.title
     none_ok = aggregate(rows[rows["status"] != "ok"], "lpips")
@@ -371,12 +494,15 @@ def test_perturbation_is_grey_where_unchanged_and_amplified_elsewhere():
     assert (shown[unchanged] == shown[2, 2, 2]).all() and abs(int(shown[2, 2, 2]) - 127.5) <= 0.5
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("bench compare /home/u/photos --out /srv/runs/r1", "bench compare …/u/photos --out …/runs/r1"),
-    ("--model=/models/sd15/unet", "--model=…/sd15/unet"),
-    ("eps 8/255, unit /255, jpeg+sdedit", "eps 8/255, unit /255, jpeg+sdedit"),
-    ("relative/folder/file.png", "relative/folder/file.png"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("bench compare /home/u/photos --out /srv/runs/r1", "bench compare …/u/photos --out …/runs/r1"),
+        ("--model=/models/sd15/unet", "--model=…/sd15/unet"),
+        ("eps 8/255, unit /255, jpeg+sdedit", "eps 8/255, unit /255, jpeg+sdedit"),
+        ("relative/folder/file.png", "relative/folder/file.png"),
+    ],
+)
 def test_shorten_paths(text, expected):
     assert shorten_paths(text) == expected
     assert not re.search(r"(^|\s)/\w+/", shorten_paths(text))
@@ -385,7 +511,7 @@ def test_shorten_paths(text, expected):
 def test_bench_report_rerenders(fake_run, tmp_path):
     from typer.testing import CliRunner
 
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     result = CliRunner().invoke(app, ["report", str(fake_run)])
     assert result.exit_code == 0, result.output

@@ -17,12 +17,20 @@ from tests.test_report_leaderboard import write_sweep_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (.ci/run installs it)"
+    ),
 ]
 
 
@@ -46,7 +54,8 @@ def loaded_page(tmp_path_factory):
                 "text": page.inner_text("body"),
                 "onerror": page.eval_on_selector_all("[onerror], [onload]", "nodes => nodes.length"),
                 "broken_images": page.eval_on_selector_all(
-                    "img", "nodes => nodes.filter(n => !(n.complete && n.naturalWidth > 0)).length"),
+                    "img", "nodes => nodes.filter(n => !(n.complete && n.naturalWidth > 0)).length"
+                ),
                 "images": page.eval_on_selector_all("img", "nodes => nodes.length"),
             }
         finally:
@@ -93,7 +102,8 @@ def sweep_page(tmp_path_factory):
                 "grids_open": page.eval_on_selector("details.grids", "n => n.open"),
                 "curve": page.eval_on_selector_all("img[alt^='strength (']", "nodes => nodes.length"),
                 "broken_images": page.eval_on_selector_all(
-                    "img", "nodes => nodes.filter(n => !(n.complete && n.naturalWidth > 0)).length"),
+                    "img", "nodes => nodes.filter(n => !(n.complete && n.naturalWidth > 0)).length"
+                ),
             }
         finally:
             browser.close()

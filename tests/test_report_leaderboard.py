@@ -24,9 +24,30 @@ from cloakbench.reports.run import load_run
 from cloakbench.reports.stats import Estimate, bootstrap
 from tests.test_report import _attack, _similarity_rows, _store, parse, write_fake_run
 
-COLUMNS = ["run", "cell", "image", "image_name", "category", "protection", "protection_setting", "purification",
-           "mimicry", "setting", "run_seed", "seed", "protect_model", "attack_model", "pair", "metric", "value", "unit",
-           "higher_is_better", "status", "note", "artifact"]
+COLUMNS = [
+    "run",
+    "cell",
+    "image",
+    "image_name",
+    "category",
+    "protection",
+    "protection_setting",
+    "purification",
+    "mimicry",
+    "setting",
+    "run_seed",
+    "seed",
+    "protect_model",
+    "attack_model",
+    "pair",
+    "metric",
+    "value",
+    "unit",
+    "higher_is_better",
+    "status",
+    "note",
+    "artifact",
+]
 SWEEP = {"none": [0], "noise": [4, 8], "photoguard": [4, 8]}
 SWEEP_ATTACKS = [("", "sdedit", "0.2"), ("", "sdedit", "0.5"), ("jpeg", "", "75")]
 IMAGES = (("portrait-1.png", "portrait"), ("landscape-1.png", "landscape"))
@@ -34,10 +55,12 @@ ATTACK_MODELS = ("toy", "tiny-random")
 
 
 def _cost(base: dict, seconds: float, working: float) -> list[dict]:
-    return [dict(base, pair="cost", metric="wall_s", value=seconds, unit="s", status="ok"),
-            dict(base, pair="cost", metric="peak_rss_bytes", value=2 ** 31, unit="B", status="ok"),
-            dict(base, pair="cost", metric="saved_bytes_per_step", value=working / 4, unit="B", status="ok"),
-            dict(base, pair="cost", metric="working_rss_bytes", value=working, unit="B", status="ok")]
+    return [
+        dict(base, pair="cost", metric="wall_s", value=seconds, unit="s", status="ok"),
+        dict(base, pair="cost", metric="peak_rss_bytes", value=2**31, unit="B", status="ok"),
+        dict(base, pair="cost", metric="saved_bytes_per_step", value=working / 4, unit="B", status="ok"),
+        dict(base, pair="cost", metric="working_rss_bytes", value=working, unit="B", status="ok"),
+    ]
 
 
 def write_sweep_run(run_dir: Path, *, size: int = 24) -> Path:
@@ -62,34 +85,57 @@ def write_sweep_run(run_dir: Path, *, size: int = 24) -> Path:
                         sign = np.repeat(np.repeat(sign[::4, ::4], 4, 0), 4, 1)[:size, :size]
                     protected = np.clip(clean.astype(int) + eps * sign, 0, 255).astype(np.uint8)
                     base = dict.fromkeys(COLUMNS, "")
-                    base.update(run="sweep", image=image_id, image_name=name, category=category,
-                                protection=protection, protection_setting=setting, seed=str(seed),
-                                run_seed=str(seed),
-                                protect_model="toy", cell=f"p-{protection}-{eps}-{index}-{seed}")
+                    base.update(
+                        run="sweep",
+                        image=image_id,
+                        image_name=name,
+                        category=category,
+                        protection=protection,
+                        protection_setting=setting,
+                        seed=str(seed),
+                        run_seed=str(seed),
+                        protect_model="toy",
+                        cell=f"p-{protection}-{eps}-{index}-{seed}",
+                    )
                     rows += _similarity_rows(base, "protected_vs_clean", protected, clean, _store(run_dir, protected))
                     if eps:
-                        rows += _cost(base, 0.2 * eps, 2 ** 20 * eps * (3 if protection == "photoguard" else 1))
+                        rows += _cost(base, 0.2 * eps, 2**20 * eps * (3 if protection == "photoguard" else 1))
                     for attack_model in ATTACK_MODELS:
                         shift = 0 if attack_model == "toy" else 1
                         for purification, mimicry, strength in SWEEP_ATTACKS:
-                            attack_base = dict(base, purification=purification, mimicry=mimicry, setting=strength,
-                                               attack_model=attack_model,
-                                               cell=f"a-{protection}-{eps}-{mimicry}{strength}-{attack_model}-{index}-{seed}")
+                            attack_base = dict(
+                                base,
+                                purification=purification,
+                                mimicry=mimicry,
+                                setting=strength,
+                                attack_model=attack_model,
+                                cell=f"a-{protection}-{eps}-{mimicry}{strength}-{attack_model}-{index}-{seed}",
+                            )
                             on_clean = _attack(clean, purification, mimicry, strength, seed + shift)
                             output = _attack(protected, purification, mimicry, strength, seed + shift)
                             artifact = _store(run_dir, output)
                             if eps:
-                                rows += _similarity_rows(attack_base, "attack_vs_clean_attack", output, on_clean,
-                                                         artifact)
+                                rows += _similarity_rows(
+                                    attack_base, "attack_vs_clean_attack", output, on_clean, artifact
+                                )
                             rows += _similarity_rows(attack_base, "attack_vs_clean", output, clean, artifact)
     with open(run_dir / "rows.csv", "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    manifest = {"run": "sweep", "created_utc": "2026-11-28T10:00:00Z", "device": "cpu (test)",
-                "model": {"name": "toy", "weights_hash": "e" * 64, "dtype": "float32"},
-                "plan": {"images": plan_images, "protections": [{"name": p, "version": 1, "config": {}} for p in SWEEP],
-                         "attacks": ["sdedit", "jpeg"], "metrics": ["psnr", "ssim", "lpips", "linf"], "seed": 0}}
+    manifest = {
+        "run": "sweep",
+        "created_utc": "2026-11-28T10:00:00Z",
+        "device": "cpu (test)",
+        "model": {"name": "toy", "weights_hash": "e" * 64, "dtype": "float32"},
+        "plan": {
+            "images": plan_images,
+            "protections": [{"name": p, "version": 1, "config": {}} for p in SWEEP],
+            "attacks": ["sdedit", "jpeg"],
+            "metrics": ["psnr", "ssim", "lpips", "linf"],
+            "seed": 0,
+        },
+    }
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return run_dir
 
@@ -124,17 +170,31 @@ def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run
     _, data = sweep_report
     board = data["leaderboard"]
     assert [(r["protection"], r["setting"]) for r in board["rows"]] == [
-        ("none", ""), ("noise", "eps=4"), ("noise", "eps=8"), ("photoguard", "eps=4"), ("photoguard", "eps=8")]
+        ("none", ""),
+        ("noise", "eps=4"),
+        ("noise", "eps=8"),
+        ("photoguard", "eps=4"),
+        ("photoguard", "eps=8"),
+    ]
     assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@75"] == board["attack_columns"]
     rows = load_run(sweep_run).rows
     metric = board["strength_metric"]
     assert metric == "ssim"  # LPIPS is unavailable in these rows
     for entry in board["rows"][1:]:
-        mine = rows[(rows["protection"] == entry["protection"]) & (rows["protection_setting"] == entry["setting"])
-                    & (rows["pair"] == "attack_vs_clean_attack") & (rows["metric"] == metric)]
-        per_attacker = {name: mine[mask]["value"].mean() for name, mask in (
-            ("sdedit@0.2", mine["setting"] == "0.2"), ("sdedit@0.5", mine["setting"] == "0.5"),
-            ("jpeg@75", mine["purification"] == "jpeg"))}
+        mine = rows[
+            (rows["protection"] == entry["protection"])
+            & (rows["protection_setting"] == entry["setting"])
+            & (rows["pair"] == "attack_vs_clean_attack")
+            & (rows["metric"] == metric)
+        ]
+        per_attacker = {
+            name: mine[mask]["value"].mean()
+            for name, mask in (
+                ("sdedit@0.2", mine["setting"] == "0.2"),
+                ("sdedit@0.5", mine["setting"] == "0.5"),
+                ("jpeg@75", mine["purification"] == "jpeg"),
+            )
+        }
         # 2 images × 2 seeds × 2 attack models behind each attacker's number.
         assert all(cell["n"] == 8 and cell["low"] < cell["value"] < cell["high"] for cell in entry["attacks"])
         assert [c["value"] for c in entry["attacks"]] == pytest.approx(list(per_attacker.values()))
@@ -145,7 +205,7 @@ def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run
     # CPU memory: saved bytes per step and working memory, never the lifetime peak RSS.
     assert board["memory_labels"] == ["saved / step", "working memory"]
     photoguard8 = board["rows"][4]
-    assert photoguard8["memory_bytes"] == [3 * 8 * 2 ** 20 / 4, 3 * 8 * 2 ** 20]
+    assert photoguard8["memory_bytes"] == [3 * 8 * 2**20 / 4, 3 * 8 * 2**20]
 
 
 def test_unseparated_differences_are_marked(sweep_report):
@@ -171,7 +231,9 @@ def test_the_attacker_pool_changes_the_worst_case(sweep_run):
     assert leaderboard(run, ["sdedit"])["attackers"] == ["sdedit@0.2", "sdedit@0.5"]
     assert leaderboard(run, ["sdedit@0.5"])["attackers"] == ["sdedit@0.5"]
     assert any(r["worst"]["attacker"] != "jpeg@75" for r in everyone["rows"][1:])
-    with pytest.raises(AttackerPoolError, match="'diffpure' is not an attack of this run; its attacks are sdedit, jpeg"):
+    with pytest.raises(
+        AttackerPoolError, match="'diffpure' is not an attack of this run; its attacks are sdedit, jpeg"
+    ):
         leaderboard(run, ["diffpure"])
 
 
@@ -184,7 +246,7 @@ def test_report_shows_curves_categories_and_transfer(sweep_report):
     assert transfer["protect_models"] == ["toy"] and transfer["attack_models"] == ["tiny-random", "toy"]
     assert all(cell["n"] == 4 for matrix in transfer["matrices"] for row in matrix["rows"] for cell in row["cells"])
     raw = report.read_text(encoding="utf-8")
-    for anchor in ('id="leaderboard"', 'id="categories"', 'id="transfer"', "<details class=\"grids\">"):
+    for anchor in ('id="leaderboard"', 'id="categories"', 'id="transfer"', '<details class="grids">'):
         assert anchor in raw
     assert raw.index('id="leaderboard"') < raw.index('id="plots"') < raw.index('id="summary"') < raw.index('id="grids"')
     assert "Lines join each protection&#39;s budgets in sweep order." in raw
@@ -197,10 +259,11 @@ def test_report_shows_curves_categories_and_transfer(sweep_report):
 
 
 def test_bench_report_attacker_pool_flag(sweep_run, tmp_path):
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
-    result = CliRunner().invoke(app, ["report", str(sweep_run), "--out", str(tmp_path / "pooled"),
-                                      "--attacker-pool", "jpeg"])
+    result = CliRunner().invoke(
+        app, ["report", str(sweep_run), "--out", str(tmp_path / "pooled"), "--attacker-pool", "jpeg"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(parse(tmp_path / "pooled" / "report.html").json_text)
     assert data["leaderboard"]["attackers"] == ["jpeg@75"]
@@ -216,7 +279,7 @@ def _rewrite_manifest(run_dir: Path, **changes) -> None:
 
 
 def test_merging_runs_of_two_models(tmp_path):
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     first = write_fake_run(tmp_path / "cpu")
     second = write_fake_run(tmp_path / "gpu")
@@ -227,9 +290,10 @@ def test_merging_runs_of_two_models(tmp_path):
     transfer = data["leaderboard"]["transfer"]
     assert transfer["protect_models"] == ["tiny-random", "toy"] == transfer["attack_models"]
     both = pd.concat([load_run(first).rows, load_run(second).rows])
-    photoguard = [r for r in data["leaderboard"]["rows"] if r["protection"] == "photoguard"][0]
-    expected = both[(both["protection"] == "photoguard") & (both["pair"] == "protected_vs_clean")
-                    & (both["metric"] == "psnr")]["value"].mean()
+    photoguard = next(r for r in data["leaderboard"]["rows"] if r["protection"] == "photoguard")
+    expected = both[
+        (both["protection"] == "photoguard") & (both["pair"] == "protected_vs_clean") & (both["metric"] == "psnr")
+    ]["value"].mean()
     assert photoguard["impercept"][0]["value"] == pytest.approx(expected)
     raw = (tmp_path / "merged" / "report.html").read_text(encoding="utf-8")
     assert "Merged runs" in raw and "no artifact" not in raw and "artifact missing" not in raw
@@ -237,14 +301,17 @@ def test_merging_runs_of_two_models(tmp_path):
     assert needs_out.exit_code == 2 and "needs --out" in needs_out.output
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("twice", "is given twice"),
-    ("version", "photoguard is version 1 in one and 2 in the other"),
-    ("unit", "is measured in dB (higher is better: 1) in one and ratio (higher is better: 1) in the other"),
-    ("images", "they share no image"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("twice", "is given twice"),
+        ("version", "photoguard is version 1 in one and 2 in the other"),
+        ("unit", "is measured in dB (higher is better: 1) in one and ratio (higher is better: 1) in the other"),
+        ("images", "they share no image"),
+    ],
+)
 def test_runs_that_cannot_be_compared_are_refused(tmp_path, damage, expected):
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     first = write_fake_run(tmp_path / "a")
     # Another seed draws other clean pixels: no image in common.
@@ -266,16 +333,19 @@ def test_runs_that_cannot_be_compared_are_refused(tmp_path, damage, expected):
     assert expected in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("empty", "rows.csv is empty"),
-    ("binary", "rows.csv is a binary file"),
-    ("foreign", "is not a cloakbench rows.csv: it lacks the column(s) protection, pair, metric, value, status"),
-    ("latin1", "rows.csv is not UTF-8 text"),
-    ("manifest-json", "manifest.json is damaged (not valid JSON"),
-    ("manifest-type", "manifest.json is damaged (its \"plan\" field is not a JSON object)"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("empty", "rows.csv is empty"),
+        ("binary", "rows.csv is a binary file"),
+        ("foreign", "is not a cloakbench rows.csv: it lacks the column(s) protection, pair, metric, value, status"),
+        ("latin1", "rows.csv is not UTF-8 text"),
+        ("manifest-json", "manifest.json is damaged (not valid JSON"),
+        ("manifest-type", 'manifest.json is damaged (its "plan" field is not a JSON object)'),
+    ],
+)
 def test_damaged_run_files_get_one_sentence(tmp_path, damage, expected):
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     run = write_fake_run(tmp_path / "run")
     rows, manifest = run / "rows.csv", run / "manifest.json"
@@ -336,16 +406,36 @@ def test_bench_compare_passes_the_attacker_pool_to_its_report(tmp_path):
     """End to end on the seeded tiny model: the report written by `bench compare` uses the pool."""
     from PIL import Image
 
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     folder = tmp_path / "images"
     folder.mkdir()
     yy, xx = np.mgrid[0:64, 0:64] / 64
     pixels = np.clip(np.round(255 * np.stack([xx, yy, 0.5 + 0.4 * np.sin(6 * xx)], -1)), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(folder / "gradient.png")
-    result = CliRunner().invoke(app, ["compare", "--images", str(folder), "--model", "tiny-random", "--quick",
-                                      "--methods", "noise", "--attacks", "jpeg,jpeg+sdedit", "--metrics", "psnr,ssim",
-                                      "--threads", "1", "--out", str(tmp_path / "run"), "--attacker-pool", "jpeg"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--images",
+            str(folder),
+            "--model",
+            "tiny-random",
+            "--quick",
+            "--methods",
+            "noise",
+            "--attacks",
+            "jpeg,jpeg+sdedit",
+            "--metrics",
+            "psnr,ssim",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--attacker-pool",
+            "jpeg",
+        ],
+    )
     assert result.exit_code == 0, result.output
     board = json.loads(parse(tmp_path / "run" / "report.html").json_text)["leaderboard"]
     every = leaderboard(load_run(tmp_path / "run"))["attackers"]

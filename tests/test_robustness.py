@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cloakbench.cli.app import app
-from cloakbench.cli.options import FILE_KEYS
+from cloakbench.bench.cli.app import app
+from cloakbench.bench.cli.options import FILE_KEYS
 from cloakbench.core.images import write_atomic
 
 
-def run(*args) -> "CliRunner.invoke":
+def run(*args) -> CliRunner.invoke:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
@@ -57,8 +56,9 @@ def test_protect_keeps_the_size_and_the_sidecar_records_intake(tmp_path):
     picture(tmp_path / "art" / "alpha.png", 36, 52, seed=1, mode="RGBA")
     deep = (np.random.default_rng(2).random((44, 60)) * 65535).astype(np.uint16)
     Image.fromarray(deep).save(tmp_path / "art" / "deep.png")  # 16-bit grayscale
-    result = run("protect", "--images", tmp_path / "art", "--method", "none", "--model", "tiny-random",
-                 "--out", tmp_path / "out")
+    result = run(
+        "protect", "--images", tmp_path / "art", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "out"
+    )
     assert result.exit_code == 0, result.output
     rotated_record = json.loads((tmp_path / "out" / "none" / "rotated.jpg.json").read_text())
     assert Image.open(tmp_path / "out" / "none" / "rotated.jpg.png").size == (40, 48)
@@ -77,8 +77,9 @@ def test_protect_keeps_the_size_and_the_sidecar_records_intake(tmp_path):
 def test_same_stem_different_extension_both_survive(tmp_path):
     picture(tmp_path / "art" / "a.png", seed=1)
     picture(tmp_path / "art" / "a.jpg", seed=2, quality=95)
-    result = run("protect", "--images", tmp_path / "art", "--method", "none", "--model", "tiny-random",
-                 "--out", tmp_path / "out")
+    result = run(
+        "protect", "--images", tmp_path / "art", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "out"
+    )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "out" / "none").iterdir())
     assert written == ["a.jpg.json", "a.jpg.png", "a.png.json", "a.png.png"]
@@ -87,19 +88,39 @@ def test_same_stem_different_extension_both_survive(tmp_path):
 
 def test_two_inputs_that_would_share_an_output_are_refused_naming_both(tmp_path):
     first, second = picture(tmp_path / "one" / "a.png", seed=1), picture(tmp_path / "two" / "a.png", seed=2)
-    result = run("protect", "--images", tmp_path / "one", "--images", tmp_path / "two", "--method", "none",
-                 "--model", "tiny-random", "--out", tmp_path / "out")
+    result = run(
+        "protect",
+        "--images",
+        tmp_path / "one",
+        "--images",
+        tmp_path / "two",
+        "--method",
+        "none",
+        "--model",
+        "tiny-random",
+        "--out",
+        tmp_path / "out",
+    )
     assert_sentence(result, 2, str(first), str(second))
     assert not (tmp_path / "out").exists()
 
 
 # -- settings: non-finite and out-of-range values refused; the sidecar is strict JSON -------------
-@pytest.mark.parametrize("args,named", [
-    (["--eps", "nan"], "sds-.eps"), (["--eps", "inf"], "sds-.eps"), (["--eps", "300"], "sds-.eps"),
-    (["--eps", "0"], "sds-.eps"), (["--steps", "0"], "sds-.steps"), (["--set", "sds-.alpha=-1"], "sds-.alpha"),
-    (["--set", "sds-.alpha=nan"], "sds-.alpha"), (["--method", "noise", "--set", "noise.eps=-inf"], "noise.eps"),
-    (["--seed", str(2**64)], "--seed"), (["--max-pixels", "0"], "--max-pixels"),
-])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--eps", "nan"], "sds-.eps"),
+        (["--eps", "inf"], "sds-.eps"),
+        (["--eps", "300"], "sds-.eps"),
+        (["--eps", "0"], "sds-.eps"),
+        (["--steps", "0"], "sds-.steps"),
+        (["--set", "sds-.alpha=-1"], "sds-.alpha"),
+        (["--set", "sds-.alpha=nan"], "sds-.alpha"),
+        (["--method", "noise", "--set", "noise.eps=-inf"], "noise.eps"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--max-pixels", "0"], "--max-pixels"),
+    ],
+)
 def test_bad_setting_values_are_refused_before_any_work(tmp_path, args, named):
     picture(tmp_path / "a.png")
     result = run("protect", tmp_path / "a.png", "--model", "tiny-random", "--out", tmp_path / "out", *args)
@@ -139,12 +160,15 @@ def test_the_sidecar_is_strict_json_even_when_a_loss_is_not_finite(tmp_path, mon
 
 
 # -- the --config file: unknown keys and sections refused with did-you-mean ----------------------
-@pytest.mark.parametrize("text,words", [
-    ("[compare]\nmethod = 'sds-'\n", ["exp.toml", "unknown key 'method'", "did you mean 'methods'"]),
-    ("[compair]\nmethods = 'sds-'\n", ["exp.toml", "unknown section 'compair'", "did you mean 'compare'"]),
-    ("seeed = 3\n", ["exp.toml", "unknown key 'seeed'", "did you mean 'seed'"]),
-    ("[compare]\ncell_timeout = 0\n", ["--cell-timeout"]),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("[compare]\nmethod = 'sds-'\n", ["exp.toml", "unknown key 'method'", "did you mean 'methods'"]),
+        ("[compair]\nmethods = 'sds-'\n", ["exp.toml", "unknown section 'compair'", "did you mean 'compare'"]),
+        ("seeed = 3\n", ["exp.toml", "unknown key 'seeed'", "did you mean 'seed'"]),
+        ("[compare]\ncell_timeout = 0\n", ["--cell-timeout"]),
+    ],
+)
 def test_config_file_mistakes_are_refused_naming_the_file(tmp_path, text, words):
     config = tmp_path / "exp.toml"
     config.write_text(text)
@@ -169,8 +193,22 @@ def test_a_run_whose_cells_fail_exits_1_and_names_them(tmp_path, monkeypatch):
 
     monkeypatch.setattr(UniformNoise, "__call__", broken)
     picture(tmp_path / "art" / "a.png", 64, 64)
-    result = run("compare", "--images", tmp_path / "art", "--methods", "noise", "--attacks", "jpeg",
-                 "--metrics", "psnr", "--model", "tiny-random", "--no-report", "--out", tmp_path / "run")
+    result = run(
+        "compare",
+        "--images",
+        tmp_path / "art",
+        "--methods",
+        "noise",
+        "--attacks",
+        "jpeg",
+        "--metrics",
+        "psnr",
+        "--model",
+        "tiny-random",
+        "--no-report",
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 1, result.output
     assert "deliberately broken" in result.output and "failed" in result.output
     assert (tmp_path / "run" / "rows.csv").is_file()  # the rows are kept
@@ -178,8 +216,22 @@ def test_a_run_whose_cells_fail_exits_1_and_names_them(tmp_path, monkeypatch):
 
 def test_a_run_where_every_cell_is_done_exits_0(tmp_path):
     picture(tmp_path / "art" / "a.png", 64, 64)
-    result = run("compare", "--images", tmp_path / "art", "--methods", "noise", "--attacks", "jpeg",
-                 "--metrics", "psnr", "--model", "tiny-random", "--no-report", "--out", tmp_path / "run")
+    result = run(
+        "compare",
+        "--images",
+        tmp_path / "art",
+        "--methods",
+        "noise",
+        "--attacks",
+        "jpeg",
+        "--metrics",
+        "psnr",
+        "--model",
+        "tiny-random",
+        "--no-report",
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -202,8 +254,22 @@ def test_a_damaged_journal_is_named_with_what_to_do(tmp_path):
     picture(tmp_path / "art" / "a.png", 64, 64)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "journal.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(2000))
-    args = ["compare", "--images", tmp_path / "art", "--methods", "none", "--attacks", "jpeg", "--metrics", "psnr",
-            "--model", "tiny-random", "--no-report", "--out", tmp_path / "run"]
+    args = [
+        "compare",
+        "--images",
+        tmp_path / "art",
+        "--methods",
+        "none",
+        "--attacks",
+        "jpeg",
+        "--metrics",
+        "psnr",
+        "--model",
+        "tiny-random",
+        "--no-report",
+        "--out",
+        tmp_path / "run",
+    ]
     result = run(*args)
     assert_sentence(result, 2, "journal.sqlite", "damaged", "move it aside")
     debug = run("--debug", *args)  # --debug: the traceback, for a bug report
@@ -212,8 +278,22 @@ def test_a_damaged_journal_is_named_with_what_to_do(tmp_path):
 
 def test_a_damaged_manifest_is_named(tmp_path):
     picture(tmp_path / "art" / "a.png", 64, 64)
-    args = ["compare", "--images", tmp_path / "art", "--methods", "none", "--attacks", "jpeg", "--metrics", "psnr",
-            "--model", "tiny-random", "--no-report", "--out", tmp_path / "run"]
+    args = [
+        "compare",
+        "--images",
+        tmp_path / "art",
+        "--methods",
+        "none",
+        "--attacks",
+        "jpeg",
+        "--metrics",
+        "psnr",
+        "--model",
+        "tiny-random",
+        "--no-report",
+        "--out",
+        tmp_path / "run",
+    ]
     assert run(*args).exit_code == 0
     (tmp_path / "run" / "manifest.json").write_text('{"plan": ')
     assert_sentence(run(*args), 2, str(tmp_path / "run" / "manifest.json"), "damaged")
@@ -244,7 +324,7 @@ def test_a_read_only_disk_is_one_sentence(tmp_path, monkeypatch):
 
 
 def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
-    from cloakbench import fullsize
+    from cloakbench.bench import fullsize
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -258,13 +338,26 @@ def test_out_of_memory_says_what_to_lower(tmp_path, monkeypatch):
 def test_a_missing_cuda_device_is_one_sentence(tmp_path):
     picture(tmp_path / "a.png")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    result = run("protect", tmp_path / "a.png", "--model", "tiny-random", "--device", f"cuda:{count}",
-                 "--out", tmp_path / "o")
+    result = run(
+        "protect", tmp_path / "a.png", "--model", "tiny-random", "--device", f"cuda:{count}", "--out", tmp_path / "o"
+    )
     assert_sentence(result, 2, f"cuda:{count}")
-    assert_sentence(run("protect", tmp_path / "a.png", "--model", "tiny-random", "--device", "gpu",
-                        "--out", tmp_path / "o"), 2, "'gpu'")
-    compare = run("compare", "--images", tmp_path / "a.png", "--model", "tiny-random", "--device", f"cuda:{count}",
-                  "--out", tmp_path / "run")
+    assert_sentence(
+        run("protect", tmp_path / "a.png", "--model", "tiny-random", "--device", "gpu", "--out", tmp_path / "o"),
+        2,
+        "'gpu'",
+    )
+    compare = run(
+        "compare",
+        "--images",
+        tmp_path / "a.png",
+        "--model",
+        "tiny-random",
+        "--device",
+        f"cuda:{count}",
+        "--out",
+        tmp_path / "run",
+    )
     assert_sentence(compare, 2, f"cuda:{count}")
     assert not (tmp_path / "run").exists()  # refused before any cell ran
 
@@ -272,11 +365,32 @@ def test_a_missing_cuda_device_is_one_sentence(tmp_path):
 def test_out_that_is_a_file_is_one_sentence(tmp_path):
     picture(tmp_path / "art" / "a.png", 64, 64)
     (tmp_path / "taken").write_text("not a folder")
-    assert_sentence(run("protect", tmp_path / "art", "--method", "none", "--model", "tiny-random",
-                        "--out", tmp_path / "taken"), 2, "--out", "is a file")
-    assert_sentence(run("compare", "--images", tmp_path / "art", "--methods", "none", "--attacks", "jpeg",
-                        "--metrics", "psnr", "--model", "tiny-random", "--out", tmp_path / "taken"),
-                    2, "--out", "is a file")
+    assert_sentence(
+        run("protect", tmp_path / "art", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "taken"),
+        2,
+        "--out",
+        "is a file",
+    )
+    assert_sentence(
+        run(
+            "compare",
+            "--images",
+            tmp_path / "art",
+            "--methods",
+            "none",
+            "--attacks",
+            "jpeg",
+            "--metrics",
+            "psnr",
+            "--model",
+            "tiny-random",
+            "--out",
+            tmp_path / "taken",
+        ),
+        2,
+        "--out",
+        "is a file",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +445,9 @@ def test_protect_outputs_are_readable_by_the_team(tmp_path):
     picture(tmp_path / "a.png")
     previous = os.umask(0o002)
     try:
-        result = run("protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random",
-                     "--out", tmp_path / "o")
+        result = run(
+            "protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "o"
+        )
     finally:
         os.umask(previous)
     assert result.exit_code == 0, result.output

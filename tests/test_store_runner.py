@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cloakbench.bench.compare import run_compare
+from cloakbench.bench.spec import CompareSpec
+from cloakbench.bench.store import RunStore, StoreError
 from cloakbench.core.models import ModelError
-from cloakbench.compare import run_compare
-from cloakbench.spec import CompareSpec
-from cloakbench.store import RunStore, StoreError
 from tests.support.grid import register_test_protections, write_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +35,15 @@ def image_dir(tmp_path_factory):
 
 
 def spec_for(out: Path, image_dir: Path, methods: str = "none,test-slow", **extra) -> CompareSpec:
-    defaults = dict(images=[str(image_dir)], methods=methods, attacks="identity", metrics="psnr,ssim,linf",
-                    model="tiny-random", out=out, write_report=False)
+    defaults = dict(
+        images=[str(image_dir)],
+        methods=methods,
+        attacks="identity",
+        metrics="psnr,ssim,linf",
+        model="tiny-random",
+        out=out,
+        write_report=False,
+    )
     defaults.update(extra)
     return CompareSpec(**defaults)
 
@@ -75,8 +82,12 @@ def _done_cells(run_dir: Path) -> int:
 
 
 def _grid_process(image_dir: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.support.grid", str(image_dir), str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.grid", str(image_dir), str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_kill_minus_nine_then_rerun_gives_the_rows_of_an_uninterrupted_run(tmp_path, image_dir):
@@ -97,7 +108,7 @@ def test_kill_minus_nine_then_rerun_gives_the_rows_of_an_uninterrupted_run(tmp_p
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["cells"]["reused"] == finished_before
     assert manifest["cells"]["computed"] == 12 - finished_before
-    drop_run = lambda rows: [{k: v for k, v in r.items() if k != "run"} for r in rows]  # noqa: E731
+    drop_run = lambda rows: [{k: v for k, v in r.items() if k != "run"} for r in rows]
     assert drop_run(read_rows(killed)) == drop_run(read_rows(reference))
 
 
@@ -118,9 +129,8 @@ def test_flipped_or_truncated_artifact_is_detected_and_recomputed(tmp_path, imag
 
 
 def test_second_process_on_the_same_run_is_refused(tmp_path, image_dir, with_test_protections):
-    with RunStore(tmp_path / "run"):
-        with pytest.raises(StoreError, match=r"in use by pid \d+"):
-            run_compare(spec_for(tmp_path / "run", image_dir))
+    with RunStore(tmp_path / "run"), pytest.raises(StoreError, match=r"in use by pid \d+"):
+        run_compare(spec_for(tmp_path / "run", image_dir))
 
 
 def test_changed_plan_is_refused_unless_forced(tmp_path, image_dir, with_test_protections):
@@ -140,8 +150,9 @@ def test_out_of_memory_cell_is_recorded_and_the_next_cell_runs(tmp_path, image_d
     failures = [r for r in rows if r["status"] == "failed"]
     assert any(r["note"].startswith("oom: CUDA out of memory at 64x64") for r in failures)
     assert any("nothing to attack" in r["note"] for r in failures)
-    assert any(r["protection"] == "test-slow" and r["pair"] == "attack_vs_clean_attack" and r["status"] == "ok"
-               for r in rows)
+    assert any(
+        r["protection"] == "test-slow" and r["pair"] == "attack_vs_clean_attack" and r["status"] == "ok" for r in rows
+    )
 
 
 def test_hanging_cell_times_out_and_the_run_goes_on(tmp_path, image_dir, with_test_protections):
@@ -180,17 +191,22 @@ def test_unknown_override_name_fails_before_work(tmp_path, image_dir):
     assert not (tmp_path / "run").exists()
 
 
-def test_an_attack_computed_from_other_published_bytes_is_recomputed(tmp_path, image_dir, with_test_protections,
-                                                                     caplog):
+def test_an_attack_computed_from_other_published_bytes_is_recomputed(
+    tmp_path, image_dir, with_test_protections, caplog
+):
     """Attack keys name their protect cell, not its bytes: if the published PNG comes out differently
     (a GPU run without --deterministic), the attacks that read the old bytes must not be reused."""
     run_dir = tmp_path / "run"
     run_compare(spec_for(run_dir, image_dir))
     with sqlite3.connect(run_dir / "journal.sqlite") as db:
-        protect = [(key, json.loads(artifacts)) for key, artifacts, label in
-                   db.execute("SELECT key, artifacts, label FROM cells WHERE kind='protect' AND state='done'")
-                   if json.loads(label)["protection"] == "test-slow"]
-        key, artifacts = protect[0]
+        protect = [
+            (key, json.loads(artifacts))
+            for key, artifacts, label in db.execute(
+                "SELECT key, artifacts, label FROM cells WHERE kind='protect' AND state='done'"
+            )
+            if json.loads(label)["protection"] == "test-slow"
+        ]
+        key, _artifacts = protect[0]
         other = protect[1][1]  # another image's published PNG, as if this cell had come out differently
         db.execute("UPDATE cells SET artifacts=? WHERE key=?", (json.dumps(other), key))
     with caplog.at_level(logging.WARNING):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from cloakbench.cli.options import merged_sweeps, parse_int_list
+from cloakbench.bench.cli.options import merged_sweeps, parse_int_list
+from cloakbench.bench.plan import Components, build_plan
+from cloakbench.bench.spec import CompareSpec, parse_sweep_options
 from cloakbench.core.config import ConfigError
 from cloakbench.core.images import load_images
 from cloakbench.core.models import model_facts
-from cloakbench.plan import Components, build_plan
-from cloakbench.spec import CompareSpec, parse_sweep_options
 from tests.support.grid import write_images
 
 
@@ -28,8 +28,7 @@ def plan_for(intake, **spec_fields):
 def test_a_swept_setting_gives_one_instance_per_value_with_a_canonical_setting():
     spec = CompareSpec(methods="noise,sds-", sweeps=merged_sweeps({}, ["sds-.eps=4,16", "protection:noise.eps=8"]))
     components = Components.from_spec(spec)
-    assert components.protection_variants == [("none", ""), ("noise", "eps=8"), ("sds-", "eps=4"),
-                                              ("sds-", "eps=16")]
+    assert components.protection_variants == [("none", ""), ("noise", "eps=8"), ("sds-", "eps=4"), ("sds-", "eps=16")]
     assert components.protections["sds-[eps=4]"].config.eps == 4.0
     assert components.protections["sds-[eps=16]"].config.eps == 16.0
 
@@ -47,13 +46,16 @@ def test_a_list_valued_setting_keeps_its_meaning_and_sweeps_with_semicolons():
     assert components.attacks["sdedit[strengths=[0.7]]"][1].config.strengths == (0.7,)
 
 
-@pytest.mark.parametrize("sweeps, overrides, message", [
-    (["sds-.epsilon=4,8"], {}, r"sds- has no setting 'epsilon'"),
-    (["advdm.eps=4,8"], {}, r"--sweep names protection:advdm, which this run does not use"),
-    (["sds-.eps=4,8"], {"sds-": {"eps": "8"}}, r"sds-.eps is given by both --set and --sweep"),
-    (["sds-.eps=4,300"], {}, r"sds-.eps: 300 is outside"),
-    (["noise.eps=4,8"], {}, r"--sweep noise.FIELD is ambiguous"),
-])
+@pytest.mark.parametrize(
+    "sweeps, overrides, message",
+    [
+        (["sds-.epsilon=4,8"], {}, r"sds- has no setting 'epsilon'"),
+        (["advdm.eps=4,8"], {}, r"--sweep names protection:advdm, which this run does not use"),
+        (["sds-.eps=4,8"], {"sds-": {"eps": "8"}}, r"sds-.eps is given by both --set and --sweep"),
+        (["sds-.eps=4,300"], {}, r"sds-.eps: 300 is outside"),
+        (["noise.eps=4,8"], {}, r"--sweep noise.FIELD is ambiguous"),
+    ],
+)
 def test_bad_sweeps_are_one_clear_error(sweeps, overrides, message):
     spec = CompareSpec(methods="sds-", attacks="jpeg+sdedit", sweeps=parse_sweep_options(sweeps), overrides=overrides)
     with pytest.raises(ConfigError, match=message):
@@ -91,7 +93,7 @@ def test_widening_a_sweep_keeps_every_existing_key(intake):
 def test_the_paper_table_config_plans_every_protection_budget_category_and_seed(tmp_path):
     import importlib.util
 
-    from cloakbench.cli.options import merged_overrides, read_config
+    from cloakbench.bench.cli.options import merged_overrides, read_config
     from cloakbench.core.datasets import load_dataset
 
     root = Path(__file__).resolve().parent.parent
@@ -100,9 +102,16 @@ def test_the_paper_table_config_plans_every_protection_budget_category_and_seed(
     loader.loader.exec_module(module)
     module.main(tmp_path / "data")
     file = read_config(root / "configs" / "paper_table.toml", "compare")
-    spec = CompareSpec(images=[str(tmp_path / "data")], methods=file["methods"], attacks=file["attacks"],
-                       model=file["model"], seeds=parse_int_list(file["seeds"], "--seeds"),
-                       sweeps=merged_sweeps(file, []), overrides=merged_overrides(file, []), quick=True)
+    spec = CompareSpec(
+        images=[str(tmp_path / "data")],
+        methods=file["methods"],
+        attacks=file["attacks"],
+        model=file["model"],
+        seeds=parse_int_list(file["seeds"], "--seeds"),
+        sweeps=merged_sweeps(file, []),
+        overrides=merged_overrides(file, []),
+        quick=True,
+    )
     components = Components.from_spec(spec)
     dataset = load_dataset(spec.images, model_facts("toy").resolution)
     plan = build_plan(spec, components, model_facts("toy"), dataset)
@@ -124,8 +133,8 @@ def test_the_paper_table_config_plans_every_protection_budget_category_and_seed(
 def test_compare_flags_reach_the_spec_and_bad_ones_are_one_sentence(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import cloakbench.compare
-    from cloakbench.cli.app import app
+    import cloakbench.bench.compare
+    from cloakbench.bench.cli.app import app
 
     seen = {}
 
@@ -133,13 +142,30 @@ def test_compare_flags_reach_the_spec_and_bad_ones_are_one_sentence(tmp_path, mo
         seen["spec"] = spec
         raise ConfigError("stop here")  # the spec is all this test needs
 
-    monkeypatch.setattr(cloakbench.compare, "run_compare", record)
+    monkeypatch.setattr(cloakbench.bench.compare, "run_compare", record)
     runner = CliRunner()
-    runner.invoke(app, ["compare", "--sweep", "sds-.eps=4,16", "--seeds", "0,1", "--attack-model", "toy,tiny-random",
-                        "--attack-model", "other", "--out", str(tmp_path / "run")])
+    runner.invoke(
+        app,
+        [
+            "compare",
+            "--sweep",
+            "sds-.eps=4,16",
+            "--seeds",
+            "0,1",
+            "--attack-model",
+            "toy,tiny-random",
+            "--attack-model",
+            "other",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     spec = seen["spec"]
-    assert (spec.sweeps, spec.seeds, spec.attack_models) == ({"sds-": {"eps": "4,16"}}, [0, 1],
-                                                             ["toy", "tiny-random", "other"])
+    assert (spec.sweeps, spec.seeds, spec.attack_models) == (
+        {"sds-": {"eps": "4,16"}},
+        [0, 1],
+        ["toy", "tiny-random", "other"],
+    )
     bad = runner.invoke(app, ["compare", "--seeds", "0,x", "--out", str(tmp_path / "run")])
     assert bad.exit_code != 0 and "--seeds '0,x'" in " ".join(bad.output.split())
     assert "Traceback" not in bad.output

@@ -13,8 +13,10 @@ import torch
 from cloakbench.core.models import TOY_MODEL_DIR, load_model
 from cloakbench.core.toy_data import HELD_OUT, TRAIN, training_pictures
 
-pytestmark = pytest.mark.skipif(not (TOY_MODEL_DIR / "model_index.json").exists(),
-                                reason="models/toy not present (train it with scripts/train_toy.py)")
+pytestmark = pytest.mark.skipif(
+    not (TOY_MODEL_DIR / "model_index.json").exists(),
+    reason="models/toy not present (train it with scripts/train_toy.py)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +97,9 @@ def test_inpainting_runs_on_the_toy_wide_latents(toy):
 
     images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     context = AttackContext(setting="", image_names=["x"], prompt="a photo")
-    out = Inpaint.from_overrides({"steps": "2"})(images, toy, generator=torch.Generator().manual_seed(0),
-                                                  context=context)
+    out = Inpaint.from_overrides({"steps": "2"})(
+        images, toy, generator=torch.Generator().manual_seed(0), context=context
+    )
     inside = Inpaint().masks(images, context).bool().expand_as(images)
     assert out.shape == images.shape and torch.isfinite(out).all()
     assert torch.equal(out[~inside], images[~inside])  # kept pixels pasted back exactly

@@ -29,9 +29,16 @@ def small_vae(channels: int, seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=channels, layers_per_block=1,
-                         block_out_channels=(8, 16), norm_num_groups=4,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=channels,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
 
 
 def test_widened_vae_decodes_what_the_narrow_one_did(train_toy, tmp_path):
@@ -46,8 +53,9 @@ def test_widened_vae_decodes_what_the_narrow_one_did(train_toy, tmp_path):
         z_wide = wide.encode(x).latent_dist
         torch.testing.assert_close(z_wide.mean[:, :4], z_narrow.mean)
         torch.testing.assert_close(z_wide.logvar[:, :4], z_narrow.logvar)
-        torch.testing.assert_close(wide.decode(z_wide.mean).sample, narrow.decode(z_narrow.mean).sample,
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            wide.decode(z_wide.mean).sample, narrow.decode(z_narrow.mean).sample, atol=1e-5, rtol=0
+        )
         # The new channels carry something (their means are the fresh initialisation's) but
         # are read through zero weights until training changes them.
         assert z_wide.mean[:, 4:].abs().sum() > 0

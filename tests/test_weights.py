@@ -21,7 +21,13 @@ def caches(tmp_path, monkeypatch):
     """Empty TORCH_HOME and HF_HOME, and no CLOAKBENCH_* overrides."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for variable in ("HF_HUB_CACHE", "CLOAKBENCH_ALEXNET", "CLOAKBENCH_VGG16", "CLOAKBENCH_INCEPTION", "CLOAKBENCH_CLIP"):
+    for variable in (
+        "HF_HUB_CACHE",
+        "CLOAKBENCH_ALEXNET",
+        "CLOAKBENCH_VGG16",
+        "CLOAKBENCH_INCEPTION",
+        "CLOAKBENCH_CLIP",
+    ):
         monkeypatch.delenv(variable, raising=False)
     return tmp_path
 
@@ -118,10 +124,23 @@ def write_tiny_clip(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                         vocab_size=99, projection_dim=16),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=32, patch_size=8, projection_dim=16),
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=99,
+            projection_dim=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=16,
+        ),
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder, safe_serialization=True)
@@ -164,7 +183,7 @@ def test_status_lists_every_spec(caches, alexnet_checkpoint):
 def test_bench_models_says_what_is_ready_and_where_the_rest_goes(caches, alexnet_checkpoint):
     from typer.testing import CliRunner
 
-    from cloakbench.cli.app import app
+    from cloakbench.bench.cli.app import app
 
     install(alexnet_checkpoint[0], weights.torch_hub_checkpoints())
     result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "400"})

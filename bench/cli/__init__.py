@@ -1,1 +1,1 @@
-"""The ``bench`` command line (Typer). One module per verb; ``cloakbench.cli.app`` wires them."""
+"""The ``bench`` command line (Typer). One module per verb; ``cloakbench.bench.cli.app`` wires them."""

@@ -20,8 +20,10 @@ from rich.console import Console
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-EXIT_HELP = ("Exit status: 0 every cell done (or unavailable by design); 1 a cell failed (rows kept) or an "
-             "internal error; 2 a usage error or a bad input. --debug shows tracebacks.")
+EXIT_HELP = (
+    "Exit status: 0 every cell done (or unavailable by design); 1 a cell failed (rows kept) or an "
+    "internal error; 2 a usage error or a bad input. --debug shows tracebacks."
+)
 
 console = Console(stderr=True)
 _state = {"debug": False}
@@ -31,16 +33,22 @@ def describe_failure(error: BaseException) -> str | None:
     """One sentence for an exception a user can act on, or ``None`` for a bug."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         where = f" while writing {error.filename}" if error.filename else ""
-        return (f"the disk is full{where}; free some space (or choose another --out) and rerun the same "
-                "command: finished work is kept")
+        return (
+            f"the disk is full{where}; free some space (or choose another --out) and rerun the same "
+            "command: finished work is kept"
+        )
     if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
-        return ("the disk is full (the run journal could not be written); free some space and rerun the same "
-                "command: finished work is kept")
+        return (
+            "the disk is full (the run journal could not be written); free some space and rerun the same "
+            "command: finished work is kept"
+        )
     if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-        return ("the run journal is locked by another process; wait for it to finish or use another --out")
+        return "the run journal is locked by another process; wait for it to finish or use another --out"
     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
-        return (f"a run journal is damaged ({error}); move RUN/journal.sqlite aside and rerun the same command "
-                "to recompute into a fresh journal")
+        return (
+            f"a run journal is damaged ({error}); move RUN/journal.sqlite aside and rerun the same command "
+            "to recompute into a fresh journal"
+        )
     if isinstance(error, (NotADirectoryError, FileExistsError)):
         return f"{error.filename} is a file where a folder is needed; give --out a folder path"
     if isinstance(error, PermissionError):
@@ -50,8 +58,10 @@ def describe_failure(error: BaseException) -> str | None:
     if isinstance(error, OSError) and error.filename:  # read-only disk, I/O error, a path gone mid-run
         return f"{error.filename}: {error.strerror or error}; check the path and the disk, then rerun the same command"
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's CUDA OOM too
-        return ("out of memory; lower --max-pixels (bench protect: tiles take over sooner) or --batch-size, "
-                "or close other programs")
+        return (
+            "out of memory; lower --max-pixels (bench protect: tiles take over sooner) or --batch-size, "
+            "or close other programs"
+        )
     return None
 
 
@@ -66,23 +76,25 @@ class ClearErrorsGroup(TyperGroup):
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: rerun the same command to resume", highlight=False)
             raise typer.Exit(code=130) from None
-        except Exception as error:  # noqa: BLE001 -- the one place errors become sentences
+        except Exception as error:
             if _state["debug"]:
                 raise
             sentence = describe_failure(error)
             if sentence is not None:
                 raise user_error(sentence) from None
-            console.print(f"[bold red]internal error:[/] {error.__class__.__name__}: {error} (a bug in cloakbench; "
-                          "rerun with `bench --debug ...` for the traceback and report it)",
-                          markup=True, highlight=False)
+            console.print(
+                f"[bold red]internal error:[/] {error.__class__.__name__}: {error} (a bug in cloakbench; "
+                "rerun with `bench --debug ...` for the traceback and report it)",
+                markup=True,
+                highlight=False,
+            )
             raise typer.Exit(code=1) from None
 
 
 app = typer.Typer(
     name="bench",
     cls=ClearErrorsGroup,
-    help="cloakbench: which image protection really stops diffusion-based mimicry, and at what cost. "
-         + EXIT_HELP,
+    help="cloakbench: which image protection really stops diffusion-based mimicry, and at what cost. " + EXIT_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -96,23 +108,30 @@ def user_error(message: str) -> typer.Exit:
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
-          debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of "
-                                                            "its one-sentence summary.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an error instead of its one-sentence summary."
+    ),
+) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     # Never reach a model hub: all weights come from local folders and caches.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-from cloakbench.cli import compare  # noqa: E402,F401  (registers the verb)
-from cloakbench.cli import listing  # noqa: E402,F401
-from cloakbench.cli import perf  # noqa: E402,F401
-from cloakbench.cli import protect  # noqa: E402,F401  (bench protect)
-from cloakbench.cli import models, report  # noqa: E402,F401  (bench models, bench report)
-from cloakbench.cli import plot  # noqa: E402,F401  (bench plot)
+from cloakbench.bench.cli import (  # noqa: E402,F401  (bench models, bench report)
+    compare,
+    listing,
+    models,
+    perf,
+    plot,
+    protect,
+    report,
+)
 
 
 def main() -> None:

@@ -5,86 +5,140 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cloakbench.cli.app import app, console, user_error
-from cloakbench.cli.options import (merged_overrides, merged_sweeps, parse_int_list, parse_name_list, parse_shard,
-                                   pick, read_config)
+from cloakbench.bench.cli.app import app, console, user_error
+from cloakbench.bench.cli.options import (
+    merged_overrides,
+    merged_sweeps,
+    parse_int_list,
+    parse_name_list,
+    parse_shard,
+    pick,
+    read_config,
+)
 
 DEFAULT_MODEL = "toy"
 
 
 @app.command()
 def compare(
-    methods: Optional[str] = typer.Option(None, "--methods", "-m",
-                                          help="Protections: 'all' or a comma list (see `bench list protections`). "
-                                               "'none' (the clean reference) is always added. [default: all]"),
-    attacks: Optional[str] = typer.Option(None, "--attacks", "-a",
-                                          help="Mimicry attacks: 'all' (every attack, plus every purification "
-                                               "followed by sdedit) or a comma list; PURIFICATION+ATTACK composes, "
-                                               "e.g. jpeg+sdedit. [default: sdedit]"),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics: 'all' or a comma list. [default: all]"),
-    images: Optional[list[str]] = typer.Option(None, "--images", "-i",
-                                               help="Image folders, folders of category subfolders "
-                                                    "(DIR/<category>/*.png), manifest CSVs (path,prompt,category,"
-                                                    "mask), files, or 'samples' (photos shipped with scikit-image). "
-                                                    "A prompts.toml beside them maps categories to prompts. "
-                                                    "Repeatable. [default: samples]"),
-    model: Optional[str] = typer.Option(None, "--model",
-                                        help=f"Model: {DEFAULT_MODEL} (shipped), tiny-random, a diffusers folder, "
-                                             f"or a cached hub id. [default: {DEFAULT_MODEL}]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (resumed if it exists). "
-                                                                "[default: runs/compare]"),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:0. [default: cpu]"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, float16 or bfloat16. [default: float32]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed; every cell's seed derives from it. [default: 0]"),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt for protections and attacks. "
-                                                               "[default: 'a photo']"),
-    set_items: Optional[list[str]] = typer.Option(None, "--set",
-                                                  help="Override a setting: NAME.FIELD=VALUE, e.g. "
-                                                       "sdedit.strengths=0.3 or sds-.steps=50. A name that two "
-                                                       "kinds share needs its kind: protection:noise.eps=8, "
-                                                       "mimicry:noise.sigma=0.1 (see `bench list`). Repeatable."),
-    sweep_items: Optional[list[str]] = typer.Option(None, "--sweep",
-                                                    help="Make a setting an axis: NAME.FIELD=V1,V2,..., e.g. "
-                                                         "sds-.eps=4,8,16 (each value is its own configured "
-                                                         "instance; kind-qualified names as --set; a list-valued "
-                                                         "setting separates values by ';'). Repeatable."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every cell per run seed, e.g. 0,1,2 "
-                                                              "[default: --seed]"),
-    attack_model: Optional[list[str]] = typer.Option(None, "--attack-model",
-                                                     help="Model(s) the attacks run on (transfer), repeatable or a "
-                                                          "comma list. [default: --model]"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML experiment file ([compare] options and "
-                                                                 "[set.NAME] tables); flags override it."),
+    methods: str | None = typer.Option(
+        None,
+        "--methods",
+        "-m",
+        help="Protections: 'all' or a comma list (see `bench list protections`). "
+        "'none' (the clean reference) is always added. [default: all]",
+    ),
+    attacks: str | None = typer.Option(
+        None,
+        "--attacks",
+        "-a",
+        help="Mimicry attacks: 'all' (every attack, plus every purification "
+        "followed by sdedit) or a comma list; PURIFICATION+ATTACK composes, "
+        "e.g. jpeg+sdedit. [default: sdedit]",
+    ),
+    metrics: str | None = typer.Option(None, "--metrics", help="Metrics: 'all' or a comma list. [default: all]"),
+    images: list[str] | None = typer.Option(
+        None,
+        "--images",
+        "-i",
+        help="Image folders, folders of category subfolders "
+        "(DIR/<category>/*.png), manifest CSVs (path,prompt,category,"
+        "mask), files, or 'samples' (photos shipped with scikit-image). "
+        "A prompts.toml beside them maps categories to prompts. "
+        "Repeatable. [default: samples]",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help=f"Model: {DEFAULT_MODEL} (shipped), tiny-random, a diffusers folder, "
+        f"or a cached hub id. [default: {DEFAULT_MODEL}]",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run folder (resumed if it exists). [default: runs/compare]"
+    ),
+    device: str | None = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda:0. [default: cpu]"),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32, float16 or bfloat16. [default: float32]"),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed; every cell's seed derives from it. [default: 0]"),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Prompt for protections and attacks. [default: 'a photo']"
+    ),
+    set_items: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="Override a setting: NAME.FIELD=VALUE, e.g. "
+        "sdedit.strengths=0.3 or sds-.steps=50. A name that two "
+        "kinds share needs its kind: protection:noise.eps=8, "
+        "mimicry:noise.sigma=0.1 (see `bench list`). Repeatable.",
+    ),
+    sweep_items: list[str] | None = typer.Option(
+        None,
+        "--sweep",
+        help="Make a setting an axis: NAME.FIELD=V1,V2,..., e.g. "
+        "sds-.eps=4,8,16 (each value is its own configured "
+        "instance; kind-qualified names as --set; a list-valued "
+        "setting separates values by ';'). Repeatable.",
+    ),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help="Repeat every cell per run seed, e.g. 0,1,2 [default: --seed]"
+    ),
+    attack_model: list[str] | None = typer.Option(
+        None,
+        "--attack-model",
+        help="Model(s) the attacks run on (transfer), repeatable or a comma list. [default: --model]",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML experiment file ([compare] options and [set.NAME] tables); flags override it."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
     force: bool = typer.Option(False, "--force", help="Accept a changed plan for an existing run folder."),
-    cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell is marked "
-                                                                              "failed(timeout)."),
-    mask_dir: Optional[Path] = typer.Option(None, "--mask-dir", help="Inpainting masks, matched by image name."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.ckpt), loaded "
-                                                                    "with torch.load(weights_only=True) only."),
+    cell_timeout: float | None = typer.Option(
+        None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout)."
+    ),
+    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="Inpainting masks, matched by image name."),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Allow pickle weights (.bin/.ckpt), loaded with torch.load(weights_only=True) only.",
+    ),
     deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
     shard: str = typer.Option("0/1", "--shard", help="Run only shard I of N (by image hash), for job arrays."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
-    attacker_pool: Optional[str] = typer.Option(None, "--attacker-pool", help="Attacks that count for the report's worst case, comma-separated (label or label@setting). [default: every attack]"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (on a shared machine, "
-                                                                  "fewer threads than cores avoids oversubscription)."),
-    executor: str = typer.Option("serial", "--executor", help="Who runs the cells: serial (this process), local "
-                                                              "(--workers processes here) or ray (a Ray cluster; "
-                                                              "pip install 'cloakbench[ray]'). See docs/SCALING.md."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (local: default 2; ray: "
-                                                                  "default one per GPU or --threads CPUs), each "
-                                                                  "with --threads torch threads."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, or "
-                                                                          "ray://HOST:10001); default: a private "
-                                                                          "Ray on this machine."),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="Ray: GPUs per worker, e.g. "
-                                                                                    "0.5 packs two per GPU "
-                                                                                    "[default: 1 on cuda]."),
+    attacker_pool: str | None = typer.Option(
+        None,
+        "--attacker-pool",
+        help="Attacks that count for the report's worst case, comma-separated (label or label@setting). [default: every attack]",
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads for torch (on a shared machine, fewer threads than cores avoids oversubscription).",
+    ),
+    executor: str = typer.Option(
+        "serial",
+        "--executor",
+        help="Who runs the cells: serial (this process), local "
+        "(--workers processes here) or ray (a Ray cluster; "
+        "pip install 'cloakbench[ray]'). See docs/SCALING.md.",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        help="Worker processes (local: default 2; ray: "
+        "default one per GPU or --threads CPUs), each "
+        "with --threads torch threads.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster to join (auto, or ray://HOST:10001); default: a private Ray on this machine.",
+    ),
+    gpus_per_worker: float | None = typer.Option(
+        None, "--gpus-per-worker", help="Ray: GPUs per worker, e.g. 0.5 packs two per GPU [default: 1 on cuda]."
+    ),
 ) -> None:
     """Run protections x mimicry attacks on images; record quality, time and memory; write a report.
 
@@ -93,16 +147,15 @@ def compare(
     Exit status: 0 every cell done or unavailable by design (missing weights); 1 a cell
     failed (its rows are kept and the summary names it); 2 a usage error or bad input.
     """
+    from cloakbench.bench.cli.options import parse_cell_timeout
+    from cloakbench.bench.compare import run_compare
+    from cloakbench.bench.executors import ExecutorError, executor_factory
+    from cloakbench.bench.spec import CompareSpec
+    from cloakbench.bench.store import StoreError
     from cloakbench.core.config import ConfigError
     from cloakbench.core.images import ImageError
-    from cloakbench.core.models import ModelError
+    from cloakbench.core.models import ModelError, check_device
     from cloakbench.core.registry import RegistryError
-    from cloakbench.compare import run_compare
-    from cloakbench.executors import ExecutorError, executor_factory
-    from cloakbench.spec import CompareSpec
-    from cloakbench.store import StoreError
-    from cloakbench.cli.options import parse_cell_timeout
-    from cloakbench.core.models import check_device
 
     if threads is not None:
         import torch
@@ -137,9 +190,15 @@ def compare(
             write_report=report and attacker_pool is None,  # with a pool, the report is written below
             command=shlex.join(["bench"] + sys.argv[1:]),
         )
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
-                      transient=False) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+            transient=False,
+        ) as progress:
             task = None
             warned: set = set()
             running: dict[str, str] = {}  # worker -> the cell it runs
@@ -160,8 +219,11 @@ def compare(
                     progress.update(task, current=show_running())
                 elif kind == "worker" and info.get("state") == "died":
                     running.pop(info["worker"], None)
-                    console.print(f"[yellow]worker {info['worker']} died ({info.get('how', '')}); a fresh worker "
-                                  "takes its place[/]", highlight=False)
+                    console.print(
+                        f"[yellow]worker {info['worker']} died ({info.get('how', '')}); a fresh worker "
+                        "takes its place[/]",
+                        highlight=False,
+                    )
                 elif kind in ("done", "reused", "failed", "unavailable") and task is not None:
                     failed += kind == "failed"
                     running.pop(str(info.get("worker", "")).split(" (")[0], None)
@@ -171,14 +233,24 @@ def compare(
                         console.print(f"[red]failed[/] {info['cell']}: {info['reason']}", highlight=False)
                     elif kind == "unavailable" and info["cell"].get("attack") not in warned:
                         warned.add(info["cell"].get("attack"))
-                        console.print(f"[yellow]unavailable[/] {info['cell'].get('attack')}: {info['reason']}",
-                                      highlight=False)
+                        console.print(
+                            f"[yellow]unavailable[/] {info['cell'].get('attack')}: {info['reason']}", highlight=False
+                        )
 
-            summary = run_compare(spec, on_event, executor_factory(
-                executor, workers=workers, threads=max(1, threads or 1), ray_address=ray_address,
-                gpus_per_worker=gpus_per_worker, on_event=on_event))
+            summary = run_compare(
+                spec,
+                on_event,
+                executor_factory(
+                    executor,
+                    workers=workers,
+                    threads=max(1, threads or 1),
+                    ray_address=ray_address,
+                    gpus_per_worker=gpus_per_worker,
+                    on_event=on_event,
+                ),
+            )
         if report and attacker_pool is not None:  # the report's worst case over the chosen attackers
-            from cloakbench.cli.report import parse_pool
+            from cloakbench.bench.cli.report import parse_pool
             from cloakbench.reports.html import write_report as write_html_report
 
             summary.report = write_html_report(spec.out, pool=parse_pool(attacker_pool))
@@ -187,7 +259,9 @@ def compare(
     console.print(
         f"[green]done[/] {summary.cells} cells: {summary.computed} computed, {summary.reused} reused from "
         f"earlier runs, {summary.failed} failed, {summary.unavailable} unavailable here; {len(summary.skipped)} input(s) skipped; "
-        f"{summary.seconds:.1f} s", highlight=False)
+        f"{summary.seconds:.1f} s",
+        highlight=False,
+    )
     for skipped in summary.skipped:
         console.print(f"  skipped {skipped.reason}", highlight=False, markup=False)
     console.print(f"rows: {summary.rows_csv}", highlight=False)
@@ -196,6 +270,9 @@ def compare(
     if summary.failed:  # exit status 1: the rows are kept, the failed cells named
         for label, reason in summary.failed_cells:
             console.print(f"  failed {label}: {reason}", highlight=False, markup=False)
-        console.print(f"[red]{summary.failed} cell(s) failed[/] (rows kept in {summary.rows_csv}); rerun the same "
-                      "command to retry them", highlight=False)
+        console.print(
+            f"[red]{summary.failed} cell(s) failed[/] (rows kept in {summary.rows_csv}); rerun the same "
+            "command to retry them",
+            highlight=False,
+        )
         raise typer.Exit(code=1)

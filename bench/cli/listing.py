@@ -7,7 +7,7 @@ from enum import Enum
 import typer
 from rich.table import Table
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 
 
 class Kind(str, Enum):
@@ -61,14 +61,26 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
     if kind in (Kind.protections, Kind.all):
         from cloakbench.protections import PROTECTIONS
 
-        rows = [(n, "protection (analysis only)" if c.analysis_only else "protection",
-                 c.description() + _shared(n, "protection", kinds)) for n, c in PROTECTIONS.items()]
+        rows = [
+            (
+                n,
+                "protection (analysis only)" if c.analysis_only else "protection",
+                c.description() + _shared(n, "protection", kinds),
+            )
+            for n, c in PROTECTIONS.items()
+        ]
         out.print(_table("protections", rows))
     if kind in (Kind.mimicry, Kind.all):
         from cloakbench.mimicry import MIMICRY
 
-        rows = [(n, "purification" if c.is_purification else f"attack (per {c.scope})",
-                 c.description() + _shared(n, "mimicry", kinds)) for n, c in MIMICRY.items()]
+        rows = [
+            (
+                n,
+                "purification" if c.is_purification else f"attack (per {c.scope})",
+                c.description() + _shared(n, "mimicry", kinds),
+            )
+            for n, c in MIMICRY.items()
+        ]
         out.print(_table("mimicry attacks and purifications (compose as PURIFICATION+ATTACK)", rows))
     if kind in (Kind.metrics, Kind.all):
         from cloakbench.metrics import METRICS

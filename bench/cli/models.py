@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cloakbench.cli.app import app
+from cloakbench.bench.cli.app import app
 
 # Registered model specs built from configs with seeded random weights: nothing to download.
 BUILT_IN = ("tiny-random", "sd15-arch", "sd21-arch", "sdxl-arch")
@@ -37,8 +37,10 @@ def model_status() -> list[tuple[str, bool, str]]:
                 else:
                     if not FOLDER_MODELS[name].is_dir():
                         # Not a hub download: this project trains and ships these folders.
-                        raise ModelError(f"{FOLDER_MODELS[name]} is missing: restore it from the repository or "
-                                         "retrain it with scripts/train_toy.py (see its MODEL_CARD.md)")
+                        raise ModelError(
+                            f"{FOLDER_MODELS[name]} is missing: restore it from the repository or "
+                            "retrain it with scripts/train_toy.py (see its MODEL_CARD.md)"
+                        )
                     preflight(FOLDER_MODELS[name])
                     rows.append((name, True, f"{FOLDER_MODELS[name]}"))
             except ModelError as error:
@@ -51,7 +53,7 @@ def model_status() -> list[tuple[str, bool, str]]:
         for repo in sorted(cache.glob("models--*")):
             snapshots = sorted(repo.glob("snapshots/*/model_index.json"))
             if snapshots:
-                repo_id = repo.name[len("models--"):].replace("--", "/")
+                repo_id = repo.name[len("models--") :].replace("--", "/")
                 rows.append((repo_id, True, f"diffusers model in the Hugging Face cache ({snapshots[-1].parent})"))
     return rows
 
@@ -70,8 +72,9 @@ def models_command() -> None:
         state = "[green]ready[/]" if status.ready else "[red]missing[/]"
         where = str(status.path) if status.ready else status.expected
         override = f"\n(override: {spec.env_var})" if spec.env_var else ""
-        files.add_row(spec.name, state, ", ".join(spec.used_by), where + override,
-                      "" if status.ready else spec.how_to_get)
+        files.add_row(
+            spec.name, state, ", ".join(spec.used_by), where + override, "" if status.ready else spec.how_to_get
+        )
     out.print(files)
 
     metric_table = Table(title="metrics", title_justify="left")

@@ -25,8 +25,26 @@ def merged_overrides(config_file: dict, set_items: list[str]) -> dict[str, dict[
 #: anything else is refused with a did-you-mean, never ignored. tests/test_robustness.py
 #: checks this against the keys bench/cli/<verb>.py actually reads from the file.
 FILE_KEYS: dict[str, frozenset[str]] = {
-    "compare": frozenset({"images", "methods", "attacks", "metrics", "model", "out", "device", "dtype", "seed",
-                          "prompt", "quick", "cell_timeout", "mask_dir", "seeds", "attack_models", "attack_model"}),
+    "compare": frozenset(
+        {
+            "images",
+            "methods",
+            "attacks",
+            "metrics",
+            "model",
+            "out",
+            "device",
+            "dtype",
+            "seed",
+            "prompt",
+            "quick",
+            "cell_timeout",
+            "mask_dir",
+            "seeds",
+            "attack_models",
+            "attack_model",
+        }
+    ),
 }
 #: Tables every verb's file may hold besides its own section: ``[set.NAME]`` and ``[sweep.NAME]``.
 FILE_TABLES = frozenset({"set", "sweep"})
@@ -64,13 +82,14 @@ def read_config(path: Path | None, section: str) -> dict[str, Any]:
 
 def merged_sweeps(config_file: dict, sweep_items: list[str]) -> dict[str, dict[str, Any]]:
     """``[sweep.NAME]`` tables of the TOML file (``eps = [4, 8, 16]``), then ``--sweep`` flags on top."""
-    from cloakbench.spec import parse_sweep_options
+    from cloakbench.bench.spec import parse_sweep_options
 
     sweeps: dict[str, dict[str, Any]] = {}
     for name, table in (config_file.get("sweep") or {}).items():
         if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
-            raise ConfigError(f"[sweep.{name}] in the config file must be a table of FIELD = [VALUE, ...], "
-                              "e.g. eps = [4, 8, 16]")
+            raise ConfigError(
+                f"[sweep.{name}] in the config file must be a table of FIELD = [VALUE, ...], e.g. eps = [4, 8, 16]"
+            )
         sweeps.setdefault(name, {}).update(table)
     for name, fields in parse_sweep_options(sweep_items or []).items():
         sweeps.setdefault(name, {}).update(fields)

@@ -1,6 +1,6 @@
 """``bench protect``: protect your own pictures before you publish them.
 
-Each picture comes back at its own size and aspect ratio (``cloakbench.fullsize``: whole
+Each picture comes back at its own size and aspect ratio (``cloakbench.bench.fullsize``: whole
 when its padded size is at most ``--max-pixels``, else in overlapping tiles of the model's
 working size, the budget holding on every pixel). Writes ``OUT/<method>/<file>.png``
 (8-bit, the file to publish), named after the source file *with* its extension
@@ -21,14 +21,14 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cloakbench.cli.app import app, console, user_error
+from cloakbench.bench.cli.app import app, console, user_error
 
 if TYPE_CHECKING:  # torch is imported lazily so `bench --help` and `bench list` stay fast
-    import torch
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,10 @@ def check_unique_outputs(images) -> None:
     for image in images:
         name = output_name(image)
         if name in seen:
-            raise ConfigError(f"{seen[name]} and {image.source} would both be written as <method>/{name}; "
-                              "rename one of them or protect them in separate runs")
+            raise ConfigError(
+                f"{seen[name]} and {image.source} would both be written as <method>/{name}; "
+                "rename one of them or protect them in separate runs"
+            )
         seen[name] = image.source
 
 
@@ -72,8 +74,9 @@ class PlannedMethod:
     profile: str | None
 
 
-def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bool, profile: str | None,
-                 set_items: list[str]) -> list[PlannedMethod]:
+def plan_methods(
+    method: str, *, eps: float | None, steps: int | None, quick: bool, profile: str | None, set_items: list[str]
+) -> list[PlannedMethod]:
     """Resolve names and build each protection: profile, then --quick, --eps/--steps, then --set."""
     from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options, qualify_overrides
     from cloakbench.core.quick import quick_component
@@ -81,8 +84,10 @@ def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bo
 
     names = PROTECTIONS.resolve(method, all_names=publishable_protections())
     # Only protections run here, so a bare name means the protection (protection:noise = noise).
-    overrides = {name: fields for (_, name), fields in
-                 qualify_overrides(parse_set_options(set_items), {"protection": PROTECTIONS}).items()}
+    overrides = {
+        name: fields
+        for (_, name), fields in qualify_overrides(parse_set_options(set_items), {"protection": PROTECTIONS}).items()
+    }
     for name in overrides:
         if name not in names:
             raise ConfigError(f"--set names {name!r}, which is not among the methods to run ({', '.join(names)})")
@@ -112,48 +117,86 @@ def plan_methods(method: str, *, eps: float | None, steps: int | None, quick: bo
 
 @app.command("protect")
 def protect(
-    paths: Optional[list[str]] = typer.Argument(None, metavar="IMAGES",
-                                                help="Image files or folders (same as --images)."),
-    images: Optional[list[str]] = typer.Option(None, "--images", "-i",
-                                               help="Your pictures: folders or files (PNG, JPEG, WebP), or 'samples' "
-                                                    "for the test photos shipped with scikit-image. Repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: OUT/<method>/<image>.png plus a .json "
-                                                      "sidecar with settings and the measured change."),
-    method: str = typer.Option("sds-", "--method", "-m",
-                               help="Protection: a name, a comma list, or 'all' (every publishable method). "
-                                    "`bench list protections` describes each. [default: sds-, the paper's method]"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model",
-                              help=f"Diffusion model to protect against: {DEFAULT_MODEL} (shipped), a local "
-                                   "diffusers folder, a cached hub id, or tiny-random (tests only)."),
-    eps: Optional[float] = typer.Option(None, "--eps", help="Budget: the largest change of any pixel, in 8-bit "
-                                                            "steps (16 means 16/255). Smaller is less visible and "
-                                                            "weaker. [default: each method's own, 16]"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="PGD steps: more is stronger and slower. "
-                                                              "[default: each method's own, 100]"),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="A method's published settings, e.g. "
-                                                                  "'paper' for photoguard (its own eps, steps, "
-                                                                  "step size and zero target)."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Any setting: NAME.FIELD=VALUE, e.g. "
-                                                                      "sds-.steps=50 or mist.target=my.png. "
-                                                                      "Repeatable."),
-    quick: bool = typer.Option(False, "--quick", help="Only a few steps: checks the setup in seconds; the "
-                                                      "result is NOT a real protection."),
+    paths: list[str] | None = typer.Argument(None, metavar="IMAGES", help="Image files or folders (same as --images)."),
+    images: list[str] | None = typer.Option(
+        None,
+        "--images",
+        "-i",
+        help="Your pictures: folders or files (PNG, JPEG, WebP), or 'samples' "
+        "for the test photos shipped with scikit-image. Repeatable.",
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output folder: OUT/<method>/<image>.png plus a .json sidecar with settings and the measured change.",
+    ),
+    method: str = typer.Option(
+        "sds-",
+        "--method",
+        "-m",
+        help="Protection: a name, a comma list, or 'all' (every publishable method). "
+        "`bench list protections` describes each. [default: sds-, the paper's method]",
+    ),
+    model: str = typer.Option(
+        DEFAULT_MODEL,
+        "--model",
+        help=f"Diffusion model to protect against: {DEFAULT_MODEL} (shipped), a local "
+        "diffusers folder, a cached hub id, or tiny-random (tests only).",
+    ),
+    eps: float | None = typer.Option(
+        None,
+        "--eps",
+        help="Budget: the largest change of any pixel, in 8-bit "
+        "steps (16 means 16/255). Smaller is less visible and "
+        "weaker. [default: each method's own, 16]",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="PGD steps: more is stronger and slower. [default: each method's own, 100]"
+    ),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."
+    ),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help="A method's published settings, e.g. "
+        "'paper' for photoguard (its own eps, steps, "
+        "step size and zero target).",
+    ),
+    set_items: list[str] | None = typer.Option(
+        None, "--set", help="Any setting: NAME.FIELD=VALUE, e.g. sds-.steps=50 or mist.target=my.png. Repeatable."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Only a few steps: checks the setup in seconds; the result is NOT a real protection."
+    ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Tiles per PGD step when a picture is tiled "
-                                                                   "(same results for any value; larger is faster "
-                                                                   "if memory allows)."),
-    max_pixels: int = typer.Option(1024 * 1024, "--max-pixels", min=4096,
-                                   help="Memory cap: a picture whose (padded) size is at most this many pixels is "
-                                        "protected whole; a larger one in overlapping tiles of the model's working "
-                                        "size (so memory never drops below one tile). Lower it if memory runs "
-                                        "out."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow pickle weights (.bin/.ckpt) in a model "
-                                                                    "folder, loaded with torch.load(weights_only=True) "
-                                                                    "only."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (on a shared "
-                                                                         "machine, fewer than the cores)."),
+    batch_size: int = typer.Option(
+        4,
+        "--batch-size",
+        min=1,
+        help="Tiles per PGD step when a picture is tiled "
+        "(same results for any value; larger is faster "
+        "if memory allows).",
+    ),
+    max_pixels: int = typer.Option(
+        1024 * 1024,
+        "--max-pixels",
+        min=4096,
+        help="Memory cap: a picture whose (padded) size is at most this many pixels is "
+        "protected whole; a larger one in overlapping tiles of the model's working "
+        "size (so memory never drops below one tile). Lower it if memory runs "
+        "out.",
+    ),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Allow pickle weights (.bin/.ckpt) in a model folder, loaded with torch.load(weights_only=True) only.",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (on a shared machine, fewer than the cores)."
+    ),
 ) -> None:
     """Protect your pictures against diffusion-based mimicry before you publish them.
 
@@ -166,14 +209,14 @@ def protect(
 
     Example: bench protect --images ./my_art --out ./protected
     """
+    from cloakbench.bench.fullsize import protect_full_size
+    from cloakbench.bench.profiling import profile_phase, reset_peak_rss
     from cloakbench.core import provenance
     from cloakbench.core.budget import budget_spent
     from cloakbench.core.config import ConfigError, config_as_dict
     from cloakbench.core.images import ImageError, load_images, read_png, save_png, write_atomic
     from cloakbench.core.models import ModelError, load_model
     from cloakbench.core.registry import RegistryError
-    from cloakbench.fullsize import protect_full_size
-    from cloakbench.profiling import profile_phase, reset_peak_rss
 
     if threads is not None:
         import torch
@@ -185,8 +228,9 @@ def protect(
     if out.exists() and not out.is_dir():
         raise user_error(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
     try:
-        planned = plan_methods(method, eps=eps, steps=steps, quick=quick, profile=profile,
-                               set_items=list(set_items or []))
+        planned = plan_methods(
+            method, eps=eps, steps=steps, quick=quick, profile=profile, set_items=list(set_items or [])
+        )
         bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
         # At its own size: bench protect publishes the whole picture, never a crop.
         intake = load_images(sources, bundle.resolution, keep_size=True)
@@ -202,7 +246,7 @@ def protect(
 
     versions = provenance.versions()
     commit, dirty = provenance.git_state()
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     for plan in planned:
         protection = plan.protection
         if protection.analysis_only:
@@ -211,33 +255,55 @@ def protect(
         for image in intake.images:
             rss_reset = reset_peak_rss()
             with profile_phase("protect", bundle.device) as record:
-                result = protect_full_size(protection, image.pixels, bundle, seed=seed, max_pixels=max_pixels,
-                                           tile_batch=batch_size)
+                result = protect_full_size(
+                    protection, image.pixels, bundle, seed=seed, max_pixels=max_pixels, tile_batch=batch_size
+                )
             png = out / plan.name / output_name(image)
             save_png(result.protected, png)
             measured = budget_spent(read_png(png), image.pixels)
             sidecar = {
-                "image": image.name, "source": image.source, "pixel_hash": image.pixel_hash,
-                "method": plan.name, "version": protection.version, "profile": plan.profile,
-                "analysis_only": protection.analysis_only, "config": config_as_dict(protection.config),
-                "model": bundle.identity(), "seed": seed, "device": str(bundle.device),
+                "image": image.name,
+                "source": image.source,
+                "pixel_hash": image.pixel_hash,
+                "method": plan.name,
+                "version": protection.version,
+                "profile": plan.profile,
+                "analysis_only": protection.analysis_only,
+                "config": config_as_dict(protection.config),
+                "model": bundle.identity(),
+                "seed": seed,
+                "device": str(bundle.device),
                 "size": [int(image.pixels.shape[-1]), int(image.pixels.shape[-2])],
-                "intake": image.intake_record(), "protected_as": result.plan.record(),
-                "eps_255": eps_255, **measured,
+                "intake": image.intake_record(),
+                "protected_as": result.plan.record(),
+                "eps_255": eps_255,
+                **measured,
                 "within_budget": None if eps_255 is None else measured["linf_255"] <= eps_255 + 1e-6,
-                "loss_first": result.loss_first, "loss_last": result.loss_last,
-                "tile_batch_size": batch_size, "wall_s": record.wall_s,
-                "peak_rss_bytes": record.peak_rss_bytes, "peak_rss_since": "image" if rss_reset else "process",
+                "loss_first": result.loss_first,
+                "loss_last": result.loss_last,
+                "tile_batch_size": batch_size,
+                "wall_s": record.wall_s,
+                "peak_rss_bytes": record.peak_rss_bytes,
+                "peak_rss_since": "image" if rss_reset else "process",
                 "peak_cuda_allocated_bytes": record.peak_cuda_allocated_bytes,
                 "peak_cuda_reserved_bytes": record.peak_cuda_reserved_bytes,
-                "quick": quick, "versions": versions, "git_commit": commit, "git_dirty": dirty,
+                "quick": quick,
+                "versions": versions,
+                "git_commit": commit,
+                "git_dirty": dirty,
                 "created_utc": created,
             }
             text = json.dumps(finite_or_none(sidecar), indent=1, allow_nan=False)
-            write_atomic(png.with_name(png.name[:-len(".png")] + ".json"), (text + "\n").encode())
-            console.print(f"{plan.name:<10} {output_name(image):<24} {result.plan.mode:<5} "
-                          f"L∞ {measured['linf_255']:.0f}/255  L2 {measured['l2_255']:.1f}/255  "
-                          f"{record.wall_s:.1f} s", highlight=False, markup=False)
-    console.print(f"[green]done[/] {len(planned)} method(s) x {len(intake.images)} image(s): "
-                  f"{out}/<method>/<file>.png (+ .json), each at its own size",
-                  highlight=False)
+            write_atomic(png.with_name(png.name[: -len(".png")] + ".json"), (text + "\n").encode())
+            console.print(
+                f"{plan.name:<10} {output_name(image):<24} {result.plan.mode:<5} "
+                f"L∞ {measured['linf_255']:.0f}/255  L2 {measured['l2_255']:.1f}/255  "
+                f"{record.wall_s:.1f} s",
+                highlight=False,
+                markup=False,
+            )
+    console.print(
+        f"[green]done[/] {len(planned)} method(s) x {len(intake.images)} image(s): "
+        f"{out}/<method>/<file>.png (+ .json), each at its own size",
+        highlight=False,
+    )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from cloakbench.cli.app import app, console, user_error
+from cloakbench.bench.cli.app import app, console, user_error
 
 
-def parse_pool(text: Optional[str]) -> list[str] | None:
+def parse_pool(text: str | None) -> list[str] | None:
     """``--attacker-pool a,b`` -> ``["a", "b"]``; ``None`` (every attack in the run) when not given."""
     if text is None:
         return None
@@ -20,16 +19,19 @@ def parse_pool(text: Optional[str]) -> list[str] | None:
     return names
 
 
-ATTACKER_POOL_HELP = ("Attacks that count for the worst case, comma-separated: a label (sdedit, jpeg+sdedit) "
-                      "takes all its settings, label@setting one. [default: every attack in the run]")
+ATTACKER_POOL_HELP = (
+    "Attacks that count for the worst case, comma-separated: a label (sdedit, jpeg+sdedit) "
+    "takes all its settings, label@setting one. [default: every attack in the run]"
+)
 
 
 @app.command("report")
 def report_command(
-    runs: list[Path] = typer.Argument(..., help="Run folder(s) with rows.csv and manifest.json; several are "
-                                                "merged into one report (needs --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.html. [default: the run folder]"),
-    attacker_pool: Optional[str] = typer.Option(None, "--attacker-pool", help=ATTACKER_POOL_HELP),
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folder(s) with rows.csv and manifest.json; several are merged into one report (needs --out)."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for report.html. [default: the run folder]"),
+    attacker_pool: str | None = typer.Option(None, "--attacker-pool", help=ATTACKER_POOL_HELP),
 ) -> None:
     """Write report.html from rows.csv, manifest.json and the artifacts alone."""
     from cloakbench.reports.html import write_report

@@ -37,22 +37,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloakbench.perf.runner import DENOMINATOR, SCHEMA_VERSION, PerfError
+from cloakbench.bench.perf.runner import DENOMINATOR, SCHEMA_VERSION, PerfError
 
 #: Default relative tolerances. Time on a shared 2-core CPU drifts by tens of percent;
 #: RSS growth moves with the allocator; FLOPs and saved-for-backward bytes are deterministic.
-DEFAULT_TOLERANCES = {"time": 0.5, "cpu-time": 2.0, "memory": 0.25, "saved": 0.02, "flops": 0.02,
-                      "time-fair/reference": 0.5, "cpu-time-fair/reference": 2.0, "memory-fair/reference": 0.25,
-                      "flops-fair/reference": 0.02}
+DEFAULT_TOLERANCES = {
+    "time": 0.5,
+    "cpu-time": 2.0,
+    "memory": 0.25,
+    "saved": 0.02,
+    "flops": 0.02,
+    "time-fair/reference": 0.5,
+    "cpu-time-fair/reference": 2.0,
+    "memory-fair/reference": 0.25,
+    "flops-fair/reference": 0.02,
+}
 #: Ratio kind -> (row key of the ratio to AdvDM | of reference over fair).
-TO_ADVDM = {"time": "time_ratio_to_advdm", "cpu-time": "cpu_time_ratio_to_advdm",
-            "memory": "memory_ratio_to_advdm", "saved": "saved_ratio_to_advdm", "flops": "flops_ratio_to_advdm"}
-FAIR_OVER_REFERENCE = {"time-fair/reference": "reference_over_fair_time",
-                       "cpu-time-fair/reference": "reference_over_fair_cpu_time",
-                       "memory-fair/reference": "reference_over_fair_memory",
-                       "flops-fair/reference": "reference_over_fair_flops"}
-SETTING_KEYS = ("arch", "resolutions", "batches", "methods", "modes", "optimisations", "steps", "warmup", "repeats",
-                "dtype", "device", "seed", "threads")
+TO_ADVDM = {
+    "time": "time_ratio_to_advdm",
+    "cpu-time": "cpu_time_ratio_to_advdm",
+    "memory": "memory_ratio_to_advdm",
+    "saved": "saved_ratio_to_advdm",
+    "flops": "flops_ratio_to_advdm",
+}
+FAIR_OVER_REFERENCE = {
+    "time-fair/reference": "reference_over_fair_time",
+    "cpu-time-fair/reference": "reference_over_fair_cpu_time",
+    "memory-fair/reference": "reference_over_fair_memory",
+    "flops-fair/reference": "reference_over_fair_flops",
+}
+SETTING_KEYS = (
+    "arch",
+    "resolutions",
+    "batches",
+    "methods",
+    "modes",
+    "optimisations",
+    "steps",
+    "warmup",
+    "repeats",
+    "dtype",
+    "device",
+    "seed",
+    "threads",
+)
 
 
 @dataclass(frozen=True)
@@ -73,11 +101,15 @@ class Finding:
 
     def message(self) -> str:
         if self.status == "missing":
-            return (f"{self.method}: ratio {self.name} could not be measured (baseline {self.baseline:.3f}); "
-                    "see the failed row above")
+            return (
+                f"{self.method}: ratio {self.name} could not be measured (baseline {self.baseline:.3f}); "
+                "see the failed row above"
+            )
         verdict = {"regressed": "REGRESSED", "improved": "improved", "ok": "ok"}[self.status]
-        text = (f"{verdict}: {self.method} ratio {self.name} = {self.measured:.3f}, baseline {self.baseline:.3f}, "
-                f"tolerance +{self.tolerance:.0%} (limit {self.limit:.3f})")
+        text = (
+            f"{verdict}: {self.method} ratio {self.name} = {self.measured:.3f}, baseline {self.baseline:.3f}, "
+            f"tolerance +{self.tolerance:.0%} (limit {self.limit:.3f})"
+        )
         if self.status == "improved":
             text += "; consider refreshing the baseline (bench perf --write-baseline)"
         return text
@@ -86,10 +118,24 @@ class Finding:
 def default_kinds(device: str) -> tuple[str, ...]:
     """The ratio kinds a baseline gates on ``device`` (see the module docstring)."""
     if device.startswith("cuda"):
-        return ("time", "memory", "saved", "flops", "time-fair/reference", "memory-fair/reference",
-                "flops-fair/reference")
-    return ("cpu-time", "memory", "saved", "flops", "cpu-time-fair/reference", "memory-fair/reference",
-            "flops-fair/reference")
+        return (
+            "time",
+            "memory",
+            "saved",
+            "flops",
+            "time-fair/reference",
+            "memory-fair/reference",
+            "flops-fair/reference",
+        )
+    return (
+        "cpu-time",
+        "memory",
+        "saved",
+        "flops",
+        "cpu-time-fair/reference",
+        "memory-fair/reference",
+        "flops-fair/reference",
+    )
 
 
 def parse_tolerances(text: str | None) -> dict[str, float]:
@@ -117,7 +163,7 @@ def _where(row: dict) -> str:
 
 
 def ratios_of(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every checkable ratio in ``rows`` (after :func:`cloakbench.perf.runner.add_ratios`), by name."""
+    """Every checkable ratio in ``rows`` (after :func:`cloakbench.bench.perf.runner.add_ratios`), by name."""
     found: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row.get("status") != "ok":
@@ -131,8 +177,12 @@ def ratios_of(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for kind, key in FAIR_OVER_REFERENCE.items():
                 value = row.get(key)
                 name = f"{kind} {row['method']} {_where(row)}"
-                found[name] = {"name": name, "kind": kind, "method": row["method"],
-                               "value": None if not value else 1.0 / value}
+                found[name] = {
+                    "name": name,
+                    "kind": kind,
+                    "method": row["method"],
+                    "value": None if not value else 1.0 / value,
+                }
     return found
 
 
@@ -142,8 +192,14 @@ def require_settings(settings: dict[str, Any]) -> None:
         raise PerfError(f"baseline settings lack {', '.join(missing)}")
 
 
-def build_baseline(rows: list[dict[str, Any]], settings: dict[str, Any], tolerances: dict[str, float],
-                   *, note: str = "", kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
+def build_baseline(
+    rows: list[dict[str, Any]],
+    settings: dict[str, Any],
+    tolerances: dict[str, float],
+    *,
+    note: str = "",
+    kinds: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     """A baseline from freshly measured rows; refuses rows that failed or lack a ratio.
 
     ``kinds``: which ratio kinds to keep (default: :func:`default_kinds` of the device).
@@ -158,15 +214,17 @@ def build_baseline(rows: list[dict[str, Any]], settings: dict[str, Any], toleran
         if entry["kind"] not in kinds:
             continue
         if entry["value"] is None:
-            raise PerfError(f"ratio {entry['name']} has no value (zero or missing denominator); "
-                            "measure at a size where it is defined")
+            raise PerfError(
+                f"ratio {entry['name']} has no value (zero or missing denominator); "
+                "measure at a size where it is defined"
+            )
         ratios.append({**entry, "tolerance": tolerances[entry["kind"]]})
     ok = [r for r in rows if r.get("status") == "ok"]
     return {
         "schema": SCHEMA_VERSION,
         "what": "cost ratios (a rise is a regression); checked by `bench perf --check` with these settings",
         "note": note,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": ok[0]["machine"] if ok else {},
         "versions": ok[0]["versions"] if ok else {},
         "settings": settings,
@@ -179,8 +237,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
     try:
         baseline = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise PerfError(f"baseline {path} does not exist; "
-                        f"write one with `bench perf --write-baseline {path}`") from None
+        raise PerfError(
+            f"baseline {path} does not exist; write one with `bench perf --write-baseline {path}`"
+        ) from None
     except json.JSONDecodeError as error:
         raise PerfError(f"baseline {path} is not valid JSON: {error}") from None
     if baseline.get("schema") != SCHEMA_VERSION:

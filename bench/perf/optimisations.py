@@ -16,13 +16,12 @@ diffusion based mimicry through score distillation" (ICLR 2024, arXiv 2311.12832
 
 Batching several images per PGD step is not a model option: ``bench perf --batch``
 measures it. Every option here must earn its place with a measured ratio from
-``bench perf --opt`` and leave protection strength unchanged (``cloakbench.perf.strength``).
+``bench perf --opt`` and leave protection strength unchanged (``cloakbench.bench.perf.strength``).
 The options are applied to the model in place, once, before a protection runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -103,14 +102,15 @@ def parse_optimisations(text: str) -> Optimisations:
         elif flag == "compile":
             changes["compile"] = True
         else:
-            raise OptimisationError(f"unknown optimisation {flag!r}{suggest(flag, FLAG_NAMES)} "
-                                    f"Known: {', '.join(FLAG_NAMES)}")
+            raise OptimisationError(
+                f"unknown optimisation {flag!r}{suggest(flag, FLAG_NAMES)} Known: {', '.join(FLAG_NAMES)}"
+            )
     return Optimisations(**changes)
 
 
 #: Our own fastest correct SDS(−), per device (docs/PERFORMANCE.md, "Our own fastest SDS(−)"):
 #: the flags ``bench perf --opt`` measured faster that keep the first step's direction
-#: (:mod:`cloakbench.perf.strength`). CPU: channels-last alone — exact maths, 0.83× the
+#: (:mod:`cloakbench.bench.perf.strength`). CPU: channels-last alone — exact maths, 0.83× the
 #: step time on tiny-random 256² and 0.89-0.94× on sd15-arch 256² (benchmarks/opt_*.json);
 #: bf16 autocast was 1.1-1.4× *slower* on this CPU, checkpointing only saves memory. CUDA:
 #: bf16 autocast with channels-last — bf16 keeps 99.1 % of SDS(−)'s first-step signs
@@ -125,8 +125,10 @@ def device_default(device: str) -> Optimisations:
     """The default options for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``…); see :data:`DEVICE_DEFAULTS`."""
     kind = str(device).split(":", 1)[0]
     if kind not in DEVICE_DEFAULTS:
-        raise OptimisationError(f"no default optimisations for device {device!r}; "
-                                f"known: {', '.join(DEVICE_DEFAULTS)} (name the flags instead)")
+        raise OptimisationError(
+            f"no default optimisations for device {device!r}; "
+            f"known: {', '.join(DEVICE_DEFAULTS)} (name the flags instead)"
+        )
     return parse_optimisations(DEVICE_DEFAULTS[kind])
 
 
@@ -197,7 +199,7 @@ def apply_optimisations(model, flags: Optimisations | str) -> dict[str, Any]:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         processor = AttnProcessor2_0 if flags.attention == "sdpa" else AttnProcessor
-        for name, module in attacked_modules(model).items():
+        for module in attacked_modules(model).values():
             module.set_attn_processor(processor())
         applied["attention"] = processor.__name__
     if flags.channels_last:

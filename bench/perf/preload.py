@@ -4,7 +4,7 @@ diffusers and transformers import their model classes lazily, on first attribute
 access, which costs a child 5-15 s before it measures anything; the fork server imports
 them here once, and each child forks with them in place. Imports only: no tensor is
 created, so no thread pool exists yet when the server forks (see
-:func:`cloakbench.perf.runner.run_config`).
+:func:`cloakbench.bench.perf.runner.run_config`).
 """
 
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel  # noqa: F401
@@ -12,7 +12,7 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from torch.utils import flop_counter  # noqa: F401
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: F401
 
+import cloakbench.bench.perf.optimisations
+import cloakbench.bench.perf.worker
 import cloakbench.core.models  # noqa: F401
-import cloakbench.perf.optimisations  # noqa: F401
-import cloakbench.perf.worker  # noqa: F401
-import cloakbench.protections as protections  # noqa: F401
+from cloakbench import protections  # noqa: F401

@@ -8,7 +8,7 @@ measured here:
 
 - every configuration (method × architecture × resolution × batch × mode × options)
   runs in a **fresh child process** (forked from a server that has imported torch on
-  CPU, ``python -m cloakbench.perf.worker`` on CUDA) so that its peak RSS, CUDA peaks and
+  CPU, ``python -m cloakbench.bench.perf.worker`` on CUDA) so that its peak RSS, CUDA peaks and
   allocator state are its own;
 - wall-clock per step after warm-up, median over repeats (``cuda.synchronize`` first),
   and the process's CPU time per step (steadier than wall-clock on a shared CPU);
@@ -26,7 +26,7 @@ measured here:
   Each row records ``settings.unet_gradient_checkpointing``.
 
 Absolute times only mean something on one machine in one run; ratios are what the
-regression check (:mod:`cloakbench.perf.check`) keeps.
+regression check (:mod:`cloakbench.bench.perf.check`) keeps.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,15 @@ class PerfConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "PerfConfig":
+    def from_json(cls, text: str) -> PerfConfig:
         return cls(**json.loads(text))
 
     def label(self) -> str:
         res = self.resolution or "native"
-        return (f"{self.method} [{self.mode}] {self.arch} {res}px x{self.batch} {self.dtype} {self.device}"
-                f"{'' if self.optimisations == 'none' else ' opt=' + self.optimisations}")
+        return (
+            f"{self.method} [{self.mode}] {self.arch} {res}px x{self.batch} {self.dtype} {self.device}"
+            f"{'' if self.optimisations == 'none' else ' opt=' + self.optimisations}"
+        )
 
 
 # -- the request -----------------------------------------------------------------------
@@ -127,8 +130,9 @@ def parse_modes(text: str) -> list[str]:
         elif part in MODES:
             modes.append(part)
         elif part:
-            raise PerfError(f"--mode {text!r}: use fair, reference, reference-2enc, or a comma list "
-                            "(both = fair,reference)")
+            raise PerfError(
+                f"--mode {text!r}: use fair, reference, reference-2enc, or a comma list (both = fair,reference)"
+            )
     modes = [m for m in MODES if m in modes]
     if not modes:
         raise PerfError("--mode: nothing to measure")
@@ -156,8 +160,16 @@ def has_step(cls: type) -> bool:
     return callable(getattr(cls, "prepare", None)) and callable(getattr(cls, "step", None))
 
 
-def expand_configs(*, arch: str, methods: list[str], resolutions: list[int], batches: list[int], modes: list[str],
-                   optimisations: list[str], **common: Any) -> list[PerfConfig]:
+def expand_configs(
+    *,
+    arch: str,
+    methods: list[str],
+    resolutions: list[int],
+    batches: list[int],
+    modes: list[str],
+    optimisations: list[str],
+    **common: Any,
+) -> list[PerfConfig]:
     """Every configuration, ordered so that each ratio's pair is measured close in time."""
     configs = []
     for resolution in resolutions:
@@ -165,8 +177,17 @@ def expand_configs(*, arch: str, methods: list[str], resolutions: list[int], bat
             for opt in optimisations:
                 for mode in modes:
                     for method in methods:
-                        configs.append(PerfConfig(arch=arch, method=method, resolution=resolution, batch=batch,
-                                                  mode=mode, optimisations=opt, **common))
+                        configs.append(
+                            PerfConfig(
+                                arch=arch,
+                                method=method,
+                                resolution=resolution,
+                                batch=batch,
+                                mode=mode,
+                                optimisations=opt,
+                                **common,
+                            )
+                        )
     return configs
 
 
@@ -187,11 +208,11 @@ def parse_inject_delay(items: Iterable[str]) -> dict[str, float]:
 
 # -- running children ------------------------------------------------------------------
 def worker_command(config: PerfConfig, out_path: Path) -> list[str]:
-    return [sys.executable, "-m", "cloakbench.perf.worker", "--config", config.to_json(), "--out", str(out_path)]
+    return [sys.executable, "-m", "cloakbench.bench.perf.worker", "--config", config.to_json(), "--out", str(out_path)]
 
 
 #: Modules a forked child would otherwise import itself (~5 s idle, 15 s on a busy CPU).
-PRELOAD = ("cloakbench.perf.preload",)
+PRELOAD = ("cloakbench.bench.perf.preload",)
 ISOLATIONS = ("auto", "forkserver", "subprocess")
 
 
@@ -201,7 +222,7 @@ def run_config(config: PerfConfig, *, timeout_s: float | None = None, isolation:
     ``forkserver`` (the default on CPU under Linux) forks each child from a server that
     has already imported torch, diffusers and the protections: still one new process
     per configuration, with its own memory peaks, but without paying the imports each
-    time. ``subprocess`` starts ``python -m cloakbench.perf.worker`` from scratch; it is the
+    time. ``subprocess`` starts ``python -m cloakbench.bench.perf.worker`` from scratch; it is the
     default for CUDA, which must not be initialised in a process that is forked from.
     A script that calls this with ``forkserver`` needs the ``if __name__ == "__main__":``
     guard: multiprocessing re-imports the main module in each child.
@@ -227,8 +248,14 @@ def _run_subprocess(config: PerfConfig, timeout_s: float | None) -> dict[str, An
         out_path = Path(tmp) / "result.json"
         root = str(Path(__file__).resolve().parents[2])
         try:
-            done = subprocess.run(worker_command(config, out_path), capture_output=True, text=True,
-                                  timeout=timeout_s, env=_child_environment(), cwd=root)
+            done = subprocess.run(
+                worker_command(config, out_path),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=_child_environment(),
+                cwd=root,
+            )
         except subprocess.TimeoutExpired:
             return failed_row(config, f"timed out after {timeout_s:.0f} s")
         if done.returncode == 0 and out_path.exists():
@@ -248,7 +275,7 @@ _FORKSERVER = None
 
 
 def _forkserver_context():
-    global _FORKSERVER
+    global _FORKSERVER  # noqa: PLW0603 - one fork server per process, started on first use
     if _FORKSERVER is None:
         import multiprocessing
 
@@ -263,11 +290,11 @@ def _forkserver_context():
 def _forked_child(config_json: str, connection) -> None:
     import traceback
 
-    from cloakbench.perf.worker import measure_json
+    from cloakbench.bench.perf.worker import measure_json
 
     try:
         connection.send(("ok", measure_json(config_json)))
-    except BaseException as error:  # noqa: BLE001 — any failure is reported as the row's error
+    except BaseException as error:
         tail = traceback.format_exc().strip().splitlines()[-6:]
         connection.send(("failed", f"{type(error).__name__}: {error} | " + " | ".join(tail)))
     finally:
@@ -303,8 +330,13 @@ def failed_row(config: PerfConfig, error: str) -> dict[str, Any]:
     return row
 
 
-def measure(configs: list[PerfConfig], *, timeout_s: float | None = None, isolation: str = "auto",
-            on_result: Callable[[PerfConfig, dict], None] | None = None) -> list[dict[str, Any]]:
+def measure(
+    configs: list[PerfConfig],
+    *,
+    timeout_s: float | None = None,
+    isolation: str = "auto",
+    on_result: Callable[[PerfConfig, dict], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run each configuration in its own child, one at a time (never in parallel: they share the CPU)."""
     rows = []
     for config in configs:
@@ -379,7 +411,9 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
     import torch
 
     description: dict[str, Any] = {
-        "cpu": cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
     try:
@@ -394,8 +428,12 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
-        description.update(gpu=props.name, gpu_memory_bytes=int(props.total_memory),
-                           cuda=torch.version.cuda, gpu_count=torch.cuda.device_count())
+        description.update(
+            gpu=props.name,
+            gpu_memory_bytes=int(props.total_memory),
+            cuda=torch.version.cuda,
+            gpu_count=torch.cuda.device_count(),
+        )
     return description
 
 
@@ -420,5 +458,3 @@ def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
     tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
-
-

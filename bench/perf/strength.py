@@ -1,6 +1,6 @@
 """Does an optimisation flag change what a protection computes? Strength checks on a small model.
 
-docs/PERFORMANCE.md: each option of :mod:`cloakbench.perf.optimisations` "earns its place by a measured
+docs/PERFORMANCE.md: each option of :mod:`cloakbench.bench.perf.optimisations` "earns its place by a measured
 ratio in ``bench perf``, and protection strength must not drop with it". This module
 compares a protection run on the plain model with the same run (same seed, same
 images, same draws) on the optimised model, at three depths:
@@ -14,7 +14,7 @@ images, same draws) on the optimised model, at three depths:
    absolute difference between the edit of the protected and of the clean image. For
    scale, the same protection with another seed gives the natural spread.
 
-Run: ``python -m cloakbench.perf.strength --opt channels-last,classic-attn,bf16,vae-ckpt --json FILE``.
+Run: ``python -m cloakbench.bench.perf.strength --opt channels-last,classic-attn,bf16,vae-ckpt --json FILE``.
 """
 
 from __future__ import annotations
@@ -70,21 +70,34 @@ def sdedit(model, images: torch.Tensor, *, seed: int, strength: float, steps: in
     from cloakbench.mimicry.base import MIMICRY, AttackContext
 
     attack = MIMICRY.get("sdedit").from_overrides({"strengths": str(strength), "steps": steps})
-    return attack(images, model, generator=torch.Generator().manual_seed(seed),
-                  context=AttackContext(setting=f"{strength:g}", prompt=prompt))
+    return attack(
+        images,
+        model,
+        generator=torch.Generator().manual_seed(seed),
+        context=AttackContext(setting=f"{strength:g}", prompt=prompt),
+    )
 
 
 def mean_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().mean())
 
 
-def strength_report(flags: str, *, method: str = "sds-", arch: str = "tiny-random", steps: int = 20, seed: int = 0,
-                    sdedit_strength: float = 0.5, sdedit_steps: int = 20, prompt: str = "a photo",
-                    images: torch.Tensor | None = None) -> dict[str, Any]:
+def strength_report(
+    flags: str,
+    *,
+    method: str = "sds-",
+    arch: str = "tiny-random",
+    steps: int = 20,
+    seed: int = 0,
+    sdedit_strength: float = 0.5,
+    sdedit_steps: int = 20,
+    prompt: str = "a photo",
+    images: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """Compare ``method`` on the plain and on the ``flags``-optimised model; see the module docstring."""
+    from cloakbench.bench.perf.optimisations import apply_optimisations, parse_optimisations
     from cloakbench.core.images import load_images
     from cloakbench.core.models import load_model
-    from cloakbench.perf.optimisations import apply_optimisations, parse_optimisations
 
     options = parse_optimisations(flags)
     plain = load_model(arch, seed=seed)
@@ -103,27 +116,43 @@ def strength_report(flags: str, *, method: str = "sds-", arch: str = "tiny-rando
     protected_optimised, trace_optimised = protect(method, optimised, images, seed, steps)
     protected_other_seed, trace_other_seed = protect(method, plain, images, seed + 1, steps)
 
-    edit = {name: sdedit(plain, pictures, seed=seed, strength=sdedit_strength, steps=sdedit_steps, prompt=prompt)
-            for name, pictures in (("clean", images), ("plain", protected_plain),
-                                   ("optimised", protected_optimised), ("other_seed", protected_other_seed))}
+    edit = {
+        name: sdedit(plain, pictures, seed=seed, strength=sdedit_strength, steps=sdedit_steps, prompt=prompt)
+        for name, pictures in (
+            ("clean", images),
+            ("plain", protected_plain),
+            ("optimised", protected_optimised),
+            ("other_seed", protected_other_seed),
+        )
+    }
     effect_plain = mean_abs(edit["plain"], edit["clean"])
     effect_optimised = mean_abs(edit["optimised"], edit["clean"])
     effect_other_seed = mean_abs(edit["other_seed"], edit["clean"])
     trace_scale = float(trace_plain.abs().mean().clamp_min(1e-12))
     report = {
-        "flags": options.label, "method": method, "arch": arch, "steps": steps, "seed": seed,
-        "images": int(images.shape[0]), "resolution": int(images.shape[-1]),
+        "flags": options.label,
+        "method": method,
+        "arch": arch,
+        "steps": steps,
+        "seed": seed,
+        "images": int(images.shape[0]),
+        "resolution": int(images.shape[-1]),
         "first_step": agreement,
         "trace_max_relative_difference": float((trace_plain - trace_optimised).abs().max()) / trace_scale,
-        "trace_mean_plain": float(trace_plain.mean()), "trace_mean_optimised": float(trace_optimised.mean()),
+        "trace_mean_plain": float(trace_plain.mean()),
+        "trace_mean_optimised": float(trace_optimised.mean()),
         "trace_mean_other_seed": float(trace_other_seed.mean()),
         "protected_pixels_changed": float((protected_plain != protected_optimised).float().mean()),
         "protected_max_difference_8bit": float((protected_plain - protected_optimised).abs().max() * 255),
-        "sdedit": {"strength": sdedit_strength, "steps": sdedit_steps,
-                   "effect_plain": effect_plain, "effect_optimised": effect_optimised,
-                   "effect_other_seed": effect_other_seed,
-                   "plain_vs_optimised": mean_abs(edit["optimised"], edit["plain"]),
-                   "plain_vs_other_seed": mean_abs(edit["other_seed"], edit["plain"])},
+        "sdedit": {
+            "strength": sdedit_strength,
+            "steps": sdedit_steps,
+            "effect_plain": effect_plain,
+            "effect_optimised": effect_optimised,
+            "effect_other_seed": effect_other_seed,
+            "plain_vs_optimised": mean_abs(edit["optimised"], edit["plain"]),
+            "plain_vs_other_seed": mean_abs(edit["other_seed"], edit["plain"]),
+        },
     }
     report["verdict"] = verdict(options.label, report)
     return report
@@ -142,14 +171,23 @@ def verdict(label: str, report: dict[str, Any]) -> dict[str, Any]:
     drop = sdedit_result["effect_plain"] - sdedit_result["effect_optimised"]
     holds_sdedit = drop <= max(spread, 1e-6)
     holds_direction = (report["first_step"]["sign_agreement"] >= EXACT_SIGN_AGREEMENT) if exact else True
-    return {"exact_math_option": exact, "first_step_ok": holds_direction, "sdedit_ok": holds_sdedit,
-            "sdedit_drop": drop, "seed_spread": spread, "strength_holds": bool(holds_direction and holds_sdedit)}
+    return {
+        "exact_math_option": exact,
+        "first_step_ok": holds_direction,
+        "sdedit_ok": holds_sdedit,
+        "sdedit_drop": drop,
+        "seed_spread": spread,
+        "strength_holds": bool(holds_direction and holds_sdedit),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Strength check of optimisation flags on a small model.")
-    parser.add_argument("--opt", default="channels-last,classic-attn,bf16,vae-ckpt,unet-ckpt",
-                        help="comma list of variants ('+' joins flags)")
+    parser.add_argument(
+        "--opt",
+        default="channels-last,classic-attn,bf16,vae-ckpt,unet-ckpt",
+        help="comma list of variants ('+' joins flags)",
+    )
     parser.add_argument("--methods", default="sds-,advdm")
     parser.add_argument("--arch", default="tiny-random")
     parser.add_argument("--steps", type=int, default=20)
@@ -158,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Run as a script: its per-variant summary lines are INFO records shown on the console.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from cloakbench.perf.optimisations import parse_variants
-    from cloakbench.perf.runner import machine_description, versions
+    from cloakbench.bench.perf.optimisations import parse_variants
+    from cloakbench.bench.perf.runner import machine_description, versions
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     reports = []
@@ -167,16 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             report = strength_report(variant.label, method=method, arch=args.arch, steps=args.steps, seed=args.seed)
             reports.append(report)
-            log.info(f"{variant.label:>16} {method:>6}: first-step signs {report['first_step']['sign_agreement']:.4f} "
-                  f"cos {report['first_step']['cosine']:.5f}; "
-                  f"trace diff {report['trace_max_relative_difference']:.2e}; "
-                  f"SDEdit effect {report['sdedit']['effect_optimised']:.4f} vs plain "
-                  f"{report['sdedit']['effect_plain']:.4f} (seed spread {report['verdict']['seed_spread']:.4f}) "
-                  f"-> {'holds' if report['verdict']['strength_holds'] else 'DROPS'}")
+            log.info(
+                f"{variant.label:>16} {method:>6}: first-step signs {report['first_step']['sign_agreement']:.4f} "
+                f"cos {report['first_step']['cosine']:.5f}; "
+                f"trace diff {report['trace_max_relative_difference']:.2e}; "
+                f"SDEdit effect {report['sdedit']['effect_optimised']:.4f} vs plain "
+                f"{report['sdedit']['effect_plain']:.4f} (seed spread {report['verdict']['seed_spread']:.4f}) "
+                f"-> {'holds' if report['verdict']['strength_holds'] else 'DROPS'}"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine_description(), "versions": versions(),
-                                         "reports": reports}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"machine": machine_description(), "versions": versions(), "reports": reports}, indent=1) + "\n"
+        )
     return 0
 
 

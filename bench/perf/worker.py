@@ -1,6 +1,6 @@
 """The child process of ``bench perf``: measure ONE configuration and write one JSON row.
 
-Run as ``python -m cloakbench.perf.worker --config JSON --out FILE``. A fresh process per
+Run as ``python -m cloakbench.bench.perf.worker --config JSON --out FILE``. A fresh process per
 configuration makes its peak RSS, its CUDA peaks and its allocator state its own
 (docs/PERFORMANCE.md). The protection is driven through the engine's step API
 (``state = protection.prepare(images, model, generator=)``, ``protection.step(state)``
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("cloakbench.perf.worker")
+log = logging.getLogger("cloakbench.bench.perf.worker")
 
 
 def seeded_images(batch: int, resolution: int, seed: int):
@@ -30,8 +30,9 @@ def seeded_images(batch: int, resolution: int, seed: int):
 
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(batch, 3, max(2, resolution // 8), max(2, resolution // 8), generator=generator)
-    return torch.nn.functional.interpolate(coarse, size=(resolution, resolution), mode="bilinear",
-                                           align_corners=False).clamp(0, 1)
+    return torch.nn.functional.interpolate(
+        coarse, size=(resolution, resolution), mode="bilinear", align_corners=False
+    ).clamp(0, 1)
 
 
 def build_protection(method: str, mode: str):
@@ -116,11 +117,16 @@ def measure(config) -> dict[str, Any]:
     """Load, optimise, prepare, warm up, time ``repeats`` × ``steps`` steps, count saved bytes."""
     import torch
 
-    from cloakbench.perf.optimisations import apply_optimisations
-    from cloakbench.perf.runner import machine_description, median, versions
+    from cloakbench.bench.perf.optimisations import apply_optimisations
+    from cloakbench.bench.perf.runner import machine_description, median, versions
+    from cloakbench.bench.profiling import (
+        count_saved_bytes,
+        current_rss_bytes,
+        parameter_storages,
+        peak_rss_bytes,
+        reset_peak_rss,
+    )
     from cloakbench.protections.reference_costs import uses_unet_checkpointing
-    from cloakbench.profiling import (count_saved_bytes, current_rss_bytes, parameter_storages, peak_rss_bytes,
-                                 reset_peak_rss)
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -199,10 +205,12 @@ def measure(config) -> dict[str, Any]:
                 losses.append(_loss_value(step(state)))
             flops_per_step = _total_flops(flops) if with_flops else None
             break
-        except Exception as error:  # noqa: BLE001 — recorded in the row, never hidden
+        except Exception as error:
             saved = None
-            counting_notes.append(f"{'FLOP and saved-bytes' if with_flops else 'saved-bytes'} counting failed: "
-                                  f"{type(error).__name__}: {error}"[:300])
+            counting_notes.append(
+                f"{'FLOP and saved-bytes' if with_flops else 'saved-bytes'} counting failed: "
+                f"{type(error).__name__}: {error}"[:300]
+            )
             log.warning(counting_notes[-1])
     _sync(device)
 
@@ -251,20 +259,23 @@ def measure(config) -> dict[str, Any]:
         row["peak_bytes"] = row["attack_bytes"] = row["rss_growth_bytes"]
     row["machine"] = machine_description(config.device)
     row["versions"] = versions()
-    row["settings"] = {k: row[k] for k in ("steps", "warmup", "repeats", "dtype", "device", "optimisations",
-                                           "seed", "threads", "inject_delay_s")}
+    row["settings"] = {
+        k: row[k]
+        for k in ("steps", "warmup", "repeats", "dtype", "device", "optimisations", "seed", "threads", "inject_delay_s")
+    }
     row["settings"]["torch_threads"] = torch.get_num_threads()
     # Whether the UNet ran gradient-checkpointed: reference mode does as the reference's
     # LDM config does (use_checkpoint: True); --opt unet-ckpt asks for it at fair cost.
-    row["settings"]["unet_gradient_checkpointing"] = bool(uses_unet_checkpointing(protection)
-                                                          or applied.get("unet_checkpointing"))
+    row["settings"]["unet_gradient_checkpointing"] = bool(
+        uses_unet_checkpointing(protection) or applied.get("unet_checkpointing")
+    )
     row["settings"]["reference_double_encode"] = bool(getattr(protection.config, "reference_double_encode", False))
     return row
 
 
 def measure_json(config_json: str) -> str:
     """:func:`measure` from and to JSON text (what a forked child sends back)."""
-    from cloakbench.perf.runner import PerfConfig
+    from cloakbench.bench.perf.runner import PerfConfig
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -272,7 +283,7 @@ def measure_json(config_json: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cloakbench.perf.runner import PerfConfig
+    from cloakbench.bench.perf.runner import PerfConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="PerfConfig as JSON")

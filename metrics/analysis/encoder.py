@@ -34,8 +34,13 @@ ANALYSIS_METRICS: dict[str, tuple[str, str]] = {
 
 
 def _row(metric: str, value: float | None, note: str = "") -> dict[str, Any]:
-    return {"metric": metric, "value": value, "unit": ANALYSIS_METRICS[metric][0],
-            "higher_is_better": None, "note": note}
+    return {
+        "metric": metric,
+        "value": value,
+        "unit": ANALYSIS_METRICS[metric][0],
+        "higher_is_better": None,
+        "note": note,
+    }
 
 
 def encoder_analysis_batch(model, clean: torch.Tensor, protected: torch.Tensor) -> list[list[dict[str, Any]]]:
@@ -47,8 +52,10 @@ def encoder_analysis_batch(model, clean: torch.Tensor, protected: torch.Tensor) 
     ``None`` with a note, never a number.
     """
     if clean.shape != protected.shape or clean.ndim != 4 or clean.shape[1] != 3:
-        raise ValueError(f"encoder_analysis: clean {tuple(clean.shape)} and protected "
-                         f"{tuple(protected.shape)} must both be (N, 3, H, W)")
+        raise ValueError(
+            f"encoder_analysis: clean {tuple(clean.shape)} and protected "
+            f"{tuple(protected.shape)} must both be (N, 3, H, W)"
+        )
     with torch.no_grad():
         latent_clean = model.encode(clean, mode="mean").double().flatten(1)
         latent_protected = model.encode(protected, mode="mean").double().flatten(1)
@@ -90,6 +97,7 @@ def encoder_analysis(model, clean: torch.Tensor, protected: torch.Tensor) -> lis
     if clean.ndim == 3:
         clean, protected = clean.unsqueeze(0), protected.unsqueeze(0)
     if clean.shape[0] != 1:
-        raise ValueError(f"encoder_analysis takes one image; got a batch of {clean.shape[0]} "
-                         "(use encoder_analysis_batch)")
+        raise ValueError(
+            f"encoder_analysis takes one image; got a batch of {clean.shape[0]} (use encoder_analysis_batch)"
+        )
     return encoder_analysis_batch(model, clean, protected)[0]

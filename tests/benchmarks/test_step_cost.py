@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cloakbench.profiling import count_saved_bytes, parameter_storages
+from cloakbench.bench.profiling import count_saved_bytes, parameter_storages
 
 pytestmark = pytest.mark.benchmark
 
@@ -56,7 +56,12 @@ def test_step_cost(benchmark, method, reference_mode, model, images):
     protection.step(state)  # warm-up: allocator and kernel caches
     with count_saved_bytes(exclude=parameter_storages(*model.modules().values())) as saved:
         protection.step(state)
-    benchmark.extra_info.update(method=method, reference_mode=reference_mode, saved_bytes=saved.bytes,
-                                arch=model.name, resolution=int(images.shape[-1]))
+    benchmark.extra_info.update(
+        method=method,
+        reference_mode=reference_mode,
+        saved_bytes=saved.bytes,
+        arch=model.name,
+        resolution=int(images.shape[-1]),
+    )
     losses = benchmark.pedantic(protection.step, args=(state,), rounds=5, iterations=1, warmup_rounds=1)
     assert losses.shape == (images.shape[0],) and torch.isfinite(losses).all()

@@ -140,10 +140,12 @@ def run(section: str, name: str, overrides: dict[str, Any], model, images: torch
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="cloakbench-golden-") as work_dir:
         for setting in component.settings():
-            context = AttackContext(setting=setting, prompt=PROMPT, work_dir=work_dir,
-                                    image_names=[f"image{i}" for i in range(len(images))])
-            outputs[setting] = component(images.clone(), model, generator=torch.Generator().manual_seed(SEED),
-                                         context=context)
+            context = AttackContext(
+                setting=setting, prompt=PROMPT, work_dir=work_dir, image_names=[f"image{i}" for i in range(len(images))]
+            )
+            outputs[setting] = component(
+                images.clone(), model, generator=torch.Generator().manual_seed(SEED), context=context
+            )
     return outputs
 
 
@@ -167,8 +169,9 @@ def config_of(section: str, name: str, overrides: dict[str, Any]) -> dict[str, A
     return config_as_dict(build(section, name, overrides).config)
 
 
-def make_entry(section: str, name: str, model, images: torch.Tensor, overrides: dict[str, Any] | None = None,
-               commit: str = "") -> dict[str, Any]:
+def make_entry(
+    section: str, name: str, model, images: torch.Tensor, overrides: dict[str, Any] | None = None, commit: str = ""
+) -> dict[str, Any]:
     overrides = default_overrides(section, name) if overrides is None else overrides
     outputs = run(section, name, overrides, model, images)
     return {
@@ -193,8 +196,9 @@ def compare_output(stored: dict[str, Any], current: dict[str, Any]) -> str | Non
     if stored["eight_bit"]:
         moved = [i for i, d in enumerate(differences) if d > LEVEL_ATOL]
         if len(moved) > 1 or any(differences[i] > LEVEL + LEVEL_ATOL for i in moved):
-            return (f"8-bit slice differs in {len(moved)} values (allowed: one, by at most 1/255); "
-                    f"stored {old}, now {new}")
+            return (
+                f"8-bit slice differs in {len(moved)} values (allowed: one, by at most 1/255); stored {old}, now {new}"
+            )
     elif max(differences, default=0.0) > FLOAT_ATOL:
         return f"slice differs by up to {max(differences):.3g} (> {FLOAT_ATOL:g}); stored {old}, now {new}"
     for stat in ("mean", "std"):
@@ -218,8 +222,11 @@ def compare_entry(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     old, new = stored.get("config", {}), current
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)]
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 def check(section: str, name: str, golden: dict[str, Any], model, images: torch.Tensor) -> str | None:
@@ -232,21 +239,26 @@ def check(section: str, name: str, golden: dict[str, Any], model, images: torch.
             return None  # refuses, as it must without its weights (WEIGHTS_ONLY)
         return f"{kind} {name!r} (version {cls.version}) has no stored golden slice: {REGENERATE}"
     if int(cls.version) != int(stored["version"]):
-        return (f"{kind} {name!r}: version bumped ({stored['version']} -> {cls.version}): {REGENERATE}")
+        return f"{kind} {name!r}: version bumped ({stored['version']} -> {cls.version}): {REGENERATE}"
     try:
         current = make_entry(section, name, model, images, overrides=stored["overrides"])
     except Exception as error:  # a renamed field, a component that no longer runs
-        return (f"{kind} {name!r} (version {cls.version}) no longer runs with its stored golden overrides "
-                f"{stored['overrides']}: {type(error).__name__}: {error}. If that is intended, bump its version "
-                f"and {REGENERATE}")
+        return (
+            f"{kind} {name!r} (version {cls.version}) no longer runs with its stored golden overrides "
+            f"{stored['overrides']}: {type(error).__name__}: {error}. If that is intended, bump its version "
+            f"and {REGENERATE}"
+        )
     problems = compare_entry(stored, current)
     if not problems:
         return None
     changed = config_changes(stored, current["config"])
     because = f" Its config changed: {'; '.join(changed)}." if changed else ""
-    return (f"{kind} {name!r}: output changed but version is still {cls.version}: " + " | ".join(problems)
-            + f".{because} A change of numbers needs a version bump (then {REGENERATE}); a refactor must "
-            "reproduce the stored slice.")
+    return (
+        f"{kind} {name!r}: output changed but version is still {cls.version}: "
+        + " | ".join(problems)
+        + f".{because} A change of numbers needs a version bump (then {REGENERATE}); a refactor must "
+        "reproduce the stored slice."
+    )
 
 
 def load(path: Path = GOLDEN_PATH) -> dict[str, Any]:

@@ -67,12 +67,19 @@ def write_images(folder: Path, count: int = 4, size: int = 72) -> Path:
 
 
 def main(images: str, out: str) -> None:
-    from cloakbench.compare import run_compare
-    from cloakbench.spec import CompareSpec
+    from cloakbench.bench.compare import run_compare
+    from cloakbench.bench.spec import CompareSpec
 
     register_test_protections()
-    spec = CompareSpec(images=[images], methods="none,test-slow", attacks="identity", metrics="psnr,ssim,linf",
-                       model="tiny-random", out=Path(out), write_report=False)
+    spec = CompareSpec(
+        images=[images],
+        methods="none,test-slow",
+        attacks="identity",
+        metrics="psnr,ssim,linf",
+        model="tiny-random",
+        out=Path(out),
+        write_report=False,
+    )
     run_compare(spec)
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
 import cloakbench
 
-#: The source checkout (``bench/core/provenance.py`` → two folders up). The shipped toy
+#: The source checkout (``core/provenance.py`` → one folder up). The shipped toy
 #: models live under ``PROJECT_ROOT/models``; git state is read here.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -57,12 +57,16 @@ def git_state(root: Path = PROJECT_ROOT) -> tuple[str, bool | None]:
     scratch script) do not change what the code computes.
     """
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0 or not commit.stdout.strip():
             return "unknown", None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return commit.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
@@ -73,8 +77,13 @@ def versions() -> dict[str, str]:
     import diffusers
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "cloakbench": cloakbench.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "cloakbench": cloakbench.__version__,
+    }
 
 
 def device_name(device: torch.device | str) -> str:

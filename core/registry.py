@@ -8,7 +8,8 @@ before anything runs so a typo costs nothing.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -45,9 +46,7 @@ class Registry(Generic[T]):
 
         def decorator(obj: T) -> T:
             if name in self._entries:
-                raise RegistryError(
-                    f"{self.kind} {name!r} is already registered (by {self._entries[name]!r})"
-                )
+                raise RegistryError(f"{self.kind} {name!r} is already registered (by {self._entries[name]!r})")
             self._entries[name] = obj
             try:
                 obj.registry_name = name  # type: ignore[attr-defined]

@@ -19,8 +19,9 @@ def change_in_levels(outputs: torch.Tensor, references: torch.Tensor) -> torch.T
     differenced as integers instead.
     """
     difference = (outputs.double() - references.double()) * 255.0
-    on_grid = all(torch.allclose(x.double() * 255.0, torch.round(x.double() * 255.0), atol=1e-3)
-                  for x in (outputs, references))
+    on_grid = all(
+        torch.allclose(x.double() * 255.0, torch.round(x.double() * 255.0), atol=1e-3) for x in (outputs, references)
+    )
     return torch.round(difference) if on_grid else difference
 
 

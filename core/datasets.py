@@ -42,8 +42,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cloakbench.core.images import (IntakeResult, ImageError, LoadedImage, Skipped, load_image_file, load_images,
-                                    to_working_size)
+from cloakbench.core.images import (
+    ImageError,
+    IntakeResult,
+    LoadedImage,
+    Skipped,
+    load_image_file,
+    load_images,
+    to_working_size,
+)
 
 #: The columns a manifest CSV may have; ``path`` is required.
 MANIFEST_COLUMNS = ("path", "prompt", "category", "mask")
@@ -76,8 +83,17 @@ class Dataset(IntakeResult):
 
     def describe(self) -> list[dict]:
         """One JSON-ready entry per image: what the run folder's manifest records."""
-        return [{"name": im.name, "source": im.source, "hash": im.pixel_hash, "category": self.of(im).category,
-                 "prompt": self.of(im).prompt, "mask": self.of(im).mask_hash} for im in self.images]
+        return [
+            {
+                "name": im.name,
+                "source": im.source,
+                "hash": im.pixel_hash,
+                "category": self.of(im).category,
+                "prompt": self.of(im).prompt,
+                "mask": self.of(im).mask_hash,
+            }
+            for im in self.images
+        ]
 
 
 def read_category_prompts(path: Path) -> dict[str, str]:
@@ -86,17 +102,19 @@ def read_category_prompts(path: Path) -> dict[str, str]:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise DatasetError(f"{path}: not valid TOML ({error}); expected [prompts] CATEGORY = \"prompt\"") from None
+        raise DatasetError(f'{path}: not valid TOML ({error}); expected [prompts] CATEGORY = "prompt"') from None
     table = data.get("prompts", data)
     bad = [key for key, value in table.items() if not isinstance(value, str)]
     if bad:
-        raise DatasetError(f"{path}: the prompt of category {bad[0]!r} must be a string, e.g. "
-                           f"{bad[0]} = \"a photo of ...\"")
+        raise DatasetError(
+            f'{path}: the prompt of category {bad[0]!r} must be a string, e.g. {bad[0]} = "a photo of ..."'
+        )
     return dict(table)
 
 
-def working_mask(path: Path, image_size: tuple[int, int], size: int, where: str,
-                 shown: str | None = None) -> tuple[torch.Tensor, str]:
+def working_mask(
+    path: Path, image_size: tuple[int, int], size: int, where: str, shown: str | None = None
+) -> tuple[torch.Tensor, str]:
     """A mask file as a ``(1, size, size)`` binary tensor, transformed like its image; and its hash.
 
     ``shown``: how the error names the mask (the manifest's own text); the path by default.
@@ -108,8 +126,10 @@ def working_mask(path: Path, image_size: tuple[int, int], size: int, where: str,
     except (OSError, ValueError) as error:
         raise DatasetError(f"{where}: mask {shown} cannot be read ({error})") from None
     if picture.size != image_size:
-        raise DatasetError(f"{where}: mask {shown} is {picture.size[0]}x{picture.size[1]} but the image is "
-                           f"{image_size[0]}x{image_size[1]}; give a mask of the image's size")
+        raise DatasetError(
+            f"{where}: mask {shown} is {picture.size[0]}x{picture.size[1]} but the image is "
+            f"{image_size[0]}x{image_size[1]}; give a mask of the image's size"
+        )
     working = to_working_size(picture, size, [], str(path))
     binary = (np.asarray(working, dtype=np.float32) / 255.0 >= 0.5).astype(np.float32)
     return torch.from_numpy(binary)[None], hashlib.sha256(binary.tobytes()).hexdigest()
@@ -129,11 +149,14 @@ def load_manifest(path: Path, size: int) -> Dataset:
         raise DatasetError(f"manifest {path} cannot be read ({error})") from None
     unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
     if unknown:
-        raise DatasetError(f"manifest {path}: unknown column {unknown[0]!r}; the columns are "
-                           f"{', '.join(MANIFEST_COLUMNS)} (path required)")
+        raise DatasetError(
+            f"manifest {path}: unknown column {unknown[0]!r}; the columns are "
+            f"{', '.join(MANIFEST_COLUMNS)} (path required)"
+        )
     if "path" not in columns:
-        raise DatasetError(f"manifest {path}: no 'path' column; the first line must name the columns, "
-                           f"e.g. path,prompt,category,mask")
+        raise DatasetError(
+            f"manifest {path}: no 'path' column; the first line must name the columns, e.g. path,prompt,category,mask"
+        )
     dataset = Dataset([], [])
     seen_paths: dict[Path, int] = {}
     seen_pixels: dict[str, int] = {}
@@ -144,8 +167,10 @@ def load_manifest(path: Path, size: int) -> Dataset:
             raise DatasetError(f"{where}: empty path; every row names an image file")
         image_path = (base / row["path"]).resolve()
         if image_path in seen_paths:
-            raise DatasetError(f"{where}: path {row['path']} is listed again (first on row "
-                               f"{seen_paths[image_path]}); list each image once")
+            raise DatasetError(
+                f"{where}: path {row['path']} is listed again (first on row "
+                f"{seen_paths[image_path]}); list each image once"
+            )
         seen_paths[image_path] = line
         if not image_path.is_file():
             raise DatasetError(f"{where}: image {row['path']} does not exist (looked for {image_path})")
@@ -154,8 +179,10 @@ def load_manifest(path: Path, size: int) -> Dataset:
         except ImageError as error:
             raise DatasetError(f"{where}: {error}") from None
         if image.pixel_hash in seen_pixels:
-            raise DatasetError(f"{where}: {row['path']} has the same pixels as row {seen_pixels[image.pixel_hash]}; "
-                               "list each image once")
+            raise DatasetError(
+                f"{where}: {row['path']} has the same pixels as row {seen_pixels[image.pixel_hash]}; "
+                "list each image once"
+            )
         seen_pixels[image.pixel_hash] = line
         category = row.get("category", "")
         prompt = row.get("prompt", "") or category_prompts.get(category, "")
@@ -207,8 +234,9 @@ def _merge(into: Dataset, part: Dataset) -> None:
     into.skipped += part.skipped
     for image in part.images:
         if image.pixel_hash in known:
-            into.skipped.append(Skipped(image.source, f"{image.source}: same pixels as {known[image.pixel_hash]} "
-                                                      "(duplicate)"))
+            into.skipped.append(
+                Skipped(image.source, f"{image.source}: same pixels as {known[image.pixel_hash]} (duplicate)")
+            )
             continue
         known[image.pixel_hash] = image.source
         into.images.append(image)

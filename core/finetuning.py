@@ -20,7 +20,8 @@ each other (docs/ARCHITECTURE.md, layers), so what both compute lives here, once
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -39,8 +40,9 @@ def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, times
     raise ValueError(f"unsupported prediction type {prediction!r}: expected 'epsilon' or 'v_prediction'")
 
 
-def denoising_loss(model, unet, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-                   prompt_embeds: torch.Tensor) -> torch.Tensor:
+def denoising_loss(
+    model, unet, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor
+) -> torch.Tensor:
     """Per-sample denoising loss ``(N,)``: ``mean ‖target − unet(z_t, t, c)‖²`` over latent elements.
 
     ``latents`` are scaled latents ``z = s·E(x)``; ``z_t`` comes from the model's training
@@ -67,8 +69,9 @@ def prior_preserving_loss(per_sample: torch.Tensor, instance_count: int, prior_l
 
 def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], device, dtype) -> torch.Tensor:
     """``τ(prompt)`` for each prompt, ``(N, 77, D)``, through ``text_encoder`` (gradients kept)."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
     return text_encoder(ids)[0].to(dtype)
 
 
@@ -85,8 +88,14 @@ def add_lora(unet, rank: int, *, generator: torch.Generator, alpha: float | None
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
-                                init_lora_weights=False, target_modules=list(LORA_TARGET_MODULES)))
+    unet.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha if alpha is not None else rank,
+            init_lora_weights=False,
+            target_modules=list(LORA_TARGET_MODULES),
+        )
+    )
     parameters = []
     with torch.no_grad():
         for name, parameter in unet.named_parameters():
@@ -108,8 +117,17 @@ def lora_state_dict(unet) -> dict[str, torch.Tensor]:
     return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
 
 
-def generate_images(model, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, guidance_scale: float,
-                    unet: Any = None, text_encoder: Any = None, tokenizer: Any = None) -> torch.Tensor:
+def generate_images(
+    model,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    guidance_scale: float,
+    unet: Any = None,
+    text_encoder: Any = None,
+    tokenizer: Any = None,
+) -> torch.Tensor:
     """``len(prompts)`` images ``(N, 3, R, R)`` in ``[0, 1]``; image ``i`` from a CPU generator seeded ``seeds[i]``.
 
     CPU generators make the initial noise identical on every device, so two fine-tuned
@@ -129,6 +147,12 @@ def generate_images(model, prompts: Sequence[str], seeds: Sequence[int], *, step
     pipe.set_progress_bar_config(disable=True)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     with torch.no_grad():
-        return pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance_scale,
-                    generator=generators, height=model.resolution, width=model.resolution,
-                    output_type="pt").images.to(torch.float32)
+        return pipe(
+            prompt=list(prompts),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            height=model.resolution,
+            width=model.resolution,
+            output_type="pt",
+        ).images.to(torch.float32)

@@ -19,9 +19,10 @@ import json
 import logging
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -83,7 +84,9 @@ class LDM:
         pixels = self.to_model_range(images.to(self.device, self.dtype))
         return self.vae.encode(pixels).latent_dist
 
-    def encode(self, images: torch.Tensor, *, mode: str = "sample", generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, *, mode: str = "sample", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Scaled latent ``z = s * E(x)``; ``mode`` is ``sample`` (the reference's choice) or ``mean``."""
         dist = self.posterior(images)
         if mode == "mean":
@@ -106,8 +109,11 @@ class LDM:
                 self._prompt_cache[prompt] = self.conditioning_override(1)["encoder_hidden_states"]
             else:
                 tokens = self.tokenizer(
-                    [prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt",
+                    [prompt],
+                    padding="max_length",
+                    max_length=self.tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
                 )
                 with torch.no_grad():
                     hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
@@ -121,12 +127,17 @@ class LDM:
         extra = self.conditioning_override(batch)
         return {k: v for k, v in extra.items() if k != "encoder_hidden_states"}
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor,
-                      unet: Any = None) -> torch.Tensor:
+    def predict_noise(
+        self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor, unet: Any = None
+    ) -> torch.Tensor:
         """``ε_θ(z_t, t, c)``."""
         unet = unet if unet is not None else self.unet
-        return unet(noisy_latents, timesteps, encoder_hidden_states=prompt_embeds,
-                    **self.unet_extra_kwargs(noisy_latents.shape[0])).sample
+        return unet(
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states=prompt_embeds,
+            **self.unet_extra_kwargs(noisy_latents.shape[0]),
+        ).sample
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -141,10 +152,14 @@ class LDM:
         from diffusers import DDIMScheduler
 
         return dict(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
             unet=unet if unet is not None else self.unet,
             scheduler=scheduler if scheduler is not None else DDIMScheduler.from_config(self.scheduler.config),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
 
     def img2img_pipeline(self):
@@ -171,8 +186,12 @@ class LDM:
         return pipe
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        parts = {"vae": self.vae, "unet": self.unet, "text_encoder": self.text_encoder,
-                 "inpaint_unet": self.inpaint_unet}
+        parts = {
+            "vae": self.vae,
+            "unet": self.unet,
+            "text_encoder": self.text_encoder,
+            "inpaint_unet": self.inpaint_unet,
+        }
         return {k: v for k, v in parts.items() if isinstance(v, torch.nn.Module)}
 
     def weights_bytes(self) -> int:
@@ -190,10 +209,16 @@ class LDM:
                 module.save_pretrained(folder / part, safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "tokenizer")
         self.scheduler.save_pretrained(folder / "scheduler")
-        (folder / "model_index.json").write_text(json.dumps({
-            "_class_name": "StableDiffusionPipeline", "cloakbench_resolution": self.resolution,
-            "scaling_factor": self.scaling_factor,
-        }, indent=1))
+        (folder / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "cloakbench_resolution": self.resolution,
+                    "scaling_factor": self.scaling_factor,
+                },
+                indent=1,
+            )
+        )
         return folder
 
 
@@ -214,8 +239,12 @@ def sd_noise_schedule():
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
-        num_train_timesteps=SD_TIMESTEPS, beta_start=SD_BETA_START, beta_end=SD_BETA_END,
-        beta_schedule="scaled_linear", clip_sample=False, steps_offset=1,
+        num_train_timesteps=SD_TIMESTEPS,
+        beta_start=SD_BETA_START,
+        beta_end=SD_BETA_END,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
     )
 
 
@@ -238,24 +267,42 @@ TINY_RESOLUTION = 64
 def tiny_configs() -> dict[str, dict]:
     """Small SD-shaped configs: VAE downsampling 8 with 4 latent channels, as in SD."""
     vae = dict(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32, 32, 32), norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32, 32, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         sample_size=TINY_RESOLUTION,
     )
     unet = dict(
-        sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     )
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, projection_dim=32)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
     return {"vae": vae, "unet": unet, "text": text}
 
 
-def build_components(configs: dict[str, dict], seed: int, tokenizer_dir: Path | None = None,
-                     inpaint: bool = True) -> dict:
+def build_components(
+    configs: dict[str, dict], seed: int, tokenizer_dir: Path | None = None, inpaint: bool = True
+) -> dict:
     """Seeded random SD-shaped components from ``configs`` (see :func:`tiny_configs`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -267,8 +314,11 @@ def build_components(configs: dict[str, dict], seed: int, tokenizer_dir: Path | 
         vae = AutoencoderKL(**configs["vae"])
         unet = UNet2DConditionModel(**configs["unet"])
         text_config = CLIPTextConfig(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, **configs["text"],
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **configs["text"],
         )
         text_encoder = CLIPTextModel(text_config)
         inpaint_unet = UNet2DConditionModel(**{**configs["unet"], "in_channels": 9}) if inpaint else None
@@ -285,44 +335,96 @@ def tiny_random(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
 def _bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution: int, **extra) -> LDM:
     device = torch.device(device)
     return LDM(
-        name=name, device=device, dtype=dtype, weights_hash=weights_hash, resolution=resolution,
-        vae=freeze(parts["vae"], device, dtype), unet=freeze(parts["unet"], device, dtype),
-        text_encoder=freeze(parts.get("text_encoder"), device, dtype), tokenizer=parts.get("tokenizer"),
-        inpaint_unet=freeze(parts.get("inpaint_unet"), device, dtype), scheduler=sd_noise_schedule(),
-        scaling_factor=parts.get("scaling_factor", 0.18215), **extra,
+        name=name,
+        device=device,
+        dtype=dtype,
+        weights_hash=weights_hash,
+        resolution=resolution,
+        vae=freeze(parts["vae"], device, dtype),
+        unet=freeze(parts["unet"], device, dtype),
+        text_encoder=freeze(parts.get("text_encoder"), device, dtype),
+        tokenizer=parts.get("tokenizer"),
+        inpaint_unet=freeze(parts.get("inpaint_unet"), device, dtype),
+        scheduler=sd_noise_schedule(),
+        scaling_factor=parts.get("scaling_factor", 0.18215),
+        **extra,
     )
 
 
 # -- the real architectures with random weights -------------------------------------
 SD_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=512,
 )
 SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    attention_head_dim=8,
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 )
-SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu")
-SD21_UNET = {**SD15_UNET, "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20),
-             "use_linear_projection": True}
-SD21_TEXT = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                 max_position_embeddings=77, projection_dim=512, hidden_act="gelu")
+SD15_TEXT = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
+SD21_UNET = {
+    **SD15_UNET,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
+SD21_TEXT = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    projection_dim=512,
+    hidden_act="gelu",
+)
 SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280), cross_attention_dim=2048, attention_head_dim=(5, 10, 20),
-    transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    cross_attention_dim=2048,
+    attention_head_dim=(5, 10, 20),
+    transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
 )
 
 
-def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: int, device, dtype, seed: int,
-                scaling_factor: float = 0.18215) -> LDM:
+def _arch_model(
+    name: str,
+    unet_cfg: dict,
+    text_cfg: dict | None,
+    resolution: int,
+    device,
+    dtype,
+    seed: int,
+    scaling_factor: float = 0.18215,
+) -> LDM:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -330,13 +432,21 @@ def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: in
     with torch.random.fork_rng(devices=[]):  # leave the caller's global seed where it was
         torch.manual_seed(seed)
         parts: dict[str, Any] = {
-            "vae": AutoencoderKL(**SD_VAE), "unet": UNet2DConditionModel(**unet_cfg), "tokenizer": tokenizer,
+            "vae": AutoencoderKL(**SD_VAE),
+            "unet": UNet2DConditionModel(**unet_cfg),
+            "tokenizer": tokenizer,
             "scaling_factor": scaling_factor,
         }
         if text_cfg is not None:
-            parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
-                vocab_size=49408, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, **text_cfg))
+            parts["text_encoder"] = CLIPTextModel(
+                CLIPTextConfig(
+                    vocab_size=49408,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **text_cfg,
+                )
+            )
     override = None
     if text_cfg is None:
         # SDXL's two text encoders only run once per prompt, never inside a PGD step, so
@@ -349,11 +459,21 @@ def _arch_model(name: str, unet_cfg: dict, text_cfg: dict | None, resolution: in
         def override(batch: int, _dev=torch.device(device), _dt=dtype) -> dict:
             return {
                 "encoder_hidden_states": hidden.to(_dev, _dt).expand(batch, -1, -1),
-                "added_cond_kwargs": {"text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
-                                      "time_ids": time_ids.to(_dev, _dt).expand(batch, -1)},
+                "added_cond_kwargs": {
+                    "text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
+                    "time_ids": time_ids.to(_dev, _dt).expand(batch, -1),
+                },
             }
-    return _bundle(name, parts, device, dtype, random_weights_hash(_arch_configs(unet_cfg, text_cfg), seed),
-                   resolution, conditioning_override=override)
+
+    return _bundle(
+        name,
+        parts,
+        device,
+        dtype,
+        random_weights_hash(_arch_configs(unet_cfg, text_cfg), seed),
+        resolution,
+        conditioning_override=override,
+    )
 
 
 def _arch_configs(unet_cfg: dict, text_cfg: dict | None) -> dict:
@@ -461,20 +581,25 @@ def _latent_img2img_class():
 
     class LatentImg2ImgPipeline(StableDiffusionImg2ImgPipeline):
         @classmethod
-        def from_components(cls, **components) -> "LatentImg2ImgPipeline":
+        def from_components(cls, **components) -> LatentImg2ImgPipeline:
             # Not an __init__ override: diffusers reads the component names off __init__'s signature.
             pipe = cls(**components)
-            pipe.image_processor = VaeImageProcessor(vae_scale_factor=pipe.vae_scale_factor,
-                                                     vae_latent_channels=pipe.vae.config.latent_channels)
+            pipe.image_processor = VaeImageProcessor(
+                vae_scale_factor=pipe.vae_scale_factor, vae_latent_channels=pipe.vae.config.latent_channels
+            )
             return pipe
 
         def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None):
             latents = image.to(device=device, dtype=dtype)
             if latents.shape[1] != self.vae.config.latent_channels:
-                raise ValueError(f"img2img: expected latents with {self.vae.config.latent_channels} channels, "
-                                 f"got a tensor of shape {tuple(latents.shape)}")
+                raise ValueError(
+                    f"img2img: expected latents with {self.vae.config.latent_channels} channels, "
+                    f"got a tensor of shape {tuple(latents.shape)}"
+                )
             if batch_size * num_images_per_prompt != latents.shape[0]:
-                raise ValueError(f"img2img: {latents.shape[0]} latents for {batch_size * num_images_per_prompt} prompts")
+                raise ValueError(
+                    f"img2img: {latents.shape[0]} latents for {batch_size * num_images_per_prompt} prompts"
+                )
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
             return self.scheduler.add_noise(latents, noise, timestep)
 
@@ -491,8 +616,11 @@ class ModelFacts:
 
     def identity(self, dtype: str | torch.dtype) -> dict:
         """The same dict :meth:`LDM.identity` gives once the model is built."""
-        return {"name": self.name, "weights_hash": self.weights_hash,
-                "dtype": str(parse_dtype(dtype)).replace("torch.", "")}
+        return {
+            "name": self.name,
+            "weights_hash": self.weights_hash,
+            "dtype": str(parse_dtype(dtype)).replace("torch.", ""),
+        }
 
 
 def model_facts(spec: str, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
@@ -508,8 +636,10 @@ def model_facts(spec: str, *, seed: int = 0, allow_pickle: bool = False) -> Mode
     if spec in FOLDER_MODELS:
         folder, name = FOLDER_MODELS[spec], spec
     elif spec in MODELS:
-        raise ModelError(f"model {spec!r} is registered but declares no facts: add it to RANDOM_MODELS or "
-                         "FOLDER_MODELS in cloakbench/core/models.py")
+        raise ModelError(
+            f"model {spec!r} is registered but declares no facts: add it to RANDOM_MODELS or "
+            "FOLDER_MODELS in cloakbench/core/models.py"
+        )
     else:
         folder, name = _folder_of(spec)
     weights = preflight(folder, allow_pickle=allow_pickle)
@@ -532,8 +662,9 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path} cannot be read as JSON ({error}); restore it from the model's original "
-                         "download") from None
+        raise ModelError(
+            f"{path} cannot be read as JSON ({error}); restore it from the model's original download"
+        ) from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} holds no JSON object; restore it from the model's original download")
     return data
@@ -554,9 +685,11 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
     Names the first missing file or folder and says how to get the weights; refuses
     pickle-only weights unless ``allow_pickle`` (then loaded with ``weights_only=True``).
     """
-    how = ("download it on a machine with network (e.g. `huggingface-cli download "
-           "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.safetensors' '*.json' '*.txt'`) "
-           "and copy the folder here, or pass --model tiny-random")
+    how = (
+        "download it on a machine with network (e.g. `huggingface-cli download "
+        "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.safetensors' '*.json' '*.txt'`) "
+        "and copy the folder here, or pass --model tiny-random"
+    )
     if not folder.exists():
         raise ModelError(f"model folder {folder} does not exist; {how}")
     if not folder.is_dir():
@@ -589,8 +722,9 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
                 )
             found[part] = pickles[0]
         else:
-            raise ModelError(f"no weights in {sub}/ (expected diffusion_pytorch_model.safetensors or "
-                             f"model.safetensors); {how}")
+            raise ModelError(
+                f"no weights in {sub}/ (expected diffusion_pytorch_model.safetensors or model.safetensors); {how}"
+            )
     return found
 
 
@@ -614,8 +748,9 @@ def _quiet_loading_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle: bool = False,
-                name: str | None = None) -> LDM:
+def load_folder(
+    folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle: bool = False, name: str | None = None
+) -> LDM:
     """Load a local diffusers folder offline (safetensors; pickle only by opt-in)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -623,8 +758,12 @@ def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle
     folder = Path(folder)
     weights = preflight(folder, allow_pickle=allow_pickle)
     _quiet_loading_bars()
-    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
-               "inpaint_unet": UNet2DConditionModel}
+    classes = {
+        "unet": UNet2DConditionModel,
+        "vae": AutoencoderKL,
+        "text_encoder": CLIPTextModel,
+        "inpaint_unet": UNet2DConditionModel,
+    }
     parts: dict[str, Any] = {}
     for part, path in weights.items():
         cls = classes[part]
@@ -635,19 +774,29 @@ def load_folder(folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle
             else:
                 parts[part] = _load_pickled(cls, folder / part, path)
         except pickle.UnpicklingError as error:
-            raise ModelError(f"{path} was refused by torch.load(weights_only=True): it holds objects other than "
-                             f"tensors, which could run code ({str(error).splitlines()[0]}); convert it to "
-                             "safetensors on a trusted machine") from None
+            raise ModelError(
+                f"{path} was refused by torch.load(weights_only=True): it holds objects other than "
+                f"tensors, which could run code ({str(error).splitlines()[0]}); convert it to "
+                "safetensors on a trusted machine"
+            ) from None
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             # Truncated or damaged weights: safetensors and diffusers raise these with long messages.
             first_line = (str(error).strip().splitlines() or [error.__class__.__name__])[0][:200]
-            raise ModelError(f"{path} could not be loaded ({first_line}); the file is damaged or incomplete: "
-                             "copy it again from the model's original download") from None
+            raise ModelError(
+                f"{path} could not be loaded ({first_line}); the file is damaged or incomplete: "
+                "copy it again from the model's original download"
+            ) from None
     parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
     parts["scaling_factor"] = float(parts["vae"].config.get("scaling_factor", 0.18215))
-    bundle = _bundle(name or folder.name, parts, device, dtype, sha256_files(weights.values()),
-                     _folder_resolution(folder),
-                     source=str(folder))
+    bundle = _bundle(
+        name or folder.name,
+        parts,
+        device,
+        dtype,
+        sha256_files(weights.values()),
+        _folder_resolution(folder),
+        source=str(folder),
+    )
     from diffusers import DDPMScheduler
 
     bundle.scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
@@ -669,8 +818,14 @@ def resolve_hub_cache(repo_id: str) -> Path:
         ) from None
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -701,8 +856,14 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
-def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-               allow_pickle: bool = False, seed: int = 0) -> LDM:
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    allow_pickle: bool = False,
+    seed: int = 0,
+) -> LDM:
     """Load a model by registry name, local folder, or cached hub id (``owner/name``)."""
     dtype = parse_dtype(dtype)
     check_device(device)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from cloakbench.core.config import apply_overrides, config_as_dict
 
@@ -28,7 +29,7 @@ class Component:
         self.config = config if config is not None else self.Config()
 
     @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> "Component":
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> Component:
         config = cls.Config()
         if overrides:
             config = apply_overrides(config, overrides, owner=cls.registry_name or cls.__name__)

@@ -8,6 +8,7 @@ become single tokens while any other text still tokenizes character by character
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,18 +16,67 @@ START, END = "<|startoftext|>", "<|endoftext|>"
 MODEL_MAX_LENGTH = 77
 
 # Words that appear in prompts and in the toy model's captions.
-CAPTION_WORDS = (
-    "a an the of in on with and photo picture image painting artwork portrait landscape "
-    "anime style person woman man astronaut cat dog coffee cup rocket launch space sky "
-    "tissue cells stained galaxy stars retina eye motorcycle street wheel colour color "
-    "logo texture pattern close up outdoor indoor red green blue white black"
-).split()
+CAPTION_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "and",
+    "photo",
+    "picture",
+    "image",
+    "painting",
+    "artwork",
+    "portrait",
+    "landscape",
+    "anime",
+    "style",
+    "person",
+    "woman",
+    "man",
+    "astronaut",
+    "cat",
+    "dog",
+    "coffee",
+    "cup",
+    "rocket",
+    "launch",
+    "space",
+    "sky",
+    "tissue",
+    "cells",
+    "stained",
+    "galaxy",
+    "stars",
+    "retina",
+    "eye",
+    "motorcycle",
+    "street",
+    "wheel",
+    "colour",
+    "color",
+    "logo",
+    "texture",
+    "pattern",
+    "close",
+    "up",
+    "outdoor",
+    "indoor",
+    "red",
+    "green",
+    "blue",
+    "white",
+    "black",
+]
 
 
 def byte_alphabet() -> list[str]:
     """CLIP/GPT-2's reversible map from the 256 byte values to printable characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     chars = printable[:]
     extra = 0
@@ -41,11 +91,11 @@ def byte_alphabet() -> list[str]:
 def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
     """Byte-pair encoding as CLIP applies it: merge the lowest-ranked adjacent pair, repeat."""
     while len(symbols) > 1:
-        pairs = [(ranks.get(pair, len(ranks) + 1), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [(ranks.get(pair, len(ranks) + 1), i) for i, pair in enumerate(itertools.pairwise(symbols))]
         rank, index = min(pairs)
         if rank > len(ranks):
             break
-        symbols = symbols[:index] + [symbols[index] + symbols[index + 1]] + symbols[index + 2:]
+        symbols = symbols[:index] + [symbols[index] + symbols[index + 1]] + symbols[index + 2 :]
     return symbols
 
 

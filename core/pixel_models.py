@@ -52,11 +52,26 @@ TINY_PIXEL_RESOLUTION = 32
 
 def tiny_pixel_configs() -> dict[str, dict]:
     """A small fully convolutional ``UNet2DModel`` and DDPM's linear β schedule (Ho et al.; DiffPure's)."""
-    unet = dict(sample_size=TINY_PIXEL_RESOLUTION, in_channels=3, out_channels=3, layers_per_block=1,
-                block_out_channels=(16, 32), norm_num_groups=8, add_attention=False,
-                down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
-    scheduler = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                     prediction_type="epsilon", clip_sample=True, variance_type="fixed_small")
+    unet = dict(
+        sample_size=TINY_PIXEL_RESOLUTION,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        add_attention=False,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    )
+    scheduler = dict(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type="epsilon",
+        clip_sample=True,
+        variance_type="fixed_small",
+    )
     return {"unet": unet, "scheduler": scheduler}
 
 
@@ -141,7 +156,9 @@ class PixelDiffusion:
         """``x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε`` at the training index ``timestep`` (ε from ``generator``)."""
         return self.add_noise(images, timestep, generator)
 
-    def reverse(self, x_t: torch.Tensor, timesteps: list[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    def reverse(
+        self, x_t: torch.Tensor, timesteps: list[int], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """DDPM ancestral sampling (Ho et al., Alg. 2) from ``x_t`` at ``timesteps[0]`` through ``timesteps``.
 
         diffusers' ``DDPMScheduler.step`` with these custom timesteps: each step samples the
@@ -161,8 +178,9 @@ class PixelDiffusion:
             x = scheduler.step(eps.float(), int(t), x.float(), generator=generator).prev_sample.to(self.dtype)
         return self.from_model_range(x.float())
 
-    def purify(self, images: torch.Tensor, t_star: int, steps: int = 0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def purify(
+        self, images: torch.Tensor, t_star: int, steps: int = 0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """DiffPure with this model: noise to ``ᾱ[t_star−1]``, reverse through :func:`respaced_timesteps`.
 
         Images in and out are ``(N, 3, H, W)`` in ``[0, 1]`` at the size given (the caller resizes).
@@ -180,22 +198,31 @@ def pixel_preflight(folder: Path) -> Path:
     Names the first missing file; refuses pickle weights (this loader reads safetensors only).
     """
     folder = Path(folder)
-    how = ("train it with `python scripts/train_toy_pixel.py` and export it with `--export models/toy-pixel` "
-           "(see models/toy-pixel/MODEL_CARD.md), or restore the folder from the repository")
+    how = (
+        "train it with `python scripts/train_toy_pixel.py` and export it with `--export models/toy-pixel` "
+        "(see models/toy-pixel/MODEL_CARD.md), or restore the folder from the repository"
+    )
     if not folder.is_dir():
         raise ModelError(f"pixel diffusion model folder {folder} does not exist; {how}")
     for relative in REQUIRED:
         if not (folder / relative).exists():
             pickles = sorted((folder / "unet").glob("*.bin")) if relative == UNET_WEIGHTS else []
             if pickles:
-                raise ModelError(f"{pickles[0]} is a pickle file, which can run code when loaded; the pixel model "
-                                 f"loads {folder / UNET_WEIGHTS} (safetensors) only")
+                raise ModelError(
+                    f"{pickles[0]} is a pickle file, which can run code when loaded; the pixel model "
+                    f"loads {folder / UNET_WEIGHTS} (safetensors) only"
+                )
             raise ModelError(f"pixel diffusion model {folder} is missing {folder / relative}; {how}")
     return folder / UNET_WEIGHTS
 
 
-def load_pixel_model(spec_or_folder: str | Path = DEFAULT_PIXEL_MODEL, *, device: str | torch.device = "cpu",
-                     dtype: str | torch.dtype = "float32", seed: int = 0) -> PixelDiffusion:
+def load_pixel_model(
+    spec_or_folder: str | Path = DEFAULT_PIXEL_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+) -> PixelDiffusion:
     """Load a pixel DDPM offline, frozen, in eval mode.
 
     ``spec_or_folder``: ``toy-pixel`` (the shipped folder), ``tiny-pixel-random`` (seeded with
@@ -218,33 +245,55 @@ def load_pixel_model(spec_or_folder: str | Path = DEFAULT_PIXEL_MODEL, *, device
             unet = UNet2DModel(**configs["unet"])
         unet = unet.to(device) if dtype == torch.float32 else unet.to(device=device, dtype=dtype)
         unet = unet.eval().requires_grad_(False)
-        return PixelDiffusion(name=name, unet=unet, scheduler=DDPMScheduler(**configs["scheduler"]),
-                              resolution=resolution, device=device, dtype=dtype,
-                              weights_hash=random_weights_hash(configs, seed), source="random (seeded)")
+        return PixelDiffusion(
+            name=name,
+            unet=unet,
+            scheduler=DDPMScheduler(**configs["scheduler"]),
+            resolution=resolution,
+            device=device,
+            dtype=dtype,
+            weights_hash=random_weights_hash(configs, seed),
+            source="random (seeded)",
+        )
     folder = PIXEL_FOLDERS.get(name, Path(name).expanduser())
     if name not in PIXEL_FOLDERS and not folder.exists() and name.count("/") == 1:
         folder = resolve_cached_pipeline(name)
     weights = pixel_preflight(folder)
-    unet = UNet2DModel.from_pretrained(str(folder / "unet"), use_safetensors=True, local_files_only=True,
-                                       torch_dtype=dtype)
+    unet = UNet2DModel.from_pretrained(
+        str(folder / "unet"), use_safetensors=True, local_files_only=True, torch_dtype=dtype
+    )
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
     index = json.loads((folder / "model_index.json").read_text())
     resolution = int(index.get("cloakbench_resolution", unet.config.sample_size))
     log.info("loaded pixel diffusion model %s from %s", name, folder)
-    return PixelDiffusion(name=name if name in PIXEL_FOLDERS else folder.name, unet=unet, scheduler=scheduler,
-                          resolution=resolution, device=device, dtype=dtype, weights_hash=sha256_file(weights),
-                          source=str(folder))
+    return PixelDiffusion(
+        name=name if name in PIXEL_FOLDERS else folder.name,
+        unet=unet,
+        scheduler=scheduler,
+        resolution=resolution,
+        device=device,
+        dtype=dtype,
+        weights_hash=sha256_file(weights),
+        source=str(folder),
+    )
 
 
 def resolve_cached_pipeline(repo_id: str) -> Path:
     """The local Hugging Face cache snapshot of ``repo_id`` (never downloads), or a ModelError naming the place."""
     from cloakbench.core import weights
 
-    spec = weights.WeightSpec(name=repo_id, filename=UNET_WEIGHTS, folder=weights.HF_CACHE, repo_id=repo_id,
-                              required_files=REQUIRED, how_to_get=(
-                                  f"on a machine with network run `huggingface-cli download {repo_id}` and copy "
-                                  "its Hugging Face cache (HF_HOME), or pass the folder itself"))
+    spec = weights.WeightSpec(
+        name=repo_id,
+        filename=UNET_WEIGHTS,
+        folder=weights.HF_CACHE,
+        repo_id=repo_id,
+        required_files=REQUIRED,
+        how_to_get=(
+            f"on a machine with network run `huggingface-cli download {repo_id}` and copy "
+            "its Hugging Face cache (HF_HOME), or pass the folder itself"
+        ),
+    )
     try:
         return weights.require(spec)
     except weights.WeightsMissing as error:
@@ -265,8 +314,7 @@ def pixel_model_available(spec: str) -> str | None:
     return None
 
 
-def load_if_stage_ii(device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                     path: str | None = None):
+def load_if_stage_ii(device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32", path: str | None = None):
     """DeepFloyd IF stage II as diffusers' ``IFImg2ImgSuperResolutionPipeline``: cached only, safetensors, offline.
 
     The folder is found by :func:`cloakbench.core.weights.find` (``path``, then
@@ -283,12 +331,21 @@ def load_if_stage_ii(device: str | torch.device = "cpu", dtype: str | torch.dtyp
 
     try:
         pipe = IFImg2ImgSuperResolutionPipeline.from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=True, torch_dtype=parse_dtype(dtype),
-            safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+            str(folder),
+            local_files_only=True,
+            use_safetensors=True,
+            torch_dtype=parse_dtype(dtype),
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            requires_safety_checker=False,
+        )
     except (OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise ModelError(f"DeepFloyd IF stage II in {folder} could not be loaded offline with safetensors "
-                         f"({first_line}); {weights.IF_STAGE_II.how_to_get}") from None
+        raise ModelError(
+            f"DeepFloyd IF stage II in {folder} could not be loaded offline with safetensors "
+            f"({first_line}); {weights.IF_STAGE_II.how_to_get}"
+        ) from None
     for part in ("unet", "text_encoder"):
         module = getattr(pipe, part, None)
         if module is not None:

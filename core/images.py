@@ -63,10 +63,15 @@ class LoadedImage:
 
     def intake_record(self) -> dict:
         """What intake did to this picture, for sidecars and manifests (JSON-ready)."""
-        return {"source": self.source, "format": self.source_format, "mode": self.source_mode,
-                "original_size": list(self.original_size), "size": [int(self.pixels.shape[-1]),
-                                                                      int(self.pixels.shape[-2])],
-                "resized": self.resized, "notes": list(self.notes)}
+        return {
+            "source": self.source,
+            "format": self.source_format,
+            "mode": self.source_mode,
+            "original_size": list(self.original_size),
+            "size": [int(self.pixels.shape[-1]), int(self.pixels.shape[-2])],
+            "resized": self.resized,
+            "notes": list(self.notes),
+        }
 
 
 @dataclass
@@ -98,8 +103,10 @@ def check_images(images: torch.Tensor, owner: str, *, multiple_of: int = 1) -> N
     if not images.is_floating_point():
         raise ValueError(f"{owner}: expected float images in [0, 1], got dtype {images.dtype}")
     if images.shape[-1] % multiple_of or images.shape[-2] % multiple_of:
-        raise ValueError(f"{owner}: image sides must be multiples of {multiple_of} (the VAE downsamples by "
-                         f"{multiple_of}), got {tuple(images.shape[-2:])}")
+        raise ValueError(
+            f"{owner}: image sides must be multiples of {multiple_of} (the VAE downsamples by "
+            f"{multiple_of}), got {tuple(images.shape[-2:])}"
+        )
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0 or bool(images.isnan().any()):
         raise ValueError(f"{owner}: images must lie in [0, 1]; got values in [{low:.4g}, {high:.4g}]")
@@ -276,31 +283,48 @@ def to_working_size(image: Image.Image, size: int, notes: list[str], where: str)
     if (width, height) == (size, size):
         return image
     scale = size / min(width, height)
-    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
-                           Image.Resampling.BICUBIC)
+    resized = image.resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BICUBIC
+    )
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     notes.append(f"resized {width}x{height} -> {resized.width}x{resized.height}, centre-cropped to {size}x{size}")
     return resized.crop((left, top, left + size, top + size))
 
 
-def _finish(name: str, source: str, rgb: Image.Image, original: tuple[int, int], size: int,
-            notes: list[str], *, keep_size: bool = False, source_format: str = "",
-            source_mode: str = "") -> LoadedImage:
+def _finish(
+    name: str,
+    source: str,
+    rgb: Image.Image,
+    original: tuple[int, int],
+    size: int,
+    notes: list[str],
+    *,
+    keep_size: bool = False,
+    source_format: str = "",
+    source_mode: str = "",
+) -> LoadedImage:
     if keep_size:
         width, height = rgb.size
         if min(width, height) < MIN_SIDE:
-            raise ImageError(f"{source}: {width}x{height} is too small (the short side must be at least "
-                             f"{MIN_SIDE} px)")
+            raise ImageError(f"{source}: {width}x{height} is too small (the short side must be at least {MIN_SIDE} px)")
         working, resized = rgb, None
     else:
         before = len(notes)
         working = to_working_size(rgb, size, notes, source)
         resized = notes[before] if len(notes) > before else None
     pixels = from_uint8_array(np.asarray(working, dtype=np.uint8))
-    return LoadedImage(name=name, source=source, pixels=pixels, pixel_hash=pixel_hash(pixels),
-                       original_size=original, notes=notes, source_format=source_format,
-                       source_mode=source_mode, resized=resized)
+    return LoadedImage(
+        name=name,
+        source=source,
+        pixels=pixels,
+        pixel_hash=pixel_hash(pixels),
+        original_size=original,
+        notes=notes,
+        source_format=source_format,
+        source_mode=source_mode,
+        resized=resized,
+    )
 
 
 def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size: bool = False) -> LoadedImage:
@@ -316,14 +340,33 @@ def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size
             original = opened.size
             source_format, source_mode = str(opened.format or ""), str(opened.mode)
             rgb = to_rgb(opened, notes)
-            return _finish(name or path.stem, str(path), rgb, original, size, notes, keep_size=keep_size,
-                           source_format=source_format, source_mode=source_mode)
+            return _finish(
+                name or path.stem,
+                str(path),
+                rgb,
+                original,
+                size,
+                notes,
+                keep_size=keep_size,
+                source_format=source_format,
+                source_mode=source_mode,
+            )
     except ImageError:
         raise
     # A damaged file can fail inside Pillow's parsers (a bad EXIF block, a broken chunk) with
     # errors other than OSError; each is this one file's problem, never a traceback.
-    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError,
-            struct.error, Image.DecompressionBombError) as error:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        EOFError,
+        ZeroDivisionError,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as error:
         raise ImageError(f"{path}: cannot be decoded ({error.__class__.__name__}: {error})") from None
 
 
@@ -334,8 +377,17 @@ def load_sample(name: str, size: int, *, keep_size: bool = False) -> LoadedImage
     notes = [f"scikit-image sample '{name}'"]
     opened = Image.fromarray(array)
     rgb = to_rgb(opened, notes)
-    return _finish(name, f"skimage.data.{name}", rgb, (array.shape[1], array.shape[0]), size, notes,
-                   keep_size=keep_size, source_format="scikit-image", source_mode=opened.mode)
+    return _finish(
+        name,
+        f"skimage.data.{name}",
+        rgb,
+        (array.shape[1], array.shape[0]),
+        size,
+        notes,
+        keep_size=keep_size,
+        source_format="scikit-image",
+        source_mode=opened.mode,
+    )
 
 
 def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
@@ -402,6 +454,12 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
     """
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    resized = [from_uint8_array(np.asarray(Image.fromarray(to_uint8_array(image), mode="RGB").resize(
-        (size, size), Image.Resampling.BICUBIC))) for image in images]
+    resized = [
+        from_uint8_array(
+            np.asarray(
+                Image.fromarray(to_uint8_array(image), mode="RGB").resize((size, size), Image.Resampling.BICUBIC)
+            )
+        )
+        for image in images
+    ]
     return torch.stack(resized)

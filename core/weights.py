@@ -134,10 +134,18 @@ SD_X4_UPSCALER = WeightSpec(
     folder=HF_CACHE,
     env_var="CLOAKBENCH_SD_X4_UPSCALER",
     repo_id="stabilityai/stable-diffusion-x4-upscaler",
-    required_files=("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                    "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
-                    "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json",
-                    "scheduler/scheduler_config.json", "low_res_scheduler/scheduler_config.json"),
+    required_files=(
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "low_res_scheduler/scheduler_config.json",
+    ),
     how_to_get=(
         "on a machine with network run `huggingface-cli download stabilityai/stable-diffusion-x4-upscaler "
         "--include '*.json' '*.txt' '*.safetensors'` and copy its Hugging Face cache (HF_HOME), or set "
@@ -153,9 +161,15 @@ IF_STAGE_II = WeightSpec(
     folder=HF_CACHE,
     env_var="CLOAKBENCH_IF_STAGE_II",
     repo_id="DeepFloyd/IF-II-L-v1.0",
-    required_files=("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                    "scheduler/scheduler_config.json", "image_noising_scheduler/scheduler_config.json",
-                    "text_encoder/config.json", "tokenizer/spiece.model"),
+    required_files=(
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "image_noising_scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "tokenizer/spiece.model",
+    ),
     how_to_get=(
         "accept the DeepFloyd IF licence on huggingface.co, then on a machine with network run "
         "`huggingface-cli download DeepFloyd/IF-II-L-v1.0 --include '*.json' '*.model' '*.safetensors'` and "
@@ -164,8 +178,16 @@ IF_STAGE_II = WeightSpec(
     used_by=("pdm-pure",),
 )
 
-ALL_SPECS: tuple[WeightSpec, ...] = (ALEXNET, LPIPS_HEADS_ALEX, VGG16, LPIPS_HEADS_VGG, INCEPTION, CLIP,
-                                     SD_X4_UPSCALER, IF_STAGE_II)
+ALL_SPECS: tuple[WeightSpec, ...] = (
+    ALEXNET,
+    LPIPS_HEADS_ALEX,
+    VGG16,
+    LPIPS_HEADS_VGG,
+    INCEPTION,
+    CLIP,
+    SD_X4_UPSCALER,
+    IF_STAGE_II,
+)
 
 
 # -- where libraries look ----------------------------------------------------------------
@@ -197,7 +219,7 @@ def lpips_package_weights() -> Path:
     found = importlib.util.find_spec("lpips")
     if found is None or not found.submodule_search_locations:
         return Path("<lpips package not installed>")
-    return Path(list(found.submodule_search_locations)[0]) / "weights" / "v0.1"
+    return Path(next(iter(found.submodule_search_locations))) / "weights" / "v0.1"
 
 
 def _repo_folder(repo_id: str) -> Path:
@@ -272,8 +294,7 @@ def describe_place(spec: WeightSpec, path: str | os.PathLike | None = None) -> s
         files = ", ".join(spec.required_files)
         if where is not None:
             return f"{files} in {where}"
-        return (f"{files} in the Hugging Face cache snapshot of {spec.repo_id} "
-                f"({place(spec)}/<revision>/)")
+        return f"{files} in the Hugging Face cache snapshot of {spec.repo_id} ({place(spec)}/<revision>/)"
     if where is not None:
         return str(where / spec.filename if where.is_dir() else where)
     return str(place(spec))
@@ -281,8 +302,10 @@ def describe_place(spec: WeightSpec, path: str | os.PathLike | None = None) -> s
 
 def missing_message(spec: WeightSpec, path: str | os.PathLike | None = None) -> str:
     override = f" (or set {spec.env_var} to its path)" if spec.env_var else ""
-    return (f"{spec.name} weights not found: expected {describe_place(spec, path)}{override}. "
-            f"This machine cannot download them; {spec.how_to_get}.")
+    return (
+        f"{spec.name} weights not found: expected {describe_place(spec, path)}{override}. "
+        f"This machine cannot download them; {spec.how_to_get}."
+    )
 
 
 def require(spec: WeightSpec, path: str | os.PathLike | None = None) -> Path:
@@ -341,7 +364,7 @@ def build_lpips(net: str = "alex", device: Any = "cpu", path: str | os.PathLike 
 
     state = load_state_dict(backbone_file)
     # LPIPS uses only torchvision's convolutional `features` (the classifier is not needed).
-    features = {key[len("features."):]: value for key, value in state.items() if key.startswith("features.")}
+    features = {key[len("features.") :]: value for key, value in state.items() if key.startswith("features.")}
     with warnings.catch_warnings():
         # lpips passes torchvision's deprecated `pretrained=False`; harmless, and not the user's to fix.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.models\._utils")
@@ -355,13 +378,16 @@ def build_lpips(net: str = "alex", device: Any = "cpu", path: str | os.PathLike 
                 layer.load_state_dict(own)
                 used.update(f"{index}.{name}" for name in own)
     except KeyError as error:
-        raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: "
-                           f"missing features.{error.args[0]}") from None
+        raise RuntimeError(
+            f"{backbone_file} is not a torchvision {tv_name} checkpoint: missing features.{error.args[0]}"
+        ) from None
     except RuntimeError as error:
         raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: {error}") from error
     if used != set(features):
-        raise RuntimeError(f"{backbone_file} is not a torchvision {tv_name} checkpoint: unexpected "
-                           f"features {sorted(set(features) - used)[:4]}")
+        raise RuntimeError(
+            f"{backbone_file} is not a torchvision {tv_name} checkpoint: unexpected "
+            f"features {sorted(set(features) - used)[:4]}"
+        )
     logger.info("lpips %s backbone loaded from %s", net, backbone_file)
     return model.to(device).eval().requires_grad_(False)
 
@@ -388,8 +414,9 @@ def build_inception(device: Any = "cpu", path: str | os.PathLike | None = None, 
     torch.save(load_state_dict(weights_file), buffer)
     buffer.seek(0)
     try:
-        module = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(features)],
-                                    feature_extractor_weights_path=buffer)  # type: ignore[arg-type]
+        module = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=[str(features)], feature_extractor_weights_path=buffer
+        )  # type: ignore[arg-type]
     except ModuleNotFoundError as error:
         raise ImportError("FID/KID need torch-fidelity: pip install torch-fidelity") from error
     module.num_features = features

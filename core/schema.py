@@ -44,14 +44,40 @@ PER_IMAGE_ATTACK_PAIRS: tuple[Pair, ...] = (Pair.ATTACK_VS_CLEAN_ATTACK, Pair.AT
 #: dataset category (README, "Datasets, sweeps, seeds and transfer"). Runs written before these columns
 #: existed lack them; readers fill them with "".
 COLUMNS: tuple[str, ...] = (
-    "run", "cell", "image", "image_name", "category", "protection", "protection_setting", "purification",
-    "mimicry", "attack_setting", "setting", "run_seed", "seed", "protect_model", "attack_model",
-    "pair", "metric", "value", "unit", "higher_is_better", "status", "note", "artifact",
+    "run",
+    "cell",
+    "image",
+    "image_name",
+    "category",
+    "protection",
+    "protection_setting",
+    "purification",
+    "mimicry",
+    "attack_setting",
+    "setting",
+    "run_seed",
+    "seed",
+    "protect_model",
+    "attack_model",
+    "pair",
+    "metric",
+    "value",
+    "unit",
+    "higher_is_better",
+    "status",
+    "note",
+    "artifact",
 )
 
 #: Columns added after the first release: a reader of an older ``rows.csv`` fills them with "".
-LATER_COLUMNS: tuple[str, ...] = ("category", "protection_setting", "attack_setting", "run_seed", "protect_model",
-                                   "attack_model")
+LATER_COLUMNS: tuple[str, ...] = (
+    "category",
+    "protection_setting",
+    "attack_setting",
+    "run_seed",
+    "protect_model",
+    "attack_model",
+)
 
 #: ``status`` values: a number, a component that cannot run here (missing weights), or a failure.
 STATUSES: tuple[str, ...] = ("ok", "unavailable", "failed")

@@ -76,7 +76,7 @@ def _matplotlib_sample(filename: str) -> np.ndarray:
 
 def load_picture(name: str) -> np.ndarray:
     """The named picture as ``(H, W, 3)`` uint8, from the installed packages only (no download)."""
-    import skimage.data as data
+    from skimage import data
 
     if name == "motorcycle_left":
         array = data.stereo_motorcycle()[0]
@@ -125,8 +125,13 @@ class CropSampler:
     ``scales``); a crop is then a slice, which keeps a CPU training step cheap.
     """
 
-    def __init__(self, pictures: list[Picture], size: int, scales=(1.0, 1.25, 1.5, 2.0, 3.0),
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        pictures: list[Picture],
+        size: int,
+        scales=(1.0, 1.25, 1.5, 2.0, 3.0),
+        generator: torch.Generator | None = None,
+    ):
         import torch.nn.functional as F
 
         self.size = size
@@ -137,13 +142,16 @@ class CropSampler:
             _, h, w = picture.pixels.shape
             levels = []
             for scale in scales:
-                short = max(size, int(round(size * scale)))
+                short = max(size, round(size * scale))
                 factor = short / min(h, w)
                 if factor > 1.0 and scale > 1.0:
                     continue  # no upsampled copies beyond the base level: they only teach blur
                 new = (max(size, round(h * factor)), max(size, round(w * factor)))
-                levels.append(F.interpolate(picture.pixels[None], size=new, mode="bicubic", antialias=True,
-                                            align_corners=False).clamp(0, 1)[0])
+                levels.append(
+                    F.interpolate(
+                        picture.pixels[None], size=new, mode="bicubic", antialias=True, align_corners=False
+                    ).clamp(0, 1)[0]
+                )
             self.levels.append(levels)
 
     def _randint(self, high: int) -> int:
@@ -159,7 +167,7 @@ class CropSampler:
             level = levels[self._randint(len(levels))]
             _, h, w = level.shape
             top, left = self._randint(h - size + 1), self._randint(w - size + 1)
-            crop = level[:, top:top + size, left:left + size]
+            crop = level[:, top : top + size, left : left + size]
             if self._randint(2):
                 crop = crop.flip(-1)
             crops.append(crop)

@@ -14,8 +14,9 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -92,8 +93,14 @@ class Range:
         return f"{low}, {high}"
 
 
-def bounded(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-            high_open: bool = False) -> Any:
+def bounded(
+    default: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Any:
     """A config field whose numeric value must lie in a range, e.g. ``eps: float = bounded(16.0, 0, 255)``.
 
     :func:`apply_overrides` checks every override against it (docs/RELIABILITY.md, "Settings"),
@@ -144,9 +151,7 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], *, owner: str) ->
     changes = {}
     for field_name, raw in overrides.items():
         if field_name not in fields:
-            raise ConfigError(
-                f"{owner} has no setting {field_name!r}; its settings are: {', '.join(fields)}"
-            )
+            raise ConfigError(f"{owner} has no setting {field_name!r}; its settings are: {', '.join(fields)}")
         where = f"{owner}.{field_name}"
         value = parse_value(raw, hints[field_name], where)
         (setting_range(fields[field_name]) or Range()).check(value, where)
@@ -190,8 +195,9 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def qualify_overrides(overrides: Mapping[str, Mapping[str, Any]],
-                      registries: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def qualify_overrides(
+    overrides: Mapping[str, Mapping[str, Any]], registries: Mapping[str, Any]
+) -> dict[tuple[str, str], dict[str, Any]]:
     """``{"noise": {...}, "mimicry:noise": {...}}`` -> ``{("mimicry", "noise"): {...}, ...}``.
 
     ``registries`` maps a kind (``protection``, ``mimicry``, ``metric``) to its registry.
@@ -206,21 +212,25 @@ def qualify_overrides(overrides: Mapping[str, Mapping[str, Any]],
         kind, _, name = raw_name.rpartition(":")
         if kind:
             if kind not in registries:
-                raise ConfigError(f"--set {raw_name}: unknown kind {kind!r}; use one of "
-                                  f"{', '.join(k + ':' for k in registries)}")
+                raise ConfigError(
+                    f"--set {raw_name}: unknown kind {kind!r}; use one of {', '.join(k + ':' for k in registries)}"
+                )
             if name not in registries[kind]:
-                raise ConfigError(f"--set names {raw_name!r}, but {name!r} is no {kind}"
-                                  f"{suggest(name, registries[kind].names())}")
+                raise ConfigError(
+                    f"--set names {raw_name!r}, but {name!r} is no {kind}{suggest(name, registries[kind].names())}"
+                )
             owners = [kind]
         else:
             owners = [k for k, registry in registries.items() if name in registry]
             if len(owners) > 1:
                 forms = " or ".join(f"{k}:{name}.FIELD" for k in owners)
-                raise ConfigError(f"--set {name}.FIELD is ambiguous: {name!r} is a {' and a '.join(owners)}; "
-                                  f"write {forms}")
+                raise ConfigError(
+                    f"--set {name}.FIELD is ambiguous: {name!r} is a {' and a '.join(owners)}; write {forms}"
+                )
             if not owners:
                 known = sorted({n for registry in registries.values() for n in registry.names()})
-                raise ConfigError(f"--set names {name!r}, which is no protection, attack or metric"
-                                  f"{suggest(name, known)}")
+                raise ConfigError(
+                    f"--set names {name!r}, which is no protection, attack or metric{suggest(name, known)}"
+                )
         resolved.setdefault((owners[0], name), {}).update(fields)
     return resolved

@@ -28,8 +28,8 @@ from cloakbench.bench.store import RunStore, StoreError, network_filesystem
 from cloakbench.core import provenance
 from cloakbench.core.datasets import load_dataset
 from cloakbench.core.images import IntakeResult
-from cloakbench.core.models import model_facts
 from cloakbench.core.schema import Pair
+from cloakbench.core.zoo import model_facts
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,9 @@ from cloakbench.core.images import (
     resize_square,
     write_atomic,
 )
-from cloakbench.core.models import LDM, load_model
+from cloakbench.core.ldm import LDM
 from cloakbench.core.schema import Pair, Row
+from cloakbench.core.zoo import load_model
 from cloakbench.metrics import MetricUnavailable
 from cloakbench.metrics.analysis import encoder_analysis
 

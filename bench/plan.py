@@ -47,8 +47,8 @@ from cloakbench import protections as protection_pkg
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError, canonical_json, config_fields, qualify_overrides
 from cloakbench.core.images import IntakeResult
-from cloakbench.core.models import ModelFacts, model_facts
 from cloakbench.core.quick import quick_component
+from cloakbench.core.zoo import ModelFacts, model_facts
 
 #: The clean reference: every comparison needs it, so every plan has it first.
 NO_PROTECTION = "none"
@@ -335,7 +335,7 @@ def build_plan(
 
     ``intake`` may be a :class:`~cloakbench.core.datasets.Dataset` (categories, prompts,
     masks) or a plain intake. ``attack_models`` maps each attack model's name to its facts
-    (read with :func:`~cloakbench.core.models.model_facts` when not given).
+    (read with :func:`~cloakbench.core.zoo.model_facts` when not given).
     """
     model_id = model.identity(spec.dtype)
     if attack_models is None:

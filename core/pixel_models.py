@@ -11,7 +11,7 @@ protection attacks) is involved. The project ships one such model, ``toy-pixel``
 A folder holds ``unet/`` (``config.json`` + ``diffusion_pytorch_model.safetensors``),
 ``scheduler/scheduler_config.json`` and ``model_index.json`` (a ``DDPMPipeline`` index with
 ``cloakbench_resolution``). Weights load offline from safetensors only. Every parameter
-is frozen, as in :class:`cloakbench.core.models.LDM`: purification takes no gradient
+is frozen, as in :class:`cloakbench.core.ldm.LDM`: purification takes no gradient
 w.r.t. weights.
 
 Other pixel models:
@@ -35,8 +35,10 @@ from typing import Any
 
 import torch
 
-from cloakbench.core.models import PROJECT_ROOT, ModelError, parse_dtype, random_weights_hash
-from cloakbench.core.provenance import sha256_file
+from cloakbench.core.architectures import random_weights_hash
+from cloakbench.core.devices import parse_dtype
+from cloakbench.core.ldm import ModelError
+from cloakbench.core.provenance import PROJECT_ROOT, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cloakbench.core.models import LDM
+from cloakbench.core.ldm import LDM
 
 
 def format_strength(value: float) -> str:
@@ -151,7 +151,7 @@ class PixelModelHolder:
         return f"{self.owner}: {reason}" if reason else None
 
     def get(self, device):
-        from cloakbench.core.models import ModelError
+        from cloakbench.core.ldm import ModelError
         from cloakbench.core.pixel_models import load_pixel_model
         from cloakbench.mimicry.base import AttackUnavailable
 
@@ -170,7 +170,7 @@ class PixelModelHolder:
         if self._identity is None:
             from pathlib import Path
 
-            from cloakbench.core.models import random_weights_hash
+            from cloakbench.core.architectures import random_weights_hash
             from cloakbench.core.pixel_models import PIXEL_FOLDERS, PIXEL_RANDOM, UNET_WEIGHTS
             from cloakbench.core.provenance import sha256_file
 

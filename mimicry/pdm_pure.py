@@ -104,7 +104,7 @@ class PDMPure(Mimicry):
     ) -> torch.Tensor:
         check_images(images, self.name)
         self.check_available()
-        from cloakbench.core.models import ModelError
+        from cloakbench.core.ldm import ModelError
         from cloakbench.core.pixel_models import load_if_stage_ii
 
         device = model.device if model is not None else images.device

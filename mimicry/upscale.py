@@ -55,7 +55,7 @@ def build_tiny_upscaler(seed: int = 0):
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from cloakbench.core.models import project_tokenizer
+    from cloakbench.core.architectures import project_tokenizer
 
     tokenizer = project_tokenizer()
     with torch.random.fork_rng(devices=[]):

@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from model_files import files_section, read_sha256sums  # noqa: E402  (scripts/model_files.py)
 
-from cloakbench.core.models import TOY_MODEL_DIR, load_model  # noqa: E402
+from cloakbench.core.zoo import ZOO, load_model  # noqa: E402
+
+TOY_MODEL_DIR = ZOO.get("toy").folder
 from cloakbench.core.toy_data import HELD_OUT, held_out_images  # noqa: E402
 
 log = logging.getLogger("measure_toy")
@@ -222,7 +224,7 @@ def write_card(folder: Path) -> Path:
         f"- Text encoder: `CLIPTextModel` hidden {train['text_config']['hidden_size']}, "
         f"{train['text_config']['num_hidden_layers']} layers, over the project's own byte-level tokenizer "
         "(`bench/core/tokenizer.py`), trained jointly with the UNet.",
-        "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`cloakbench.core.models.sd_noise_schedule`).",
+        "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`cloakbench.core.ldm.sd_noise_schedule`).",
         "",
         "## Data",
         "",

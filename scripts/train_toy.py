@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_files import write_sha256sums  # noqa: E402  (scripts/model_files.py)
 
-from cloakbench.core.models import LDM, sd_noise_schedule  # noqa: E402
+from cloakbench.core.ldm import LDM, sd_noise_schedule  # noqa: E402
 from cloakbench.core.provenance import sha256_file  # noqa: E402
 from cloakbench.core.tokenizer import build_tokenizer  # noqa: E402
 from cloakbench.core.toy_data import CropSampler, held_out_images, training_pictures  # noqa: E402

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     return load_model("tiny-random", device="cpu", dtype="float32", seed=0)
 

@@ -9,19 +9,20 @@ import pytest
 from cloakbench.bench.plan import Cell, Components, build_plan
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.images import load_images
-from cloakbench.core.models import model_facts
+from cloakbench.core.zoo import model_facts
 from tests.support.grid import write_images
 
 
 @pytest.fixture()
 def planned(tmp_path, monkeypatch):
-    from cloakbench.core import models
+    import torch
 
     def no_loading(*args, **kwargs):
-        raise AssertionError("planning must not load a model")
+        raise AssertionError("planning must not build a model")
 
-    monkeypatch.setattr(models, "load_model", no_loading)
-    monkeypatch.setattr(models, "load_folder", no_loading)
+    # Every model build constructs torch modules, however the loader was imported (a
+    # `from ... import load_model` inside plan.py included): refuse them all while planning.
+    monkeypatch.setattr(torch.nn.Module, "__init__", no_loading)
     spec = CompareSpec(
         images=[str(write_images(tmp_path / "in", count=2))],
         methods="noise,sds-",

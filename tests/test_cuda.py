@@ -31,7 +31,7 @@ def _peak_step_bytes(method: str, model, images) -> int:
 
 @pytest.fixture(scope="module")
 def cuda_model():
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     return load_model("tiny-random", device="cuda")
 

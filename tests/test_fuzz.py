@@ -123,7 +123,7 @@ def _protect_property(profile):
     @example(case=("JPEG", FILES["JPEG"]), eps="0.5")
     @given(case=damaged(), eps=st.one_of(st.integers(-5, 300).map(str), st.sampled_from(["nan", "inf", "0.5"])))
     def prop(tmp_path_factory, monkeypatch, tiny_model, case, eps):
-        from cloakbench.core import models
+        from cloakbench.core import zoo as models
 
         # The model is built once per session: the property is about the bytes and the budget.
         monkeypatch.setattr(models, "load_model", lambda *args, **kwargs: tiny_model)

@@ -205,7 +205,7 @@ def tiny_if_stage_ii():
     from diffusers import DDPMScheduler, IFImg2ImgSuperResolutionPipeline, UNet2DConditionModel
     from transformers import T5Config, T5EncoderModel
 
-    from cloakbench.core.models import project_tokenizer
+    from cloakbench.core.architectures import project_tokenizer
 
     tokenizer = project_tokenizer()
     with torch.random.fork_rng(devices=[]):

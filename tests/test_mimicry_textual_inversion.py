@@ -57,7 +57,7 @@ def test_only_the_new_row_trains_and_the_shared_model_is_untouched(tiny_model, i
 
 
 def test_saved_embedding_reloads_in_diffusers_and_reproduces_the_generations(tmp_path, tiny_model, images):
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     attack = TextualInversion.from_overrides(FAST)
     context = AttackContext(prompt="a photo", work_dir=str(tmp_path))

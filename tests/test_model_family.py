@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloakbench.core.models import PROJECT_ROOT, ModelError, load_model
+from cloakbench.core.ldm import ModelError
 from cloakbench.core.pixel_models import PixelDiffusion, load_pixel_model
+from cloakbench.core.provenance import PROJECT_ROOT
+from cloakbench.core.zoo import load_model
 
 MODELS_DIR = PROJECT_ROOT / "models"
 FAMILY = ("toy", "toy-b", "toy-c", "toy-pixel")

@@ -7,7 +7,9 @@ import shutil
 import pytest
 import torch
 
-from cloakbench.core.models import ModelError, load_model, preflight
+from cloakbench.core.folders import preflight
+from cloakbench.core.ldm import ModelError
+from cloakbench.core.zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_sd15_architecture_config_is_the_real_one():
     # Parameter counts of the published SD 1.5 (the published model cards: UNet 859.5 M, VAE 83.7 M), computed on the meta device.
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from cloakbench.core.models import SD15_UNET, SD_VAE
+    from cloakbench.core.architectures import SD15_UNET, SD_VAE
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SD15_UNET)
@@ -107,7 +109,7 @@ def test_building_a_model_leaves_the_global_rng_and_no_temporary_folder(tmp_path
 
     import torch
 
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # every temporary folder lands here
     torch.manual_seed(1234)
@@ -119,7 +121,7 @@ def test_building_a_model_leaves_the_global_rng_and_no_temporary_folder(tmp_path
 
 
 def test_model_facts_match_the_built_model_without_building_it():
-    from cloakbench.core.models import load_model, model_facts
+    from cloakbench.core.zoo import load_model, model_facts
 
     facts = model_facts("tiny-random", seed=3)
     built = load_model("tiny-random", seed=3)

@@ -17,7 +17,7 @@ from cloakbench.bench.perf.optimisations import (
     parse_variants,
 )
 from cloakbench.bench.perf.strength import EXACT_SIGN_AGREEMENT, direction_agreement, first_step_direction
-from cloakbench.core.models import load_model
+from cloakbench.core.zoo import load_model
 
 
 def test_parse_and_label_round_trip():

@@ -18,7 +18,7 @@ import pytest
 from cloakbench.bench.compare import run_compare
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import RunStore, StoreError
-from cloakbench.core.models import ModelError
+from cloakbench.core.ldm import ModelError
 from tests.support.grid import register_test_protections, write_images
 
 ROOT = Path(__file__).resolve().parent.parent

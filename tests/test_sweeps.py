@@ -11,7 +11,7 @@ from cloakbench.bench.plan import Components, build_plan
 from cloakbench.bench.spec import CompareSpec, parse_sweep_options
 from cloakbench.core.config import ConfigError
 from cloakbench.core.images import load_images
-from cloakbench.core.models import model_facts
+from cloakbench.core.zoo import model_facts
 from tests.support.grid import write_images
 
 

@@ -10,8 +10,10 @@ import re
 import pytest
 import torch
 
-from cloakbench.core.models import TOY_MODEL_DIR, load_model
 from cloakbench.core.toy_data import HELD_OUT, TRAIN, training_pictures
+from cloakbench.core.zoo import ZOO, load_model
+
+TOY_MODEL_DIR = ZOO.get("toy").folder
 
 pytestmark = pytest.mark.skipif(
     not (TOY_MODEL_DIR / "model_index.json").exists(),

@@ -14,7 +14,7 @@ from PIL import Image
 from cloakbench.bench.compare import run_compare
 from cloakbench.bench.spec import CompareSpec, parse_sweep_options
 from cloakbench.core.images import resize_square
-from cloakbench.core.models import load_model
+from cloakbench.core.zoo import load_model
 
 
 def write_manifest(folder: Path) -> Path:

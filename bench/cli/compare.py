@@ -153,8 +153,9 @@ def compare(
     from cloakbench.bench.spec import CompareSpec
     from cloakbench.bench.store import StoreError
     from cloakbench.core.config import ConfigError
+    from cloakbench.core.devices import check_device
     from cloakbench.core.images import ImageError
-    from cloakbench.core.models import ModelError, check_device
+    from cloakbench.core.ldm import ModelError
     from cloakbench.core.registry import RegistryError
 
     if threads is not None:

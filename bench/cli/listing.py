@@ -88,8 +88,8 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
         rows = [(n, f"metric ({c.scope})", c.description() + _shared(n, "metric", kinds)) for n, c in METRICS.items()]
         out.print(_table("metrics", rows))
     if kind in (Kind.models, Kind.all):
-        from cloakbench.core.models import MODELS
+        from cloakbench.core.zoo import ZOO
 
-        rows = [(n, "model", (f.__doc__ or "").strip().splitlines()[0]) for n, f in MODELS.items()]
+        rows = [(n, "model", entry.description) for n, entry in ZOO.items()]
         rows.append(("PATH | owner/name", "model", "a local diffusers folder, or a hub id already in the local cache"))
         out.print(_table("models", rows))

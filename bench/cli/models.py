@@ -7,9 +7,6 @@ from rich.table import Table
 
 from cloakbench.bench.cli.app import app
 
-# Registered model specs built from configs with seeded random weights: nothing to download.
-BUILT_IN = ("tiny-random", "sd15-arch", "sd21-arch", "sdxl-arch")
-
 
 def metric_status() -> list[tuple[str, bool, str]]:
     """``(metric, ready, why)`` for every registered metric with its default config."""
@@ -19,34 +16,23 @@ def metric_status() -> list[tuple[str, bool, str]]:
 
 
 def model_status() -> list[tuple[str, bool, str]]:
-    """``(model, ready, detail)``: the registered models, then diffusers folders in the HF cache."""
+    """``(model, ready, detail)``: the zoo's models, then diffusers folders in the HF cache."""
     from cloakbench.core import weights
-    from cloakbench.core.models import FOLDER_MODELS, MODELS, ModelError, preflight
-    from cloakbench.core.pixel_models import PIXEL_FOLDERS, pixel_preflight
+    from cloakbench.core.ldm import ModelError
+    from cloakbench.core.zoo import ZOO
 
     rows = []
-    for name in MODELS.names():
-        if name in BUILT_IN:
+    for name, entry in ZOO.items():
+        if entry.weights == "random":
             rows.append((name, True, "built from its config with seeded random weights (no download)"))
-        elif name in FOLDER_MODELS or name in PIXEL_FOLDERS:
-            # The shipped folders (toy, toy-b, toy-c: LDMs; toy-pixel: a pixel DDPM): a preflight, no load.
-            try:
-                if name in PIXEL_FOLDERS:
-                    pixel_preflight(PIXEL_FOLDERS[name])
-                    rows.append((name, True, f"{PIXEL_FOLDERS[name]} (pixel-space DDPM)"))
-                else:
-                    if not FOLDER_MODELS[name].is_dir():
-                        # Not a hub download: this project trains and ships these folders.
-                        raise ModelError(
-                            f"{FOLDER_MODELS[name]} is missing: restore it from the repository or "
-                            "retrain it with scripts/train_toy.py (see its MODEL_CARD.md)"
-                        )
-                    preflight(FOLDER_MODELS[name])
-                    rows.append((name, True, f"{FOLDER_MODELS[name]}"))
-            except ModelError as error:
-                rows.append((name, False, str(error)))
-        else:
-            rows.append((name, True, "registered"))
+            continue
+        # A shipped folder (this project trains and ships it): a preflight, no load.
+        try:
+            entry.facts()
+            kind = " (pixel-space DDPM)" if entry.family == "pixel-ddpm" else ""
+            rows.append((name, True, f"{entry.folder}{kind}"))
+        except ModelError as error:
+            rows.append((name, False, str(error)))
     cache = weights.hf_hub_cache()
     if cache.is_dir():
         # Cheap scan: one glob per cached repo, no file is opened.

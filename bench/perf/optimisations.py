@@ -185,7 +185,7 @@ def attacked_modules(model) -> dict[str, torch.nn.Module]:
 
 
 def apply_optimisations(model, flags: Optimisations | str) -> dict[str, Any]:
-    """Apply ``flags`` to ``model`` (an :class:`cloakbench.core.models.LDM`) in place.
+    """Apply ``flags`` to ``model`` (an :class:`cloakbench.core.ldm.LDM`) in place.
 
     Returns what was applied (for the results JSON). Applying twice is refused: a model
     carries the options it was given, in ``model.optimisations``.

@@ -14,5 +14,5 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: F
 
 import cloakbench.bench.perf.optimisations
 import cloakbench.bench.perf.worker
-import cloakbench.core.models  # noqa: F401
+import cloakbench.core.zoo  # noqa: F401
 from cloakbench import protections  # noqa: F401

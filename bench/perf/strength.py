@@ -97,7 +97,7 @@ def strength_report(
     """Compare ``method`` on the plain and on the ``flags``-optimised model; see the module docstring."""
     from cloakbench.bench.perf.optimisations import apply_optimisations, parse_optimisations
     from cloakbench.core.images import load_images
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     options = parse_optimisations(flags)
     plain = load_model(arch, seed=seed)

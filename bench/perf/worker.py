@@ -100,7 +100,7 @@ def _load(config, device):
     """
     import torch
 
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     if device.type == "cuda" and config.arch in RANDOM_ARCHS:
         try:

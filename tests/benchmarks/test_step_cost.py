@@ -33,7 +33,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     return load_model("tiny-random", device="cpu", dtype="float32", seed=0)
 

@@ -112,7 +112,7 @@ def golden_images() -> torch.Tensor:
 
 
 def golden_model():
-    from cloakbench.core.models import load_model
+    from cloakbench.core.zoo import load_model
 
     return load_model(MODEL, device="cpu", dtype="float32", seed=MODEL_SEED)
 

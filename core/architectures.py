@@ -1,0 +1,234 @@
+"""Model architectures built from configs with seeded random weights (nothing to download).
+
+- ``tiny-random``: small Stable-Diffusion-shaped components (64², 4 latent channels) for tests.
+- ``sd15-arch`` / ``sd21-arch`` / ``sdxl-arch``: the published architectures at real size, for
+  cost measurement (``bench perf``) where no weights are needed.
+
+Each build's identity is :func:`random_weights_hash` of its configs and seed, so a plan can key
+cells on it without building anything (``cloakbench.core.zoo``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cloakbench.core.ldm import LDM, bundle
+from cloakbench.core.tokenizer import build_tokenizer
+
+
+def random_weights_hash(configs: dict, seed: int) -> str:
+    """The identity of seeded random weights: the seed and a hash of the configs they are built from."""
+    digest = hashlib.sha256(json.dumps([configs], sort_keys=True, default=str).encode()).hexdigest()
+    return f"random:{seed}:{digest[:16]}"
+
+
+def project_tokenizer():
+    """The project's byte-level CLIP tokenizer, built in a temporary folder removed after loading."""
+    with tempfile.TemporaryDirectory(prefix="cloakbench-tokenizer-") as folder:
+        return build_tokenizer(Path(folder))
+
+
+# -- tiny-random ------------------------------------------------------------------
+TINY_RESOLUTION = 64
+
+
+def tiny_configs() -> dict[str, dict]:
+    """Small SD-shaped configs: VAE downsampling 8 with 4 latent channels, as in SD."""
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32, 32, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=TINY_RESOLUTION,
+    )
+    unet = dict(
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
+    return {"vae": vae, "unet": unet, "text": text}
+
+
+def build_components(
+    configs: dict[str, dict], seed: int, tokenizer_dir: Path | None = None, inpaint: bool = True
+) -> dict:
+    """Seeded random SD-shaped components from ``configs`` (see :func:`tiny_configs`)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tokenizer(tokenizer_dir) if tokenizer_dir is not None else project_tokenizer()
+    # A private RNG stream: building a model must not move the caller's global seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        unet = UNet2DConditionModel(**configs["unet"])
+        text_config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **configs["text"],
+        )
+        text_encoder = CLIPTextModel(text_config)
+        inpaint_unet = UNet2DConditionModel(**{**configs["unet"], "in_channels": 9}) if inpaint else None
+    return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, inpaint_unet=inpaint_unet)
+
+
+def tiny_random(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> LDM:
+    """Seeded tiny random SD-shaped model (64², latent 8²) for tests; builds in about a second."""
+    parts = build_components(tiny_configs(), seed)
+    return bundle("tiny-random", parts, device, dtype, random_weights_hash(tiny_configs(), seed), TINY_RESOLUTION)
+
+
+# -- the real architectures with random weights -------------------------------------
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=512,
+)
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SD15_TEXT = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
+SD21_UNET = {
+    **SD15_UNET,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+}
+SD21_TEXT = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    projection_dim=512,
+    hidden_act="gelu",
+)
+SDXL_UNET = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    cross_attention_dim=2048,
+    attention_head_dim=(5, 10, 20),
+    transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+
+
+def real_architecture(
+    name: str,
+    unet_cfg: dict,
+    text_cfg: dict | None,
+    resolution: int,
+    device,
+    dtype,
+    seed: int,
+    scaling_factor: float = 0.18215,
+) -> LDM:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = project_tokenizer()
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global seed where it was
+        torch.manual_seed(seed)
+        parts: dict[str, Any] = {
+            "vae": AutoencoderKL(**SD_VAE),
+            "unet": UNet2DConditionModel(**unet_cfg),
+            "tokenizer": tokenizer,
+            "scaling_factor": scaling_factor,
+        }
+        if text_cfg is not None:
+            parts["text_encoder"] = CLIPTextModel(
+                CLIPTextConfig(
+                    vocab_size=49408,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **text_cfg,
+                )
+            )
+    override = None
+    if text_cfg is None:
+        # SDXL's two text encoders only run once per prompt, never inside a PGD step, so
+        # the cost benchmark feeds seeded embeddings of the true shapes instead.
+        generator = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(1, 77, unet_cfg["cross_attention_dim"], generator=generator)
+        pooled = torch.randn(1, 1280, generator=generator)
+        time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
+
+        def override(batch: int, _dev=torch.device(device), _dt=dtype) -> dict:
+            return {
+                "encoder_hidden_states": hidden.to(_dev, _dt).expand(batch, -1, -1),
+                "added_cond_kwargs": {
+                    "text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
+                    "time_ids": time_ids.to(_dev, _dt).expand(batch, -1),
+                },
+            }
+
+    return bundle(
+        name,
+        parts,
+        device,
+        dtype,
+        random_weights_hash(architecture_configs(unet_cfg, text_cfg), seed),
+        resolution,
+        conditioning_override=override,
+    )
+
+
+def architecture_configs(unet_cfg: dict, text_cfg: dict | None) -> dict:
+    return {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}

@@ -1,0 +1,282 @@
+"""The model zoo: every model cloakbench can build by name, with the facts a plan needs.
+
+One registry (``ZOO``) of :class:`ZooEntry`: how to build the model, and what it is — its
+family (``eps-unet``: an ε-prediction UNet on a DDPM schedule, SD 1.x/2.x/XL-shaped;
+``pixel-ddpm``: a pixel-space DDPM for purifications), where its weights come from (seeded
+random from configs, or a folder this project ships), its working resolution and latent width.
+Adding a model family or a model is one entry (docs/CONTRIBUTING.md, "Adding a model").
+
+:func:`model_facts` reads a model's identity without building it (a plan keys cells on it);
+:func:`load_model` builds it. Both also take a local diffusers folder or a hub id already in
+the local Hugging Face cache (``cloakbench.core.folders``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cloakbench.core import architectures
+from cloakbench.core.devices import check_device, parse_dtype
+from cloakbench.core.folders import folder_resolution, load_folder, preflight, read_json, resolve_hub_cache
+from cloakbench.core.ldm import LDM, ModelError
+from cloakbench.core.provenance import PROJECT_ROOT, sha256_file, sha256_files
+from cloakbench.core.registry import Registry
+
+#: Families a zoo entry may declare (docs/ARCHITECTURE.md, "Models").
+FAMILIES = {
+    "eps-unet": "latent diffusion, ε-prediction UNet on a DDPM schedule (SD 1.x/2.x/XL)",
+    "pixel-ddpm": "pixel-space DDPM, ε-prediction (purifications only)",
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a plan needs to know about a model, read from configs and files without building it."""
+
+    name: str
+    weights_hash: str
+    resolution: int
+    family: str = "eps-unet"
+    latent_channels: int | None = 4
+
+    def identity(self, dtype: str | torch.dtype) -> dict:
+        """The same dict :meth:`LDM.identity` gives once the model is built."""
+        return {
+            "name": self.name,
+            "weights_hash": self.weights_hash,
+            "dtype": str(parse_dtype(dtype)).replace("torch.", ""),
+        }
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One buildable model: how to build it and its facts.
+
+    Exactly one of ``random_configs`` (seeded random weights: the configs the identity hashes)
+    and ``folder`` (a folder this project ships: its weight files are hashed) is set.
+    ``build(device=, dtype=, seed=)`` returns the bundle. ``resolution`` and ``latent_channels``
+    of a shipped folder are read from the folder itself, so they cannot disagree with it.
+    """
+
+    name: str
+    description: str
+    family: str
+    build: Callable[..., Any]
+    random_configs: Callable[[], dict] | None = None
+    resolution: int | None = None
+    latent_channels: int | None = None
+    folder: Path | None = None
+    restore_hint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"zoo entry {self.name}: unknown family {self.family!r}; one of {', '.join(FAMILIES)}")
+        if (self.random_configs is None) == (self.folder is None):
+            raise ValueError(f"zoo entry {self.name}: give exactly one of random_configs and folder")
+        if self.random_configs is not None and self.resolution is None:
+            raise ValueError(f"zoo entry {self.name}: a random-weights entry declares its resolution")
+
+    @property
+    def weights(self) -> str:
+        """``random`` (seeded, built from configs) or ``shipped`` (a folder in this repository)."""
+        return "random" if self.random_configs is not None else "shipped"
+
+    def check_folder(self) -> None:
+        """A ModelError naming the shipped folder and how to restore it, when it is missing."""
+        if self.folder is not None and not (self.folder / "model_index.json").exists():
+            raise ModelError(f"the {self.name} model is not in {self.folder}: {self.restore_hint}")
+
+    def facts(self, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
+        if self.random_configs is not None:
+            assert self.resolution is not None  # checked in __post_init__
+            return ModelFacts(
+                self.name,
+                architectures.random_weights_hash(self.random_configs(), seed),
+                self.resolution,
+                self.family,
+                self.latent_channels,
+            )
+        self.check_folder()
+        assert self.folder is not None
+        if self.family == "pixel-ddpm":
+            from cloakbench.core.pixel_models import pixel_preflight
+
+            index = read_json(self.folder / "model_index.json")
+            unet = read_json(self.folder / "unet" / "config.json")
+            resolution = int(index.get("cloakbench_resolution", unet.get("sample_size", 0)))
+            return ModelFacts(self.name, sha256_file(pixel_preflight(self.folder)), resolution, self.family, None)
+        weights = preflight(self.folder, allow_pickle=allow_pickle)
+        return folder_facts(self.folder, self.name, weights, self.family)
+
+
+ZOO: Registry[ZooEntry] = Registry("model")
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add ``entry`` to the zoo (a second entry of one name is refused)."""
+    return ZOO.register(entry.name)(entry)
+
+
+def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str = "eps-unet") -> ModelFacts:
+    """The facts of a preflighted diffusers folder: weights hash, working size, latent width."""
+    vae = read_json(folder / "vae" / "config.json")
+    return ModelFacts(
+        name, sha256_files(weights.values()), folder_resolution(folder), family, int(vae.get("latent_channels", 4))
+    )
+
+
+# -- the entries --------------------------------------------------------------------
+def _random(
+    name: str,
+    description: str,
+    make: Callable[..., LDM],
+    configs: Callable[[], dict],
+    resolution: int,
+    latent_channels: int,
+) -> ZooEntry:
+    return register(
+        ZooEntry(
+            name,
+            description,
+            "eps-unet",
+            build=lambda device="cpu", dtype=torch.float32, seed=0, **_: make(device=device, dtype=dtype, seed=seed),
+            random_configs=configs,
+            resolution=resolution,
+            latent_channels=latent_channels,
+        )
+    )
+
+
+def _shipped(name: str, description: str, restore_hint: str) -> ZooEntry:
+    folder = PROJECT_ROOT / "models" / name
+
+    def build(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> LDM:
+        entry.check_folder()
+        return load_folder(folder, device=device, dtype=dtype, allow_pickle=allow_pickle, name=name)
+
+    entry = register(ZooEntry(name, description, "eps-unet", build=build, folder=folder, restore_hint=restore_hint))
+    return entry
+
+
+_random(
+    "tiny-random",
+    "Seeded tiny random SD-shaped model (64², latent 8², 4 channels) for tests; builds in about a second.",
+    architectures.tiny_random,
+    architectures.tiny_configs,
+    architectures.TINY_RESOLUTION,
+    4,
+)
+_random(
+    "sd15-arch",
+    "Stable Diffusion 1.5 architecture (UNet 860 M), random weights: cost measurement only.",
+    lambda **kw: architectures.real_architecture(
+        "sd15-arch", architectures.SD15_UNET, architectures.SD15_TEXT, 512, **kw
+    ),
+    lambda: architectures.architecture_configs(architectures.SD15_UNET, architectures.SD15_TEXT),
+    512,
+    4,
+)
+_random(
+    "sd21-arch",
+    "Stable Diffusion 2.1-base architecture (OpenCLIP-H text), random weights: cost only.",
+    lambda **kw: architectures.real_architecture(
+        "sd21-arch", architectures.SD21_UNET, architectures.SD21_TEXT, 512, **kw
+    ),
+    lambda: architectures.architecture_configs(architectures.SD21_UNET, architectures.SD21_TEXT),
+    512,
+    4,
+)
+_random(
+    "sdxl-arch",
+    "SDXL base architecture (UNet 2.6 B), random weights and seeded conditioning: cost only.",
+    lambda **kw: architectures.real_architecture(
+        "sdxl-arch", architectures.SDXL_UNET, None, 1024, scaling_factor=0.13025, **kw
+    ),
+    lambda: architectures.architecture_configs(architectures.SDXL_UNET, None),
+    1024,
+    4,
+)
+_shipped(
+    "toy",
+    "The small LDM this project trains and ships (models/toy; see its MODEL_CARD.md).",
+    "train it with `python scripts/train_toy.py` or use --model tiny-random",
+)
+_shipped(
+    "toy-b",
+    "toy's VAE with an independently trained UNet and text encoder (models/toy-b): the second model of "
+    "transfer experiments (protect on one, attack with the other).",
+    "train it with `python scripts/train_toy.py --name toy-b --seed 1 --vae-from models/toy/vae ...` "
+    "(see models/toy-b/MODEL_CARD.md) or use --model toy",
+)
+_shipped(
+    "toy-c",
+    "A second LDM with its own VAE (4 latent channels, as SD 1.x; toy's has 16) and its own denoiser "
+    "(models/toy-c: toy v2, kept): transfer between latent spaces.",
+    "restore it from the repository (it is toy v2; see models/toy-c/MODEL_CARD.md) or use --model toy",
+)
+
+
+def _toy_pixel(device="cpu", dtype=torch.float32, **_):
+    from cloakbench.core.pixel_models import load_pixel_model
+
+    return load_pixel_model("toy-pixel", device=device, dtype=dtype)
+
+
+register(
+    ZooEntry(
+        "toy-pixel",
+        "The pixel-space DDPM for pixel purifications (models/toy-pixel). Builds a PixelDiffusion, not an LDM: "
+        "protections and latent attacks cannot run on it.",
+        "pixel-ddpm",
+        build=_toy_pixel,
+        folder=PROJECT_ROOT / "models" / "toy-pixel",
+        restore_hint="train it with `python scripts/train_toy_pixel.py` (see models/toy-pixel/MODEL_CARD.md)",
+    )
+)
+
+
+# -- by name, folder or cached hub id -----------------------------------------------
+def folder_of(spec: str) -> tuple[Path, str]:
+    """A local folder or a cached hub id; an unknown name gets the registry's near-miss answer."""
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return path, path.name
+    if spec.count("/") == 1:
+        return resolve_hub_cache(spec), spec
+    ZOO.get(spec)  # raises "unknown model ...; did you mean ..."
+    raise AssertionError("unreachable")
+
+
+def model_facts(spec: str, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
+    """Name, weights hash and working resolution of ``spec`` (as :func:`load_model` takes it).
+
+    Nothing is built and no weight is loaded: random models hash their configs and seed,
+    folders hash their weight files after the preflight. A plan of cells is keyed on this,
+    so planning never needs a model in memory (docs/ARCHITECTURE.md, "The flow of one cell").
+    """
+    if spec in ZOO:
+        return ZOO.get(spec).facts(seed=seed, allow_pickle=allow_pickle)
+    folder, name = folder_of(spec)
+    return folder_facts(folder, name, preflight(folder, allow_pickle=allow_pickle))
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    allow_pickle: bool = False,
+    seed: int = 0,
+) -> LDM:
+    """Load a model by zoo name, local folder, or cached hub id (``owner/name``)."""
+    parsed = parse_dtype(dtype)
+    check_device(device)
+    if spec in ZOO:
+        return ZOO.get(spec).build(device=device, dtype=parsed, seed=seed, allow_pickle=allow_pickle)
+    folder, name = folder_of(spec)
+    return load_folder(folder, device=device, dtype=parsed, allow_pickle=allow_pickle, name=name)

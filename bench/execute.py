@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
-from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
+from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, derive_seed
 from cloakbench.bench.profiling import parameter_storages, profile_phase
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import Artifact, ArtifactFolder
@@ -328,7 +328,7 @@ def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.
 def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]]:
     """Protect one image; publish it as an 8-bit PNG; measure what was published."""
     model, image = workspace.model, workspace.images[cell.images[0].pixel_hash]
-    protection = protection_for_image(workspace.components.protections[cell.protection_key], cell.images[0].prompt)
+    (protection,) = workspace.components.chain(cell)  # as the plan resolved it
     clean = image.pixels.unsqueeze(0).to(model.device, model.dtype)
     with profile_phase(
         "protect", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
@@ -351,9 +351,7 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
     model = workspace.model_named(cell.model)
     single = workspace.images[cell.images[0].pixel_hash] if cell.scope == "image" else None
     mask_dir = workspace.mask_folder(single) if single is not None else None
-    purifications, attacker = workspace.components.attacks[cell.attack_key]
-    purifications = [attack_for_image(p, mask_dir is not None) for p in purifications]
-    attacker = attack_for_image(attacker, mask_dir is not None)
+    *purifications, attacker = workspace.components.chain(cell)  # as the plan resolved it
     # An attack model of another resolution gets the published PNG resized, and its clean
     # reference the same way (transfer: a copier resizes what they downloaded).
     published = resize_square(
@@ -369,10 +367,9 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
     if cell.scope == "set":
         work_dir = workspace.artifacts.root / "work" / cell.key[:16]
         work_dir.mkdir(parents=True, exist_ok=True)
-    prompt = (cell.images[0].prompt if single is not None else "") or workspace.spec.prompt
     context = mimicry_pkg.AttackContext(
         image_names=[ref.name for ref in cell.images],
-        prompt=prompt,
+        prompt=cell.prompt,
         mask_dir=mask_dir or workspace.spec.mask_dir,
         work_dir=str(work_dir) if work_dir else None,
     )

@@ -120,21 +120,32 @@ def sweep_values(raw: Any, annotation: Any, where: str) -> list[str]:
     return values
 
 
-def protection_for_image(protection: Any, prompt: str) -> Any:
-    """``protection`` conditioned on the image's own prompt (when it has one and the method takes a prompt)."""
+#: What an image changes in the components of its cells: ``((field, value), ...)`` per component.
+Adaptation = tuple[tuple[str, Any], ...]
+
+
+def protection_adaptation(protection: Any, prompt: str) -> Adaptation:
+    """The image's own prompt, for a protection that takes a prompt (when the image has one)."""
     if not prompt or "prompt" not in config_fields(type(protection.config)) or protection.config.prompt == prompt:
-        return protection
-    return type(protection)(dataclasses.replace(protection.config, prompt=prompt))
+        return ()
+    return (("prompt", prompt),)
 
 
-def attack_for_image(component: Any, has_mask: bool) -> Any:
-    """An inpainting component set to the image's own mask (``mask="folder"``) when the dataset gives one."""
+def attack_adaptation(component: Any, has_mask: bool) -> Adaptation:
+    """``mask="folder"`` for an inpainting component when the dataset gives the image its own mask."""
     if not has_mask or "mask" not in config_fields(type(component.config)):
-        return component
+        return ()
     annotation = typing.get_type_hints(type(component.config))["mask"]
     if "folder" not in typing.get_args(annotation) or component.config.mask == "folder":
+        return ()
+    return (("mask", "folder"),)
+
+
+def adapted(component: Any, adaptation: Adaptation) -> Any:
+    """``component`` with ``adaptation`` applied to its config (the same instance when there is none)."""
+    if not adaptation:
         return component
-    return type(component)(dataclasses.replace(component.config, mask="folder"))
+    return type(component)(dataclasses.replace(component.config, **dict(adaptation)))
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,11 @@ class Cell:
     the swept configuration (``""`` unswept); ``model`` is the model the cell runs on
     (the protection model for protect cells, the attack model for attack cells) and
     ``run_seed`` the run seed its ``seed`` derives from.
+
+    What the cell runs is resolved here, once: ``prompt`` is the prompt it uses (the image's own,
+    else the run's) and ``adaptations`` what the image changes in each component of its chain
+    (the protection; or the purifications, then the attack). :meth:`Components.chain` gives the
+    very instances the cell's key was computed from; execute never re-derives them.
     """
 
     key: str
@@ -176,6 +192,8 @@ class Cell:
     attack_setting: str = ""
     model: str = ""
     run_seed: int = 0
+    prompt: str = ""
+    adaptations: tuple[Adaptation, ...] = ()
 
     @property
     def protection_key(self) -> str:
@@ -211,7 +229,9 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
-        return cls(**{**data, "images": tuple(ImageRef(**i) for i in data["images"]), "inputs": tuple(data["inputs"])})
+        adaptations = tuple(tuple(tuple(pair) for pair in a) for a in data.get("adaptations", ()))
+        images = tuple(ImageRef(**i) for i in data["images"])
+        return cls(**{**data, "images": images, "inputs": tuple(data["inputs"]), "adaptations": adaptations})
 
 
 @dataclass
@@ -229,6 +249,19 @@ class Components:
     metrics: list[Any]
     protection_variants: list[tuple[str, str]] = field(default_factory=list)  # (name, setting), plan order
     attack_variants: list[tuple[str, str]] = field(default_factory=list)  # (attack spec, setting)
+
+    def chain(self, cell: Cell) -> list[Any]:
+        """The component instances ``cell`` runs, as its plan resolved them: ``[protection]`` for a
+        protect cell, ``[*purifications, attack]`` for an attack cell (its key names exactly these)."""
+        if cell.kind == "protect":
+            base = [self.protections[cell.protection_key]]
+        else:
+            purifications, attack = self.attacks[cell.attack_key]
+            base = [*purifications, attack]
+        adaptations = cell.adaptations or ((),) * len(base)
+        if len(adaptations) != len(base):
+            raise ValueError(f"cell {cell.key[:12]}: {len(adaptations)} adaptations for a chain of {len(base)}")
+        return [adapted(component, a) for component, a in zip(base, adaptations)]
 
     @classmethod
     def from_spec(cls, spec: CompareSpec) -> Components:
@@ -361,28 +394,31 @@ def build_plan(
             protection = components.protections[variant_key(name, setting)]
             for ref in all_refs:
                 seed = derive_seed(run_seed, ref.pixel_hash, name)
+                draft = Cell(
+                    "",
+                    "protect",
+                    name,
+                    seed,
+                    (ref,),
+                    protection_setting=setting,
+                    model=spec.model,
+                    run_seed=run_seed,
+                    prompt=ref.prompt,
+                    adaptations=(protection_adaptation(protection, ref.prompt),),
+                )
+                # The key names the very instance execute will run (Components.chain).
+                (resolved,) = components.chain(draft)
                 key = key_of(
                     {
                         "kind": "protect",
                         "image": ref.pixel_hash,
-                        "protection": protection_for_image(protection, ref.prompt).identity(),
+                        "protection": resolved.identity(),
                         "model": model_id,
                         "seed": seed,
                     }
                 )
                 protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] = key
-                cells.append(
-                    Cell(
-                        key,
-                        "protect",
-                        name,
-                        seed,
-                        (ref,),
-                        protection_setting=setting,
-                        model=spec.model,
-                        run_seed=run_seed,
-                    )
-                )
+                cells.append(dataclasses.replace(draft, key=key))
     for run_seed in spec.run_seeds:
         for attack_spec, attack_setting in components.attack_variants:
             purifications, attack = components.attacks[variant_key(attack_spec, attack_setting)]
@@ -399,42 +435,43 @@ def build_plan(
                 for name, setting in components.protection_variants:
                     for group, seed in zip(groups, seeds):
                         single = group[0] if attack.scope == "image" else None
-                        prompt = (single.prompt if single else "") or spec.prompt
                         has_mask = bool(single and single.mask)
+                        inputs = tuple(
+                            protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] for ref in group
+                        )
+                        hashes = tuple(ref.pixel_hash for ref in group)
+                        draft = Cell(
+                            "",
+                            "attack",
+                            name,
+                            seed,
+                            group,
+                            attack=attack_spec,
+                            scope=attack.scope,
+                            inputs=inputs,
+                            twin="" if name == NO_PROTECTION else twins[hashes],
+                            protection_setting=setting,
+                            attack_setting=attack_setting,
+                            model=attack_model,
+                            run_seed=run_seed,
+                            prompt=(single.prompt if single else "") or spec.prompt,
+                            adaptations=tuple(attack_adaptation(c, has_mask) for c in [*purifications, attack]),
+                        )
+                        *resolved_purifications, resolved_attack = components.chain(draft)
                         chain = {
-                            "purifications": [attack_for_image(p, has_mask).identity() for p in purifications],
-                            "attack": attack_for_image(attack, has_mask).identity(),
+                            "purifications": [p.identity() for p in resolved_purifications],
+                            "attack": resolved_attack.identity(),
                             "model": attack_ids[attack_model],
-                            "prompt": prompt,
+                            "prompt": draft.prompt,
                             "mask_dir": bool(spec.mask_dir),
                         }
                         if has_mask:
                             chain["mask"] = single.mask
-                        inputs = tuple(
-                            protect_keys[(run_seed, variant_key(name, setting), ref.pixel_hash)] for ref in group
-                        )
                         kind = "set-attack" if attack.scope == "set" else "attack"
                         key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})
-                        hashes = tuple(ref.pixel_hash for ref in group)
                         if name == NO_PROTECTION:
                             twins[hashes] = key
-                        cells.append(
-                            Cell(
-                                key,
-                                "attack",
-                                name,
-                                seed,
-                                group,
-                                attack=attack_spec,
-                                scope=attack.scope,
-                                inputs=inputs,
-                                twin="" if name == NO_PROTECTION else twins[hashes],
-                                protection_setting=setting,
-                                attack_setting=attack_setting,
-                                model=attack_model,
-                                run_seed=run_seed,
-                            )
-                        )
+                        cells.append(dataclasses.replace(draft, key=key))
     description = {
         "images": [
             {"name": r.name, "hash": r.pixel_hash, "category": r.category, "prompt": r.prompt, "mask": r.mask}

@@ -139,3 +139,58 @@ def test_inpainting_repaints_the_region_of_the_images_own_mask(tmp_path):
     clean = load_dataset([str(tmp_path / "manifest.csv")], SIZE).images[0].pixels
     assert torch.equal(output[:, :, SIZE // 2 :], clean[:, :, SIZE // 2 :])  # kept exactly (pasted back)
     assert (output[:, :, : SIZE // 2] - clean[:, :, : SIZE // 2]).abs().max() > 0.05  # repainted
+
+
+def test_the_plan_resolves_each_cells_prompt_and_mask_once_and_execute_runs_exactly_that(tmp_path, monkeypatch):
+    """A cell's meaning lives in the plan: the image's own prompt reaches the protection, its own mask
+    the inpainting attack, and execute runs the instances ``Components.chain`` gives for the cell."""
+    from cloakbench.bench.plan import Components, build_plan
+    from cloakbench.bench.spec import CompareSpec
+    from cloakbench.core.zoo import model_facts
+
+    picture(tmp_path / "a.png", 1, size=(64, 64))
+    picture(tmp_path / "b.png", 2, size=(64, 64))
+    mask(tmp_path / "a_mask.png", size=(64, 64))
+    (tmp_path / "manifest.csv").write_text("path,prompt,mask\na.png,a photo of sks,a_mask.png\nb.png,,\n")
+    spec = CompareSpec(
+        images=[str(tmp_path / "manifest.csv")],
+        methods="advdm",
+        attacks="inpaint",
+        metrics="psnr",
+        model="tiny-random",
+        prompt="the run's prompt",
+        quick=True,
+        out=tmp_path / "run",
+        write_report=False,
+    )
+    components = Components.from_spec(spec)
+    facts = model_facts(spec.model)
+    plan = build_plan(spec, components, facts, load_dataset(spec.images, facts.resolution))
+    by_image = {(c.kind, c.protection, c.images[0].name): c for c in plan.cells}
+    (own,) = components.chain(by_image[("protect", "advdm", "a")])
+    (default,) = components.chain(by_image[("protect", "advdm", "b")])
+    assert (
+        own.config.prompt == "a photo of sks" and default.config.prompt == components.protections["advdm"].config.prompt
+    )
+    attack_a, attack_b = by_image[("attack", "advdm", "a")], by_image[("attack", "advdm", "b")]
+    assert (attack_a.prompt, attack_b.prompt) == ("a photo of sks", "the run's prompt")
+    assert components.chain(attack_a)[-1].config.mask == "folder"
+    assert components.chain(attack_b)[-1].config.mask != "folder"
+
+    # Execute asks the plan's resolution and nothing else: the instance it runs is the chain's.
+    ran = []
+    original = Components.chain
+
+    def spy(self, cell):
+        found = original(self, cell)
+        ran.append((cell.key, [c.identity() for c in found]))
+        return found
+
+    monkeypatch.setattr(Components, "chain", spy)
+    from cloakbench.bench.compare import run_compare
+
+    summary = run_compare(spec)
+    assert summary.failed == 0
+    executed = {key: chain for key, chain in ran if key}  # planning's drafts have no key yet
+    assert set(executed) == {c.key for c in plan.cells}
+    assert executed[attack_a.key][-1]["config"]["mask"] == "folder"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cloakbench.bench.execute import CellTask, Outcome, failure_outcome
-from cloakbench.bench.executors import Executor, SerialExecutor
+from cloakbench.bench.executors import Executor, SerialExecutor, Started, WorkerNote
 from cloakbench.bench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import RunStore, StoreError, network_filesystem
@@ -167,7 +167,7 @@ def run_compare(
                 previous
                 and previous.get("plan_hash") != plan.hash
                 and not spec.force
-                and not is_widening(_finished_keys(store), plan)
+                and not is_widening(store.finished_keys(), plan)
             ):
                 raise StoreError(
                     f"{spec.out} holds a run with a different plan (changed: "
@@ -208,35 +208,31 @@ def run_compare(
     )
 
 
-def _finished_keys(store: RunStore) -> set[str]:
-    return {key for (key,) in store.db.execute("SELECT key FROM cells WHERE state='done'")}
-
-
 def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, emit: Event) -> None:
     """Skip the done cells of one stage, resolve the inputs of the others, run them, record each."""
     tasks, cells, consumed_by = [], {}, {}
-    found: dict[str, list | None] = {}
+    looked_up: dict[str, list | None] = {}
 
     def finished(key: str) -> list | None:
         """A cell of an earlier stage, looked up (and its files hashed) once per stage, not once per reader."""
-        if key not in found:
-            found[key] = store.done_artifacts(key)
-        return found[key]
+        if key not in looked_up:
+            looked_up[key] = store.done_artifacts(key)
+        return looked_up[key]
 
     for cell in stage:
         # Earlier stages are recorded, so what this cell reads is known before it is looked up.
         inputs = [finished(key) for key in cell.inputs]
         twin = finished(cell.twin) if cell.twin else None
         task = None
-        if all(found is not None for found in inputs):
-            task = CellTask(cell, tuple(a for found in inputs for a in found[:1]), tuple(twin or ()))
+        if all(artifacts is not None for artifacts in inputs):
+            task = CellTask(cell, tuple(a for artifacts in inputs for a in artifacts[:1]), tuple(twin or ()))
         consumed = [a.sha256 for a in task.inputs + task.twin] if task else None
         if store.done_artifacts(cell.key, consumed) is not None:
             tally.reused += 1
             emit("reused", {"cell": cell.label})
             continue
         if task is None:
-            missing = [ref.name for ref, found in zip(cell.images, inputs) if found is None]
+            missing = [ref.name for ref, artifacts in zip(cell.images, inputs) if artifacts is None]
             tally.record(
                 store,
                 failure_outcome(
@@ -250,12 +246,14 @@ def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, 
         tasks.append(task)
         cells[cell.key], consumed_by[cell.key] = cell, consumed
 
-    def on_start(task: CellTask, worker: str) -> None:
-        store.mark_running(task.cell.key, task.cell.kind, task.cell.label)
-        emit("start", {"cell": task.cell.label, "worker": worker})
-
-    for outcome in executor.run(tasks, on_start):
-        tally.record(store, outcome, cells[outcome.key], consumed_by[outcome.key])
+    for event in executor.run(tasks):
+        if isinstance(event, Started):
+            store.mark_running(event.task.cell.key, event.task.cell.kind, event.task.cell.label)
+            emit("start", {"cell": event.task.cell.label, "worker": event.worker})
+        elif isinstance(event, WorkerNote):
+            emit("worker", event.info)
+        else:
+            tally.record(store, event, cells[event.key], consumed_by[event.key])
 
 
 def render_report(run_dir: Path) -> Path | None:

@@ -39,8 +39,8 @@ from cloakbench.core.images import (
     quantize_8bit,
     read_png,
     resize_square,
-    write_atomic,
 )
+from cloakbench.core.io import write_atomic
 from cloakbench.core.ldm import LDM
 from cloakbench.core.schema import Pair, Row
 from cloakbench.core.zoo import load_model

@@ -31,7 +31,8 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Protocol
 
@@ -42,8 +43,25 @@ from cloakbench.core.images import IntakeResult
 
 log = logging.getLogger(__name__)
 
-#: ``on_start(task, worker)``: the task was handed to the worker of that name.
-OnStart = Callable[[CellTask, str], None]
+
+@dataclass(frozen=True)
+class Started:
+    """The task was handed to the worker of that name (the driver marks the cell running)."""
+
+    task: CellTask
+    worker: str
+
+
+@dataclass(frozen=True)
+class WorkerNote:
+    """What a pool says of one of its workers: ``{"worker", "state": ready|running|idle|died, ...}``."""
+
+    info: dict
+
+
+#: What :meth:`Executor.run` yields, in order: the driver records each (runtime flow runs one way:
+#: executor -> driver -> store, and the driver alone tells the CLI; docs/ARCHITECTURE.md).
+ExecutorEvent = Started | WorkerNote | Outcome
 
 #: How many times a cell is started when the worker running it dies each time (a
 #: segfault, the kernel's OOM killer, SIGKILL): the cell is then recorded as failed.
@@ -61,7 +79,7 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, tasks: list[CellTask], on_start: OnStart) -> Iterator[Outcome]: ...
+    def run(self, tasks: list[CellTask]) -> Iterator[ExecutorEvent]: ...
 
     def close(self) -> None: ...
 
@@ -76,11 +94,11 @@ class SerialExecutor:
         self.spec, self.components, self.intake = spec, components, intake
         self.workspace: Workspace | None = None
 
-    def run(self, tasks: Iterable[CellTask], on_start: OnStart) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
         for task in tasks:
             if self.workspace is None:
                 self.workspace = Workspace.open(self.spec, components=self.components, intake=self.intake)
-            on_start(task, "main")
+            yield Started(task, "main")
             outcome = run_cell(self.workspace, task)
             outcome.worker = f"main ({worker_device(self.spec.device)})"
             yield outcome
@@ -192,13 +210,27 @@ class _PoolWorker:
         self.connection.close()
 
 
-class LocalPoolExecutor:
+class _NoteTaker:
+    """A pool's helpers note what happens to workers; :meth:`said` hands the notes to ``run``'s caller."""
+
+    notes: list[WorkerNote]
+
+    def note(self, info: dict) -> None:
+        self.notes.append(WorkerNote(info))
+
+    def said(self) -> Iterator[WorkerNote]:
+        """The notes taken since the last call, in order."""
+        while self.notes:
+            yield self.notes.pop(0)
+
+
+class LocalPoolExecutor(_NoteTaker):
     """``--executor local --workers N``: N processes on this machine, each with ``threads``
     torch threads, each loading the model once (docs/SCALING.md, "One machine").
 
     Workers start on the first stage that has work (a run whose cells are all cached
-    starts none) and live until :meth:`close`, across stages. ``on_event`` receives
-    ``("worker", {"worker", "state", ...})`` when a worker is ready, starts a cell, or dies.
+    starts none) and live until :meth:`close`, across stages. :meth:`run` yields a
+    :class:`WorkerNote` when a worker is ready, starts a cell, goes idle or dies.
     """
 
     name = "local"
@@ -211,12 +243,11 @@ class LocalPoolExecutor:
         *,
         workers: int = 2,
         threads: int = 1,
-        on_event: Callable[[str, dict], None] | None = None,
     ):
         if workers < 1:
             raise ExecutorError(f"--workers {workers}: give at least 1 worker")
         self.spec, self.workers_wanted, self.threads = spec, workers, threads
-        self.emit = on_event or (lambda kind, info: None)
+        self.notes: list[WorkerNote] = []  # said by the helpers below, yielded by run()
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_PoolWorker] = []
         self.started = 0
@@ -230,7 +261,7 @@ class LocalPoolExecutor:
         self.workers.append(worker)
         return worker
 
-    def run(self, tasks: Iterable[CellTask], on_start: OnStart) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
         queue = _Queue(tasks)
         if not queue:
             return
@@ -244,17 +275,20 @@ class LocalPoolExecutor:
                     task = queue.next_for(worker.last_group)
                     worker.task, worker.last_group = task, cell_group(task)
                     attempts[task.cell.key] += 1
-                    on_start(task, worker.name)
+                    yield Started(task, worker.name)
                     worker.connection.send(task)
             if not self.workers:
                 raise ExecutorError(f"no worker process could open the run: {self.broken_reason}")
             waitables = [w.connection for w in self.workers] + [w.process.sentinel for w in self.workers]
             wait_for(waitables, timeout=1.0)
             for worker in list(self.workers):
-                message_outcome = self._drain(worker)
-                yield from message_outcome
+                outcomes = self._drain(worker)
+                yield from self.said()
+                yield from outcomes
                 if worker.gone or (not worker.process.is_alive() and not worker.connection.poll()):
-                    yield from self._bury(worker, queue, attempts, run_name)
+                    buried = list(self._bury(worker, queue, attempts, run_name))
+                    yield from self.said()
+                    yield from buried
 
     def _drain(self, worker: _PoolWorker) -> list[Outcome]:
         outcomes = []
@@ -264,10 +298,9 @@ class LocalPoolExecutor:
                 kind = message[0]
                 if kind == "ready":
                     worker.ready, worker.pid = True, message[1]
-                    self.emit("worker", {"worker": worker.name, "state": "ready", "device": message[2]})
+                    self.note({"worker": worker.name, "state": "ready", "device": message[2]})
                 elif kind == "started":
-                    self.emit(
-                        "worker",
+                    self.note(
                         {
                             "worker": worker.name,
                             "state": "running",
@@ -277,7 +310,7 @@ class LocalPoolExecutor:
                     )
                 elif kind == "outcome":
                     worker.task = None
-                    self.emit("worker", {"worker": worker.name, "state": "idle"})
+                    self.note({"worker": worker.name, "state": "idle"})
                     outcomes.append(message[1])
                 elif kind == "broken":
                     self.broken_reason = message[1]
@@ -303,7 +336,7 @@ class LocalPoolExecutor:
             return
         self.deaths += 1
         log.warning("worker %s (pid %s) died (%s)", worker.name, worker.pid, how)
-        self.emit("worker", {"worker": worker.name, "state": "died", "how": how})
+        self.note({"worker": worker.name, "state": "died", "how": how})
         task = worker.task
         if task is not None:
             if attempts[task.cell.key] >= MAX_CELL_ATTEMPTS:
@@ -357,7 +390,7 @@ def ray_module():
     return ray
 
 
-class RayExecutor:
+class RayExecutor(_NoteTaker):
     """``--executor ray [--ray-address ADDR] [--workers N]``: Ray actors as workers
     (docs/SCALING.md, "A cluster").
 
@@ -384,7 +417,6 @@ class RayExecutor:
         address: str | None = None,
         gpus_per_worker: float | None = None,
         max_restarts: int = MAX_CELL_ATTEMPTS - 1,
-        on_event: Callable[[str, dict], None] | None = None,
     ):
         self.ray = ray_module()
         self.spec, self.threads, self.address = spec, max(1, threads), address
@@ -394,7 +426,7 @@ class RayExecutor:
         if not 0 <= self.gpus_per_worker <= 64:
             raise ExecutorError(f"--gpus-per-worker {gpus_per_worker}: give a number of GPUs in [0, 64], e.g. 0.5")
         self.max_restarts = max_restarts
-        self.emit = on_event or (lambda kind, info: None)
+        self.notes: list[WorkerNote] = []
         self.actors: list[tuple[str, Any]] = []
         self.owns_ray = False
         self.started = 0
@@ -438,7 +470,7 @@ class RayExecutor:
         found = self.ray.get([actor.describe.remote() for _, actor in self.actors])
         return {name: pid for (name, _), (pid, _) in zip(self.actors, found)}
 
-    def run(self, tasks: Iterable[CellTask], on_start: OnStart) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
         queue = _Queue(tasks)
         if not queue:
             return
@@ -457,9 +489,10 @@ class RayExecutor:
                 task = queue.next_for(last_group.get(name))
                 last_group[name] = cell_group(task)
                 attempts[task.cell.key] += 1
-                on_start(task, name)
+                yield Started(task, name)
                 running[actor.run.remote(task)] = ((name, actor), task)
             finished, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            yield from self.said()
             for reference in finished:
                 worker, task = running.pop(reference)
                 try:
@@ -467,7 +500,7 @@ class RayExecutor:
                 except ray.exceptions.RayActorError as error:
                     # Ray spent its restarts and retries on this cell: record it, replace the actor.
                     log.warning("worker %s died running a cell, retries spent: %s", worker[0], error)
-                    self.emit("worker", {"worker": worker[0], "state": "died", "how": "retries spent"})
+                    self.note({"worker": worker[0], "state": "died", "how": "retries spent"})
                     self.actors.remove(worker)
                     worker = self._spawn()
                     outcome = failure_outcome(
@@ -487,7 +520,7 @@ class RayExecutor:
                         and attempts[task.cell.key] < MAX_CELL_ATTEMPTS
                     ):
                         log.warning("worker %s was killed by Ray's memory monitor; cell rerun: %s", worker[0], reason)
-                        self.emit("worker", {"worker": worker[0], "state": "died", "how": "Ray's memory monitor"})
+                        self.note({"worker": worker[0], "state": "died", "how": "Ray's memory monitor"})
                         queue.put_back(task)
                         idle.append(worker)
                         continue
@@ -496,6 +529,7 @@ class RayExecutor:
                         task.cell, run_name, f"{status}: Ray: {reason}", protect_model=self.spec.model
                     )
                 idle.append(worker)
+                yield from self.said()
                 yield outcome
 
     def close(self) -> None:
@@ -517,7 +551,6 @@ def executor_factory(
     threads: int = 1,
     ray_address: str | None = None,
     gpus_per_worker: float | None = None,
-    on_event: Callable[[str, dict], None] | None = None,
 ):
     """The factory ``run_compare`` calls for ``--executor KIND`` (``serial``, ``local``, ``ray``)."""
     if kind not in EXECUTORS:
@@ -534,7 +567,7 @@ def executor_factory(
         return SerialExecutor
     if kind == "local":
         return lambda spec, components, intake: LocalPoolExecutor(
-            spec, components, intake, workers=workers or 2, threads=threads, on_event=on_event
+            spec, components, intake, workers=workers or 2, threads=threads
         )
     ray_module()  # say now, before any work, that Ray is missing
     return lambda spec, components, intake: RayExecutor(
@@ -545,5 +578,4 @@ def executor_factory(
         threads=threads,
         address=ray_address,
         gpus_per_worker=gpus_per_worker,
-        on_event=on_event,
     )

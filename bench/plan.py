@@ -49,6 +49,9 @@ from cloakbench.core.config import ConfigError, canonical_json, config_fields, q
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.quick import quick_component
 from cloakbench.core.zoo import ModelFacts, model_facts
+from cloakbench.metrics.base import Metric
+from cloakbench.mimicry.base import Mimicry
+from cloakbench.protections.base import Protection
 
 #: The clean reference: every comparison needs it, so every plan has it first.
 NO_PROTECTION = "none"
@@ -244,9 +247,11 @@ class Components:
     every ``--sweep`` before any work: a typo costs nothing.
     """
 
-    protections: dict[str, Any]
-    attacks: dict[str, tuple[list[Any], Any]]  # "jpeg+sdedit" or "sdedit[guidance_scale=3]" -> ([purif.], attack)
-    metrics: list[Any]
+    protections: dict[str, Protection]
+    attacks: dict[
+        str, tuple[list[Mimicry], Mimicry]
+    ]  # "jpeg+sdedit" or "sdedit[guidance_scale=3]" -> ([purif.], attack)
+    metrics: list[Metric]
     protection_variants: list[tuple[str, str]] = field(default_factory=list)  # (name, setting), plan order
     attack_variants: list[tuple[str, str]] = field(default_factory=list)  # (attack spec, setting)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloakbench.core.images import write_atomic
+from cloakbench.core.io import write_atomic
 from cloakbench.core.provenance import sha256_bytes, sha256_file
 from cloakbench.core.schema import COLUMNS, csv_value
 
@@ -202,6 +202,10 @@ class RunStore:
         found = self.db.execute("SELECT state, reason FROM cells WHERE key=?", (key,)).fetchone()
         return (found[0], found[1]) if found else None
 
+    def finished_keys(self) -> set[str]:
+        """The keys of every cell recorded done."""
+        return {key for (key,) in self.db.execute("SELECT key FROM cells WHERE state='done'")}
+
     def _add_missing_columns(self) -> None:
         """A journal written before a column existed gains it (the default holds for its rows)."""
         present = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
@@ -244,11 +248,7 @@ class RunStore:
         """Rows, artifact hashes and the hashes of the inputs the cell read land in the
         same transaction that marks the cell done."""
         with self._transaction():
-            self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
-            self.db.executemany(
-                "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
-                [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
-            )
+            self._replace_rows(key, rows)
             self.db.execute(
                 "UPDATE cells SET state='done', pid=NULL, reason=NULL, artifacts=?, consumed=?, updated_utc=? "
                 "WHERE key=?",
@@ -257,15 +257,19 @@ class RunStore:
 
     def mark_failed(self, key: str, reason: str, rows: list[dict]) -> None:
         with self._transaction():
-            self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
-            self.db.executemany(
-                "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
-                [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
-            )
+            self._replace_rows(key, rows)
             self.db.execute(
                 "UPDATE cells SET state='failed', pid=NULL, reason=?, updated_utc=? WHERE key=?",
                 (reason, time.time(), key),
             )
+
+    def _replace_rows(self, key: str, rows: list[dict]) -> None:
+        """The cell's rows, in order, replacing any it had (inside the caller's transaction)."""
+        self.db.execute("DELETE FROM rows WHERE cell=?", (key,))
+        self.db.executemany(
+            "INSERT INTO rows (cell, position, row) VALUES (?, ?, ?)",
+            [(key, i, json.dumps(row, sort_keys=True, default=str)) for i, row in enumerate(rows)],
+        )
 
     def _transaction(self):
         db = self.db

@@ -234,3 +234,19 @@ def qualify_overrides(
                 )
         resolved.setdefault((owners[0], name), {}).update(fields)
     return resolved
+
+
+def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> list[int]:
+    """``"0,1,2"`` (or a TOML list of integers) -> ``[0, 1, 2]``; anything else is one :class:`ConfigError`
+    naming ``option`` (e.g. ``--seeds``). ``minimum``: the smallest value allowed. The one number-list
+    parser of every option (``--seeds``, ``bench perf --resolution/--batch``)."""
+    if text is None:
+        return []
+    items = list(text) if isinstance(text, (list, tuple)) else [p for p in str(text).split(",") if p.strip()]
+    try:
+        values = [int(str(item).strip()) for item in items]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if minimum is not None and any(v < minimum for v in values):
+        raise ConfigError(f"{option} {text!r}: every value must be at least {minimum}")
+    return values

@@ -15,15 +15,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cloakbench.core.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -140,42 +140,6 @@ def pixel_hash(image: torch.Tensor) -> str:
     digest.update(str(array.shape).encode())
     digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def current_umask() -> int:
-    """The process's umask (read from /proc where it exists, so no other thread sees it changed)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace``: never a half file.
-
-    ``mkstemp`` creates the file 0600; it gets ``0666 & ~umask`` like any file the user
-    creates, so a shared run folder stays readable by the team (docs/RELIABILITY.md, "Store").
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        os.fchmod(handle, 0o666 & ~current_umask())
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

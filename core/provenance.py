@@ -12,6 +12,7 @@ import platform
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,6 +85,12 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "cloakbench": cloakbench.__version__,
     }
+
+
+def code_identity() -> dict[str, Any]:
+    """:func:`versions` and the checkout's commit and dirty flag: what a measurement was made with."""
+    commit, dirty = git_state()
+    return {**versions(), "cloakbench_commit": commit, "cloakbench_dirty": dirty}
 
 
 def device_name(device: torch.device | str) -> str:

@@ -69,20 +69,6 @@ COLUMNS: tuple[str, ...] = (
     "artifact",
 )
 
-#: Columns added after the first release: a reader of an older ``rows.csv`` fills them with "".
-LATER_COLUMNS: tuple[str, ...] = (
-    "category",
-    "protection_setting",
-    "attack_setting",
-    "run_seed",
-    "protect_model",
-    "attack_model",
-)
-
-#: ``status`` values: a number, a component that cannot run here (missing weights), or a failure.
-STATUSES: tuple[str, ...] = ("ok", "unavailable", "failed")
-
-
 class Row(TypedDict, total=False):
     """One tidy row (see :data:`COLUMNS`); ``value`` is ``None`` unless ``status == "ok"``."""
 

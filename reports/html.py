@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from cloakbench.core.io import write_atomic
 from cloakbench.reports import format as fmt
 from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
 from cloakbench.reports.leaderboard import leaderboard
@@ -225,7 +225,7 @@ def write_report(
     ``merge``: more run folders to pool with ``run_dir`` into one report (reports.merge; refused,
     with the reason, when their rows cannot be compared). ``pool``: the attacker pool of the
     worst case. Reads only ``rows.csv``, ``manifest.json`` and the artifacts the rows name;
-    writes atomically (temp file in the same folder, then ``os.replace``).
+    writes atomically (:func:`cloakbench.core.io.write_atomic`).
     """
     run_dir = Path(run_dir)
     target_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -236,16 +236,6 @@ def write_report(
     html = render(run, pool)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / REPORT_NAME
-    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(html)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be read
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(target, html.encode("utf-8"))
     logger.info("report written: %s (%d bytes)", target, len(html))
     return target

@@ -91,9 +91,9 @@ def quiet_ray_memory_monitor(monkeypatch):
     monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
 
 
-def pool_factory(kind: str, made: list, on_event=None):
+def pool_factory(kind: str, made: list):
     """``executor_factory(kind, workers=2)`` that also keeps the executor it made."""
-    inner = executor_factory(kind, workers=2, threads=1, on_event=on_event)
+    inner = executor_factory(kind, workers=2, threads=1)
 
     def factory(spec, components, intake):
         made.append(inner(spec, components, intake))
@@ -156,7 +156,7 @@ def test_a_worker_killed_mid_cell_costs_only_a_rerun(kind, image_dir, tmp_path, 
             kill(pids[info["worker"]], info["cell"])
 
     spec = make_spec(image_dir, tmp_path / "run", "none,advdm", KILL_OVERRIDES)
-    summary = run_compare(spec, on_event, pool_factory(kind, made, on_event))
+    summary = run_compare(spec, on_event, pool_factory(kind, made))
     assert killed, "a worker was killed"
     done_at = timeline.index(("done", killed[0]))
     assert timeline.index(("killed", killed[0])) < done_at, "the kill landed before the cell finished"
@@ -185,7 +185,7 @@ def test_a_cell_whose_worker_always_dies_is_recorded_failed(image_dir, tmp_path)
             os.kill(info["pid"], signal.SIGKILL)
 
     spec = make_spec(image_dir, tmp_path / "run", "none,advdm", KILL_OVERRIDES)
-    summary = run_compare(spec, on_event, pool_factory("local", made, on_event))
+    summary = run_compare(spec, on_event, pool_factory("local", made))
     assert len(victims) == 3 == made[0].deaths
     with open(summary.rows_csv, newline="") as handle:
         failures = [row for row in csv.DictReader(handle) if row["status"] == "failed"]

@@ -16,8 +16,8 @@ from cloakbench.bench.perf.runner import (
     add_ratios,
     expand_configs,
     parse_inject_delay,
-    parse_int_list,
     parse_modes,
+    parse_sizes,
     resolve_methods,
 )
 
@@ -80,11 +80,11 @@ SETTINGS = {
 
 # -- parsing ---------------------------------------------------------------------------
 def test_parse_lists_and_modes():
-    assert parse_int_list("128, 256", "resolution") == [128, 256]
+    assert parse_sizes("128, 256", "resolution") == [128, 256]
     assert parse_modes("both") == ["fair", "reference"]
     assert parse_modes("reference,fair") == ["fair", "reference"]
     with pytest.raises(PerfError, match="--resolution"):
-        parse_int_list("12x", "resolution")
+        parse_sizes("12x", "resolution")
     with pytest.raises(PerfError, match="--mode"):
         parse_modes("fast")
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cloakbench.bench.cli.app import app
 from cloakbench.bench.cli.options import FILE_KEYS
-from cloakbench.core.images import write_atomic
+from cloakbench.core.io import write_atomic
 
 
 def run(*args) -> CliRunner.invoke:

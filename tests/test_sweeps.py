@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cloakbench.bench.cli.options import merged_sweeps, parse_int_list
+from cloakbench.bench.cli.options import merged_sweeps
 from cloakbench.bench.plan import Components, build_plan
 from cloakbench.bench.spec import CompareSpec, parse_sweep_options
-from cloakbench.core.config import ConfigError
+from cloakbench.core.config import ConfigError, parse_int_list
 from cloakbench.core.images import load_images
 from cloakbench.core.zoo import model_facts
 from tests.support.grid import write_images

@@ -13,12 +13,12 @@ from cloakbench.bench.cli.app import app, console, user_error
 from cloakbench.bench.cli.options import (
     merged_overrides,
     merged_sweeps,
-    parse_int_list,
     parse_name_list,
     parse_shard,
     pick,
     read_config,
 )
+from cloakbench.core.config import parse_int_list
 
 DEFAULT_MODEL = "toy"
 
@@ -247,7 +247,6 @@ def compare(
                     threads=max(1, threads or 1),
                     ray_address=ray_address,
                     gpus_per_worker=gpus_per_worker,
-                    on_event=on_event,
                 ),
             )
         if report and attacker_pool is not None:  # the report's worst case over the chosen attackers

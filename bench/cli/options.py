@@ -96,17 +96,6 @@ def merged_sweeps(config_file: dict, sweep_items: list[str]) -> dict[str, dict[s
     return sweeps
 
 
-def parse_int_list(text: str | list | None, option: str) -> list[int]:
-    """``"0,1,2"`` (or a TOML list) -> ``[0, 1, 2]``; anything else is one clear error naming ``option``."""
-    if text is None:
-        return []
-    items = text if isinstance(text, list) else [p for p in str(text).split(",") if p.strip()]
-    try:
-        return [int(str(item).strip()) for item in items]
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
-
-
 def parse_name_list(values: list[str] | str | None) -> list[str]:
     """Repeatable and comma-separated names (``--attack-model a,b --attack-model c``) -> ``[a, b, c]``."""
     if values is None:

@@ -238,8 +238,8 @@ def perf(
         PerfError,
         expand_configs,
         parse_inject_delay,
-        parse_int_list,
         parse_modes,
+        parse_sizes,
         resolve_methods,
         worker_command,
         write_json,
@@ -266,8 +266,8 @@ def perf(
                 modes = parse_modes(",".join(modes + ["reference"]))
             settings = {
                 "arch": arch,
-                "resolutions": parse_int_list(resolution, "resolution") if resolution else [0],
-                "batches": parse_int_list(batch, "batch"),
+                "resolutions": parse_sizes(resolution, "resolution") if resolution else [0],
+                "batches": parse_sizes(batch, "batch"),
                 "methods": resolve_methods(methods),
                 "modes": modes,
                 "optimisations": [v.label for v in parse_variants(opt, device)],

@@ -214,7 +214,8 @@ def protect(
     from cloakbench.core import provenance
     from cloakbench.core.budget import budget_spent
     from cloakbench.core.config import ConfigError, config_as_dict
-    from cloakbench.core.images import ImageError, load_images, read_png, save_png, write_atomic
+    from cloakbench.core.images import ImageError, load_images, read_png, save_png
+    from cloakbench.core.io import write_atomic
     from cloakbench.core.ldm import ModelError
     from cloakbench.core.registry import RegistryError
     from cloakbench.core.zoo import load_model

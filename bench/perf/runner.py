@@ -108,15 +108,17 @@ class PerfConfig:
 
 
 # -- the request -----------------------------------------------------------------------
-def parse_int_list(text: str | Iterable[int], what: str) -> list[int]:
-    if not isinstance(text, str):
-        return [int(v) for v in text]
+def parse_sizes(text: str | Iterable[int], what: str) -> list[int]:
+    """``--resolution``/``--batch``: positive integers (:func:`cloakbench.core.config.parse_int_list`);
+    resolutions in multiples of 8, the VAE's downsampling."""
+    from cloakbench.core.config import ConfigError, parse_int_list
+
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise PerfError(f"--{what} {text!r}: expected comma-separated integers, e.g. 256,512") from None
-    if not values or any(v < 1 for v in values):
-        raise PerfError(f"--{what} {text!r}: expected positive integers")
+        values = parse_int_list(text, f"--{what}", minimum=1)
+    except ConfigError as error:
+        raise PerfError(str(error)) from None
+    if not values:
+        raise PerfError(f"--{what} {text!r}: expected positive integers, e.g. 256,512")
     if what == "resolution" and any(v % 8 for v in values):
         raise PerfError(f"--resolution {text!r}: sides must be multiples of 8 (the VAE downsamples by 8)")
     return values
@@ -437,14 +439,6 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
     return description
 
 
-def versions() -> dict[str, Any]:
-    """Library versions and the checkout's commit (one provenance for every result; docs/RELIABILITY.md)."""
-    from cloakbench.core import provenance
-
-    commit, dirty = provenance.git_state()
-    return {**provenance.versions(), "cloakbench_commit": commit, "cloakbench_dirty": dirty}
-
-
 # -- summaries -------------------------------------------------------------------------
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
@@ -452,9 +446,8 @@ def median(values: Iterable[float]) -> float:
 
 def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
     """The rows as a JSON list (one object per method and configuration), written atomically."""
+    from cloakbench.core.io import write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomic(path, (json.dumps(rows, indent=1, sort_keys=True) + "\n").encode())
     return path

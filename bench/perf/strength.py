@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     # Run as a script: its per-variant summary lines are INFO records shown on the console.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from cloakbench.bench.perf.optimisations import parse_variants
-    from cloakbench.bench.perf.runner import machine_description, versions
+    from cloakbench.bench.perf.runner import machine_description
+    from cloakbench.core.provenance import code_identity
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     reports = []
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps({"machine": machine_description(), "versions": versions(), "reports": reports}, indent=1) + "\n"
+            json.dumps({"machine": machine_description(), "versions": code_identity(), "reports": reports}, indent=1)
+            + "\n"
         )
     return 0
 

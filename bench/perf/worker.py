@@ -118,7 +118,7 @@ def measure(config) -> dict[str, Any]:
     import torch
 
     from cloakbench.bench.perf.optimisations import apply_optimisations
-    from cloakbench.bench.perf.runner import machine_description, median, versions
+    from cloakbench.bench.perf.runner import machine_description, median
     from cloakbench.bench.profiling import (
         count_saved_bytes,
         current_rss_bytes,
@@ -126,6 +126,7 @@ def measure(config) -> dict[str, Any]:
         peak_rss_bytes,
         reset_peak_rss,
     )
+    from cloakbench.core.provenance import code_identity
     from cloakbench.protections.reference_costs import uses_unet_checkpointing
 
     if config.threads:
@@ -258,7 +259,7 @@ def measure(config) -> dict[str, Any]:
         # On CPU the weights are already in the post-load RSS: the growth is the attack's memory.
         row["peak_bytes"] = row["attack_bytes"] = row["rss_growth_bytes"]
     row["machine"] = machine_description(config.device)
-    row["versions"] = versions()
+    row["versions"] = code_identity()
     row["settings"] = {
         k: row[k]
         for k in ("steps", "warmup", "repeats", "dtype", "device", "optimisations", "seed", "threads", "inject_delay_s")

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
-from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
 from cloakbench.bench.noreference import noreference_rows
+from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, attack_for_image, derive_seed, protection_for_image
 from cloakbench.bench.profiling import parameter_storages, profile_phase
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import Artifact, ArtifactFolder

@@ -56,9 +56,15 @@ def _values(metric, compute, base: dict, pair: Pair, availability: dict, setting
     for setting, value in zip(settings, values, strict=True):
         extra = {"setting": setting} if setting is not None else {}
         if math.isfinite(value):
-            rows.append(_row(base, pair, metric, value=float(value), status="ok", note=_note(base.get("note", ""), note), **extra))
+            rows.append(
+                _row(
+                    base, pair, metric, value=float(value), status="ok", note=_note(base.get("note", ""), note), **extra
+                )
+            )
         else:
-            why = f"{metric.name} is undefined for this image (value {value}: e.g. a flat image has no texture to score)"
+            why = (
+                f"{metric.name} is undefined for this image (value {value}: e.g. a flat image has no texture to score)"
+            )
             rows.append(_row(base, pair, metric, value=None, status="unavailable", note=why, **extra))
     return rows
 
@@ -101,6 +107,11 @@ def noreference_rows(
         elif subject is not None:
             reference = subject.detach().cpu().float()
             rows += _values(
-                metric, lambda m=metric: m(images, reference), base, Pair.GENERATIONS_VS_CONCEPT, availability, [None]
+                metric,
+                lambda m=metric, r=reference: m(images, r),
+                base,
+                Pair.GENERATIONS_VS_CONCEPT,
+                availability,
+                [None],
             )
     return rows

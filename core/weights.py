@@ -185,6 +185,7 @@ IF_STAGE_II = WeightSpec(
     used_by=("pdm-pure",),
 )
 
+
 def _package_file(name: str, filename: str, package: str, install: str, used_by: tuple[str, ...]) -> WeightSpec:
     return WeightSpec(
         name=name,

@@ -36,7 +36,11 @@ class PyiqaMetric(NoReferenceMetric):
             files = ", ".join(spec.filename for spec in (missing or self.weight_specs))
             raise MetricUnavailable(
                 f"{self.name} runs through pyiqa from its cached weights: "
-                + ("the pyiqa package is not installed (pip install pyiqa); " if importlib.util.find_spec("pyiqa") is None else "")
+                + (
+                    "the pyiqa package is not installed (pip install pyiqa); "
+                    if importlib.util.find_spec("pyiqa") is None
+                    else ""
+                )
                 + f"expected {files} in {weights.pyiqa_cache()}. This machine cannot download them; "
                 + self.weight_specs[0].how_to_get
                 + "."

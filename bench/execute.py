@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
+from cloakbench.bench.noreference import noreference_rows
 from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, derive_seed
 from cloakbench.bench.profiling import parameter_storages, profile_phase
 from cloakbench.bench.spec import CompareSpec
@@ -339,6 +340,7 @@ def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]
     saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
     base = base_row(cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path)
     rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
+    rows += noreference_rows(workspace.components.metrics, workspace.metric_availability, base, saved)
     rows += cost_rows(base, record)
     if cell.protection != NO_PROTECTION:
         rows += analysis_rows(model, base, image.pixels.unsqueeze(0), saved)
@@ -409,6 +411,15 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
             torch.cat([output for _, output in items]),
             clean,
             scope="set",
+        )
+        rows += noreference_rows(
+            workspace.components.metrics,
+            workspace.metric_availability,
+            {**base_cell, "artifact": ""},
+            torch.cat([output for _, output in items]),
+            subject=clean,
+            categories=[ref.category for ref in cell.images],
+            generations=True,
         )
     for index, (setting, output) in enumerate(items):
         base = {**base_cell, "setting": setting, "artifact": artifacts[index].path, "note": note}

@@ -18,6 +18,8 @@ class Pair(str, Enum):
     ATTACK_VS_CLEAN = "attack_vs_clean"  # the attack's output against the clean image
     ATTACK_VS_CLEAN_ATTACK = "attack_vs_clean_attack"  # against the same attack's output on the clean image
     GENERATIONS_VS_CONCEPT = "generations_vs_concept"  # a per-set attack's generations against the set
+    GENERATIONS = "generations"  # a per-set attack's generations alone (no-reference: BRISQUE, FDFR)
+    PROTECTED = "protected"  # the published protected image alone (no-reference: BRISQUE)
     ANALYSIS = "analysis"  # the encoder-vulnerability analysis
     COST = "cost"  # wall-clock and memory of the cell
     TRAINING = "training"  # a per-set attack's training loss trace

@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 TORCH_HUB = "torch-hub"
 HF_CACHE = "hf-cache"
 LPIPS_PACKAGE = "lpips-package"
+#: A file shipped inside an installed Python package (``WeightSpec.package``: ``module/sub/folder``).
+PACKAGE = "package"
+#: deepface's weights folder, ``$DEEPFACE_HOME/.deepface/weights`` (``~`` without the variable).
+DEEPFACE_HOME = "deepface-home"
+#: pyiqa's cache, ``torch.hub.get_dir()/pyiqa`` (its ``DEFAULT_CACHE_DIR``).
+PYIQA_CACHE = "pyiqa-cache"
 
 
 class WeightsMissing(FileNotFoundError):
@@ -58,6 +64,7 @@ class WeightSpec:
     repo_id: str | None = None
     required_files: tuple[str, ...] = ()
     used_by: tuple[str, ...] = ()
+    package: str = ""  # for PACKAGE: the folder inside the installed package, e.g. "brisque/models"
 
     @property
     def is_folder(self) -> bool:
@@ -178,6 +185,89 @@ IF_STAGE_II = WeightSpec(
     used_by=("pdm-pure",),
 )
 
+
+def _package_file(name: str, filename: str, package: str, install: str, used_by: tuple[str, ...]) -> WeightSpec:
+    return WeightSpec(
+        name=name,
+        filename=filename,
+        folder=PACKAGE,
+        package=package,
+        how_to_get=f"install the metrics extra: pip install -e '.[metrics]' ({install} ships this file)",
+        used_by=used_by,
+    )
+
+
+#: The learned no-reference and face metrics whose weights ship inside registry packages
+#: (docs/METRICS.md, "No-reference and face metrics").
+BRISQUE_SVM = _package_file("brisque-svm", "svm.txt", "brisque/models", "brisque==0.2.0", ("brisque",))
+DLIB_FACE_DETECTOR = _package_file(
+    "dlib-mmod-face-detector",
+    "mmod_human_face_detector.dat",
+    "face_recognition_models/models",
+    "face-recognition-models==0.3.0",
+    ("fdfr", "ism (backend=dlib, detector=cnn)"),
+)
+DLIB_FACE_LANDMARKS = _package_file(
+    "dlib-5-point-landmarks",
+    "shape_predictor_5_face_landmarks.dat",
+    "face_recognition_models/models",
+    "face-recognition-models==0.3.0",
+    ("fdfr", "ism (backend=dlib)"),
+)
+DLIB_FACE_EMBEDDING = _package_file(
+    "dlib-resnet-face-embedding",
+    "dlib_face_recognition_resnet_model_v1.dat",
+    "face_recognition_models/models",
+    "face-recognition-models==0.3.0",
+    ("fdfr", "ism (backend=dlib)"),
+)
+_DEEPFACE_HOW = (
+    "pip install deepface retina-face (TensorFlow), and on a machine with network download "
+    "{0} from deepface's model release v1.0 (github.com/serengil/deepface_models) and copy it here, "
+    "as Anti-DreamBooth's evaluations/readme.md says"
+)
+RETINAFACE = WeightSpec(
+    name="retinaface",
+    filename="retinaface.h5",
+    folder=DEEPFACE_HOME,
+    how_to_get=_DEEPFACE_HOW.format("retinaface.h5"),
+    used_by=("fdfr, ism (backend=arcface)",),
+)
+ARCFACE = WeightSpec(
+    name="arcface",
+    filename="arcface_weights.h5",
+    folder=DEEPFACE_HOME,
+    how_to_get=_DEEPFACE_HOW.format("arcface_weights.h5"),
+    used_by=("fdfr, ism (backend=arcface)",),
+)
+CLIP_IQA_RN50 = WeightSpec(
+    name="clip-iqa-rn50",
+    filename="RN50.pt",
+    folder=PYIQA_CACHE,
+    how_to_get=(
+        "pip install pyiqa, then on a machine with network run `pyiqa.create_metric('clipiqa')` once and copy "
+        "the files it caches (OpenAI's CLIP RN50.pt) into this folder"
+    ),
+    used_by=("clip-iqa",),
+)
+LIQE_CHECKPOINT = WeightSpec(
+    name="liqe",
+    filename="LIQE.pt",
+    folder=PYIQA_CACHE,
+    how_to_get=(
+        "pip install pyiqa, then on a machine with network run `pyiqa.create_metric('liqe')` once and copy "
+        "the files it caches (LIQE.pt and OpenAI's CLIP ViT-B-32.pt) into this folder"
+    ),
+    used_by=("liqe",),
+)
+LIQE_CLIP = WeightSpec(
+    name="liqe-clip-vit-b32",
+    filename="ViT-B-32.pt",
+    folder=PYIQA_CACHE,
+    how_to_get=LIQE_CHECKPOINT.how_to_get,
+    used_by=("liqe",),
+)
+
 ALL_SPECS: tuple[WeightSpec, ...] = (
     ALEXNET,
     LPIPS_HEADS_ALEX,
@@ -187,6 +277,15 @@ ALL_SPECS: tuple[WeightSpec, ...] = (
     CLIP,
     SD_X4_UPSCALER,
     IF_STAGE_II,
+    BRISQUE_SVM,
+    DLIB_FACE_DETECTOR,
+    DLIB_FACE_LANDMARKS,
+    DLIB_FACE_EMBEDDING,
+    RETINAFACE,
+    ARCFACE,
+    CLIP_IQA_RN50,
+    LIQE_CHECKPOINT,
+    LIQE_CLIP,
 )
 
 
@@ -222,6 +321,30 @@ def lpips_package_weights() -> Path:
     return Path(next(iter(found.submodule_search_locations))) / "weights" / "v0.1"
 
 
+def package_folder(package: str) -> Path:
+    """``package`` (``module/sub/folder``) inside the installed module, found without importing it."""
+    import importlib.util
+
+    module, _, sub = package.partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        return Path(f"<{module} package not installed>") / sub
+    return Path(next(iter(found.submodule_search_locations))) / sub
+
+
+def deepface_weights() -> Path:
+    """deepface's weights folder: ``$DEEPFACE_HOME/.deepface/weights`` (``~`` without the variable)."""
+    root = os.environ.get("DEEPFACE_HOME") or str(Path.home())
+    return Path(root).expanduser() / ".deepface" / "weights"
+
+
+def pyiqa_cache() -> Path:
+    """pyiqa's ``DEFAULT_CACHE_DIR``: ``torch.hub.get_dir()/pyiqa``."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "pyiqa"
+
+
 def _repo_folder(repo_id: str) -> Path:
     return hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
 
@@ -234,6 +357,12 @@ def place(spec: WeightSpec) -> Path:
         return torch_hub_checkpoints() / spec.filename
     if spec.folder == LPIPS_PACKAGE:
         return lpips_package_weights() / spec.filename
+    if spec.folder == PACKAGE:
+        return package_folder(spec.package) / spec.filename
+    if spec.folder == DEEPFACE_HOME:
+        return deepface_weights() / spec.filename
+    if spec.folder == PYIQA_CACHE:
+        return pyiqa_cache() / spec.filename
     if spec.folder == HF_CACHE:
         assert spec.repo_id is not None
         return _repo_folder(spec.repo_id) / "snapshots"

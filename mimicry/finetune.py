@@ -38,10 +38,10 @@ Deliberate differences from the reference, with reasons:
 - Model-scaled defaults (``steps``, ``learning_rate``, ``num_class_images`` at 0): the
   reference's at ≥ 512² (Stable Diffusion), a smaller recipe on the tiny and toy models, so
   the attack learns visibly on a CPU in minutes (see each attack's docstring).
-- Face metrics of Anti-DreamBooth (face-detection failure rate, ISM identity score) need face
-  detection and recognition models (RetinaFace, ArcFace) that are not on this machine; the
-  extension point is a ``pair``-scope metric in ``metrics/`` (docs/METRICS.md) that the
-  executor then applies to the generations like every other metric.
+- Anti-DreamBooth's face metrics (FDFR, ISM) and BRISQUE of the generations are computed by the
+  harness for every set attack (``bench/noreference.py``; FDFR and ISM for face subjects), on
+  dlib's face models by default: RetinaFace/ArcFace weights do not install offline
+  (docs/METRICS.md, "No-reference and face metrics").
 """
 
 from __future__ import annotations

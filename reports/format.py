@@ -15,8 +15,34 @@ METRIC_LABELS = {
     "fid": "FID",
     "kid": "KID",
     "amplification": "amplification",
+    "brisque": "BRISQUE",
+    "fdfr": "FDFR",
+    "ism": "ISM",
+    "clip-iqa": "CLIP-IQA",
+    "liqe": "LIQE",
 }
-DECIMALS = {"psnr": 2, "ssim": 3, "ms-ssim": 3, "lpips": 3, "clip-sim": 3, "linf": 1, "l2": 1, "fid": 1, "kid": 4}
+DECIMALS = {
+    "psnr": 2,
+    "ssim": 3,
+    "ms-ssim": 3,
+    "lpips": 3,
+    "clip-sim": 3,
+    "linf": 1,
+    "l2": 1,
+    "fid": 1,
+    "kid": 4,
+    "brisque": 1,
+    "fdfr": 2,
+    "ism": 3,
+    "clip-iqa": 3,
+    "liqe": 2,
+}
+
+
+def ordered(metrics) -> list[str]:
+    """Metric names in the order of :data:`METRIC_LABELS`, the rest alphabetically."""
+    present = set(metrics)
+    return [m for m in METRIC_LABELS if m in present] + sorted(present - set(METRIC_LABELS))
 
 
 def metric_label(metric: str, unit: str = "") -> str:

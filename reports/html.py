@@ -22,6 +22,7 @@ from cloakbench.reports import format as fmt
 from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.merge import merge_runs
+from cloakbench.reports.noreference import finetuning_panel, noreference_panel, not_shown
 from cloakbench.reports.plots import all_plots
 from cloakbench.reports.run import Run, load_run, plan_names, shorten_paths
 from cloakbench.reports.tables import problems, summary
@@ -198,6 +199,9 @@ def render(run: Run, pool: list[str] | None = None) -> str:
         "unavailable": issues["unavailable"],
         "failed": issues["failed"],
         "n_rows": len(run.rows),
+        "noreference": noreference_panel(run),
+        "finetuning": finetuning_panel(run),
+        "not_shown": not_shown(run),
         # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
         # the CSP allows no script, and the type is not JavaScript).
         "summary_json": strict_json(

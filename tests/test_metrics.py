@@ -38,22 +38,26 @@ def metric(name: str, **overrides):
 
 
 def test_every_metric_declares_its_semantics(caches):
+    from cloakbench.metrics.base import KINDS
+
+    first_need = {"pair": "reference image", "set": "reference image set", "subject": "the subject's clean photos"}
     for name, cls in METRICS.items():
         assert isinstance(cls.higher_is_better, bool), name
-        assert cls.scope in ("pair", "set"), name
-        # needs = (the reference, then each pretrained file the user must supply), checked against
-        # the weight specs that name this metric and against its availability with empty caches.
-        assert cls.needs[0] == {"pair": "reference image", "set": "reference image set"}[cls.scope], name
-        declared = " ".join(cls.needs[1:]).lower()
-        specs = [
-            s
-            for s in weights.ALL_SPECS
-            if s.folder != weights.LPIPS_PACKAGE  # those ship with lpips
-            and name in {user.split()[0] for user in s.used_by}
-        ]
-        assert bool(declared) == bool(specs), f"{name}: needs {cls.needs}, weight specs {[s.name for s in specs]}"
-        for spec in specs:
-            assert spec.name.split("-")[0] in declared, f"{name}: needs {cls.needs} do not name {spec.name}"
+        assert cls.scope in KINDS, name
+        assert cls.kind() in ("full-reference", "distribution", "no-reference", "identity"), name
+        # needs = (the reference, if any, then each pretrained file the user must supply), checked
+        # against the weight specs that name this metric and against its availability with empty caches.
+        references = 1 if cls.scope in first_need else 0
+        if references:
+            assert cls.needs[0] == first_need[cls.scope], name
+        declared = " ".join(cls.needs[references:]).lower()
+        named = [s for s in weights.ALL_SPECS if name in {user.split()[0] for user in s.used_by}]
+        shipped = (weights.LPIPS_PACKAGE, weights.PACKAGE)  # files inside installed packages
+        specs = [s for s in named if s.folder not in shipped]
+        assert bool(declared) == bool(named), f"{name}: needs {cls.needs}"
+        for spec in named:
+            if spec.folder != weights.LPIPS_PACKAGE:
+                assert spec.name.split("-")[0] in declared, f"{name}: needs {cls.needs} do not name {spec.name}"
         ready, reason = cls().availability()
         assert ready == (not specs), f"{name}: availability {reason!r} with no weights anywhere"
         assert ready or any(spec.filename in reason for spec in specs), f"{name}: {reason}"

@@ -85,8 +85,11 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
     if kind in (Kind.metrics, Kind.all):
         from cloakbench.metrics import METRICS
 
-        rows = [(n, f"metric ({c.scope})", c.description() + _shared(n, "metric", kinds)) for n, c in METRICS.items()]
-        out.print(_table("metrics", rows))
+        rows = [
+            (n, f"metric: {c.describe_kind()}", c.description() + _shared(n, "metric", kinds))
+            for n, c in METRICS.items()
+        ]
+        out.print(_table("metrics (full-reference, distribution, no-reference, identity)", rows))
     if kind in (Kind.models, Kind.all):
         from cloakbench.core.zoo import ZOO
 

@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the whole suite).
-.PHONY: env demo test test-slow bench-test perf-check paper-table
+.PHONY: env lint demo test test-slow bench-test perf-check paper-table
 
 env:
 	bash scripts/setup_env.sh
@@ -14,7 +14,15 @@ DEMO_METHODS = noise,advdm,advdm-,mist,photoguard,texture,encoder,sds+,sds-,sdst
 demo: env
 	.venv/bin/bench compare --methods $(DEMO_METHODS) --out runs/demo --threads 1
 
-test: env
+# The project's habits, checked on every `make test` (and by pre-commit): lint, format, the
+# import layers (from the checkout), types (mypy, with the allowance in pyproject.toml).
+lint: env
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy
+
+test: lint
 	.venv/bin/python -m pytest
 
 test-slow: env

@@ -476,7 +476,7 @@ class RayExecutor(_NoteTaker):
             return
         if not self.actors:
             self._connect()
-            while len(self.actors) < self.workers_wanted:
+            while len(self.actors) < (self.workers_wanted or 1):
                 self._spawn()
         ray, run_name = self.ray, self.spec.out.name
         running: dict[Any, tuple[tuple[str, Any], CellTask]] = {}

@@ -48,6 +48,7 @@ from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError, canonical_json, config_fields, qualify_overrides
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.quick import quick_component
+from cloakbench.core.registry import Registry
 from cloakbench.core.zoo import ModelFacts, model_facts
 from cloakbench.metrics.base import Metric
 from cloakbench.mimicry.base import Mimicry
@@ -57,7 +58,11 @@ from cloakbench.protections.base import Protection
 NO_PROTECTION = "none"
 
 #: The kinds a ``--set`` name may be qualified with, and their registries.
-REGISTRIES = {"protection": protection_pkg.PROTECTIONS, "mimicry": mimicry_pkg.MIMICRY, "metric": metric_pkg.METRICS}
+REGISTRIES: dict[str, Registry[Any]] = {
+    "protection": protection_pkg.PROTECTIONS,
+    "mimicry": mimicry_pkg.MIMICRY,
+    "metric": metric_pkg.METRICS,
+}
 
 
 def derive_seed(run_seed: int, *parts: Any) -> int:
@@ -258,6 +263,7 @@ class Components:
     def chain(self, cell: Cell) -> list[Any]:
         """The component instances ``cell`` runs, as its plan resolved them: ``[protection]`` for a
         protect cell, ``[*purifications, attack]`` for an attack cell (its key names exactly these)."""
+        base: list[Protection | Mimicry]
         if cell.kind == "protect":
             base = [self.protections[cell.protection_key]]
         else:
@@ -470,7 +476,7 @@ def build_plan(
                             "prompt": draft.prompt,
                             "mask_dir": bool(spec.mask_dir),
                         }
-                        if has_mask:
+                        if single is not None and has_mask:
                             chain["mask"] = single.mask
                         kind = "set-attack" if attack.scope == "set" else "attack"
                         key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})

@@ -137,9 +137,10 @@ class PixelDiffusion:
 
     def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         """``ε_θ(x_t, t)`` for ``x_t`` in model range."""
-        if not torch.is_tensor(t) or t.ndim == 0:
-            t = torch.full((x_t.shape[0],), int(t), dtype=torch.long)
-        return self.unet(x_t.to(self.device, self.dtype), t.to(self.device)).sample
+        steps = (
+            t if isinstance(t, torch.Tensor) and t.ndim > 0 else torch.full((x_t.shape[0],), int(t), dtype=torch.long)
+        )
+        return self.unet(x_t.to(self.device, self.dtype), steps.to(self.device)).sample
 
     def add_noise(self, images: torch.Tensor, t: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε`` from images in ``[0, 1]`` (model range out)."""

@@ -71,6 +71,7 @@ COLUMNS: tuple[str, ...] = (
     "artifact",
 )
 
+
 class Row(TypedDict, total=False):
     """One tidy row (see :data:`COLUMNS`); ``value`` is ``None`` unless ``status == "ok"``."""
 

@@ -118,7 +118,7 @@ def build_vocab_and_merges(words: tuple[str, ...] | list[str] = CAPTION_WORDS) -
             tokens.append(symbols[0] + symbols[1])
             symbols = _apply_bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
     tokens += [START, END]
-    vocab = {}
+    vocab: dict[str, int] = {}
     for token in tokens:
         vocab.setdefault(token, len(vocab))
     merges = [f"{left} {right}" for (left, right), _ in sorted(ranks.items(), key=lambda item: item[1])]

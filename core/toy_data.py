@@ -70,7 +70,7 @@ def _matplotlib_sample(filename: str) -> np.ndarray:
     from matplotlib import cbook
     from PIL import Image
 
-    with cbook.get_sample_data(filename) as handle:
+    with cbook.get_sample_data(filename, asfileobj=True) as handle:  # type: ignore[union-attr]
         return np.asarray(Image.open(handle).convert("RGBA" if filename.endswith(".png") else "RGB"))
 
 

@@ -545,7 +545,7 @@ def build_inception(device: Any = "cpu", path: str | os.PathLike | None = None, 
     try:
         module = NoTrainInceptionV3(
             name="inception-v3-compat", features_list=[str(features)], feature_extractor_weights_path=buffer
-        )  # type: ignore[arg-type]
+        )
     except ModuleNotFoundError as error:
         raise ImportError("FID/KID need torch-fidelity: pip install torch-fidelity") from error
     module.num_features = features

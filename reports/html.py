@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,7 @@ def write_report(
     *,
     out_dir: str | os.PathLike | None = None,
     pool: list[str] | None = None,
-    merge: list[str | os.PathLike] | None = None,
+    merge: Sequence[str | os.PathLike] | None = None,
 ) -> Path:
     """Render the report of the run in ``run_dir`` to ``<out_dir or run_dir>/report.html``; return its path.
 

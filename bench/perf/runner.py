@@ -125,7 +125,7 @@ def parse_sizes(text: str | Iterable[int], what: str) -> list[int]:
 
 
 def parse_modes(text: str) -> list[str]:
-    modes = []
+    modes: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         if part == "both":
             modes.extend(("fair", "reference"))
@@ -444,8 +444,8 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
 
-def write_json(rows: list[dict[str, Any]], path: Path) -> Path:
-    """The rows as a JSON list (one object per method and configuration), written atomically."""
+def write_json(rows: list[dict[str, Any]] | dict[str, Any], path: Path) -> Path:
+    """The rows as a JSON list (one object per method and configuration), or a baseline, written atomically."""
     from cloakbench.core.io import write_atomic
 
     path = Path(path)

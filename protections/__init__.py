@@ -9,8 +9,14 @@ surrogate ``surrogate.py``); the shared PGD loop is
 :data:`PROTECTIONS`, in the order ``--methods all`` lists them.
 """
 
-# Registration order is the listing order (and the order of a run's cells): keep it.
-from cloakbench.protections import advdm, aspl, encoder, fsmg, mist, noise, none, photoguard, sds, sds_z, sdst, texture  # noqa: F401  (register)  # noqa: F401,E402  (register)  # noqa: F401,E402  (register)  # noqa: F401,E402  (register)
 from cloakbench.protections.base import PROTECTIONS, Protection, publishable_protections
+
+# Registration order is the listing order (and the order of a run's cells and rows): keep it.
+# isort: off
+from cloakbench.protections import none, noise  # noqa: F401  (register)
+from cloakbench.protections import advdm, mist, photoguard, texture, encoder  # noqa: F401  (register)
+from cloakbench.protections import sds, sdst, sds_z  # noqa: F401  (register)
+from cloakbench.protections import fsmg, aspl  # noqa: F401  (register)
+# isort: on
 
 __all__ = ["PROTECTIONS", "Protection", "publishable_protections"]

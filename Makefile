@@ -4,15 +4,16 @@
 env:
 	bash scripts/setup_env.sh
 
-# Every publishable protection against SDEdit, except the Anti-DreamBooth family (aspl, fsmg):
-# those are made against fine-tuning, fine-tune a surrogate for every image (over 10 min per
-# toy image at their reference defaults on this CPU) and are judged by the lora/dreambooth
-# attacks (docs/MIMICRY.md, "Fine-tuning"). `bench compare --methods all` runs them too.
+# Every publishable protection against SDEdit, except the fine-tuning family (aspl, fsmg):
+# those fine-tune a surrogate for every image (over 10 min per toy image at their reference
+# defaults on this CPU) and are judged by the lora/dreambooth attacks (docs/MIMICRY.md,
+# "Fine-tuning"). The list comes from the registry (protections.demo_protections: each class
+# declares its family), so a new protection joins the demo with no edit here.
 # One torch thread: the toy model is too small to gain from more, and a second thread
 # fights any other job on a 2-core machine (measured: 5 min vs over an hour).
-DEMO_METHODS = noise,advdm,advdm-,mist,photoguard,texture,encoder,sds+,sds-,sdst-
+DEMO_METHODS = $$(.venv/bin/python -c 'from cloakbench.protections import demo_protections; print(",".join(demo_protections()))')
 demo: env
-	.venv/bin/bench compare --methods $(DEMO_METHODS) --out runs/demo --threads 1
+	.venv/bin/bench compare --methods "$(DEMO_METHODS)" --out runs/demo --threads 1
 
 # The project's habits, checked on every `make test` (and by pre-commit): lint, format, the
 # import layers (from the checkout), types (mypy, with the allowance in pyproject.toml).

@@ -9,7 +9,7 @@ surrogate ``surrogate.py``); the shared PGD loop is
 :data:`PROTECTIONS`, in the order ``--methods all`` lists them.
 """
 
-from cloakbench.protections.base import PROTECTIONS, Protection, publishable_protections
+from cloakbench.protections.base import PROTECTIONS, Protection, demo_protections, publishable_protections
 
 # Registration order is the listing order (and the order of a run's cells and rows): keep it.
 # isort: off
@@ -19,4 +19,4 @@ from cloakbench.protections import sds, sdst, sds_z  # noqa: F401  (register)
 from cloakbench.protections import fsmg, aspl  # noqa: F401  (register)
 # isort: on
 
-__all__ = ["PROTECTIONS", "Protection", "publishable_protections"]
+__all__ = ["PROTECTIONS", "Protection", "demo_protections", "publishable_protections"]

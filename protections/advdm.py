@@ -58,6 +58,8 @@ class AdvDM(PGDProtection):
         assert (protected - images).abs().max() <= 16 / 255
     """
 
+    family = "denoiser"
+
     Config = AdvDMConfig
     version = 1
     needs = frozenset({"diffusion_noise", "prompt"})

@@ -62,6 +62,8 @@ class ASPL(SurrogateProtection):
         protected = protection(images, model, generator=torch.Generator().manual_seed(0))
     """
 
+    family = "fine-tuning"
+
     Config = ASPLConfig
     version = 1
     QUICK = {

@@ -49,6 +49,16 @@ from cloakbench.core.registry import Registry
 NEEDS = frozenset({"diffusion_noise", "prompt", "target", "clean_target"})
 #: What reference mode may add to a step; see the module docstring.
 REFERENCE_COSTS = ("trainable_unet", "target_encode", "target_forward", "image_forward")
+#: What a protection is, declared by its class (``family = "sds"``): the listing, the demo and the
+#: reference-cost model read it, so no list of names elsewhere needs a new method added to it.
+FAMILIES = {
+    "baseline": "no perturbation, or random noise of the same budget: the reference points",
+    "denoiser": "PGD through the denoiser's loss L_S (AdvDM, Mist)",
+    "encoder": "PGD on the VAE encoder alone (PhotoGuard's encoder attack, encoder, texture)",
+    "sds": "score distillation: the denoiser's Jacobian dropped (Xue et al.'s SDS(+), SDS(-), SDST)",
+    "fine-tuning": "made against fine-tuning, with a surrogate trained per image (Anti-DreamBooth's FSMG, ASPL)",
+    "latent": "perturbs the latent, not the picture: analysis only (sds-z)",
+}
 
 
 class Protection(Component):
@@ -58,6 +68,8 @@ class Protection(Component):
     reference_costs: ClassVar[tuple[str, ...]] = ()
     # Analysis-only entries (e.g. the latent attack ``sds-z``) are left out of ``all``.
     analysis_only: ClassVar[bool] = False
+    #: One of :data:`FAMILIES`; every registered protection declares it (a registry-wide test checks).
+    family: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -65,6 +77,8 @@ class Protection(Component):
         unknown = set(cls.needs) - NEEDS
         if unknown:
             raise TypeError(f"{cls.__name__}.needs: unknown {sorted(unknown)}; known: {sorted(NEEDS)}")
+        if cls.family and cls.family not in FAMILIES:
+            raise TypeError(f"{cls.__name__}.family: unknown {cls.family!r}; known: {', '.join(FAMILIES)}")
         unknown = set(cls.reference_costs) - set(REFERENCE_COSTS)
         if unknown:
             raise TypeError(
@@ -81,3 +95,10 @@ PROTECTIONS: Registry[type[Protection]] = Registry("protection")
 def publishable_protections() -> list[str]:
     """What ``--methods all`` means: every protection an artist could publish."""
     return [name for name, cls in PROTECTIONS.items() if not cls.analysis_only]
+
+
+def demo_protections() -> list[str]:
+    """What ``make demo`` runs: every publishable protection but ``none`` (the plan adds it) and the
+    fine-tuning family, which trains a surrogate per image (minutes per toy image) and is judged by
+    the fine-tuning attacks (docs/MIMICRY.md, "Fine-tuning")."""
+    return [n for n in publishable_protections() if n != "none" and PROTECTIONS.get(n).family != "fine-tuning"]

@@ -36,6 +36,8 @@ class EncoderAttack(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    family = "encoder"
+
     Config = PGDConfig
     version = 1
     needs = frozenset({"clean_target"})

@@ -50,10 +50,13 @@ marked "reference mode" below. It never changes the update.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import logging
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -238,8 +241,59 @@ def latent_shape(model, height: int, width: int) -> tuple[int, int, int]:
     return int(config.latent_channels), height // factor, width // factor
 
 
+#: Calls a :meth:`PGDProtection.direction` may not make: the engine's hooks stand for them, and
+#: reference mode (the reference implementation's extra costs, protections/reference_costs.py)
+#: works only through the hooks. Name in the source -> the hook to call instead.
+BYPASSES = {
+    "autograd.grad": "self.input_gradient",
+    "backward": "self.input_gradient",
+    "losses.image_latent": "self.image_latent",
+}
+
+
+def _called_names(function) -> set[str]:
+    """``a.b.c`` for each call in ``function``'s source (empty when the source cannot be read)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return set()  # no source (built at run time): nothing to read
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, target = [], node.func
+            while isinstance(target, ast.Attribute):
+                parts.append(target.attr)
+                target = target.value
+            if isinstance(target, ast.Name):
+                parts.append(target.id)
+            names.add(".".join(reversed(parts)))
+    return names
+
+
+def check_direction_uses_the_hooks(cls: type) -> None:
+    """Refuse, at class definition, a ``direction`` that bypasses the engine's hooks."""
+    direction = cls.__dict__.get("direction")
+    if direction is None:
+        return
+    for called in _called_names(direction):
+        for bypass, hook in BYPASSES.items():
+            if called == bypass or called.endswith("." + bypass):
+                raise TypeError(
+                    f"{cls.__name__}.direction calls {called}(): call {hook}(...) instead, so reference mode "
+                    "can reproduce the reference implementation's costs (docs/CONTRIBUTING.md)"
+                )
+
+
 class PGDProtection(Protection):
-    """Base of the L∞ PGD protections; a subclass declares ``needs`` and writes :meth:`direction`."""
+    """Base of the L∞ PGD protections; a subclass declares ``needs`` and writes :meth:`direction`.
+
+    A ``direction`` goes through :meth:`image_latent` and :meth:`input_gradient` (checked when the
+    class is defined: :func:`check_direction_uses_the_hooks`).
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        check_direction_uses_the_hooks(cls)
 
     Config: ClassVar[type] = PGDConfig
     # Named published settings, applied with ``with_profile`` / ``--profile``.

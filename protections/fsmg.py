@@ -55,6 +55,8 @@ class FSMG(SurrogateProtection):
         protected = protection(images, model, generator=torch.Generator().manual_seed(0))
     """
 
+    family = "fine-tuning"
+
     Config = FSMGConfig
     version = 1
     QUICK = {"steps": 2, "surrogate_steps": 2, "num_class_images": 1, "class_sample_steps": 2}

@@ -83,6 +83,8 @@ class Mist(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    family = "denoiser"
+
     Config = MistConfig
     version = 2  # 2: the text target and the resolution-scaled semantic weight
     needs = frozenset({"diffusion_noise", "prompt", "target"})

@@ -46,6 +46,8 @@ class UniformNoise(Protection):
         protected = protection(images, None, generator=g)
     """
 
+    family = "baseline"
+
     Config = NoiseConfig
     version = 1
 

@@ -20,5 +20,8 @@ class NoProtection(Protection):
         assert torch.equal(clean, images)
     """
 
+    family = "baseline"
+    version = 1
+
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return images.clone()

@@ -48,7 +48,7 @@ e14dd7e (2023-10-03): once under ``no_grad`` for the UNet's input, once with gra
 the backward pass (first commit d2413cb, 2023-09-27, ``attacks.py:213`` and ``:246``),
 which is the code as of the ICLR 2024 submission deadline (2023-09-28). The option
 adds that ``no_grad`` encoder pass to every step of the methods served by that loop
-(:data:`SDS_LOOP`); the current code encodes once, which is the default.
+(:data:`SDS_LOOP_FAMILY`); the current code encodes once, which is the default.
 
 None of this changes the update: the extra forwards draw their ``t``, ``ε`` and
 posterior noise from a generator of their own (seeded 0), never from the images'
@@ -82,9 +82,9 @@ log = logging.getLogger(__name__)
 # (diff_mist.py:173, ``input_prompt='a photo'``; its target is MIST.png, here "text").
 REFERENCE_PROMPT = "a photo"
 REFERENCE_TARGET = TEXT
-#: Methods the reference runs through its SDS loop (``attacks.py:pgd_sds``), whose code
-#: once encoded the image twice per step (``reference_double_encode``).
-SDS_LOOP = frozenset({"sds+", "sds-", "sdst-"})
+#: The family the reference runs through its SDS loop (``attacks.py:pgd_sds``), whose code once
+#: encoded the image twice per step (``reference_double_encode``): SDS(+), SDS(-), SDST.
+SDS_LOOP_FAMILY = "sds"
 
 
 def uses_unet_checkpointing(protection) -> bool:
@@ -156,7 +156,7 @@ class ReferenceCosts:
         if not protection.reference_costs:
             return None
         config = protection.config
-        double = bool(getattr(config, "reference_double_encode", False)) and protection.registry_name in SDS_LOOP
+        double = bool(getattr(config, "reference_double_encode", False)) and protection.family == SDS_LOOP_FAMILY
         costs = cls(protection.reference_costs, double_encode=double)
         if costs.costs & {"target_forward", "image_forward"} and state.prompt_embeds is None:
             state.prompt_embeds = state.model.encode_prompt(getattr(config, "prompt", REFERENCE_PROMPT), state.batch)

@@ -35,6 +35,8 @@ class SDSConfig(PGDConfig):
 class _ScoreDistillation(PGDProtection):
     """The SDS step, ``sign · J_Eᵀ(ε̂ − ε)``; SDS(+) and SDS(−) differ only in ``sign``."""
 
+    family = "sds"
+
     Config = SDSConfig
     needs = frozenset({"diffusion_noise", "prompt"})
     # The reference keeps the UNet trainable, as for AdvDM; under no_grad that costs nothing,

@@ -69,6 +69,8 @@ class LatentSDS(PGDProtection):
         decoded = analysis(images, model, generator=g)  # 8-bit, but not within any pixel budget
     """
 
+    family = "latent"
+
     Config = LatentSDSConfig
     version = 1
     analysis_only = True

@@ -62,6 +62,8 @@ class SDSTMinus(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    family = "sds"
+
     Config = SDSTConfig
     version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"diffusion_noise", "prompt", "target"})

@@ -53,6 +53,8 @@ class TextureOnly(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    family = "encoder"
+
     Config = TextureConfig
     version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"target"})

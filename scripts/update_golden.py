@@ -72,6 +72,7 @@ def git_state(source: Path) -> str:
                 "--porcelain",
                 "--untracked-files=no",
                 "--",
+                "core",
                 "bench",
                 "protections",
                 "mimicry",

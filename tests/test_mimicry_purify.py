@@ -41,6 +41,7 @@ def test_all_purifications_are_registered():
         "blur",
         "noise",
         "upscale",
+        "upscale-stock",
         "upscale-bicubic",
         "diffpure",
         "diffpure-latent",
@@ -135,7 +136,11 @@ def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
     purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(folder), upscaler_steps=2))
     context = AttackContext(prompt="a painting of a lighthouse")
     out = purifier(images, None, generator=torch.Generator().manual_seed(1), context=context)
-    assert context.notes["upscale"] == {"upscaler": str(folder), "prompt": "a painting of a lighthouse"}
+    assert context.notes["upscale"] == {
+        "upscaler": str(folder),
+        "prompt": "a painting of a lighthouse",
+        "low_res_noise_timestep": 0,
+    }
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     again = purifier(
         images,
@@ -260,3 +265,70 @@ def test_purifications_deterministic_shape_range(name, overrides, tiny_model, im
     assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
     assert torch.equal(first, second)
     assert not np.isclose(float((first - images).abs().mean()), 0.0)
+
+
+def spy_on_upscaler(pipe):
+    """Record the low-res noising timesteps, the UNet's noise-level labels and its low-res input channels."""
+    seen = {"add_noise": [], "class_labels": [], "low_res": []}
+    scheduler = pipe.low_res_scheduler
+    real_add_noise = scheduler.add_noise
+
+    def add_noise(original, noise, timesteps):
+        seen["add_noise"].append(torch.as_tensor(timesteps).flatten().tolist())
+        return real_add_noise(original, noise, timesteps)
+
+    scheduler.add_noise = add_noise
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        seen["class_labels"].append(kwargs["class_labels"].flatten().tolist())
+        seen["low_res"].append(sample[:, module.config.out_channels :].detach().clone())
+
+    pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_upscale_noises_the_low_res_image_as_hoenig_et_als_fork(images, monkeypatch):
+    """roberthoenig/diffusers pipeline_stable_diffusion_upscale.py:686 with robust-style-mimicry upscale.py:37:
+    the low-res image is noised at 320 − 320 = 0 while the UNet is told noise level 320.
+
+    Fails on the version-2 ``upscale`` (stock diffusers: noised at 320, std ≈ 0.55 on [-1, 1])."""
+    from cloakbench.mimicry import upscale as upscale_module
+
+    pipe = build_tiny_upscaler()
+    pipe.set_progress_bar_config(disable=True)
+    seen = spy_on_upscaler(pipe)
+    monkeypatch.setattr(upscale_module, "build_tiny_upscaler", lambda seed=0: pipe)
+    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path="tiny-random-upscaler", upscaler_steps=2, sigma=0.0))
+    context = AttackContext(prompt="a painting")
+    out = purifier(images, None, generator=torch.Generator().manual_seed(0), context=context)
+    assert out.shape == images.shape
+    assert seen["add_noise"] == [[0]]
+    assert all(labels == [320] * len(labels) for labels in seen["class_labels"]) and seen["class_labels"]
+    # σ = 0: the UNet's low-res channels are the image in [-1, 1] plus the fork's t = 0 noise only.
+    expected = images * 2 - 1
+    beta0 = float(pipe.low_res_scheduler.betas[0])
+    for low_res in seen["low_res"]:
+        residual = low_res[: images.shape[0]] - expected * (1 - beta0) ** 0.5
+        assert float(residual.std()) == pytest.approx(beta0**0.5, rel=0.1)
+    assert context.notes["upscale"]["low_res_noise_timestep"] == 0
+
+
+def test_upscale_stock_keeps_stock_diffusers_noising_under_its_own_name(images, monkeypatch):
+    """``upscale-stock``: the image noised at the 320 the UNet is told (stock diffusers), std √(1−ᾱ₃₂₀)."""
+    from cloakbench.mimicry import MIMICRY
+    from cloakbench.mimicry import upscale as upscale_module
+
+    pipe = build_tiny_upscaler()
+    pipe.set_progress_bar_config(disable=True)
+    seen = spy_on_upscaler(pipe)
+    monkeypatch.setattr(upscale_module, "build_tiny_upscaler", lambda seed=0: pipe)
+    stock = MIMICRY.get("upscale-stock").from_overrides(
+        {"upscaler_path": "tiny-random-upscaler", "upscaler_steps": "2", "sigma": "0"}
+    )
+    stock(images, None, generator=torch.Generator().manual_seed(0), context=AttackContext())
+    assert seen["add_noise"] == [[320]]
+    alpha = float(pipe.low_res_scheduler.alphas_cumprod[320])
+    residual = seen["low_res"][0][: images.shape[0]] - (images * 2 - 1) * alpha**0.5
+    assert float(residual.std()) == pytest.approx((1 - alpha) ** 0.5, rel=0.1)
+    assert type(pipe.low_res_scheduler).__name__ == "DDPMScheduler"  # the wrapper was taken off again

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -184,7 +186,8 @@ def test_diffpure_noises_to_exactly_t_star(tiny_model, images):
 
 
 def test_impress_l2_lowers_its_consistency_loss(tiny_model, images):
-    purifier = Impress(Impress.Config(distance="l2", steps=8))
+    # pur_noise 0: the initial noise the authors add raises the loss first; here only the descent is measured.
+    purifier = Impress(Impress.Config(distance="l2", steps=8, pur_noise=0.0))
     out, context = call(purifier, images, tiny_model)
     with torch.no_grad():
         before = consistency_loss(tiny_model, images)
@@ -209,10 +212,11 @@ def test_impress_lpips_without_weights_is_unavailable(tmp_path, monkeypatch, tin
 
 
 def test_impress_defaults_are_the_authors(tiny_model):
-    """AAAAAAsuka/Impress glaze_pur.py:91-95 and impress.py:12-14."""
+    """AAAAAAsuka/Impress glaze_pur.py:91-94, impress.py:12-14, scripts/new/test_all.sh:12-16."""
     config = Impress.Config()
     assert (config.steps, config.lr, config.alpha, config.eps_lpips, config.lpips_net) == (3000, 0.01, 0.1, 0.1, "vgg")
     assert (config.adam_eps, config.lr_min) == (1e-5, 1e-5)
+    assert config.pur_noise == 0.1  # scripts/new/test_all.sh:16 and the README (0.05 for PhotoGuard)
 
 
 def test_impress_anneals_its_learning_rate(tiny_model, images, monkeypatch):
@@ -332,3 +336,57 @@ def test_upscale_stock_keeps_stock_diffusers_noising_under_its_own_name(images, 
     residual = seen["low_res"][0][: images.shape[0]] - (images * 2 - 1) * alpha**0.5
     assert float(residual.std()) == pytest.approx((1 - alpha) ** 0.5, rel=0.1)
     assert type(pipe.low_res_scheduler).__name__ == "DDPMScheduler"  # the wrapper was taken off again
+
+
+def authors_impress(x_adv, vae, lpips_network, initial_noise, eps, iters, lr, pur_alpha, noise):
+    """AAAAAAsuka/Impress impress.py:7-29 as written (fp32, and the initial ε passed in rather than drawn)."""
+    x_p = x_adv.clone().detach() + initial_noise * noise
+    criterion = torch.nn.MSELoss()
+    optimizer = torch.optim.Adam([x_p], lr=lr, eps=1e-5)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iters, eta_min=1e-5)
+    for _ in range(iters):
+        x_p.requires_grad_(True)
+        reconstruction = vae(x_p).sample
+        optimizer.zero_grad()
+        lnorm_loss = criterion(reconstruction, x_p)
+        d = lpips_network(x_p, x_adv)
+        lpips_loss = max(d - eps, 0)
+        loss = lnorm_loss + pur_alpha * lpips_loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        x_p.data = torch.clamp(x_p, min=-1, max=1)
+    return x_p.detach()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision.models._utils")
+def test_impress_replays_the_authors_update(tiny_model, images, monkeypatch):
+    """Five steps of ours vs the authors' loop (glaze_pur.py:51-62 around impress.py:7-29) on tiny-random,
+    the same LPIPS network (a seeded random AlexNet: no download) and the same initial noise: within 0.5/255.
+
+    Fails on version 2 ([0, 1] variable: twice the step; and no initial noise)."""
+    import lpips
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    network.requires_grad_(False)
+    monkeypatch.setattr(Impress, "check_available", lambda self: None)
+    monkeypatch.setattr(Impress, "_lpips_network", lambda self, device: network)
+    x = images[:1]
+    config = Impress.Config(steps=5, eps_lpips=0.01)  # a budget the first steps cross, so the LPIPS term acts
+    ours, _ = call(Impress(config), x, tiny_model, seed=3)
+    epsilon = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    theirs = authors_impress(
+        x * 2 - 1, tiny_model.vae, network, epsilon, config.eps_lpips, config.steps, config.lr, config.alpha, 0.1
+    )
+    theirs = (theirs / 2 + 0.5).clamp(0, 1)
+    assert float((ours - theirs).abs().max()) <= 0.5 / 255
+    assert float((ours - x).abs().mean()) > 2 / 255  # the replay compares two runs that moved, not two no-ops
+    # Without the initial noise the step size alone is compared (version 2's [0, 1] variable: twice theirs).
+    quiet, _ = call(Impress(dataclasses.replace(config, pur_noise=0.0)), x, tiny_model, seed=3)
+    theirs = authors_impress(
+        x * 2 - 1, tiny_model.vae, network, epsilon, config.eps_lpips, config.steps, config.lr, config.alpha, 0.0
+    )
+    assert float((quiet - (theirs / 2 + 0.5).clamp(0, 1)).abs().max()) <= 0.5 / 255
+    assert float((quiet - x).abs().mean()) > 1 / 255

@@ -18,7 +18,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -26,6 +26,7 @@ from cloakbench.core.config import bounded
 from cloakbench.core.images import check_images
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import epoch_batches, note
+from cloakbench.mimicry.textual_inversion_templates import TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,12 @@ class TextualInversion(Mimicry):
     Returns ``(k, 3, R, R)`` in ``[0, 1]`` at the model's resolution ``R``.
 
     Recipe (diffusers' textual inversion example): AdamW (weight decay 1e-2), learning rate
-    5e-4 × batch (``scale_lr``), 3000 steps at 512² on a GPU, random flips, ε-MSE.
+    5e-4 × batch (``scale_lr``), 3000 steps at 512² on a GPU, random flips, ε-MSE, each
+    example's prompt a random template of ``imagenet_templates_small`` or, with
+    ``learnable_property`` "style", ``imagenet_style_templates_small``
+    (examples/textual_inversion/textual_inversion.py:454-505, 544; the lists are in
+    ``mimicry/textual_inversion_templates.py``). Up to version 1 seven templates of this
+    project's own were used.
     Defaults here: ``learning_rate`` 5e-4 (multiplied by ``batch_size`` 4), ``steps`` 0 =
     scaled to the model: 3000 (the recipe) when the model works at ≥ 512², else 200 (the
     tiny and toy models on a CPU; tiny-random at 64² trains and generates 4 images in about
@@ -225,7 +231,7 @@ class TextualInversion(Mimicry):
     in ``context.notes["textual-inversion"]``.
     """
 
-    version = 1
+    version = 2
     # --quick: a few training steps and two small generations
     QUICK = {"steps": 10, "k": 2, "sample_steps": 5}
     scope = "set"
@@ -240,19 +246,18 @@ class TextualInversion(Mimicry):
         scale_lr: bool = True
         weight_decay: float = bounded(1e-2, 0, 1)
         flip_p: float = bounded(0.5, 0, 1)
-        templates: tuple[str, ...] = (
-            "a photo of {}",
-            "a picture of {}",
-            "a painting of {}",
-            "an image of {}",
-            "a close up photo of {}",
-            "a rendering of {}",
-            "{}",
-        )
+        #: Which of diffusers' template lists trains the token (``--learnable_property``, default "object").
+        learnable_property: Literal["object", "style"] = "object"
+        #: Empty: the list ``learnable_property`` names; otherwise these templates (an explicit choice).
+        templates: tuple[str, ...] = ()
         k: int = bounded(4, 1, 1000)
         prompts: tuple[str, ...] = ("a photo of {}", "a painting of {}", "a picture of {}", "an image of {}")
         sample_steps: int = bounded(50, 1, 10_000)
         guidance_scale: float = bounded(7.5, 0, 100)
+
+    def training_templates(self) -> tuple[str, ...]:
+        """``templates`` when given, else diffusers' object or style list (textual_inversion_templates.py)."""
+        return tuple(self.config.templates) or TEMPLATES[self.config.learnable_property]
 
     def resolved_steps(self, model) -> int:
         if self.config.steps > 0:
@@ -276,7 +281,7 @@ class TextualInversion(Mimicry):
             images,
             token=config.token,
             initializer=config.initializer,
-            templates=tuple(config.templates),
+            templates=self.training_templates(),
             steps=steps,
             batch_size=config.batch_size,
             learning_rate=learning_rate,
@@ -308,6 +313,7 @@ class TextualInversion(Mimicry):
             "generation_prompts": prompts,
             "generation_seeds": seeds,
             "concept_images": images.shape[0],
+            "templates": "custom" if config.templates else config.learnable_property,
         }.items():
             note(context, self.name, key, value)
         return generations.to(images.device)

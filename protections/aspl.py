@@ -65,7 +65,7 @@ class ASPL(SurrogateProtection):
     family = "fine-tuning"
 
     Config = ASPLConfig
-    version = 1
+    version = 2
     QUICK = {
         "steps": 2,
         "max_f_train_steps": 1,
@@ -88,8 +88,9 @@ class ASPL(SurrogateProtection):
         per_round, total = self.config.max_adv_train_steps, self.config.steps
         if state.step_index % per_round == 0:  # 1. f' = f.clone(), trained on the clean images
             state.round_surrogate = state.surrogate.clone()
+            # f' on the reference clean set when given (aspl.py:693-702, 730-737: clean_data = set A)
             state.round_surrogate.train(
-                state.clean, self.config.max_f_train_steps, state.training_generator, state.prior_images
+                state.surrogate_images, self.config.max_f_train_steps, state.training_generator, state.prior_images
             )
         loss = super().step(state)  # 2. one PGD step against f'
         if state.step_index % per_round == 0 or state.step_index == total:  # 3. f trained on the protected

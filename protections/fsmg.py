@@ -23,10 +23,14 @@ class FSMGConfig(SurrogatePGDConfig):
     steps: PGD steps, 100 (``attack_with_fsmg.sh`` line 52, ``--max_train_steps=100``).
     surrogate_steps: DreamBooth steps of the surrogate on the clean images (0: 1000 at
         ≥ 512², the script's lines 9–33; 50 on the tiny and toy models).
+    surrogate_batch: 2 instance + 2 class images per surrogate step (``--train_batch_size=2``,
+        ``attack_with_fsmg.sh`` line 22, with prior preservation: ``train_dreambooth.py``
+        ``collate_fn`` lines 493–506 puts the class images after the instances).
     """
 
     steps: int = bounded(100, 0, 100000)
     surrogate_steps: int = bounded(0, 0, 1_000_000)
+    surrogate_batch: int = bounded(2, 1, 64)
 
 
 @PROTECTIONS.register("fsmg")
@@ -46,8 +50,9 @@ class FSMG(SurrogateProtection):
            x ← clip_[0,1](Π_eps(x + alpha · sign(∇_x L)))
 
     Config (:class:`FSMGConfig`): eps 6.375 (the reference's 5e-2 on [−1, 1]), alpha 0.6375
-    (5e-3), steps 100, surrogate_steps 0 (1000 / 50), no random start, learning_rate 0 (5e-7
-    at ≥ 512², 1e-4 small), prior preservation with 200 / 4 class images, lora_rank 0.
+    (5e-3), steps 100, surrogate_steps 0 (1000 / 50), surrogate_batch 2 (+ 2 class images), no
+    random start, learning_rate 0 (5e-7 at ≥ 512², 1e-4 small), prior preservation with 200 / 4
+    class images, lora_rank 0.
 
     Example::
 
@@ -58,7 +63,7 @@ class FSMG(SurrogateProtection):
     family = "fine-tuning"
 
     Config = FSMGConfig
-    version = 1
+    version = 2
     QUICK = {"steps": 2, "surrogate_steps": 2, "num_class_images": 1, "class_sample_steps": 2}
     PERF_SETUP = {**SurrogateProtection.PERF_SETUP, "surrogate_steps": 1}
 
@@ -68,7 +73,8 @@ class FSMG(SurrogateProtection):
     def prepare(self, images, model, *, generator):
         state = super().prepare(images, model, generator=generator)
         self.start_surrogate(state)
+        # On the reference clean set when one is given (attack_with_fsmg.sh:9-33 trains on set A).
         state.surrogate.train(
-            state.clean, self.resolved_surrogate_steps(model), state.training_generator, state.prior_images
+            state.surrogate_images, self.resolved_surrogate_steps(model), state.training_generator, state.prior_images
         )
         return state

@@ -10,9 +10,9 @@ the per-image denoising loss the PGD step ascends. The shared model is never mod
 
 Training step, as ``train_one_epoch`` in ``attacks/aspl.py`` lines 375–483 of
 VinAIResearch/Anti-DreamBooth: one instance image (round robin over the set) and one class
-image per step, ``z = s·E(x)`` a posterior sample, ``t ~ U{0..T−1}``, ``ε ~ N(0, I)``,
+image per step (FSMG: two of each, its ``train_dreambooth.py`` batch), ``z = s·E(x)`` a posterior sample, ``t ~ U{0..T−1}``, ``ε ~ N(0, I)``,
 ``L = mse(ε_θ(z_t, t, τ(instance prompt)), ε) + λ · mse(ε_θ(z'_t, t', τ(class prompt)), ε')``,
-AdamW (β 0.9/0.999, weight decay 1e-2, ε 1e-8), gradient norm clipped to 1, UNet and text
+AdamW (β 0.9/0.999, weight decay 1e-2, ε 1e-8), UNet and text
 encoder trained (``--train_text_encoder``). A fresh optimiser per :meth:`Surrogate.train`
 call, as the reference builds one per ``train_one_epoch``.
 
@@ -21,7 +21,11 @@ for GPUs where a full fine-tune runs out of memory: rank-``r`` adapters on the U
 attention projections, the text encoder frozen (the reference can add text-encoder adapters;
 omitted here to keep one adapter site).
 
-Deliberate difference: the reference restarts at instance image 0 on every call
+Deliberate differences (docs/PROTECTIONS.md, "Anti-DreamBooth as the authors ran it"): the
+gradient norm is clipped to 1 — the reference *means* to (``aspl.py:470``) but passes an
+``itertools.chain`` that the optimiser's construction already consumed (line 387), so its
+clipping is a no-op; the surrogate trains in the model's dtype, not the reference's pure bf16
+(``aspl.py:407-412``, where at lr 5e-7 almost no weight changes). The reference restarts at instance image 0 on every call
 (``train_dataset[step % len(train_dataset)]``), so with 3 steps per call a set of 4 never
 trains on its 4th image; here the round robin continues across calls, so every image is used.
 """
@@ -40,6 +44,8 @@ from cloakbench.protections.engine import PGDConfig, PGDProtection, PGDState, St
 
 log = logging.getLogger(__name__)
 
+#: The square size at which a reference set's content hash is taken (its identity).
+REFERENCE_READ_SIZE = 512
 _CLASS_IMAGES: dict[tuple, torch.Tensor] = {}  # generated class images, per model and prompt, once per process
 
 
@@ -78,6 +84,9 @@ class Surrogate:
     prior_loss_weight: float = 1.0
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
+    #: Instance images per step (each with one class image): 1 in ASPL's train_one_epoch, 2 in FSMG's
+    #: ``train_dreambooth.py --train_batch_size=2`` with prior preservation (collate_fn: 2 + 2).
+    instance_batch: int = 1
     cursor: int = 0
     loss_trace: list[float] = field(default_factory=list)
 
@@ -126,6 +135,7 @@ class Surrogate:
             self.prior_loss_weight,
             self.weight_decay,
             self.max_grad_norm,
+            self.instance_batch,
             self.cursor,
         )
 
@@ -154,14 +164,16 @@ class Surrogate:
             self.parameters, lr=self.learning_rate, betas=(0.9, 0.999), weight_decay=self.weight_decay, eps=1e-8
         )
         losses = []
+        count = self.instance_batch
         for _ in range(steps):
-            index = self.cursor
-            self.cursor += 1
-            batch = images[index % images.shape[0]].unsqueeze(0)
-            prompts = [self.instance_prompt]
+            indices = [self.cursor + k for k in range(count)]
+            self.cursor += count
+            batch = images[[i % images.shape[0] for i in indices]]
+            prompts = [self.instance_prompt] * count
             if prior_images.shape[0] > 0:
-                batch = torch.cat([batch, prior_images[index % prior_images.shape[0]].unsqueeze(0)])
-                prompts.append(self.class_prompt)
+                # Instances first, then as many class images (train_dreambooth.py collate_fn:493-506).
+                batch = torch.cat([batch, prior_images[[i % prior_images.shape[0] for i in indices]]])
+                prompts += [self.class_prompt] * count
             with torch.no_grad():
                 posterior = model.posterior(batch.detach().to(device, dtype))
             latents = posterior.mean + posterior.std * randn_tensor(
@@ -174,7 +186,7 @@ class Surrogate:
             ).to(device)
             embeds = finetuning.encode_prompts(model.tokenizer, self.text_encoder, prompts, device, dtype)
             per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
-            loss = finetuning.prior_preserving_loss(per_sample, 1, self.prior_loss_weight)
+            loss = finetuning.prior_preserving_loss(per_sample, count, self.prior_loss_weight)
             loss.backward()
             if self.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
@@ -199,7 +211,10 @@ class SurrogatePGDConfig(PGDConfig):
     5e-3 → ``alpha`` 0.6375. random_start: off (the reference starts from the clean image).
     latent: "sample" (the reference's ``latent_dist.sample()``).
 
-    prompt: the instance prompt of the surrogate and of the PGD loss ("a photo of sks person").
+    instance_prompt: the instance prompt of the surrogate and of the PGD loss ("a photo of sks
+        person", ``--instance_prompt``). Not called ``prompt`` on purpose: ``bench compare``
+        conditions a ``prompt`` setting on each image's caption, and the reference keeps its
+        "sks" identifier whatever the images show.
     class_prompt: the prior-preservation prompt ("a photo of person").
     prior_preservation / num_class_images: class images of the base model (reference: on,
         200; 0 = 200 at ≥ 512², else 4). prior_loss_weight: λ (1). class_sample_steps: 50.
@@ -209,12 +224,17 @@ class SurrogatePGDConfig(PGDConfig):
     train_text_encoder: train the text encoder copy too (reference: on).
     lora_rank: 0 = full fine-tune (the reference); r > 0 = a LoRA surrogate of rank r
         (``attacks/aspl_lora.py``, default rank 4).
+    reference_set: the reference clean set the surrogate trains on (Anti-DreamBooth's set A;
+        ``protections/reference_set.py``): a folder, manifest CSV or files. "" = the images being
+        protected, with a row note saying so. Identified by its content hash, never its path.
+    surrogate_batch: instance images per surrogate step, each paired with a class image (ASPL 1:
+        ``attacks/aspl.py:418-421`` stacks one of each; FSMG 2: ``attack_with_fsmg.sh:22``).
     """
 
     eps: float = bounded(6.375, 0.0, 255.0)
     alpha: float = bounded(0.6375, 0.0, 255.0, low_open=True)
     random_start: bool = False
-    prompt: str = "a photo of sks person"
+    instance_prompt: str = "a photo of sks person"
     class_prompt: str = "a photo of person"
     prior_preservation: bool = True
     num_class_images: int = bounded(0, 0, 10000)
@@ -223,6 +243,8 @@ class SurrogatePGDConfig(PGDConfig):
     learning_rate: float = bounded(0.0, 0.0, 1.0)
     train_text_encoder: bool = True
     lora_rank: int = bounded(0, 0, 1024)
+    surrogate_batch: int = bounded(1, 1, 64)
+    reference_set: str = ""
 
 
 class SurrogateProtection(PGDProtection):
@@ -277,19 +299,56 @@ class SurrogateProtection(PGDProtection):
                 prior, size=size, mode="bicubic", antialias=True, align_corners=False
             ).clamp(0.0, 1.0)
         state.prior_images = prior
+        reference = self.reference_images(max(size))
+        state.reference_set = reference
+        if reference is None:
+            state.surrogate_images = state.clean
+        else:
+            state.surrogate_images = (
+                torch.nn.functional.interpolate(
+                    reference.images, size=size, mode="bicubic", antialias=True, align_corners=False
+                )
+                .clamp(0.0, 1.0)
+                .to(state.clean.device, state.clean.dtype)
+            )
         state.surrogate = Surrogate.of(
             model,
-            instance_prompt=config.prompt,
+            instance_prompt=config.instance_prompt,
             class_prompt=config.class_prompt,
             learning_rate=self.resolved_learning_rate(model),
             train_text_encoder=config.train_text_encoder,
             generator=state.training_generator,
             lora_rank=config.lora_rank,
             prior_loss_weight=config.prior_loss_weight,
+            instance_batch=config.surrogate_batch,
         )
 
     def surrogate_for_step(self, state: PGDState) -> Surrogate:
         return state.surrogate
+
+    def reference_images(self, size: int = 0):
+        """The reference clean set (:class:`~cloakbench.protections.reference_set.ReferenceSet`) or ``None``."""
+        from cloakbench.protections.reference_set import load_reference_set
+
+        source = self.config.reference_set.strip()
+        if not source:
+            return None
+        # Training reads it at the protected images' size (start_surrogate); the identity's content
+        # hash at a fixed canonical size, so it does not depend on which images it protects.
+        return load_reference_set(source, size or REFERENCE_READ_SIZE)
+
+    def row_note(self) -> str:
+        """What the surrogate trained on, for the protect row's ``note`` (docs/PROTECTIONS.md, "Reference set")."""
+        from cloakbench.protections.reference_set import describe
+
+        return describe(self.reference_images())
+
+    def identity(self) -> dict:
+        """The config with ``reference_set`` replaced by the set's content hash (never its path)."""
+        identity = super().identity()
+        reference = self.reference_images()
+        identity["config"] = {**identity["config"], "reference_set": reference.content_hash if reference else ""}
+        return identity
 
     def direction(self, state: PGDState, adversarial: torch.Tensor, draws: StepDraws):
         latents = self.image_latent(state, adversarial, draws)  # z = s·E(x)

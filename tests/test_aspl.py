@@ -64,14 +64,19 @@ def test_gradient_matches_an_independent_autograd_computation(name, tiny_model, 
     adversarial = state.adversarial.detach().requires_grad_(True)
     direction, loss = protection.direction(state, adversarial, draws)
     expected = independent_gradient(
-        tiny_model, surrogate.unet, surrogate.text_encoder, protection.config.prompt, state.adversarial, draws
+        tiny_model, surrogate.unet, surrogate.text_encoder, protection.config.instance_prompt, state.adversarial, draws
     )
     assert loss.shape == (2,)
     assert expected.abs().max() > 0
     assert torch.allclose(direction, expected, rtol=1e-4, atol=1e-7)
     # and the surrogate is not the base model: its gradient differs from the base UNet's
     base = independent_gradient(
-        tiny_model, tiny_model.unet, tiny_model.text_encoder, protection.config.prompt, state.adversarial, draws
+        tiny_model,
+        tiny_model.unet,
+        tiny_model.text_encoder,
+        protection.config.instance_prompt,
+        state.adversarial,
+        draws,
     )
     assert not torch.allclose(direction, base, rtol=1e-3, atol=1e-6)
 
@@ -127,3 +132,90 @@ def test_images_larger_than_the_model_train_with_resized_class_images(tiny_model
     assert state.prior_images.shape == (2, 3, 96, 96)
     protection.step(state)
     assert 0 < ((protection.finalize(state) - clean).abs().max() * 255).round() <= 6
+
+
+@pytest.mark.parametrize("name,instances", [("fsmg", 2), ("aspl", 1)])
+def test_surrogate_batch_is_the_references(name, instances, tiny_model, clean8, monkeypatch):
+    """FSMG's surrogate steps take 2 instance + 2 class images (attack_with_fsmg.sh:22, train_dreambooth.py
+    collate_fn:493-506), ASPL's 1 + 1 (attacks/aspl.py:418-421): instances first, then the class images."""
+    from cloakbench.core import finetuning
+
+    seen = []
+    real = finetuning.encode_prompts
+
+    def spy(tokenizer, text_encoder, prompts, device, dtype):
+        seen.append(list(prompts))
+        return real(tokenizer, text_encoder, prompts, device, dtype)
+
+    monkeypatch.setattr(finetuning, "encode_prompts", spy)
+    protection = PROTECTIONS.get(name).from_overrides({**QUICK[name], "num_class_images": "2"})
+    state = protection.prepare(clean8, tiny_model, generator=torch.Generator().manual_seed(0))
+    seen.clear()
+    cursor = state.surrogate.cursor
+    state.surrogate.train(state.clean, 1, state.training_generator, state.prior_images)
+    config = protection.config
+    assert seen == [[config.instance_prompt] * instances + [config.class_prompt] * instances]
+    assert state.surrogate.cursor == cursor + instances
+
+
+def write_pngs(folder, images):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        array = (image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        Image.fromarray(array).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["fsmg", "aspl"])
+def test_the_surrogate_trains_on_the_reference_set(name, tiny_model, clean8, tmp_path, monkeypatch):
+    """attack_with_aspl.sh:3-4,17-18 / attack_with_fsmg.sh:4,13: the surrogate learns set A, PGD perturbs set B.
+    The identity names the set by content hash (a moved copy has the same), the row note says what was used."""
+    from cloakbench.protections.surrogate import Surrogate
+
+    reference = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    reference = (reference * 255).round() / 255
+    folder = write_pngs(tmp_path / "set_A", reference)
+    trained_on = []
+    real_train = Surrogate.train
+
+    def spy(self, images, steps, generator, prior_images):
+        trained_on.append(images.detach().clone())
+        return real_train(self, images, steps, generator, prior_images)
+
+    monkeypatch.setattr(Surrogate, "train", spy)
+    protection = PROTECTIONS.get(name).from_overrides({**QUICK[name], "reference_set": str(folder)})
+    state = protection.prepare(clean8, tiny_model, generator=torch.Generator().manual_seed(0))
+    if name == "aspl":
+        protection.step(state)
+    first = trained_on[0]
+    assert first.shape[0] == 3 and torch.allclose(first, reference, atol=1 / 255)  # set A, not the images
+    identity = protection.identity()["config"]["reference_set"]
+    assert identity.startswith("sha256:") and str(folder) not in str(protection.identity())
+    moved = write_pngs(tmp_path / "elsewhere", reference.flip(0))  # same pixels, other path and order
+    assert (
+        PROTECTIONS.get(name).from_overrides({"reference_set": str(moved)}).identity()["config"]["reference_set"]
+        == identity
+    )
+    assert "reference set sha256:" in protection.row_note() and "3 images" in protection.row_note()
+    assert "protected images themselves" in PROTECTIONS.get(name)().row_note()
+
+
+def test_a_missing_reference_set_is_one_sentence(tmp_path):
+    from cloakbench.core.config import ConfigError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="reference_set .* holds no readable image"):
+        PROTECTIONS.get("aspl").from_overrides({"reference_set": str(empty)}).identity()
+
+
+def test_the_instance_prompt_is_not_the_images_caption():
+    """bench compare conditions a ``prompt`` setting on each image's caption; the instance prompt keeps "sks"."""
+    from cloakbench.bench.plan import protection_for_image
+
+    protection = PROTECTIONS.get("aspl")()
+    assert protection_for_image(protection, "a photo of a lighthouse").config.instance_prompt == (
+        "a photo of sks person"
+    )

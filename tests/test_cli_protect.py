@@ -123,6 +123,8 @@ def test_same_seed_same_png_whatever_the_batch_size(picture_dir, tmp_path):
         (["--set", "mist.steps=2"], "mist"),  # --set for a method that is not run
         (["--profile", "nonesuch"], "profile"),
         (["--set", "sds-.stpes=2"], "stpes"),
+        (["--method", "noise", "--reference-set", "."], "applies to aspl and fsmg only"),
+        (["--method", "aspl", "--reference-set", "/nonexistent/set_A"], "no such folder"),
     ],
 )
 def test_bad_options_are_clear_errors(picture_dir, tmp_path, args, message):

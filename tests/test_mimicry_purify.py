@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,7 @@ def test_all_purifications_are_registered():
         "blur",
         "noise",
         "upscale",
+        "upscale-stock",
         "upscale-bicubic",
         "diffpure",
         "diffpure-latent",
@@ -135,7 +138,11 @@ def test_upscale_with_a_local_x4_upscaler(tmp_path, images):
     purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path=str(folder), upscaler_steps=2))
     context = AttackContext(prompt="a painting of a lighthouse")
     out = purifier(images, None, generator=torch.Generator().manual_seed(1), context=context)
-    assert context.notes["upscale"] == {"upscaler": str(folder), "prompt": "a painting of a lighthouse"}
+    assert context.notes["upscale"] == {
+        "upscaler": str(folder),
+        "prompt": "a painting of a lighthouse",
+        "low_res_noise_timestep": 0,
+    }
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     again = purifier(
         images,
@@ -179,7 +186,8 @@ def test_diffpure_noises_to_exactly_t_star(tiny_model, images):
 
 
 def test_impress_l2_lowers_its_consistency_loss(tiny_model, images):
-    purifier = Impress(Impress.Config(distance="l2", steps=8))
+    # pur_noise 0: the initial noise the authors add raises the loss first; here only the descent is measured.
+    purifier = Impress(Impress.Config(distance="l2", steps=8, pur_noise=0.0))
     out, context = call(purifier, images, tiny_model)
     with torch.no_grad():
         before = consistency_loss(tiny_model, images)
@@ -204,10 +212,11 @@ def test_impress_lpips_without_weights_is_unavailable(tmp_path, monkeypatch, tin
 
 
 def test_impress_defaults_are_the_authors(tiny_model):
-    """AAAAAAsuka/Impress glaze_pur.py:91-95 and impress.py:12-14."""
+    """AAAAAAsuka/Impress glaze_pur.py:91-94, impress.py:12-14, scripts/new/test_all.sh:12-16."""
     config = Impress.Config()
     assert (config.steps, config.lr, config.alpha, config.eps_lpips, config.lpips_net) == (3000, 0.01, 0.1, 0.1, "vgg")
     assert (config.adam_eps, config.lr_min) == (1e-5, 1e-5)
+    assert config.pur_noise == 0.1  # scripts/new/test_all.sh:16 and the README (0.05 for PhotoGuard)
 
 
 def test_impress_anneals_its_learning_rate(tiny_model, images, monkeypatch):
@@ -260,3 +269,124 @@ def test_purifications_deterministic_shape_range(name, overrides, tiny_model, im
     assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
     assert torch.equal(first, second)
     assert not np.isclose(float((first - images).abs().mean()), 0.0)
+
+
+def spy_on_upscaler(pipe):
+    """Record the low-res noising timesteps, the UNet's noise-level labels and its low-res input channels."""
+    seen = {"add_noise": [], "class_labels": [], "low_res": []}
+    scheduler = pipe.low_res_scheduler
+    real_add_noise = scheduler.add_noise
+
+    def add_noise(original, noise, timesteps):
+        seen["add_noise"].append(torch.as_tensor(timesteps).flatten().tolist())
+        return real_add_noise(original, noise, timesteps)
+
+    scheduler.add_noise = add_noise
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        seen["class_labels"].append(kwargs["class_labels"].flatten().tolist())
+        seen["low_res"].append(sample[:, module.config.out_channels :].detach().clone())
+
+    pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_upscale_noises_the_low_res_image_as_hoenig_et_als_fork(images, monkeypatch):
+    """roberthoenig/diffusers pipeline_stable_diffusion_upscale.py:686 with robust-style-mimicry upscale.py:37:
+    the low-res image is noised at 320 − 320 = 0 while the UNet is told noise level 320.
+
+    Fails on the version-2 ``upscale`` (stock diffusers: noised at 320, std ≈ 0.55 on [-1, 1])."""
+    from cloakbench.mimicry import upscale as upscale_module
+
+    pipe = build_tiny_upscaler()
+    pipe.set_progress_bar_config(disable=True)
+    seen = spy_on_upscaler(pipe)
+    monkeypatch.setattr(upscale_module, "build_tiny_upscaler", lambda seed=0: pipe)
+    purifier = NoisyUpscale(NoisyUpscale.Config(upscaler_path="tiny-random-upscaler", upscaler_steps=2, sigma=0.0))
+    context = AttackContext(prompt="a painting")
+    out = purifier(images, None, generator=torch.Generator().manual_seed(0), context=context)
+    assert out.shape == images.shape
+    assert seen["add_noise"] == [[0]]
+    assert all(labels == [320] * len(labels) for labels in seen["class_labels"]) and seen["class_labels"]
+    # σ = 0: the UNet's low-res channels are the image in [-1, 1] plus the fork's t = 0 noise only.
+    expected = images * 2 - 1
+    beta0 = float(pipe.low_res_scheduler.betas[0])
+    for low_res in seen["low_res"]:
+        residual = low_res[: images.shape[0]] - expected * (1 - beta0) ** 0.5
+        assert float(residual.std()) == pytest.approx(beta0**0.5, rel=0.1)
+    assert context.notes["upscale"]["low_res_noise_timestep"] == 0
+
+
+def test_upscale_stock_keeps_stock_diffusers_noising_under_its_own_name(images, monkeypatch):
+    """``upscale-stock``: the image noised at the 320 the UNet is told (stock diffusers), std √(1−ᾱ₃₂₀)."""
+    from cloakbench.mimicry import MIMICRY
+    from cloakbench.mimicry import upscale as upscale_module
+
+    pipe = build_tiny_upscaler()
+    pipe.set_progress_bar_config(disable=True)
+    seen = spy_on_upscaler(pipe)
+    monkeypatch.setattr(upscale_module, "build_tiny_upscaler", lambda seed=0: pipe)
+    stock = MIMICRY.get("upscale-stock").from_overrides(
+        {"upscaler_path": "tiny-random-upscaler", "upscaler_steps": "2", "sigma": "0"}
+    )
+    stock(images, None, generator=torch.Generator().manual_seed(0), context=AttackContext())
+    assert seen["add_noise"] == [[320]]
+    alpha = float(pipe.low_res_scheduler.alphas_cumprod[320])
+    residual = seen["low_res"][0][: images.shape[0]] - (images * 2 - 1) * alpha**0.5
+    assert float(residual.std()) == pytest.approx((1 - alpha) ** 0.5, rel=0.1)
+    assert type(pipe.low_res_scheduler).__name__ == "DDPMScheduler"  # the wrapper was taken off again
+
+
+def authors_impress(x_adv, vae, lpips_network, initial_noise, eps, iters, lr, pur_alpha, noise):
+    """AAAAAAsuka/Impress impress.py:7-29 as written (fp32, and the initial ε passed in rather than drawn)."""
+    x_p = x_adv.clone().detach() + initial_noise * noise
+    criterion = torch.nn.MSELoss()
+    optimizer = torch.optim.Adam([x_p], lr=lr, eps=1e-5)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iters, eta_min=1e-5)
+    for _ in range(iters):
+        x_p.requires_grad_(True)
+        reconstruction = vae(x_p).sample
+        optimizer.zero_grad()
+        lnorm_loss = criterion(reconstruction, x_p)
+        d = lpips_network(x_p, x_adv)
+        lpips_loss = max(d - eps, 0)
+        loss = lnorm_loss + pur_alpha * lpips_loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        x_p.data = torch.clamp(x_p, min=-1, max=1)
+    return x_p.detach()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision.models._utils")
+def test_impress_replays_the_authors_update(tiny_model, images, monkeypatch):
+    """Five steps of ours vs the authors' loop (glaze_pur.py:51-62 around impress.py:7-29) on tiny-random,
+    the same LPIPS network (a seeded random AlexNet: no download) and the same initial noise: within 0.5/255.
+
+    Fails on version 2 ([0, 1] variable: twice the step; and no initial noise)."""
+    import lpips
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    network.requires_grad_(False)
+    monkeypatch.setattr(Impress, "check_available", lambda self: None)
+    monkeypatch.setattr(Impress, "_lpips_network", lambda self, device: network)
+    x = images[:1]
+    config = Impress.Config(steps=5, eps_lpips=0.01)  # a budget the first steps cross, so the LPIPS term acts
+    ours, _ = call(Impress(config), x, tiny_model, seed=3)
+    epsilon = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    theirs = authors_impress(
+        x * 2 - 1, tiny_model.vae, network, epsilon, config.eps_lpips, config.steps, config.lr, config.alpha, 0.1
+    )
+    theirs = (theirs / 2 + 0.5).clamp(0, 1)
+    assert float((ours - theirs).abs().max()) <= 0.5 / 255
+    assert float((ours - x).abs().mean()) > 2 / 255  # the replay compares two runs that moved, not two no-ops
+    # Without the initial noise the step size alone is compared (version 2's [0, 1] variable: twice theirs).
+    quiet, _ = call(Impress(dataclasses.replace(config, pur_noise=0.0)), x, tiny_model, seed=3)
+    theirs = authors_impress(
+        x * 2 - 1, tiny_model.vae, network, epsilon, config.eps_lpips, config.steps, config.lr, config.alpha, 0.0
+    )
+    assert float((quiet - (theirs / 2 + 0.5).clamp(0, 1)).abs().max()) <= 0.5 / 255
+    assert float((quiet - x).abs().mean()) > 1 / 255

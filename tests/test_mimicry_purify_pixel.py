@@ -11,7 +11,7 @@ from cloakbench.core.images import quantize_8bit
 from cloakbench.core.pixel_models import TINY_PIXEL_RESOLUTION, load_pixel_model, respaced_timesteps
 from cloakbench.mimicry import MIMICRY, AttackContext, AttackUnavailable
 from cloakbench.mimicry.gridpure import corner_mosaic, grid_boxes, grid_starts, merge
-from cloakbench.mimicry.pdm_pure import pdm_timesteps
+from cloakbench.mimicry.pdm_pure import pdm_timesteps, support_timestep
 
 TINY = {"pixel_model": "tiny-pixel-random"}
 PIXEL_PURIFIERS = [
@@ -151,12 +151,59 @@ def test_gridpure_defaults_are_the_readme_command():
     assert (config.t_star, config.iterations, config.gamma) == (0.01, 20, 0.1)
 
 
+def if_respacing(total, section_counts, less_qsample_steps):
+    """guided-diffusion's space_timesteps and IF's support q-sample index, written out independently:
+    (the timesteps the reverse loop runs, decreasing; the timestep the support image is noised to)."""
+    per = total // len(section_counts)
+    kept = []
+    for section, count in enumerate(section_counts):
+        if count == 0:
+            continue
+        stride = 1 if count <= 1 else (per - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.append(section * per + round(position))
+            position += stride
+    timestep_map = sorted(set(kept))
+    return timestep_map[::-1], timestep_map[len(timestep_map) - 1 - less_qsample_steps]
+
+
+PDM_RESPACING = if_respacing(1000, [10] + [0] * 9, 5)  # pdm_pure.py:19 and :48
+
+
 def test_pdm_pure_timesteps_are_the_authors_respacing():
-    """pdm_pure.py:19 ("10,0,…,0") and :48 (5 steps less): 44, 33, 22, 11, 0."""
-    assert pdm_timesteps(10, 10, 0) == [99, 88, 77, 66, 55, 44, 33, 22, 11, 0]
-    assert pdm_timesteps(10, 10, 5) == [44, 33, 22, 11, 0]
+    """pdm_pure.py:19 ("10,0,…,0") and :48 (support q-sampled 5 steps less): noised to 44, run 99 … 0."""
+    assert PDM_RESPACING == ([99, 88, 77, 66, 55, 44, 33, 22, 11, 0], 44)
+    assert pdm_timesteps(10, 10) == PDM_RESPACING[0]
+    assert support_timestep(pdm_timesteps(10, 10), 5) == PDM_RESPACING[1]
+    with pytest.raises(ValueError, match="less_qsample_steps"):
+        support_timestep(pdm_timesteps(10, 10), 9)
+
+
+def test_pdm_pure_uncond_runs_ifs_schedule(monkeypatch):
+    """The spied schedule: the image noised once at 44, the UNet then called at every respaced step from 99.
+
+    Fails on version 1 (noised at 44, then only 44, 33, 22, 11, 0)."""
+    from cloakbench.core.pixel_models import PixelDiffusion
+
+    noised, called = [], []
+    real_noise_to, real_predict = PixelDiffusion.noise_to, PixelDiffusion.predict_noise
+
+    def noise_to(self, images, timestep, generator=None):
+        noised.append(int(timestep))
+        return real_noise_to(self, images, timestep, generator)
+
+    def predict_noise(self, x_t, t):
+        called.append(int(torch.as_tensor(t).flatten()[0]))
+        return real_predict(self, x_t, t)
+
+    monkeypatch.setattr(PixelDiffusion, "noise_to", noise_to)
+    monkeypatch.setattr(PixelDiffusion, "predict_noise", predict_noise)
     _, context = run("pdm-pure-uncond", TINY, smooth(1, TINY_PIXEL_RESOLUTION))
-    assert context.notes["pdm-pure-uncond"]["timesteps"] == [44, 33, 22, 11, 0]
+    timesteps, support = PDM_RESPACING
+    assert noised == [support] and called == timesteps
+    assert context.notes["pdm-pure-uncond"]["timesteps"] == timesteps
+    assert context.notes["pdm-pure-uncond"]["support_timestep"] == support
 
 
 def test_pdm_pure_without_if_stage_ii_is_unavailable(tmp_path, monkeypatch, clean8):
@@ -242,13 +289,21 @@ def tiny_if_stage_ii():
 
 @pytest.mark.slow
 def test_pdm_pure_runs_the_authors_steps_through_an_if_stage_ii_pipeline(monkeypatch):
-    """With an IF-II-shaped pipeline in place of the cached one: denoised at 44, 33, 22, 11, 0 (the UNet's
-    timesteps, spied; guidance batches both passes into one call), back at the input's size."""
+    """With an IF-II-shaped pipeline in place of the cached one: the support image noised once at 44 (the
+    scheduler's add_noise, spied), then the UNet at all ten respaced steps 99 … 0 (its timesteps, spied;
+    guidance batches both passes into one call), back at the input's size. Fails on version 1 (44 … 0)."""
     from cloakbench.core import pixel_models, weights
 
     pipe = tiny_if_stage_ii()
-    seen = []
+    seen, noised = [], []
     pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(int(torch.as_tensor(args[1]).flatten()[0])))
+    real_add_noise = pipe.scheduler.add_noise
+
+    def add_noise(original, noise, timesteps):
+        noised.append(torch.as_tensor(timesteps).flatten().tolist())
+        return real_add_noise(original, noise, timesteps)
+
+    pipe.scheduler.add_noise = add_noise
     real_find = weights.find
     monkeypatch.setattr(
         weights, "find", lambda spec, path=None: "cached" if spec is weights.IF_STAGE_II else real_find(spec, path)
@@ -257,6 +312,10 @@ def test_pdm_pure_runs_the_authors_steps_through_an_if_stage_ii_pipeline(monkeyp
     images = smooth(1, 64, seed=9)
     context = AttackContext(prompt="a photo of a lighthouse")
     out = MIMICRY.get("pdm-pure")()(images, None, generator=torch.Generator().manual_seed(0), context=context)
-    assert seen == [44, 33, 22, 11, 0]
+    timesteps, support = PDM_RESPACING
+    assert noised == [[support]]
+    assert seen == timesteps
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-    assert context.notes["pdm-pure"]["timesteps"] == [44, 33, 22, 11, 0]
+    assert context.notes["pdm-pure"]["timesteps"] == timesteps
+    assert context.notes["pdm-pure"]["support_timestep"] == support
+    assert type(pipe.scheduler).__name__ == "DDPMScheduler"  # the wrapper was taken off again

@@ -103,3 +103,16 @@ def test_bad_token_and_prompts_are_refused(tiny_model, images):
         TextualInversion.from_overrides({**FAST, "prompts": "a photo"})(
             images, tiny_model, generator=torch.Generator(), context=AttackContext()
         )
+
+
+def test_training_templates_are_diffusers_lists():
+    """examples/textual_inversion/textual_inversion.py:454-505: 27 object templates (default), 19 style ones."""
+    from cloakbench.mimicry import MIMICRY
+
+    cls = MIMICRY.get("textual-inversion")
+    objects = cls().training_templates()
+    styles = cls.from_overrides({"learnable_property": "style"}).training_templates()
+    assert len(objects) == 27 and objects[0] == "a photo of a {}" and objects[-1] == "a photo of a small {}"
+    assert len(styles) == 19 and styles[0] == "a painting in the style of {}"
+    assert all(t.count("{}") == 1 for t in objects + styles)
+    assert cls.from_overrides({"templates": "a photo of {}"}).training_templates() == ("a photo of {}",)

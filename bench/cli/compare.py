@@ -17,6 +17,7 @@ from cloakbench.bench.cli.options import (
     parse_shard,
     pick,
     read_config,
+    with_reference_set,
 )
 from cloakbench.core.config import parse_int_list
 
@@ -50,6 +51,12 @@ def compare(
         "mask), files, or 'samples' (photos shipped with scikit-image). "
         "A prompts.toml beside them maps categories to prompts. "
         "Repeatable. [default: samples]",
+    ),
+    reference_set: str | None = typer.Option(
+        None,
+        "--reference-set",
+        help="Clean photos of the same subject, not protected, on which ASPL and FSMG train their "
+        "surrogate (Anti-DreamBooth's set A). Without it they train on the images they protect.",
     ),
     model: str | None = typer.Option(
         None,
@@ -179,7 +186,9 @@ def compare(
             prompt=pick(prompt, file, "prompt", "a photo"),
             quick=quick or bool(file.get("quick", False)),
             force=force,
-            overrides=merged_overrides(file, set_items or []),
+            overrides=with_reference_set(
+                merged_overrides(file, set_items or []), reference_set or file.get("reference_set")
+            ),
             sweeps=merged_sweeps(file, sweep_items or []),
             seeds=parse_int_list(pick(seeds, file, "seeds", None), "--seeds"),
             attack_models=parse_name_list(attack_model or file.get("attack_models", file.get("attack_model"))),

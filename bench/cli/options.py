@@ -134,3 +134,26 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise ConfigError(f"--shard {text!r}: I must be in 0..N-1")
     return index, count
+
+
+#: The protections that train a surrogate on a reference clean set (protections/reference_set.py).
+REFERENCE_SET_PROTECTIONS = ("aspl", "fsmg")
+
+
+def with_reference_set(overrides: dict[str, dict[str, Any]], reference_set: str | None) -> dict[str, dict[str, Any]]:
+    """``--reference-set DIR``: ``reference_set`` of ASPL and FSMG (an explicit ``--set aspl.reference_set`` wins)."""
+    if not reference_set:
+        return overrides
+    from pathlib import Path
+
+    from cloakbench.core.config import ConfigError
+
+    path = Path(reference_set).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            f"--reference-set {reference_set}: no such folder or file; name the subject's clean photos "
+            "that are not protected (Anti-DreamBooth's set A)"
+        )
+    for name in REFERENCE_SET_PROTECTIONS:
+        overrides.setdefault(name, {}).setdefault("reference_set", str(path.resolve()))
+    return overrides

@@ -75,7 +75,14 @@ class PlannedMethod:
 
 
 def plan_methods(
-    method: str, *, eps: float | None, steps: int | None, quick: bool, profile: str | None, set_items: list[str]
+    method: str,
+    *,
+    eps: float | None,
+    steps: int | None,
+    quick: bool,
+    profile: str | None,
+    set_items: list[str],
+    reference_set: str | None = None,
 ) -> list[PlannedMethod]:
     """Resolve names and build each protection: profile, then --quick, --eps/--steps, then --set."""
     from cloakbench.core.config import ConfigError, apply_overrides, parse_set_options, qualify_overrides
@@ -91,6 +98,17 @@ def plan_methods(
     for name in overrides:
         if name not in names:
             raise ConfigError(f"--set names {name!r}, which is not among the methods to run ({', '.join(names)})")
+    if reference_set:
+        from cloakbench.bench.cli.options import REFERENCE_SET_PROTECTIONS, with_reference_set
+
+        if not any(n in REFERENCE_SET_PROTECTIONS for n in names):
+            raise ConfigError(
+                f"--reference-set applies to {' and '.join(REFERENCE_SET_PROTECTIONS)} only, "
+                f"not to {', '.join(names)}; add --method aspl or --method fsmg, or drop it"
+            )
+        for name, fields in with_reference_set({}, reference_set).items():
+            if name in names:
+                overrides.setdefault(name, {}).setdefault("reference_set", fields["reference_set"])
     if profile is not None and not any(profile in getattr(PROTECTIONS.get(n), "PROFILES", {}) for n in names):
         raise ConfigError(f"no selected method has a profile {profile!r}")
     planned = []
@@ -157,6 +175,12 @@ def protect(
     seed: int = typer.Option(
         0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."
     ),
+    reference_set: str | None = typer.Option(
+        None,
+        "--reference-set",
+        help="Clean photos of the same subject, not to be published, on which aspl and fsmg train their "
+        "surrogate (Anti-DreamBooth's set A). Without it they train on the images they protect.",
+    ),
     profile: str | None = typer.Option(
         None,
         "--profile",
@@ -213,7 +237,7 @@ def protect(
     from cloakbench.bench.profiling import profile_phase, reset_peak_rss
     from cloakbench.core import provenance
     from cloakbench.core.budget import budget_spent
-    from cloakbench.core.config import ConfigError, config_as_dict
+    from cloakbench.core.config import ConfigError
     from cloakbench.core.images import ImageError, load_images, read_png, save_png
     from cloakbench.core.io import write_atomic
     from cloakbench.core.ldm import ModelError
@@ -231,8 +255,15 @@ def protect(
         raise user_error(f"--out {out} is a file, not a folder; give a folder (it is created if missing)")
     try:
         planned = plan_methods(
-            method, eps=eps, steps=steps, quick=quick, profile=profile, set_items=list(set_items or [])
+            method,
+            eps=eps,
+            steps=steps,
+            quick=quick,
+            profile=profile,
+            set_items=list(set_items or []),
+            reference_set=reference_set,
         )
+        notes = {plan.name: plan.protection.row_note() for plan in planned if hasattr(plan.protection, "row_note")}
         bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
         # At its own size: bench protect publishes the whole picture, never a crop.
         intake = load_images(sources, bundle.resolution, keep_size=True)
@@ -271,7 +302,9 @@ def protect(
                 "version": protection.version,
                 "profile": plan.profile,
                 "analysis_only": protection.analysis_only,
-                "config": config_as_dict(protection.config),
+                # identity's config: a reference set appears by its content hash, never its path
+                "config": protection.identity()["config"],
+                "note": notes.get(plan.name, ""),
                 "model": bundle.identity(),
                 "seed": seed,
                 "device": str(bundle.device),

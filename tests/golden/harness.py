@@ -63,6 +63,7 @@ GOLDEN_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "impress": {"distance": "l2"},
         # The SD x4 upscaler and the shipped pixel model are not what the slices pin: seeded tiny stand-ins.
         "upscale": {"upscaler_path": "tiny-random-upscaler"},
+        "upscale-stock": {"upscaler_path": "tiny-random-upscaler"},
         "diffpure": {"pixel_model": "tiny-pixel-random"},
         "gridpure": {"pixel_model": "tiny-pixel-random"},
         "pdm-pure-uncond": {"pixel_model": "tiny-pixel-random"},

@@ -338,7 +338,9 @@ def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]
     protected = quantize_8bit(protected.detach().float().cpu())
     artifact = workspace.artifacts.put(png_bytes(protected[0]), ".png")
     saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
-    base = base_row(cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path)
+    base = base_row(
+        cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path, note=protection.row_note()
+    )
     rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
     rows += noreference_rows(workspace.components.metrics, workspace.metric_availability, base, saved)
     rows += cost_rows(base, record)

@@ -88,6 +88,10 @@ class Protection(Component):
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
+    def row_note(self) -> str:
+        """What the protect row's ``note`` says of how this protection ran (``""``: nothing to say)."""
+        return ""
+
 
 PROTECTIONS: Registry[type[Protection]] = Registry("protection")
 

@@ -27,7 +27,7 @@ def test_deterministic_shape_range_batch(cls, tiny_model, images):
     again, _ = run(attack, images, tiny_model, "0.5", seed=3)
     other, _ = run(attack, images, tiny_model, "0.5", seed=4)
     assert first.shape == images.shape and first.dtype == torch.float32
-    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    # The range comes from LDM.decode's clamp, tested where it can fail: below.
     assert torch.equal(first, again)
     assert (first - other).abs().mean() > 1e-3
     # It edits: the output is not the input.
@@ -103,3 +103,14 @@ def test_a_purification_and_an_attack_share_one_context(tiny_model, images):
     )
     assert out.shape == images.shape
     assert context.notes["diffpure-latent"]["t_star"] == 100 and context.notes["sdedit"]["0.5"]["denoising_steps"] == 2
+
+
+def test_decode_clamps_what_the_vae_alone_leaves_out_of_range(tiny_model):
+    """SDEdit's outputs are in [0, 1] because LDM.decode clamps: latents far from the data decode
+    out of range through the VAE alone, and into range through the bundle."""
+    latents = 50 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = tiny_model.vae.decode(latents / tiny_model.scaling_factor).sample
+        decoded = tiny_model.decode(latents)
+    assert float(raw.min()) < -1.0 or float(raw.max()) > 1.0, "the probe must leave the range, or it proves nothing"
+    assert float(decoded.min()) >= 0.0 and float(decoded.max()) <= 1.0

@@ -80,12 +80,20 @@ LIST_SWEEP_SEPARATOR = ";"
 
 
 def variant_key(name: str, setting: str) -> str:
-    """The key of one configured instance: ``sds-`` unswept, ``sds-[eps=8]`` for a swept configuration."""
+    """The key of one configured instance: ``sds-`` unswept, ``sds-[eps=8]`` for a swept configuration.
+
+    >>> variant_key("sds-", ""), variant_key("sds-", "eps=8")
+    ('sds-', 'sds-[eps=8]')
+    """
     return f"{name}[{setting}]" if setting else name
 
 
 def format_setting_value(value: Any) -> str:
-    """A setting's value as ``protection_setting`` writes it: ``8`` for 8.0, ``[0.3;0.5]`` for a list."""
+    """A setting's value as ``protection_setting`` writes it: ``8`` for 8.0, ``[0.3;0.5]`` for a list.
+
+    >>> format_setting_value(8.0), format_setting_value((0.3, 0.5))
+    ('8', '[0.3;0.5]')
+    """
     if isinstance(value, (tuple, list)):
         return "[" + ";".join(format_setting_value(v) for v in value) + "]"
     if isinstance(value, float):

@@ -239,7 +239,15 @@ def qualify_overrides(
 def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> list[int]:
     """``"0,1,2"`` (or a TOML list of integers) -> ``[0, 1, 2]``; anything else is one :class:`ConfigError`
     naming ``option`` (e.g. ``--seeds``). ``minimum``: the smallest value allowed. The one number-list
-    parser of every option (``--seeds``, ``bench perf --resolution/--batch``)."""
+    parser of every option (``--seeds``, ``bench perf --resolution/--batch``).
+
+    >>> parse_int_list("0, 1,2", "--seeds")
+    [0, 1, 2]
+    >>> parse_int_list("0,x", "--seeds")
+    Traceback (most recent call last):
+    ...
+    cloakbench.core.config.ConfigError: --seeds '0,x': expected whole numbers separated by commas, e.g. 0,1,2
+    """
     if text is None:
         return []
     items = list(text) if isinstance(text, (list, tuple)) else [p for p in str(text).split(",") if p.strip()]

@@ -1,7 +1,7 @@
 """Write the category dataset of ``configs/paper_table.toml``: DIR/<category>/<name>.png and DIR/prompts.toml.
 
 The pictures are the held-out evaluation photos that ship with scikit-image (the toy model
-never trains on them, see bench/core/toy_data.py), one per category, with one prompt per
+never trains on them, see core/toy_data.py), one per category, with one prompt per
 category as the reference code of Xue et al. ("Toward effective protection against
 diffusion-based mimicry through score distillation", arXiv:2311.12832) picks one per
 category. Their categories (anime, artwork, landscape, portrait) have no pictures that

@@ -3,7 +3,7 @@
 Every picture here ships inside a wheel already in the environment (scikit-image's
 ``skimage.data`` and matplotlib's ``mpl-data/sample_data``), so the toy model can be
 retrained offline. The default evaluation set ``samples`` (astronaut, chelsea, coffee,
-rocket; see ``bench/core/images.py``) is HELD OUT: the model never sees those pictures, so
+rocket; see ``core/images.py``) is HELD OUT: the model never sees those pictures, so
 an edit or a protection measured on them is not a test of memorisation.
 """
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 HELD_OUT: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")
 
 #: The training split: name -> caption. Captions use words of the project's tokenizer
-#: vocabulary (bench/core/tokenizer.py) where they can.
+#: vocabulary (core/tokenizer.py) where they can.
 TRAIN_CAPTIONS: dict[str, str] = {
     "immunohistochemistry": "a photo of stained tissue cells",
     "hubble_deep_field": "a photo of a galaxy with stars in space",

@@ -223,7 +223,7 @@ def write_card(folder: Path) -> Path:
         "channels (noisy latent, mask, masked image's latent).",
         f"- Text encoder: `CLIPTextModel` hidden {train['text_config']['hidden_size']}, "
         f"{train['text_config']['num_hidden_layers']} layers, over the project's own byte-level tokenizer "
-        "(`bench/core/tokenizer.py`), trained jointly with the UNet.",
+        "(`core/tokenizer.py`), trained jointly with the UNet.",
         "- Scheduler: DDPM, β scaled-linear 0.00085–0.012, 1000 steps (`cloakbench.core.ldm.sd_noise_schedule`).",
         "",
         "## Data",
@@ -231,7 +231,7 @@ def write_card(folder: Path) -> Path:
         "Only pictures that install with the dependencies (no download): scikit-image's `skimage.data`",
         "and matplotlib's `mpl-data/sample_data`. Greyscale pictures are repeated to RGB; RGBA ones",
         "are composited on white. Random square crops at several scales, horizontal flips; captions",
-        "from the names (`bench/core/toy_data.py`):",
+        "from the names (`core/toy_data.py`):",
         "",
         *[f'- `{name}`: "{caption}"' for name, caption in TRAIN_CAPTIONS.items()],
         "",

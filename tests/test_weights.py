@@ -1,4 +1,4 @@
-"""Finding and loading pretrained metric weights offline (bench/core/weights.py).
+"""Finding and loading pretrained metric weights offline (core/weights.py).
 
 Each test writes a seeded random checkpoint of the right architecture into a temporary
 torch hub / Hugging Face cache and loads it through the real code path; nothing here

@@ -1,9 +1,11 @@
 """Mimicry attacks and purifications. Importing this package registers them in :data:`MIMICRY`."""
 
 from cloakbench.mimicry import (  # noqa: F401  (register)  # noqa: F401,E401  (register)
+    counter_pgd,
     diffpure,
     diffpure_latent,
     dreambooth,
+    encoder_harden,
     filters,
     gridpure,
     identity,

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from cloakbench import mimicry as mimicry_pkg
+from cloakbench.bench.copier import RunProtections
 from cloakbench.bench.noreference import noreference_rows
 from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, derive_seed
 from cloakbench.bench.profiling import parameter_storages, profile_phase
@@ -376,6 +377,11 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         prompt=cell.prompt,
         mask_dir=mask_dir or workspace.spec.mask_dir,
         work_dir=str(work_dir) if work_dir else None,
+        # Adaptive stages (encoder-harden) run the public protection code with the tool's model,
+        # keep what they train once in the run folder, and avoid the evaluated images.
+        protections=RunProtections.for_spec(workspace.spec, workspace.model),
+        cache_dir=str(workspace.artifacts.root / "stages"),
+        held_out=frozenset(workspace.images),
     )
     with profile_phase(
         "attack", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
@@ -383,6 +389,8 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         images = published.to(model.device, model.dtype)
         for step, purification in enumerate(purifications):
             generator = workspace.generator(derive_seed(cell.seed, "purify", step))
+            # A model stage (encoder-harden) hands the rest of the chain another model.
+            model = purification.adapt_model(model, generator=generator, context=context)
             images = quantize_8bit(purification(images, model, generator=generator, context=context).float())
         outputs = []
         for setting in attacker.settings():

@@ -20,6 +20,7 @@ from cloakbench.mimicry import filters  # noqa: F401  (registers jpeg, blur, noi
 from cloakbench.mimicry import upscale  # noqa: F401  (registers upscale, upscale-bicubic)
 from cloakbench.mimicry import diffpure, diffpure_latent, gridpure, pdm_pure  # noqa: F401  (register)
 from cloakbench.mimicry import impress  # noqa: F401  (registers)
+from cloakbench.mimicry import encoder_harden, counter_pgd  # noqa: F401  (register: the adaptive attackers)
 # isort: on
 
 __all__ = ["MIMICRY", "AttackContext", "AttackUnavailable", "Mimicry", "parse_attack_spec", "resolve_attacks"]

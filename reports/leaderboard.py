@@ -406,6 +406,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         "pooled_models": len(protect_models) > 1 or len(attack_models) > 1,
         "categories": categories(run, chosen, strength_metric, strength_higher),
         "transfer": transfer(run, chosen, strength_metric, strength_higher),
+        "adaptive": adaptive_worst_cases(run, chosen, strength_metric, strength_higher),
     }
 
 
@@ -481,3 +482,68 @@ def transfer(run: Run, pool: list[Attacker], metric: str | None, higher: bool | 
             grid.append({"model": protect_model, "cells": line})
         matrices.append({"name": budget.name, "rows": grid})
     return {"protect_models": protect_models, "attack_models": attack_models, "matrices": matrices}
+
+
+#: The control protection whose adaptive worst case a protection must beat (random noise, same budget).
+NOISE_CONTROL = "noise"
+
+
+def attacker_is_adaptive(attacker: Attacker) -> bool:
+    """Whether any stage of the attacker's chain declares ``adaptive`` (an unregistered name: no)."""
+    from cloakbench.mimicry import MIMICRY
+
+    parts = [p for p in attacker.purification.split("+") if p] + [attacker.mimicry]
+    return any(part in MIMICRY and MIMICRY.get(part).adaptive for part in parts)
+
+
+def adaptive_worst_cases(
+    run: Run, pool: list[Attacker], metric: str | None, higher: bool | None
+) -> dict[str, Any] | None:
+    """Per protection budget, the worst case over the non-adaptive and over the adaptive attackers.
+
+    RobustBench's lesson (Croce et al., arXiv 2010.09670): a defence is as good as the strongest
+    *adaptive* attack on it. An attacker is adaptive when a stage of its chain declares so
+    (``Mimicry.adaptive``: ``encoder-harden``, ``counter-pgd``). A protection is flagged when its
+    adaptive worst case is weaker than random noise's (``noise``, the same pool): against that
+    copier it protects no better than noise does. ``None`` when the run has no adaptive attacker.
+    """
+    adaptive = [a for a in pool if attacker_is_adaptive(a)]
+    if metric is None or not adaptive:
+        return None
+    fixed = [a for a in pool if a not in adaptive]
+    rows = run.rows
+    noise = None
+    if NOISE_CONTROL in run.protections():
+        noise_rows = rows[rows["protection"] == NOISE_CONTROL]
+        noise = worst_case(noise_rows, adaptive, metric, higher).estimate
+    table = []
+    for budget in budgets(run):
+        if budget.protection == NO_PROTECTION:
+            continue
+        mine = budget_rows(rows, budget)
+        cells = []
+        for group in (fixed, adaptive):
+            worst = worst_case(mine, group, metric, higher)
+            found = cell(
+                worst.estimate, metric, extra=f"strongest attacker: {worst.attacker.name}" if worst.attacker else ""
+            )
+            found["attacker"] = worst.attacker.name if worst.attacker else ""
+            cells.append(found)
+        adaptive_worst = worst_case(mine, adaptive, metric, higher).estimate
+        below = (
+            budget.protection != NOISE_CONTROL
+            and noise is not None
+            and adaptive_worst.n > 0
+            and noise.n > 0
+            and higher is not None
+            # weaker protection = the attacker's output closer to its output on the clean image
+            and (adaptive_worst.mean > noise.mean if higher else adaptive_worst.mean < noise.mean)
+        )
+        separated = below and not adaptive_worst.overlaps(noise)
+        table.append({"name": budget.name, "cells": cells, "below_noise": bool(below), "separated": bool(separated)})
+    return {
+        "adaptive": [a.name for a in adaptive],
+        "non_adaptive": [a.name for a in fixed],
+        "noise": cell(noise, metric) if noise is not None else None,
+        "rows": table,
+    }

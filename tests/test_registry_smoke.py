@@ -58,9 +58,17 @@ def quick_attack(name: str):
     return cls.from_overrides(quick_component(cls))
 
 
-def attack_context(tmp_path, images: torch.Tensor, setting: str = "") -> AttackContext:
+def attack_context(tmp_path, images: torch.Tensor, setting: str = "", model=None) -> AttackContext:
+    """What the harness hands an attack; with ``model``, the public protections an adaptive stage runs."""
+    from cloakbench.bench.copier import RunProtections
+
     return AttackContext(
-        setting=setting, prompt="a photo", work_dir=str(tmp_path), image_names=[f"image{i}" for i in range(len(images))]
+        setting=setting,
+        prompt="a photo",
+        work_dir=str(tmp_path),
+        image_names=[f"image{i}" for i in range(len(images))],
+        protections=RunProtections(model, quick=True) if model is not None else None,
+        cache_dir=str(tmp_path / "stages"),
     )
 
 
@@ -83,9 +91,17 @@ def test_attack_contract(name, tiny_model, clean8, tmp_path):
         assert_names_a_missing_file(str(again.value), name)
         return
 
+    assert isinstance(attack.adaptive, bool) and isinstance(attack.adapts_model, bool), name
+    model = tiny_model
+    if attack.adapts_model:  # a model stage: the rest of the chain runs with what it returns
+        model = attack.adapt_model(
+            tiny_model, generator=generator(0), context=attack_context(tmp_path, images, "", tiny_model)
+        )
+        assert model is not tiny_model and model.resolution == tiny_model.resolution, name
+        assert model.weights_hash != tiny_model.weights_hash, f"{name}: a changed model must say so in its weights hash"
     for setting in settings:
-        context = attack_context(tmp_path, images, setting)
-        out = attack(images, tiny_model, generator=generator(0), context=context)
+        context = attack_context(tmp_path, images, setting, tiny_model)
+        out = attack(images, model, generator=generator(0), context=context)
         where = f"{name} (setting {setting!r})"
         assert isinstance(out, torch.Tensor) and out.dtype == torch.float32, where
         if attack.scope == "image":

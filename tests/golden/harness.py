@@ -17,6 +17,9 @@ all, fails with "regenerate with scripts/update_golden.py". So changing a method
 numbers needs a version bump and a new slice, and a refactor that claims to change
 nothing is held to its old numbers.
 
+A model stage (``adapts_model``, e.g. ``encoder-harden``) passes the pixels on unchanged, so its slice is
+the VAE round trip ``D(E′(x))`` through the model it hands on.
+
 Used by ``tests/test_golden_slices.py`` and ``scripts/update_golden.py``.
 """
 
@@ -139,14 +142,26 @@ def run(section: str, name: str, overrides: dict[str, Any], model, images: torch
     component = build(section, name, overrides)
     if section == "protections":
         return {"": component(images.clone(), model, generator=torch.Generator().manual_seed(SEED))}
+    from cloakbench.bench.copier import RunProtections
     from cloakbench.mimicry import AttackContext
 
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="cloakbench-golden-") as work_dir:
         for setting in component.settings():
             context = AttackContext(
-                setting=setting, prompt=PROMPT, work_dir=work_dir, image_names=[f"image{i}" for i in range(len(images))]
+                setting=setting,
+                prompt=PROMPT,
+                work_dir=work_dir,
+                image_names=[f"image{i}" for i in range(len(images))],
+                protections=RunProtections(model, quick=True),  # what adaptive stages run (encoder-harden)
             )
+            if component.adapts_model:
+                # A model stage passes the pixels on unchanged; its slice is the round trip through
+                # the model it hands on (a hardened encoder shows in D(E'(x))).
+                adapted = component.adapt_model(model, generator=torch.Generator().manual_seed(SEED), context=context)
+                with torch.no_grad():
+                    outputs[setting] = adapted.decode(adapted.encode(images.clone(), mode="mean"))
+                continue
             outputs[setting] = component(
                 images.clone(), model, generator=torch.Generator().manual_seed(SEED), context=context
             )

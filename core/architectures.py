@@ -232,3 +232,93 @@ def real_architecture(
 
 def architecture_configs(unet_cfg: dict, text_cfg: dict | None) -> dict:
     return {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}
+
+
+# -- the flow-matching family (SD 3 / FLUX class) -----------------------------------
+def tiny_flow_configs() -> dict[str, dict]:
+    """Small SD 3-shaped configs: a 16-channel VAE with SD 3's shift and scaling factors, an MMDiT.
+
+    ``SD3Transformer2DModel`` rather than ``FluxTransformer2DModel``: SD 3's MMDiT is conditioned
+    on CLIP token states and a pooled CLIP vector only — what one small CLIP text encoder gives,
+    as toy-flow has — while FLUX.1 also needs T5 token states and (dev) a distilled-guidance
+    embedding. The factors are SD 3 Medium's VAE config (``shift_factor`` 0.0609,
+    ``scaling_factor`` 1.5305): on random weights they only exercise the shift's code path.
+    The scheduler is SD 3 Medium's (``FlowMatchEulerDiscreteScheduler``, ``shift`` 3.0).
+    """
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        layers_per_block=1,
+        block_out_channels=(16, 32, 32, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=TINY_RESOLUTION,
+        shift_factor=0.0609,
+        scaling_factor=1.5305,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    transformer = dict(
+        sample_size=TINY_RESOLUTION // 8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        pooled_projection_dim=32,
+        pos_embed_max_size=16,
+    )
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
+    return {"vae": vae, "transformer": transformer, "text": text, "scheduler": {"shift": 3.0}}
+
+
+def build_flow_components(configs: dict[str, dict], seed: int, tokenizer=None) -> dict:
+    """Seeded random SD 3-shaped components from ``configs`` (see :func:`tiny_flow_configs`)."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from cloakbench.core.ldm import flow_noise_schedule
+
+    tokenizer = tokenizer if tokenizer is not None else project_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        transformer = SD3Transformer2DModel(**configs["transformer"])
+        text_encoder = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **configs["text"],
+            )
+        )
+    return dict(
+        family="flow-transformer",
+        vae=vae,
+        unet=transformer,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=flow_noise_schedule(configs["scheduler"]["shift"]),
+        scaling_factor=configs["vae"]["scaling_factor"],
+        shift_factor=configs["vae"]["shift_factor"],
+    )
+
+
+def tiny_random_flow(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> LDM:
+    """Seeded tiny random SD 3-shaped model (64², latent 8² × 16, MMDiT) for tests; builds in about a second."""
+    configs = tiny_flow_configs()
+    parts = build_flow_components(configs, seed)
+    return bundle("tiny-random-flow", parts, device, dtype, random_weights_hash(configs, seed), TINY_RESOLUTION)

@@ -134,7 +134,7 @@ def train_embedding(
         latents = means[rows] + stds[rows] * randn_tensor(
             means[rows].shape, generator=generator, device=device, dtype=dtype
         )
-        latents = latents * model.scaling_factor
+        latents = model.scale_latents(latents)
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
         timesteps = torch.randint(
             0, model.num_train_timesteps, (batch_size,), generator=generator, device=generator.device

@@ -132,7 +132,7 @@ class Surrogate:
     def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
         model = self.model
         return finetuning.encode_prompts(
-            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype
+            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype, flow=model.is_flow
         )
 
     def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -167,12 +167,14 @@ class Surrogate:
             latents = posterior.mean + posterior.std * randn_tensor(
                 posterior.mean.shape, generator=generator, device=device, dtype=dtype
             )
-            latents = latents * model.scaling_factor
+            latents = model.scale_latents(latents)
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
             timesteps = torch.randint(
                 0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
             ).to(device)
-            embeds = finetuning.encode_prompts(model.tokenizer, self.text_encoder, prompts, device, dtype)
+            embeds = finetuning.encode_prompts(
+                model.tokenizer, self.text_encoder, prompts, device, dtype, flow=model.is_flow
+            )
             per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
             loss = finetuning.prior_preserving_loss(per_sample, 1, self.prior_loss_weight)
             loss.backward()

@@ -78,6 +78,8 @@ class ZooEntry:
     latent_channels: int | None = None
     folder: Path | None = None
     restore_hint: str = ""
+    #: For a random entry that cannot be built on every machine: ``() -> reason or None``.
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -100,6 +102,9 @@ class ZooEntry:
     def facts(self, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
         if self.random_configs is not None:
             assert self.resolution is not None  # checked in __post_init__
+            reason = self.unavailable() if self.unavailable is not None else None
+            if reason:
+                raise ModelError(reason)
             return ModelFacts(
                 self.name,
                 architectures.random_weights_hash(self.random_configs(), seed),
@@ -146,6 +151,7 @@ def _random(
     resolution: int,
     latent_channels: int,
     family: str = "eps-unet",
+    unavailable: Callable[[], str | None] | None = None,
 ) -> ZooEntry:
     return register(
         ZooEntry(
@@ -156,6 +162,7 @@ def _random(
             random_configs=configs,
             resolution=resolution,
             latent_channels=latent_channels,
+            unavailable=unavailable,
         )
     )
 
@@ -218,6 +225,26 @@ _random(
     lambda: architectures.architecture_configs(architectures.SDXL_UNET, None),
     1024,
     4,
+)
+_random(
+    "sd3-arch",
+    "Stable Diffusion 3 Medium architecture (MMDiT 2 B, 16-channel VAE), random weights and seeded "
+    "conditioning of SD 3's shapes: cost measurement only.",
+    architectures.sd3_architecture,
+    architectures.sd3_configs,
+    1024,
+    16,
+    FLOW_TRANSFORMER,
+)
+_random(
+    "flux-arch",
+    "FLUX.1 architecture (transformer 12 B), random weights: refused where the memory it needs is not there.",
+    architectures.flux_architecture,
+    lambda: {"transformer": architectures.FLUX_TRANSFORMER},
+    1024,
+    16,
+    FLOW_TRANSFORMER,
+    unavailable=architectures.flux_unavailable_reason,
 )
 _shipped(
     "toy",

@@ -35,6 +35,18 @@ def folder_family(folder: Path) -> str:
     return "eps-unet"
 
 
+def check_shared_vae(folder: Path, weights: Path) -> None:
+    """A shared VAE must be the file the model was trained on (``cloakbench_vae_sha256``)."""
+    from cloakbench.core.provenance import sha256_file
+
+    expected = read_json(folder / "model_index.json").get("cloakbench_vae_sha256")
+    if expected and sha256_file(weights) != expected:
+        raise ModelError(
+            f"{folder.name} shares the VAE in {weights.parent}, but that file is not the one it was trained on "
+            f"(sha256 {expected[:12]}…); restore {weights} from the repository or retrain {folder.name}"
+        )
+
+
 def component_folder(folder: Path, part: str) -> Path:
     """Where ``part`` lives: ``folder/part``, except a VAE shared with another model
     (``cloakbench_vae`` in model_index.json, relative to ``folder``: toy-flow reads toy's)."""
@@ -103,6 +115,8 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
         pickles = sorted(p for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if safetensors:
             found[part] = safetensors[0]
+            if part == "vae" and sub != folder / "vae":
+                check_shared_vae(folder, safetensors[0])
         elif pickles:
             if not allow_pickle:
                 raise ModelError(

@@ -14,6 +14,9 @@ the model's working size (128²), through the project's own code paths:
   by ≥ 2 dB more than ``noise`` does; encoder-driven methods amplify several times more.
 
 Usage: ``python scripts/measure_toy.py [--protections advdm,sds-,photoguard,noise] [--steps 100]``.
+``toy-flow``: ``python scripts/measure_toy.py --model toy-flow --out models/toy-flow/measurements.json
+--protections '' --no-ti --no-card --threads 1`` (SDEdit then runs through SD 3's img2img pipeline,
+100 Euler steps on the flow scheduler).
 """
 
 from __future__ import annotations
@@ -699,6 +702,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ti", action="store_true", help="skip the textual-inversion measurement")
     parser.add_argument("--card-only", action="store_true", help="only re-render MODEL_CARD.md")
+    parser.add_argument(
+        "--no-card", action="store_true", help="write measurements.json only (toy-flow's card is written by hand)"
+    )
     args = parser.parse_args(argv)
     if args.card_only:
         write_card(Path(args.out).parent)
@@ -744,7 +750,7 @@ def main(argv=None) -> None:
     write_grid(grid_rows, out.with_name("measurements_grid.png"))
     out.write_text(json.dumps(result, indent=1) + "\n")
     log.info("wrote %s", out)
-    if (out.parent / "train_log.json").exists():
+    if (out.parent / "train_log.json").exists() and not args.no_card:
         log.info("wrote %s", write_card(out.parent))
 
 

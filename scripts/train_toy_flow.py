@@ -32,8 +32,8 @@ Components (working size 128², latent 16×16×16):
   CLIP text encoder provides — while FLUX.1 needs a T5 encoder's token states, CLIP's pooled
   vector *and* a guidance-distillation embedding, and ships no img2img/inpaint pipeline that
   accepts precomputed embeddings without a T5 tokenizer.
-- Text encoder: ``CLIPTextModelWithProjection`` (hidden 64, 3 layers, 32 tokens: :data:`TEXT_LENGTH`) over the project's
-  tokenizer, trained jointly with the transformer; as in SD 3's pipeline the token states are
+- Text encoder: ``CLIPTextModelWithProjection`` (hidden 64, 3 layers, 32 tokens:
+  :data:`TEXT_LENGTH`) over the project's tokenizer, trained jointly with the transformer; as in SD 3's pipeline the token states are
   the penultimate layer's (``hidden_states[-2]``) and the pooled vector is ``text_embeds``.
   10 % empty captions so classifier-free guidance has an unconditional branch.
 - Scheduler: ``FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)``.
@@ -51,7 +51,10 @@ Stages, each resumable from its checkpoint in ``--work``:
 Usage::
 
     nice -n 19 env OMP_NUM_THREADS=1 python scripts/train_toy_flow.py --work /work/toywork/toy-flow \
-        --stage-minutes transformer=55 --threads 1
+        --stages latents,transformer --stage-minutes transformer=32 --batch 16 --threads 1
+    python scripts/train_toy_flow.py --work /work/toywork/toy-flow --stages export
+
+(what models/toy-flow was trained with; its MODEL_CARD.md gives the steps and minutes reached).
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ AdamW (β 0.9/0.999, weight decay 1e-2, ε 1e-8), gradient norm clipped to 1, UN
 encoder trained (``--train_text_encoder``). A fresh optimiser per :meth:`Surrogate.train`
 call, as the reference builds one per ``train_one_epoch``.
 
+On a flow-matching model (SD 3 class) the surrogate is the transformer (and its CLIP text
+encoder), and both the DreamBooth loss and the loss the PGD step ascends are the flow-matching
+loss ``mse(v_θ((1 − σ_t) z + σ_t ε, t, c), ε − z)`` (``core/finetuning.py``, ``denoising_loss``),
+``t`` uniform over the flow scheduler's grid as diffusers' ``train_dreambooth_lora_sd3.py``
+draws it with its default weighting (``protections/sds.py`` derives the residual).
+
 LoRA variant (``lora_rank > 0``): the reference's ``attacks/aspl_lora.py`` (lines 736–770)
 for GPUs where a full fine-tune runs out of memory: rank-``r`` adapters on the UNet's
 attention projections, the text encoder frozen (the reference can add text-encoder adapters;

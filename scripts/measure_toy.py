@@ -730,6 +730,16 @@ def main(argv=None) -> None:
             "psnr_vs_input": summary(psnr(clean_edit, images)),
         },
     }
+    if model.is_flow:
+        # A seeded forward slice for tests/test_toy_flow_model.py: v̂ at grid index 500 of seeded latents.
+        latent = torch.randn(1, model.latent_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            velocity = model.predict(latent, torch.tensor([500]), model.encode_prompt(args.prompt, 1))
+        result["forward_slice"] = {
+            "timestep": 500,
+            "prompt": args.prompt,
+            "values": [round(float(v), 6) for v in velocity[0, 0, 0, :8]],
+        }
     grid_rows = [images, recon, clean_edit]
     names = [n for n in args.protections.split(",") if n]
     if names:

@@ -324,6 +324,10 @@ def export(args, work: Path, tokenizer) -> Path:
                 },
                 "shift_factor": bank["shift_factor"],
                 "scaling_factor": bank["scaling_factor"],
+                "parameters": {
+                    "transformer": sum(p.numel() for p in transformer.parameters()),
+                    "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
+                },
                 "transformer_config": TRANSFORMER_CONFIG,
                 "text_config": TEXT_CONFIG,
                 "logit_normal": [LOGIT_MEAN, LOGIT_STD],

@@ -674,6 +674,7 @@ def write_flow_card(folder: Path) -> Path:
         f"{losses[-1]['loss']:.4f} (step {losses[-1]['step']}) |",
         "",
         "The stage stops at its time budget; the machine's other jobs set how many steps that is (1.3–9 s a step).",
+        *([train["args"]["note"]] if train["args"].get("note") else []),
         "",
         "## Measured",
         "",

@@ -227,6 +227,14 @@ def train_transformer(args, work: Path, logger: Logger, tokenizer) -> None:
             rng=generator.get_state(),
             elapsed=deadline.elapsed(),
             done=done,
+            # What this stage was run with: the export's own command line is not the training's.
+            train_args={
+                "batch": args.batch,
+                "lr": args.lr,
+                "steps": args.steps,
+                "seed": args.seed,
+                "stage_minutes": args.stage_minutes,
+            },
         )
 
     started = time.time()
@@ -316,7 +324,7 @@ def export(args, work: Path, tokenizer) -> Path:
     (staging / "train_log.json").write_text(
         json.dumps(
             {
-                "args": {k: _portable(v) for k, v in vars(args).items()},
+                "args": {k: _portable(v) for k, v in {**vars(args), **state.get("train_args", {})}.items()},
                 "steps": {"transformer": state["step"]},
                 "stage_minutes_spent": {
                     "latents": round(bank["seconds"] / 60, 1),

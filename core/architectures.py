@@ -232,3 +232,221 @@ def real_architecture(
 
 def architecture_configs(unet_cfg: dict, text_cfg: dict | None) -> dict:
     return {"unet": unet_cfg, "text": text_cfg, "vae": SD_VAE}
+
+
+# -- the flow-matching family (SD 3 / FLUX class) -----------------------------------
+def tiny_flow_configs() -> dict[str, dict]:
+    """Small SD 3-shaped configs: a 16-channel VAE with SD 3's shift and scaling factors, an MMDiT.
+
+    ``SD3Transformer2DModel`` rather than ``FluxTransformer2DModel``: SD 3's MMDiT is conditioned
+    on CLIP token states and a pooled CLIP vector only — what one small CLIP text encoder gives,
+    as toy-flow has — while FLUX.1 also needs T5 token states and (dev) a distilled-guidance
+    embedding. The factors are SD 3 Medium's VAE config (``shift_factor`` 0.0609,
+    ``scaling_factor`` 1.5305): on random weights they only exercise the shift's code path.
+    The scheduler is SD 3 Medium's (``FlowMatchEulerDiscreteScheduler``, ``shift`` 3.0).
+    """
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        layers_per_block=1,
+        block_out_channels=(16, 32, 32, 32),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=TINY_RESOLUTION,
+        shift_factor=0.0609,
+        scaling_factor=1.5305,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    transformer = dict(
+        sample_size=TINY_RESOLUTION // 8,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        pooled_projection_dim=32,
+        pos_embed_max_size=16,
+    )
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
+    return {"vae": vae, "transformer": transformer, "text": text, "scheduler": {"shift": 3.0}}
+
+
+def build_flow_components(configs: dict[str, dict], seed: int, tokenizer=None) -> dict:
+    """Seeded random SD 3-shaped components from ``configs`` (see :func:`tiny_flow_configs`)."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from cloakbench.core.ldm import flow_noise_schedule
+
+    tokenizer = tokenizer if tokenizer is not None else project_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        transformer = SD3Transformer2DModel(**configs["transformer"])
+        text_encoder = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **configs["text"],
+            )
+        )
+    return dict(
+        family="flow-transformer",
+        vae=vae,
+        unet=transformer,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=flow_noise_schedule(configs["scheduler"]["shift"]),
+        scaling_factor=configs["vae"]["scaling_factor"],
+        shift_factor=configs["vae"]["shift_factor"],
+    )
+
+
+def tiny_random_flow(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> LDM:
+    """Seeded tiny random SD 3-shaped model (64², latent 8² × 16, MMDiT) for tests; builds in about a second."""
+    configs = tiny_flow_configs()
+    parts = build_flow_components(configs, seed)
+    return bundle("tiny-random-flow", parts, device, dtype, random_weights_hash(configs, seed), TINY_RESOLUTION)
+
+
+#: SD 3 Medium's transformer (stabilityai/stable-diffusion-3-medium-diffusers, transformer/config.json).
+SD3_TRANSFORMER = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+#: SD 3's 16-channel autoencoder (vae/config.json of the same repository).
+SD3_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=16,
+    layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=1024,
+    scaling_factor=1.5305,
+    shift_factor=0.0609,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+)
+#: SD 3's text sequence: 77 CLIP tokens (CLIP-L 768 ⊕ CLIP-G 1280, zero-padded to 4096) then 256 T5-XXL tokens.
+SD3_TEXT_TOKENS, SD3_POOLED = 77 + 256, 2048
+
+
+def sd3_configs() -> dict:
+    return {"transformer": SD3_TRANSFORMER, "vae": SD3_VAE, "text_tokens": SD3_TEXT_TOKENS, "shift": 3.0}
+
+
+def sd3_architecture(device="cpu", dtype=torch.float32, seed: int = 0) -> LDM:
+    """SD 3 Medium's transformer and VAE at real size with seeded random weights (cost measurement only).
+
+    Its three text encoders (two CLIPs and T5-XXL, 4.7 B parameters together) run once per
+    prompt and never inside a PGD step, so, as for ``sdxl-arch``, the bundle feeds seeded
+    conditioning of the true shapes instead: token states ``(1, 333, 4096)`` and the pooled
+    vector ``(1, 2048)``.
+    """
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+
+    from cloakbench.core.ldm import TextConditioning, flow_noise_schedule
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**SD3_VAE)
+        transformer = SD3Transformer2DModel(**SD3_TRANSFORMER)
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(1, SD3_TEXT_TOKENS, SD3_TRANSFORMER["joint_attention_dim"], generator=generator)
+    pooled = torch.randn(1, SD3_POOLED, generator=generator)
+
+    def override(batch: int, _dev=torch.device(device), _dt=dtype) -> dict:
+        return {"encoder_hidden_states": TextConditioning(hidden.to(_dev, _dt), pooled.to(_dev, _dt)).expand(batch)}
+
+    parts = dict(
+        family="flow-transformer",
+        vae=vae,
+        unet=transformer,
+        tokenizer=project_tokenizer(),
+        scheduler=flow_noise_schedule(3.0),
+        scaling_factor=SD3_VAE["scaling_factor"],
+        shift_factor=SD3_VAE["shift_factor"],
+    )
+    return bundle(
+        "sd3-arch", parts, device, dtype, random_weights_hash(sd3_configs(), seed), 1024, conditioning_override=override
+    )
+
+
+#: FLUX.1 [dev]'s transformer (black-forest-labs/FLUX.1-dev, transformer/config.json).
+FLUX_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+
+
+def flux_parameter_count() -> int:
+    """FLUX.1's transformer parameters, counted on the meta device (nothing is allocated)."""
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in FluxTransformer2DModel(**FLUX_TRANSFORMER).parameters())
+
+
+def flux_unavailable_reason(device="cpu", dtype=torch.float32) -> str:
+    """Why ``flux-arch`` cannot be built here: the memory it needs, or the forward not yet wired.
+
+    The estimate is the transformer's weights in ``dtype`` (counted exactly on the meta device)
+    plus the same again for the activations a PGD step through it keeps; the T5-XXL and CLIP
+    encoders would run once per prompt and are not counted.
+    """
+    from cloakbench.core.devices import available_memory_bytes
+
+    weights = flux_parameter_count() * torch.empty((), dtype=dtype).element_size()
+    needed, have = 2 * weights, available_memory_bytes(device)
+    if needed > have:
+        return (
+            f"flux-arch needs about {needed / 2**30:.0f} GiB on {device} ({weights / 2**30:.0f} GiB of "
+            f"{str(dtype).replace('torch.', '')} transformer weights, as much again for a PGD step's activations) "
+            f"and {have / 2**30:.0f} GiB is available; run it on a GPU with that much memory, or measure sd3-arch here"
+        )
+    return (
+        "flux-arch: the memory is there, but the bundle does not yet drive FLUX's transformer (packed 2×2 "
+        "latents, image/text position ids and the guidance embedding are not wired in cloakbench.core.ldm); "
+        "measure sd3-arch"
+    )
+
+
+def flux_architecture(device="cpu", dtype=torch.float32, seed: int = 0) -> LDM:
+    """FLUX.1's transformer at real size: always refused today, with :func:`flux_unavailable_reason`."""
+    from cloakbench.core.ldm import ModelError
+
+    raise ModelError(flux_unavailable_reason(device, dtype))

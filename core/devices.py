@@ -42,3 +42,21 @@ def check_device(device: str | torch.device) -> torch.device:
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ModelError(f"--device {device}: MPS is not available on this machine; use --device cpu")
     return parsed
+
+
+def available_memory_bytes(device: str | torch.device) -> int:
+    """Free memory on ``device``: the GPU's free bytes (``torch.cuda.mem_get_info``), else the
+    host's ``MemAvailable`` (``/proc/meminfo``; total physical memory where that file is absent)."""
+    import os
+
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        return int(torch.cuda.mem_get_info(parsed)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

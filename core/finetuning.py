@@ -45,13 +45,20 @@ def denoising_loss(
 ) -> torch.Tensor:
     """Per-sample denoising loss ``(N,)``: ``mean ‖target − unet(z_t, t, c)‖²`` over latent elements.
 
-    ``latents`` are scaled latents ``z = s·E(x)``; ``z_t`` comes from the model's training
+    ``latents`` are scaled latents ``z = s·(E(x) − b)``; ``z_t`` comes from the model's training
     schedule (``scheduler.add_noise``). Differentiable w.r.t. ``latents``, the UNet's
-    trainable weights and ``prompt_embeds``.
+    trainable weights and ``prompt_embeds``. A flow model (``cloakbench.core.families``) gets
+    its own path and target: ``z_t = (1 − σ_t) z + σ_t ε`` and ``‖v_θ − (ε − z)‖²`` (the
+    flow-matching loss of Esser et al., arXiv 2403.03206, eq. 3), with ``unet`` its transformer.
     """
-    noisy = model.scheduler.add_noise(latents, noise, timesteps)
-    predicted = model.predict_noise(noisy, timesteps, prompt_embeds, unet=unet)
-    target = training_target(model.scheduler, latents, noise, timesteps)
+    if model.is_flow:
+        noisy = model.add_noise(latents, timesteps, noise)
+        predicted = model.predict(noisy, timesteps, prompt_embeds, unet=unet)
+        target = model.prediction_target(latents, noise)
+    else:
+        noisy = model.scheduler.add_noise(latents, noise, timesteps)
+        predicted = model.predict_noise(noisy, timesteps, prompt_embeds, unet=unet)
+        target = training_target(model.scheduler, latents, noise, timesteps)
     return ((predicted.float() - target.float()) ** 2).flatten(1).mean(dim=1)
 
 
@@ -67,11 +74,16 @@ def prior_preserving_loss(per_sample: torch.Tensor, instance_count: int, prior_l
     return instance + prior_loss_weight * per_sample[instance_count:].mean()
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], device, dtype) -> torch.Tensor:
-    """``τ(prompt)`` for each prompt, ``(N, 77, D)``, through ``text_encoder`` (gradients kept)."""
+def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], device, dtype, *, flow: bool = False):
+    """``τ(prompt)`` for each prompt, ``(N, 77, D)``, through ``text_encoder`` (gradients kept);
+    with ``flow``, SD 3's :class:`~cloakbench.core.ldm.TextConditioning` (token states and pooled vector)."""
+    from cloakbench.core.ldm import flow_text_conditioning
+
     ids = tokenizer(
         list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids.to(device)
+    if flow:
+        return flow_text_conditioning(text_encoder, ids).to(dtype)
     return text_encoder(ids)[0].to(dtype)
 
 
@@ -138,6 +150,8 @@ def generate_images(
 
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if model.is_flow:
+        return _generate_flow_images(model, prompts, seeds, steps, guidance_scale, unet, text_encoder, tokenizer)
     components = model.pipeline_components(unet=unet)
     if text_encoder is not None:
         components["text_encoder"] = text_encoder
@@ -149,6 +163,35 @@ def generate_images(
     with torch.no_grad():
         return pipe(
             prompt=list(prompts),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            height=model.resolution,
+            width=model.resolution,
+            output_type="pt",
+        ).images.to(torch.float32)
+
+
+def _generate_flow_images(model, prompts, seeds, steps, guidance_scale, transformer, text_encoder, tokenizer):
+    """:func:`generate_images` for a flow model: diffusers' ``StableDiffusion3Pipeline`` (Euler on the
+    flow scheduler) with the conditioning computed here, through the (possibly fine-tuned) text encoder."""
+    from diffusers import StableDiffusion3Pipeline
+
+    components = model.flow_pipeline_components(transformer=transformer)
+    text_encoder = text_encoder if text_encoder is not None else model.text_encoder
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    components.update(text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe = StableDiffusion3Pipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    with torch.no_grad():
+        conditional = encode_prompts(tokenizer, text_encoder, prompts, model.device, model.dtype, flow=True)
+        kwargs = {"prompt_embeds": conditional.hidden, "pooled_prompt_embeds": conditional.pooled}
+        if guidance_scale > 1.0:
+            empty = encode_prompts(tokenizer, text_encoder, [""] * len(prompts), model.device, model.dtype, flow=True)
+            kwargs |= {"negative_prompt_embeds": empty.hidden, "negative_pooled_prompt_embeds": empty.pooled}
+        return pipe(
+            **kwargs,
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             generator=generators,

@@ -19,7 +19,42 @@ from cloakbench.core.provenance import sha256_files
 
 #: The sub-folders a Stable-Diffusion-layout folder must have (``inpaint_unet/`` is optional).
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: An SD 3-layout folder (one CLIP encoder; the second CLIP and T5 are not read).
+FLOW_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
+def folder_family(folder: Path) -> str:
+    """``flow-transformer`` for an SD 3-layout folder (``cloakbench_family`` in model_index.json, or
+    a ``StableDiffusion3…`` pipeline class, or a ``transformer/`` folder), else ``eps-unet``."""
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
+    if "cloakbench_family" in index:
+        return str(index["cloakbench_family"])
+    if str(index.get("_class_name", "")).startswith("StableDiffusion3") or (folder / "transformer").is_dir():
+        return "flow-transformer"
+    return "eps-unet"
+
+
+def check_shared_vae(folder: Path, weights: Path) -> None:
+    """A shared VAE must be the file the model was trained on (``cloakbench_vae_sha256``)."""
+    from cloakbench.core.provenance import sha256_file
+
+    expected = read_json(folder / "model_index.json").get("cloakbench_vae_sha256")
+    if expected and sha256_file(weights) != expected:
+        raise ModelError(
+            f"{folder.name} shares the VAE in {weights.parent}, but that file is not the one it was trained on "
+            f"(sha256 {expected[:12]}…); restore {weights} from the repository or retrain {folder.name}"
+        )
+
+
+def component_folder(folder: Path, part: str) -> Path:
+    """Where ``part`` lives: ``folder/part``, except a VAE shared with another model
+    (``cloakbench_vae`` in model_index.json, relative to ``folder``: toy-flow reads toy's)."""
+    if part == "vae" and (folder / "model_index.json").exists():
+        shared = read_json(folder / "model_index.json").get("cloakbench_vae")
+        if shared:
+            return (folder / shared).resolve()
+    return folder / part
 
 
 def read_json(path: Path) -> dict:
@@ -40,7 +75,7 @@ def folder_resolution(folder: Path) -> int:
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
     if "cloakbench_resolution" in index:
         return int(index["cloakbench_resolution"])
-    return int(read_json(folder / "vae" / "config.json").get("sample_size", 512))
+    return int(read_json(component_folder(folder, "vae") / "config.json").get("sample_size", 512))
 
 
 # -- local folders and the Hugging Face cache ---------------------------------------
@@ -60,8 +95,9 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
     if not folder.is_dir():
         raise ModelError(f"model path {folder} is not a folder of a diffusers model; {how}")
     found: dict[str, Path] = {}
-    for part in COMPONENTS + ("inpaint_unet",):
-        sub = folder / part
+    components = FLOW_COMPONENTS if folder_family(folder) == "flow-transformer" else COMPONENTS
+    for part in components + ("inpaint_unet",):
+        sub = component_folder(folder, part)
         optional = part == "inpaint_unet"
         if not sub.is_dir():
             if optional:
@@ -79,6 +115,8 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
         pickles = sorted(p for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if safetensors:
             found[part] = safetensors[0]
+            if part == "vae" and sub != folder / "vae":
+                check_shared_vae(folder, safetensors[0])
         elif pickles:
             if not allow_pickle:
                 raise ModelError(
@@ -117,27 +155,31 @@ def load_folder(
     folder: Path, *, device="cpu", dtype=torch.float32, allow_pickle: bool = False, name: str | None = None
 ) -> LDM:
     """Load a local diffusers folder offline (safetensors; pickle only by opt-in)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     folder = Path(folder)
     weights = preflight(folder, allow_pickle=allow_pickle)
+    family = folder_family(folder)
     _quiet_loading_bars()
+    flow = family == "flow-transformer"
     classes = {
         "unet": UNet2DConditionModel,
+        "transformer": SD3Transformer2DModel,
         "vae": AutoencoderKL,
-        "text_encoder": CLIPTextModel,
+        "text_encoder": CLIPTextModelWithProjection if flow else CLIPTextModel,
         "inpaint_unet": UNet2DConditionModel,
     }
     parts: dict[str, Any] = {}
     for part, path in weights.items():
         cls = classes[part]
-        read_json(folder / part / "config.json")  # a broken config.json is named, not a library traceback
+        sub = component_folder(folder, part)
+        read_json(sub / "config.json")  # a broken config.json is named, not a library traceback
         try:
             if path.suffix == ".safetensors":
-                parts[part] = cls.from_pretrained(str(folder / part), use_safetensors=True, local_files_only=True)
+                parts[part] = cls.from_pretrained(str(sub), use_safetensors=True, local_files_only=True)
             else:
-                parts[part] = _load_pickled(cls, folder / part, path)
+                parts[part] = _load_pickled(cls, sub, path)
         except pickle.UnpicklingError as error:
             raise ModelError(
                 f"{path} was refused by torch.load(weights_only=True): it holds objects other than "
@@ -152,7 +194,20 @@ def load_folder(
                 "copy it again from the model's original download"
             ) from None
     parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
-    parts["scaling_factor"] = float(parts["vae"].config.get("scaling_factor", 0.18215))
+    # The model's own latent factors: model_index.json's when it has them (a shared VAE's config
+    # carries the other model's), else the VAE config's, as diffusers' pipelines read them.
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
+    vae_config = parts["vae"].config
+    parts["scaling_factor"] = float(index.get("scaling_factor") or vae_config.get("scaling_factor") or 0.18215)
+    parts["shift_factor"] = float(index.get("shift_factor") or vae_config.get("shift_factor") or 0.0)
+    parts["family"] = family
+    if flow:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        parts["unet"] = parts.pop("transformer")
+        parts["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(
+            str(folder / "scheduler"), local_files_only=True
+        )
     model = bundle(
         name or folder.name,
         parts,
@@ -162,9 +217,10 @@ def load_folder(
         folder_resolution(folder),
         source=str(folder),
     )
-    from diffusers import DDPMScheduler
+    if not flow:
+        from diffusers import DDPMScheduler
 
-    model.scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
+        model.scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
     return model
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, noise_path
+
 #: Stable Diffusion's DDPM schedule: scaled-linear β from 0.00085 to 0.012 over 1000 steps.
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
 
@@ -25,13 +27,44 @@ class ModelError(RuntimeError):
     """Missing, partial or unsafe weights; raised in preflight, before any work starts."""
 
 
+@dataclass(frozen=True)
+class TextConditioning:
+    """A flow transformer's text conditioning: token states ``(N, L, D)`` and the pooled vector ``(N, P)``.
+
+    SD 3's MMDiT reads both (``SD3Transformer2DModel.forward``: ``encoder_hidden_states`` and
+    ``pooled_projections``); an ε-UNet reads the token states only, so its bundle hands out a
+    plain tensor. ``expand`` and ``shape`` behave as on the token-state tensor, so code that
+    only passes conditioning along does not need to know which it holds.
+    """
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.hidden.shape
+
+    def expand(self, batch: int, *_) -> TextConditioning:
+        return TextConditioning(self.hidden.expand(batch, -1, -1), self.pooled.expand(batch, -1))
+
+    def to(self, *args, **kwargs) -> TextConditioning:
+        return TextConditioning(self.hidden.to(*args, **kwargs), self.pooled.to(*args, **kwargs))
+
+
 @dataclass
 class LDM:
     """A latent diffusion model bundle: the parts every attack and protection uses.
 
     Images enter as ``(N, 3, H, W)`` float in ``[0, 1]``; :meth:`to_model_range` is the
-    one place they become the model's ``[-1, 1]``. Latents are scaled by
-    ``scaling_factor`` (0.18215 for SD 1.x/2.x) as in Stable Diffusion.
+    one place they become the model's ``[-1, 1]``. Latents are ``z = (E(x) − shift_factor) ·
+    scaling_factor``: SD 1.x/2.x have scale 0.18215 and no shift; SD 3's 16-channel VAE has
+    both (shift 0.0609, scale 1.5305: diffusers ``pipeline_stable_diffusion_3.py``).
+
+    ``family`` (``cloakbench.core.families``) says what the denoiser was trained on: its
+    noise path (:meth:`add_noise`), its prediction target (:meth:`prediction_target`) and
+    the timestep it reads; :meth:`predict` runs it. ``unet`` holds the denoiser of either
+    family — a ``UNet2DConditionModel`` (``eps-unet``) or an ``SD3Transformer2DModel``
+    (``flow-transformer``; also reachable as :attr:`denoiser`).
     """
 
     name: str
@@ -46,6 +79,8 @@ class LDM:
     resolution: int
     inpaint_unet: Any = None
     scaling_factor: float = 0.18215
+    shift_factor: float = 0.0
+    family: str = EPS_UNET
     source: str = ""
     conditioning_override: Callable[[int], dict] | None = None
     _prompt_cache: dict = field(default_factory=dict, repr=False)
@@ -76,15 +111,40 @@ class LDM:
             latent = dist.sample(generator=generator)
         else:
             raise ValueError(f"latent mode must be 'sample' or 'mean', got {mode!r}")
-        return latent * self.scaling_factor
+        return self.scale_latents(latent)
+
+    def scale_latents(self, unscaled: torch.Tensor) -> torch.Tensor:
+        """``(E(x) − shift) · scale``: the denoiser's latent space (no shift for SD 1.x/2.x)."""
+        if self.shift_factor:
+            unscaled = unscaled - self.shift_factor
+        return unscaled * self.scaling_factor
+
+    def unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`scale_latents`: what the VAE decoder reads."""
+        unscaled = latents / self.scaling_factor
+        return unscaled + self.shift_factor if self.shift_factor else unscaled
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` from scaled latents."""
-        return self.from_model_range(self.vae.decode(latents / self.scaling_factor).sample)
+        return self.from_model_range(self.vae.decode(self.unscale_latents(latents)).sample)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def is_flow(self) -> bool:
+        return self.family == FLOW_TRANSFORMER
+
+    @property
+    def denoiser(self) -> Any:
+        return self.unet
 
     # -- conditioning -------------------------------------------------------
     def encode_prompt(self, prompt: str, batch: int = 1) -> torch.Tensor:
-        """Text embedding ``c`` of ``prompt``, ``(batch, 77, D)``, cached per prompt."""
+        """Text conditioning ``c`` of ``prompt``, cached per prompt: ``(batch, 77, D)`` token states
+        (eps-unet), or a :class:`TextConditioning` (flow-transformer: SD 3's penultimate CLIP
+        states and pooled vector, :func:`flow_text_conditioning`)."""
         if prompt not in self._prompt_cache:
             if self.conditioning_override is not None:
                 self._prompt_cache[prompt] = self.conditioning_override(1)["encoder_hidden_states"]
@@ -97,7 +157,10 @@ class LDM:
                     return_tensors="pt",
                 )
                 with torch.no_grad():
-                    hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+                    if self.is_flow:
+                        hidden = flow_text_conditioning(self.text_encoder, tokens.input_ids.to(self.device))
+                    else:
+                        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
                 self._prompt_cache[prompt] = hidden.to(self.dtype)
         return self._prompt_cache[prompt].expand(batch, -1, -1)
 
@@ -111,17 +174,53 @@ class LDM:
     def predict_noise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor, unet: Any = None
     ) -> torch.Tensor:
-        """``ε_θ(z_t, t, c)``."""
-        unet = unet if unet is not None else self.unet
-        return unet(
+        """``ε_θ(z_t, t, c)`` of an ε-prediction model (a flow transformer predicts velocity: :meth:`predict`)."""
+        if self.is_flow:
+            raise ModelError(
+                f"{self.name} is a flow transformer: it predicts the velocity ε − z, not ε; "
+                "this code path is written for ε-prediction models"
+            )
+        return self.predict(noisy_latents, timesteps, prompt_embeds, unet=unet)
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, conditioning, unet: Any = None):
+        """The denoiser's output at grid indices ``timesteps``: ``ε̂`` (eps-unet) or ``v̂`` (flow-transformer).
+
+        Compare it with :meth:`prediction_target`. ``unet`` replaces the bundle's denoiser
+        (a fine-tuned copy).
+        """
+        net = unet if unet is not None else self.unet
+        if not self.is_flow:
+            return net(
+                noisy_latents,
+                timesteps,
+                encoder_hidden_states=conditioning,
+                **self.unet_extra_kwargs(noisy_latents.shape[0]),
+            ).sample
+        return net(
             noisy_latents,
-            timesteps,
-            encoder_hidden_states=prompt_embeds,
-            **self.unet_extra_kwargs(noisy_latents.shape[0]),
+            encoder_hidden_states=conditioning.hidden,
+            pooled_projections=conditioning.pooled,
+            timestep=self.noise_path.model_timesteps(timesteps).to(noisy_latents.dtype),
         ).sample
+
+    @functools.cached_property
+    def noise_path(self) -> NoisePath:
+        """The family's forward process and target on the scheduler's training grid."""
+        return noise_path(self.family, self.scheduler)
+
+    def add_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``z_t`` at grid indices ``timesteps``: ``√ᾱ_t z + √(1−ᾱ_t) ε`` or ``(1−σ_t) z + σ_t ε``."""
+        return self.noise_path.add_noise(latents, timesteps, noise)
+
+    def prediction_target(self, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` is trained to output: ``ε`` or ``v = ε − z``."""
+        return self.noise_path.target(latents, noise)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
+        """``ᾱ_t`` of a DDPM schedule; a flow model has none (its path is :meth:`add_noise`)."""
+        if self.is_flow:
+            raise ModelError(f"{self.name} is a flow transformer: it has no DDPM ᾱ_t (its noise path is σ_t)")
         return self.scheduler.alphas_cumprod.to(self.device)
 
     @property
@@ -143,14 +242,58 @@ class LDM:
             requires_safety_checker=False,
         )
 
+    def flow_pipeline_components(self, transformer: Any = None) -> dict:
+        """SD 3 pipeline components: one CLIP encoder in ``text_encoder``; the second CLIP and T5
+        slots are empty (the bundle passes precomputed conditioning, :meth:`flow_prompt_kwargs`)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return dict(
+            transformer=transformer if transformer is not None else self.unet,
+            scheduler=FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config),
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=None,
+            tokenizer_2=None,
+            text_encoder_3=None,
+            tokenizer_3=None,
+        )
+
+    def flow_prompt_kwargs(self, prompt: str, batch: int, guidance_scale: float) -> dict:
+        """The SD 3 pipelines' ``prompt_embeds`` / ``pooled_prompt_embeds`` (and the negative ones
+        when guidance runs), computed by :meth:`encode_prompt` exactly as the protections see them."""
+        conditional = self.encode_prompt(prompt, batch)
+        kwargs = {"prompt_embeds": conditional.hidden, "pooled_prompt_embeds": conditional.pooled}
+        if guidance_scale > 1.0:
+            empty = self.encode_prompt("", batch)
+            kwargs |= {"negative_prompt_embeds": empty.hidden, "negative_pooled_prompt_embeds": empty.pooled}
+        return kwargs
+
     def img2img_pipeline(self):
         """diffusers' img2img pipeline whose ``image`` is always latents (the caller encodes):
-        see ``_latent_img2img_class``."""
+        see ``_latent_img2img_class``. A flow model gets SD 3's ``StableDiffusion3Img2ImgPipeline``
+        as it is: it takes ``image`` as latents whenever the channels are the VAE's
+        (``pipeline_stable_diffusion_3_img2img.py``, ``prepare_latents``: ``image.shape[1] ==
+        self.vae.config.latent_channels``) and its image processor knows the VAE's width."""
+        if self.is_flow:
+            from diffusers import StableDiffusion3Img2ImgPipeline
+
+            pipe = StableDiffusion3Img2ImgPipeline(**self.flow_pipeline_components())
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         pipe = _latent_img2img_class().from_components(**self.pipeline_components())
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def inpaint_pipeline(self):
+        if self.is_flow:
+            # SD 3's inpainting pipeline with the 16-channel transformer itself: it repaints by
+            # blending the re-noised known latents outside the mask at every step.
+            from diffusers import StableDiffusion3InpaintPipeline
+
+            pipe = StableDiffusion3InpaintPipeline(**self.flow_pipeline_components())
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         from diffusers import StableDiffusionInpaintPipeline
 
         if self.inpaint_unet is None:
@@ -169,7 +312,7 @@ class LDM:
     def modules(self) -> dict[str, torch.nn.Module]:
         parts = {
             "vae": self.vae,
-            "unet": self.unet,
+            ("transformer" if self.is_flow else "unet"): self.unet,
             "text_encoder": self.text_encoder,
             "inpaint_unet": self.inpaint_unet,
         }
@@ -187,15 +330,18 @@ class LDM:
         for part in ("vae", "unet", "text_encoder", "inpaint_unet"):
             module = getattr(self, part)
             if module is not None:
-                module.save_pretrained(folder / part, safe_serialization=True)
+                name = "transformer" if part == "unet" and self.is_flow else part
+                module.save_pretrained(folder / name, safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "tokenizer")
         self.scheduler.save_pretrained(folder / "scheduler")
         (folder / "model_index.json").write_text(
             json.dumps(
                 {
-                    "_class_name": "StableDiffusionPipeline",
+                    "_class_name": "StableDiffusion3Pipeline" if self.is_flow else "StableDiffusionPipeline",
+                    "cloakbench_family": self.family,
                     "cloakbench_resolution": self.resolution,
                     "scaling_factor": self.scaling_factor,
+                    "shift_factor": self.shift_factor,
                 },
                 indent=1,
             )
@@ -226,10 +372,34 @@ def sd_noise_schedule():
     )
 
 
+def flow_text_conditioning(text_encoder, input_ids: torch.Tensor) -> TextConditioning:
+    """SD 3's conditioning from one CLIP encoder with a projection: the penultimate layer's token
+    states and the projected pooled vector (diffusers ``StableDiffusion3Pipeline._get_clip_prompt_embeds``
+    with ``clip_skip=None``: ``hidden_states[-2]`` and ``text_embeds``)."""
+    out = text_encoder(input_ids, output_hidden_states=True)
+    return TextConditioning(out.hidden_states[-2], out.text_embeds)
+
+
+def flow_noise_schedule(shift: float = 3.0):
+    """``FlowMatchEulerDiscreteScheduler`` on 1000 steps with ``shift`` (SD 3 Medium ships 3.0)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=SD_TIMESTEPS, shift=shift)
+
+
 def bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution: int, **extra) -> LDM:
     """An :class:`LDM` of ``parts`` (``vae``, ``unet``, optional ``text_encoder``, ``tokenizer``, ``inpaint_unet``,
-    ``scaling_factor``) on ``device`` in ``dtype``, frozen, with Stable Diffusion's DDPM schedule."""
+    ``scaling_factor``, ``shift_factor``, ``family``, ``scheduler``) on ``device`` in ``dtype``, frozen; the
+    scheduler defaults to Stable Diffusion's DDPM schedule for ``eps-unet``."""
     device = torch.device(device)
+    family = parts.get("family", EPS_UNET)
+    if family == FLOW_TRANSFORMER:
+        # SD 3's pipelines read the latent factors off the VAE's config; a shared VAE (toy-flow
+        # reads toy's) carries the other model's, so the bundle's are written in (in memory only).
+        parts["vae"].register_to_config(
+            scaling_factor=parts.get("scaling_factor", 1.0), shift_factor=float(parts.get("shift_factor") or 0.0)
+        )
+    scheduler = parts.get("scheduler") or (flow_noise_schedule() if family == FLOW_TRANSFORMER else sd_noise_schedule())
     return LDM(
         name=name,
         device=device,
@@ -241,8 +411,10 @@ def bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution:
         text_encoder=freeze(parts.get("text_encoder"), device, dtype),
         tokenizer=parts.get("tokenizer"),
         inpaint_unet=freeze(parts.get("inpaint_unet"), device, dtype),
-        scheduler=sd_noise_schedule(),
+        scheduler=scheduler,
         scaling_factor=parts.get("scaling_factor", 0.18215),
+        shift_factor=float(parts.get("shift_factor") or 0.0),
+        family=family,
         **extra,
     )
 

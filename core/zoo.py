@@ -1,8 +1,9 @@
 """The model zoo: every model cloakbench can build by name, with the facts a plan needs.
 
 One registry (``ZOO``) of :class:`ZooEntry`: how to build the model, and what it is — its
-family (``eps-unet``: an ε-prediction UNet on a DDPM schedule, SD 1.x/2.x/XL-shaped;
-``pixel-ddpm``: a pixel-space DDPM for purifications), where its weights come from (seeded
+family (``cloakbench.core.families``: ``eps-unet``, an ε-prediction UNet on a DDPM schedule,
+SD 1.x/2.x/XL-shaped; ``flow-transformer``, a velocity-prediction MMDiT on a flow-matching
+schedule, SD 3-shaped; ``pixel-ddpm``, a pixel-space DDPM for purifications), where its weights come from (seeded
 random from configs, or a folder this project ships), its working resolution and latent width.
 Adding a model family or a model is one entry (docs/CONTRIBUTING.md, "Adding a model").
 
@@ -22,16 +23,21 @@ import torch
 
 from cloakbench.core import architectures
 from cloakbench.core.devices import check_device, parse_dtype
-from cloakbench.core.folders import folder_resolution, load_folder, preflight, read_json, resolve_hub_cache
+from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER
+from cloakbench.core.folders import (
+    component_folder,
+    folder_family,
+    folder_resolution,
+    load_folder,
+    preflight,
+    read_json,
+    resolve_hub_cache,
+)
 from cloakbench.core.ldm import LDM, ModelError
 from cloakbench.core.provenance import PROJECT_ROOT, sha256_file, sha256_files
 from cloakbench.core.registry import Registry
 
-#: Families a zoo entry may declare (docs/ARCHITECTURE.md, "Models").
-FAMILIES = {
-    "eps-unet": "latent diffusion, ε-prediction UNet on a DDPM schedule (SD 1.x/2.x/XL)",
-    "pixel-ddpm": "pixel-space DDPM, ε-prediction (purifications only)",
-}
+__all__ = ["FAMILIES", "ZOO", "ModelFacts", "ZooEntry", "load_model", "model_facts", "register"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class ZooEntry:
     latent_channels: int | None = None
     folder: Path | None = None
     restore_hint: str = ""
+    #: For a random entry that cannot be built on every machine: ``() -> reason or None``.
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -94,6 +102,9 @@ class ZooEntry:
     def facts(self, *, seed: int = 0, allow_pickle: bool = False) -> ModelFacts:
         if self.random_configs is not None:
             assert self.resolution is not None  # checked in __post_init__
+            reason = self.unavailable() if self.unavailable is not None else None
+            if reason:
+                raise ModelError(reason)
             return ModelFacts(
                 self.name,
                 architectures.random_weights_hash(self.random_configs(), seed),
@@ -122,9 +133,10 @@ def register(entry: ZooEntry) -> ZooEntry:
     return ZOO.register(entry.name)(entry)
 
 
-def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str = "eps-unet") -> ModelFacts:
-    """The facts of a preflighted diffusers folder: weights hash, working size, latent width."""
-    vae = read_json(folder / "vae" / "config.json")
+def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str | None = None) -> ModelFacts:
+    """The facts of a preflighted diffusers folder: weights hash, working size, family, latent width."""
+    family = family or folder_family(folder)
+    vae = read_json(component_folder(folder, "vae") / "config.json")
     return ModelFacts(
         name, sha256_files(weights.values()), folder_resolution(folder), family, int(vae.get("latent_channels", 4))
     )
@@ -138,28 +150,31 @@ def _random(
     configs: Callable[[], dict],
     resolution: int,
     latent_channels: int,
+    family: str = "eps-unet",
+    unavailable: Callable[[], str | None] | None = None,
 ) -> ZooEntry:
     return register(
         ZooEntry(
             name,
             description,
-            "eps-unet",
+            family,
             build=lambda device="cpu", dtype=torch.float32, seed=0, **_: make(device=device, dtype=dtype, seed=seed),
             random_configs=configs,
             resolution=resolution,
             latent_channels=latent_channels,
+            unavailable=unavailable,
         )
     )
 
 
-def _shipped(name: str, description: str, restore_hint: str) -> ZooEntry:
+def _shipped(name: str, description: str, restore_hint: str, family: str = "eps-unet") -> ZooEntry:
     folder = PROJECT_ROOT / "models" / name
 
     def build(device="cpu", dtype=torch.float32, allow_pickle: bool = False, **_) -> LDM:
         entry.check_folder()
         return load_folder(folder, device=device, dtype=dtype, allow_pickle=allow_pickle, name=name)
 
-    entry = register(ZooEntry(name, description, "eps-unet", build=build, folder=folder, restore_hint=restore_hint))
+    entry = register(ZooEntry(name, description, family, build=build, folder=folder, restore_hint=restore_hint))
     return entry
 
 
@@ -170,6 +185,16 @@ _random(
     architectures.tiny_configs,
     architectures.TINY_RESOLUTION,
     4,
+)
+_random(
+    "tiny-random-flow",
+    "Seeded tiny random SD 3-shaped flow model (64², latent 8² × 16 channels with shift and scaling factors, "
+    "an SD3Transformer2DModel, FlowMatchEulerDiscreteScheduler shift 3) for tests; builds in about a second.",
+    architectures.tiny_random_flow,
+    architectures.tiny_flow_configs,
+    architectures.TINY_RESOLUTION,
+    16,
+    FLOW_TRANSFORMER,
 )
 _random(
     "sd15-arch",
@@ -201,6 +226,26 @@ _random(
     1024,
     4,
 )
+_random(
+    "sd3-arch",
+    "Stable Diffusion 3 Medium architecture (MMDiT 2 B, 16-channel VAE), random weights and seeded "
+    "conditioning of SD 3's shapes: cost measurement only.",
+    architectures.sd3_architecture,
+    architectures.sd3_configs,
+    1024,
+    16,
+    FLOW_TRANSFORMER,
+)
+_random(
+    "flux-arch",
+    "FLUX.1 architecture (transformer 12 B), random weights: refused where the memory it needs is not there.",
+    architectures.flux_architecture,
+    lambda: {"transformer": architectures.FLUX_TRANSFORMER},
+    1024,
+    16,
+    FLOW_TRANSFORMER,
+    unavailable=architectures.flux_unavailable_reason,
+)
 _shipped(
     "toy",
     "The small LDM this project trains and ships (models/toy; see its MODEL_CARD.md).",
@@ -218,6 +263,15 @@ _shipped(
     "A second LDM with its own VAE (4 latent channels, as SD 1.x; toy's has 16) and its own denoiser "
     "(models/toy-c: toy v2, kept): transfer between latent spaces.",
     "restore it from the repository (it is toy v2; see models/toy-c/MODEL_CARD.md) or use --model toy",
+)
+
+_shipped(
+    "toy-flow",
+    "The flow-matching toy (models/toy-flow): toy's 16-channel VAE (read from models/toy/vae, not copied) with "
+    "its own shift and scaling factors, an SD3Transformer2DModel trained with the rectified-flow loss, "
+    "FlowMatchEulerDiscreteScheduler (see its MODEL_CARD.md).",
+    "train it with `python scripts/train_toy_flow.py` (see scripts/train_toy_flow.py) or use --model tiny-random-flow",
+    FLOW_TRANSFORMER,
 )
 
 

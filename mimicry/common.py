@@ -70,6 +70,16 @@ def forward_noise(model: LDM, latents: torch.Tensor, timestep: int, generator: t
 
 
 def check_epsilon_prediction(model: LDM, owner: str) -> None:
+    """Refuse a model whose denoiser is not an ε-prediction DDPM: the hand-written DDIM maths
+    here would be wrong for it. A flow model's cell is *unavailable*, with the reason."""
+    if model.is_flow:
+        from cloakbench.mimicry.base import AttackUnavailable
+
+        raise AttackUnavailable(
+            f"{owner} is written with DDPM/DDIM maths for ε-prediction models; {model.name} is a flow "
+            "transformer (velocity prediction on σ_t), for which no published form of it exists — "
+            "use sdedit (SD 3's img2img pipeline) instead"
+        )
     kind = getattr(model.scheduler.config, "prediction_type", "epsilon")
     if kind != "epsilon":
         raise ValueError(f"{owner} is written for ε-prediction models; {model.name} predicts {kind!r}")

@@ -229,7 +229,9 @@ def finetune(
     prompts = [instance_prompt] * batch + ([class_prompt] * batch if use_prior else [])
     if not train_text_encoder:
         with torch.no_grad():
-            fixed_embeds = finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype)
+            fixed_embeds = finetuning.encode_prompts(
+                model.tokenizer, text_encoder, prompts, device, dtype, flow=model.is_flow
+            )
     loss_trace: list[float] = []
     for step in range(steps):
         flipped = (torch.rand(batch, generator=generator, device=generator.device) < config.flip_p).long().cpu()
@@ -239,13 +241,13 @@ def finetune(
             mean = torch.cat([mean, prior_means[prior_batches[step].to(device)]])
             std = torch.cat([std, prior_stds[prior_batches[step].to(device)]])
         latents = mean + std * randn_tensor(mean.shape, generator=generator, device=device, dtype=dtype)
-        latents = latents * model.scaling_factor
+        latents = model.scale_latents(latents)
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
         timesteps = torch.randint(
             0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
         ).to(device)
         embeds = (
-            finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype)
+            finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype, flow=model.is_flow)
             if train_text_encoder
             else fixed_embeds
         )

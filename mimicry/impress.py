@@ -29,7 +29,7 @@ def consistency_loss(
     clamp would zero the gradient wherever the reconstruction overshoots.
     """
     latents = model.encode(images, mode=latent, generator=generator)
-    decoded = model.vae.decode(latents / model.scaling_factor).sample
+    decoded = model.vae.decode(model.unscale_latents(latents)).sample
     reconstruction = ((decoded + 1.0) / 2.0).to(images.dtype)
     return ((reconstruction - images) ** 2).flatten(1).mean(dim=1)
 

@@ -232,6 +232,29 @@ class Inpaint(Mimicry):
             note(context, self.name, "masks_resized", resized)
         return masks
 
+    def flow_inpaint(self, images, masks, model, generator, context) -> torch.Tensor:
+        """A flow model (SD 3 class): diffusers' ``StableDiffusion3InpaintPipeline`` with the model's own
+        16-channel transformer. With a transformer of 16 input channels the pipeline repaints by
+        blending: after every Euler step it puts back the known latents re-noised to the next σ
+        outside the mask (``pipeline_stable_diffusion_3_inpaint.py``, the ``num_channels_transformer
+        == 16`` branch: ``init_latents_proper = scheduler.scale_noise(...)``). SD 3 ships no
+        separate inpainting transformer, so none is trained for toy-flow."""
+        batch, _, height, width = images.shape
+        pipe = model.inpaint_pipeline()
+        note(context, self.name, "loop", "diffusers StableDiffusion3InpaintPipeline (latent blending)")
+        return pipe(
+            **model.flow_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
+            image=images,
+            mask_image=masks,
+            height=height,
+            width=width,
+            strength=self.config.strength,
+            num_inference_steps=self.config.steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=generator,
+            output_type="pt",
+        ).images
+
     @torch.no_grad()
     def __call__(
         self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
@@ -241,7 +264,9 @@ class Inpaint(Mimicry):
             raise ValueError(f"inpaint: strength must be in (0, 1], got {self.config.strength}")
         masks = self.masks(images, context)
         batch, _, height, width = images.shape
-        if model.inpaint_unet is not None and model.inpaint_unet.config.in_channels not in (4, 9):
+        if model.is_flow:
+            generated = self.flow_inpaint(images, masks, model, generator, context)
+        elif model.inpaint_unet is not None and model.inpaint_unet.config.in_channels not in (4, 9):
             generated = inpaint_any_width(
                 model,
                 images,

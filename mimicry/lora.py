@@ -8,6 +8,18 @@ DreamBooth (Ruiz et al., CVPR 2023, arXiv 2208.12242) as Anti-DreamBooth's
 445), learning rate 5e-4 (line 308), constant schedule, AdamW with weight decay 1e-2 (line
 349), gradient norm 1 (line 351), batch as the DreamBooth scripts' 2. The loop is
 ``mimicry/finetune.py``.
+
+On a flow-matching model (SD 3 class) the adapters go on the transformer as diffusers'
+``examples/dreambooth/train_dreambooth_lora_sd3.py`` (huggingface/diffusers at 0185674f) puts
+them: ``LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_k",
+"to_q", "to_v", "to_out.0"])`` — the joint attention's image-stream projections of every MMDiT
+block (the text stream's ``add_q_proj``/``add_k_proj``/``add_v_proj``/``to_add_out`` are left
+alone), rank 4, the text encoders frozen. Its loss with the default ``--weighting_scheme
+sigma_sqrt`` and the EDM preconditioning (``model_pred·(−σ) + z_t`` against ``z``, weighted
+``σ⁻²``) is exactly ``‖v_θ(z_t) − (ε − z)‖²`` at uniformly drawn grid indices: the flow branch
+of ``core/finetuning.py``'s ``denoising_loss`` with this loop's uniform ``t``. Deliberate
+difference: the rate and steps are the model-scaled recipe below (the script's 1e-4 is for SD 3
+at 1024²), as for the ε family. Adapters are saved with ``StableDiffusion3Pipeline.save_lora_weights``.
 """
 
 from __future__ import annotations
@@ -68,6 +80,18 @@ class DreamBoothLoRA(FinetuneAttack):
 
     def save(self, result: FinetuneResult, work_dir: Path) -> list[Path]:
         from diffusers import StableDiffusionPipeline
+
+        if getattr(result.unet.config, "joint_attention_dim", None) is not None:  # an SD 3 transformer
+            from diffusers import StableDiffusion3Pipeline
+            from peft.utils import get_peft_model_state_dict
+
+            StableDiffusion3Pipeline.save_lora_weights(
+                str(work_dir),
+                transformer_lora_layers=get_peft_model_state_dict(result.unet),
+                weight_name=ADAPTER_FILE,
+                safe_serialization=True,
+            )
+            return [work_dir / ADAPTER_FILE]
 
         StableDiffusionPipeline.save_lora_weights(
             str(work_dir),

@@ -103,6 +103,8 @@ class SDEdit(StrengthSweep):
         if strength == 0.0:
             note(context, self.name, format_strength(strength), {"noised_to": None, "denoising_steps": 0})
             return model.decode(latents).to(device=images.device, dtype=torch.float32)
+        if model.is_flow:
+            return self.flow_edit(latents, strength, model, generator, context).to(images.device, torch.float32)
         pipe = model.img2img_pipeline()
         # Latents are passed in, so the pipeline skips its own encode and the posterior sample
         # above uses the caller's generator in the same order diffusers would (the pipeline
@@ -127,6 +129,45 @@ class SDEdit(StrengthSweep):
         note(context, self.name, "convention", "diffusers: noised straight to the first kept DDIM step")
         log.debug("sdedit s=%g: noised to t=%d, %d DDIM steps", strength, timesteps[0], len(timesteps))
         return output.to(device=images.device, dtype=torch.float32)
+
+    def flow_edit(self, latents, strength, model, generator, context) -> torch.Tensor:
+        """SDEdit on a flow model (SD 3 class): diffusers' ``StableDiffusion3Img2ImgPipeline``.
+
+        The flow scheduler (``FlowMatchEulerDiscreteScheduler``, the model's shift) keeps the
+        last ``int(steps·s)`` of its ``steps`` σ's; the latent is noised straight to the first,
+        ``z = (1 − σ)·z₀ + σ·ε`` (``scheduler.scale_noise``), and Euler integrates the velocity
+        to σ = 0. Euler on the probability-flow ODE is deterministic: ``eta`` has no meaning
+        here and is not passed. The pipeline returns latents, decoded with the bundle's shift
+        and scale. The σ's used are noted.
+        """
+        steps, batch = self.config.steps, latents.shape[0]
+        pipe = model.img2img_pipeline()
+        height, width = (size * pipe.vae_scale_factor for size in latents.shape[-2:])
+        out = pipe(
+            **model.flow_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
+            image=latents,
+            strength=strength,
+            num_inference_steps=steps,
+            guidance_scale=self.config.guidance_scale,
+            generator=generator,
+            height=height,
+            width=width,
+            output_type="latent",
+        ).images
+        # The pipeline's own start (get_timesteps -> scheduler.set_begin_index), not a recomputation.
+        sigmas = [round(float(s), 4) for s in pipe.scheduler.sigmas[pipe.scheduler.begin_index : -1]]
+        note(
+            context,
+            self.name,
+            format_strength(strength),
+            {
+                "noised_to_sigma": sigmas[0],
+                "denoising_steps": len(sigmas),
+                "scheduler_shift": pipe.scheduler.config.shift,
+            },
+        )
+        note(context, self.name, "convention", "diffusers SD 3: noised straight to the first kept flow σ")
+        return model.decode(out)
 
 
 @MIMICRY.register("sdedit-1step")
@@ -156,15 +197,38 @@ class SDEditOneStep(StrengthSweep):
         self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext
     ) -> torch.Tensor:
         check_images(images, self.name)
-        check_epsilon_prediction(model, self.name)
+        if not model.is_flow:
+            check_epsilon_prediction(model, self.name)
         strength = resolve_strength(context.setting, self.config.strengths, self.name)
         latents = model.encode(images, mode=self.config.latent, generator=generator)
         if strength == 0.0:
             note(context, self.name, format_strength(strength), {"timestep": None})
             return model.decode(latents).to(device=images.device, dtype=torch.float32)
         timestep = min(round(strength * model.num_train_timesteps), model.num_train_timesteps - 1)
+        if model.is_flow:
+            return self.flow_one_step(latents, timestep, model, generator, context, strength).to(
+                images.device, torch.float32
+            )
         noisy = forward_noise(model, latents, timestep, generator)
         noise_pred = predict_guided_noise(model, noisy, timestep, context.prompt, self.config.guidance_scale)
         clean = predict_x0(noisy.to(torch.float32), noise_pred.to(torch.float32), alpha_bar(model, timestep))
         note(context, self.name, format_strength(strength), {"timestep": timestep})
         return model.decode(clean.to(model.dtype)).to(device=images.device, dtype=torch.float32)
+
+    def flow_one_step(self, latents, timestep, model, generator, context, strength) -> torch.Tensor:
+        """The flow form: ``z_t = (1 − σ_t) z₀ + σ_t ε`` at grid index ``t``, one velocity
+        ``v̂`` (guided as ``v(∅) + g·(v(c) − v(∅))``), and ``x̂₀ = z_t − σ_t·v̂`` — the clean
+        end of the straight path that ``v = ε − z`` defines (Esser et al., arXiv 2403.03206, eq. 2)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        batch = latents.shape[0]
+        steps = torch.full((batch,), timestep, device=latents.device, dtype=torch.long)
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        noisy = model.add_noise(latents, steps, noise)
+        velocity = model.predict(noisy, steps, model.encode_prompt(context.prompt, batch))
+        if self.config.guidance_scale > 1.0:
+            empty = model.predict(noisy, steps, model.encode_prompt("", batch))
+            velocity = empty + self.config.guidance_scale * (velocity - empty)
+        _, sigma = model.noise_path.coefficients(steps, latents)
+        note(context, self.name, format_strength(strength), {"timestep": timestep, "sigma": round(float(sigma[0]), 4)})
+        return model.decode((noisy.float() - sigma.float() * velocity.float()).to(model.dtype))

@@ -23,7 +23,9 @@ from typing import Any, Literal
 import torch
 
 from cloakbench.core.config import bounded
+from cloakbench.core.finetuning import generate_images
 from cloakbench.core.images import check_images
+from cloakbench.core.ldm import flow_text_conditioning
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import epoch_batches, note
 from cloakbench.mimicry.textual_inversion_templates import TEMPLATES
@@ -121,8 +123,8 @@ def train_embedding(
         posterior = model.posterior(both)
         means, stds = posterior.mean, posterior.std
     count = images.shape[0]
-    prediction = getattr(model.scheduler.config, "prediction_type", "epsilon")
-    if prediction not in ("epsilon", "v_prediction"):
+    prediction = "flow" if model.is_flow else getattr(model.scheduler.config, "prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction", "flow"):
         raise ValueError(f"textual inversion: unsupported prediction type {prediction!r}")
     batches = epoch_batches(count, batch_size, steps, generator)
     loss_trace: list[float] = []
@@ -135,20 +137,29 @@ def train_embedding(
         latents = means[rows] + stds[rows] * randn_tensor(
             means[rows].shape, generator=generator, device=device, dtype=dtype
         )
-        latents = latents * model.scaling_factor
+        latents = model.scale_latents(latents)
         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
         timesteps = torch.randint(
             0, model.num_train_timesteps, (batch_size,), generator=generator, device=generator.device
         ).to(device)
-        noisy = model.scheduler.add_noise(latents, noise, timesteps)
+        # A flow model (SD 3 class) is trained on its own path and target: z_t = (1 − σ)z + σε, v = ε − z.
+        if model.is_flow:
+            noisy = model.add_noise(latents, timesteps, noise)
+        else:
+            noisy = model.scheduler.add_noise(latents, noise, timesteps)
         choice = torch.randint(0, len(templates), (batch_size,), generator=generator, device=generator.device).tolist()
         prompts = [templates[c].format(token) for c in choice]
         ids = tokenizer(
             prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(device)
-        hidden = text_encoder(ids)[0].to(dtype)
-        prediction_out = model.predict_noise(noisy, timesteps, hidden)
-        target = noise if prediction == "epsilon" else model.scheduler.get_velocity(latents, noise, timesteps)
+        if model.is_flow:
+            # SD 3's conditioning: the new token reaches both the token states and the pooled vector.
+            prediction_out = model.predict(noisy, timesteps, flow_text_conditioning(text_encoder, ids).to(dtype))
+            target = model.prediction_target(latents, noise)
+        else:
+            hidden = text_encoder(ids)[0].to(dtype)
+            prediction_out = model.predict_noise(noisy, timesteps, hidden)
+            target = noise if prediction == "epsilon" else model.scheduler.get_velocity(latents, noise, timesteps)
         loss = torch.nn.functional.mse_loss(prediction_out.float(), target.float())
         loss.backward()
         optimizer.step()
@@ -296,14 +307,25 @@ class TextualInversion(Mimicry):
         prompts = [config.prompts[i % len(config.prompts)].format(config.token) for i in range(config.k)]
         seeds = [base_seed + i for i in range(config.k)]
         with torch.no_grad():
-            generations = generate(
-                concept_pipeline(model, concept),
-                prompts,
-                seeds,
-                steps=config.sample_steps,
-                guidance_scale=config.guidance_scale,
-                resolution=model.resolution,
-            )
+            if model.is_flow:  # StableDiffusion3Pipeline with the concept's private text encoder
+                generations = generate_images(
+                    model,
+                    prompts,
+                    seeds,
+                    steps=config.sample_steps,
+                    guidance_scale=config.guidance_scale,
+                    text_encoder=concept.text_encoder.to(model.device, model.dtype),
+                    tokenizer=concept.tokenizer,
+                )
+            else:
+                generations = generate(
+                    concept_pipeline(model, concept),
+                    prompts,
+                    seeds,
+                    steps=config.sample_steps,
+                    guidance_scale=config.guidance_scale,
+                    resolution=model.resolution,
+                )
         context.notes["loss_trace"] = concept.loss_trace
         for key, value in {
             "steps": steps,

@@ -47,6 +47,17 @@ class AdvDM(PGDProtection):
         L_S(x) = mean ‖ε_θ(z_t, t, c) − ε‖²
         x ← clip_[0,1](Π_eps(x + alpha · sign(∇_x L_S)))
 
+    On a flow-matching model (SD 3 / FLUX class, ``cloakbench.core.families``) the same
+    update ascends the flow-matching loss (Esser et al., arXiv 2403.03206, eq. 3, ``rf``
+    weighting), with ``σ_t`` the flow scheduler's shifted grid at index ``t``::
+
+        z = s·(E(x) − b),  z_t = (1−σ_t) z + σ_t ε
+        L_S(x) = mean ‖v_θ(z_t, t, c) − (ε − z)‖²
+
+    ``t`` is drawn uniformly over the scheduler's 1000-step grid, as for the ε family (the
+    authors' code draws ``t ~ U{0..T−1}``); the shift already puts more of that grid at high
+    noise. Gradients flow through ``z_t`` and through the target ``ε − z``.
+
     Config (:class:`AdvDMConfig`): eps 16, alpha 1, steps 100, random_start True,
     alpha_schedule "constant", latent "sample", reference_mode False, prompt "a photo".
 

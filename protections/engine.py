@@ -236,6 +236,7 @@ class PGDState:
 
 
 def latent_shape(model, height: int, width: int) -> tuple[int, int, int]:
+    """``(C, h, w)`` of one image's latent: the VAE's width (4 for SD 1.x, 16 for SD 3) and downsampling."""
     config = model.vae.config
     factor = 2 ** (len(config.block_out_channels) - 1)
     return int(config.latent_channels), height // factor, width // factor
@@ -331,7 +332,9 @@ class PGDProtection(Protection):
         """``z_target``: zero, or the target's posterior sample of ``draws.target_noise`` (mean if None)."""
         if state.target_is_zero:
             return torch.zeros_like(like)
-        return state.target.expand(state.batch).latent(draws.target_noise, state.model.scaling_factor).to(like.dtype)
+        model = state.model
+        target = state.target.expand(state.batch)
+        return target.latent(draws.target_noise, model.scaling_factor, model.shift_factor).to(like.dtype)
 
     # -- the engine ---------------------------------------------------------------------
     def step_size(self, state: PGDState) -> float:

@@ -3,12 +3,17 @@
 Notation (Xue et al., "Toward effective protection against diffusion based mimicry
 through score distillation", ICLR 2024, arXiv 2311.12832, Sec. 3):
 
-- ``z = s · E(x)``: the scaled VAE latent of an image ``x ∈ [0, 1]`` (``s`` is the
-  model's scaling factor, 0.18215 for SD 1.x/2.x). ``E(x)`` is a *sample* of the
-  posterior ``q(z|x)`` by default (what the reference does) or its mean.
-- ``z_t = √ᾱ_t · z + √(1 − ᾱ_t) · ε``: the forward diffusion at step ``t``.
-- Semantic loss ``L_S(x) = mean ‖ε_θ(z_t, t, c) − ε‖²`` (AdvDM, Liang et al. ICML
-  2023, arXiv 2302.04578): one ``t ~ U{0..T−1}`` and one ``ε ~ N(0, I)`` per image.
+- ``z = s · (E(x) − b)``: the scaled VAE latent of an image ``x ∈ [0, 1]`` (``s`` is the
+  model's scaling factor, 0.18215 for SD 1.x/2.x; ``b`` its shift factor, 0 there and
+  0.0609 for SD 3). ``E(x)`` is a *sample* of the posterior ``q(z|x)`` by default (what
+  the reference does) or its mean.
+- ``z_t = a_t · z + b_t · ε``: the forward process of the model's family at grid index
+  ``t`` (``cloakbench.core.families``): ``√ᾱ_t, √(1 − ᾱ_t)`` for an ε-UNet (DDPM), or
+  ``1 − σ_t, σ_t`` for a flow transformer (rectified flow, Esser et al. arXiv 2403.03206).
+- Semantic loss ``L_S(x) = mean ‖f_θ(z_t, t, c) − y‖²`` with the family's prediction and
+  target: ``ε_θ`` and ``y = ε`` (AdvDM, Liang et al. ICML 2023, arXiv 2302.04578), or the
+  velocity ``v_θ`` and ``y = ε − z`` (the flow-matching loss, Esser et al. eq. 3 with the
+  ``rf`` weighting). One ``t ~ U{0..T−1}`` and one ``ε ~ N(0, I)`` per image.
 - Textural loss ``L_T(x) = ‖z − z_target‖²`` summed over latent elements (Mist, Liang
   & Wu 2023, arXiv 2305.12683); the reference sums (``MSELoss(reduction="sum")``) on
   scaled latents, which is why Mist weighs ``L_S`` by 1e4.
@@ -16,6 +21,7 @@ through score distillation", ICLR 2024, arXiv 2311.12832, Sec. 3):
   of ``L_S`` w.r.t. ``z`` without the UNet Jacobian is proportional to ``ε̂ − ε``, so
   the image gradient is the vector-Jacobian product ``J_Eᵀ (ε̂ − ε)``, with ``ε̂``
   computed under ``no_grad``: no UNet activation is kept and none is backpropagated.
+  For a flow model the residual is ``v̂ − (ε − z)`` (derived in ``protections/sds.py``).
 
 All functions are per image: they return ``(N,)`` tensors so that a batch of N gives
 exactly the N single-image losses (the engine sums them for one backward pass).
@@ -39,9 +45,11 @@ class PosteriorStats:
     mean: torch.Tensor
     std: torch.Tensor
 
-    def latent(self, noise: torch.Tensor | None, scaling_factor: float) -> torch.Tensor:
-        """Scaled latent: the mean when ``noise`` is None, else a reparameterised sample."""
+    def latent(self, noise: torch.Tensor | None, scaling_factor: float, shift_factor: float = 0.0) -> torch.Tensor:
+        """Scaled latent ``(E − shift)·scale``: the mean when ``noise`` is None, else a reparameterised sample."""
         unscaled = self.mean if noise is None else self.mean + self.std * noise
+        if shift_factor:
+            unscaled = unscaled - shift_factor
         return unscaled * scaling_factor
 
     def expand(self, batch: int) -> PosteriorStats:
@@ -57,20 +65,18 @@ def posterior_stats(model, images: torch.Tensor) -> PosteriorStats:
 
 
 def image_latent(model, images: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-    """``z = s · E(x)``; ``noise=None`` gives the posterior mean, else the sample ``mean + std · noise``.
+    """``z = s · (E(x) − b)``; ``noise=None`` gives the posterior mean, else the sample ``mean + std · noise``.
 
     The sample is drawn by the caller (per image, from the image's own generator) so a
     batch gives the same latents as single images; gradients flow through mean and std
     exactly as through ``latent_dist.sample()``.
     """
-    return posterior_stats(model, images).latent(noise, model.scaling_factor)
+    return posterior_stats(model, images).latent(noise, model.scaling_factor, model.shift_factor)
 
 
 def noisy_latents(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``z_t = √ᾱ_t z + √(1 − ᾱ_t) ε`` with ``ᾱ`` from the model's training schedule."""
-    alphas = model.alphas_cumprod.to(device=latents.device, dtype=latents.dtype)[timesteps]
-    alphas = alphas.view(-1, *([1] * (latents.ndim - 1)))
-    return alphas.sqrt() * latents + (1.0 - alphas).sqrt() * noise
+    """``z_t``: ``√ᾱ_t z + √(1 − ᾱ_t) ε`` or ``(1 − σ_t) z + σ_t ε``, from the model's training grid."""
+    return model.add_noise(latents, timesteps, noise)
 
 
 def per_image_mean(values: torch.Tensor) -> torch.Tensor:
@@ -80,24 +86,28 @@ def per_image_mean(values: torch.Tensor) -> torch.Tensor:
 def semantic_loss(
     model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor, unet=None
 ) -> torch.Tensor:
-    """``L_S`` per image, ``(N,)``: ``mean ‖ε_θ(z_t, t, c) − ε‖²``; differentiable w.r.t. ``latents``."""
+    """``L_S`` per image, ``(N,)``: ``mean ‖ε_θ(z_t, t, c) − ε‖²`` or ``mean ‖v_θ(z_t, t, c) − (ε − z)‖²``;
+    differentiable w.r.t. ``latents`` (through ``z_t`` and, for a flow model, through the target too)."""
     z_t = noisy_latents(model, latents, timesteps, noise)
-    predicted = model.predict_noise(z_t, timesteps, prompt_embeds, unet=unet)
-    return per_image_mean((predicted.float() - noise.float()) ** 2)
+    predicted = model.predict(z_t, timesteps, prompt_embeds, unet=unet)
+    target = model.prediction_target(latents, noise)
+    return per_image_mean((predicted.float() - target.float()) ** 2)
 
 
 @torch.no_grad()
 def sds_residual(
     model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ε̂ − ε, L_S per image)`` with the UNet run under ``no_grad`` (score distillation).
+    """``(ε̂ − ε, L_S per image)``, or ``(v̂ − (ε − z), L_S)`` for a flow model, with the denoiser
+    run under ``no_grad`` (score distillation).
 
-    ``latents`` may require grad; it is detached here on purpose: the UNet sees a
+    ``latents`` may require grad; it is detached here on purpose: the denoiser sees a
     constant and keeps no activation for a backward pass.
     """
-    z_t = noisy_latents(model, latents.detach(), timesteps, noise)
-    predicted = model.predict_noise(z_t, timesteps, prompt_embeds)
-    residual = predicted - noise
+    latents = latents.detach()
+    z_t = noisy_latents(model, latents, timesteps, noise)
+    predicted = model.predict(z_t, timesteps, prompt_embeds)
+    residual = predicted - model.prediction_target(latents, noise)
     return residual, per_image_mean(residual.float() ** 2)
 
 

@@ -63,6 +63,10 @@ class Mist(PGDProtection):
         w'     = w · n / (4·64·64)   (scale_semantic_weight; w' = w when off)
         x ← clip_[0,1](Π_eps(x − alpha · sign(∇_x (L_T − w' · L_S))))
 
+    On a flow-matching model ``L_S`` is the flow-matching loss ``mean ‖v_θ(z_t, t, c) − (ε − z)‖²``
+    with ``z_t = (1 − σ_t) z + σ_t ε`` (as AdvDM's, ``protections/advdm.py``) and the latents are
+    ``s·(E(x) − b)`` with the VAE's shift ``b``; ``w'`` scales with the latent's elements as below.
+
     Deliberate difference, and why: the reference runs only at 512², where ``w = 1e4``
     sets the balance between a sum over 16 384 latent elements and a mean. At 128² the
     sum has 16× fewer terms, so the literal 1e4 makes ``L_S`` 16× heavier than the

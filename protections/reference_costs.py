@@ -176,7 +176,7 @@ class ReferenceCosts:
                 if state.target_is_zero:
                     target = torch.zeros((1, *state.latent_shape), device=model.device, dtype=model.dtype)
                 else:
-                    target = state.target.latent(None, model.scaling_factor)[:1]
+                    target = state.target.latent(None, model.scaling_factor, model.shift_factor)[:1]
                 self._semantic_forward(state, target)
             yield
 
@@ -188,7 +188,9 @@ class ReferenceCosts:
             with torch.no_grad():
                 stats = losses.posterior_stats(state.model, state.adversarial)
                 noise = torch.randn(tuple(latents.shape), generator=self.generator)
-                stats.latent(noise.to(latents.device, latents.dtype), state.model.scaling_factor)
+                stats.latent(
+                    noise.to(latents.device, latents.dtype), state.model.scaling_factor, state.model.shift_factor
+                )
         if "image_forward" in self.costs:
             self._semantic_forward(state, latents)
 

@@ -6,6 +6,28 @@ the latent is ``(∂ε̂/∂z_t)ᵀ(ε̂ − ε)`` up to a constant; score disti
 al., arXiv 2209.14988) drops the UNet Jacobian, leaving the image gradient
 ``J_Eᵀ(ε̂ − ε)``: the UNet runs forward under ``no_grad`` and only the encoder is
 backpropagated. That saves the UNet's activations and its backward pass.
+
+The flow-matching family (SD 3 / FLUX class; ``cloakbench.core.families``). There the
+denoiser predicts a velocity and AdvDM's ``L_S`` is the flow-matching loss (Esser et al.,
+arXiv 2403.03206, eq. 3), with ``z_t = (1 − σ)·z + σ·ε`` and the residual
+``r = v̂ − (ε − z)``, ``v̂ = v_θ(z_t, t, c)``::
+
+    L_S = mean ‖r‖²
+    ∂L_S/∂z ∝ (∂v̂/∂z_t)ᵀ·(∂z_t/∂z)·r + (∂(−(ε − z))/∂z)ᵀ·r = (1 − σ)·J_vᵀ r + r
+
+The second term is new: the target ``ε − z`` itself depends on ``z``. Score distillation drops
+the denoiser's Jacobian ``J_v`` — the expensive factor, as DreamFusion drops ``∂ε̂/∂z_t``
+(Poole et al. eq. 3: it is treated as a constant absorbed into ``w(t)``) — and what remains is
+``∝ r``, so the image gradient is ``J_Eᵀ·r = J_Eᵀ(v̂ − (ε − z))``, the transformer run forward
+under ``no_grad``. The same direction follows from DreamFusion's form written in ε: a flow
+model's implied noise prediction is ``ε̂ = z_t + (1 − σ)·v̂``, so ``ε̂ − ε = (1 − σ)·r``, and
+``J_Eᵀ(ε̂ − ε)`` is ``(1 − σ)·J_Eᵀ r``. What ``w(t)`` stands in for: on SD, the constant
+``√ᾱ_t`` of ``∂z_t/∂z`` and whatever scale of the dropped UNet Jacobian (DreamFusion's own
+``w(t)`` weighting, e.g. ``1 − ᾱ_t``); on a flow model, ``(1 − σ_t)`` (the ε-form factor) or
+``(2 − σ_t)`` (the Jacobian replaced by the identity) — in every reading a positive number
+per image and step. The PGD step takes the element-wise ``sign`` of one image's direction,
+so any positive per-image ``w(t)`` leaves the update unchanged: this code applies none, on
+either family.
 """
 
 from __future__ import annotations

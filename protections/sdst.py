@@ -45,6 +45,12 @@ class SDSTMinus(PGDProtection):
 
         x ← clip_[0,1](Π_eps(x − alpha · sign(J_Eᵀ (r·(ε̂ − ε) + 2(z − z_tgt)))))
 
+    On a flow-matching model the SDS term is the velocity residual (derived in
+    ``protections/sds.py``): ``J_Eᵀ(r·(v̂ − (ε − z)) + 2(z − z_tgt))``. The weight ``r`` is kept
+    on the velocity residual as it is; written in ε (``ε̂ − ε = (1 − σ_t)(v̂ − (ε − z))``) the SDS
+    term would be weighed ``(1 − σ_t)`` less against the textural one — unlike for SDS alone,
+    that factor does not cancel in the sign of a sum, and we keep the residual the model predicts.
+
     Reference: xavihart/Diff-Protect ``code/attacks.py:252-274`` (``pgd_sds`` with
     ``using_target``: ``(g_dir·g_x·target_rate − g_tex).sign()``, target ``MIST.png``).
     Both terms go through one encoder backward (the reference encodes the image twice,

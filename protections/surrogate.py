@@ -16,6 +16,12 @@ AdamW (β 0.9/0.999, weight decay 1e-2, ε 1e-8), UNet and text
 encoder trained (``--train_text_encoder``). A fresh optimiser per :meth:`Surrogate.train`
 call, as the reference builds one per ``train_one_epoch``.
 
+On a flow-matching model (SD 3 class) the surrogate is the transformer (and its CLIP text
+encoder), and both the DreamBooth loss and the loss the PGD step ascends are the flow-matching
+loss ``mse(v_θ((1 − σ_t) z + σ_t ε, t, c), ε − z)`` (``core/finetuning.py``, ``denoising_loss``),
+``t`` uniform over the flow scheduler's grid as diffusers' ``train_dreambooth_lora_sd3.py``
+draws it with its default weighting (``protections/sds.py`` derives the residual).
+
 LoRA variant (``lora_rank > 0``): the reference's ``attacks/aspl_lora.py`` (lines 736–770)
 for GPUs where a full fine-tune runs out of memory: rank-``r`` adapters on the UNet's
 attention projections, the text encoder frozen (the reference can add text-encoder adapters;
@@ -142,7 +148,7 @@ class Surrogate:
     def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
         model = self.model
         return finetuning.encode_prompts(
-            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype
+            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype, flow=model.is_flow
         )
 
     def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -179,12 +185,14 @@ class Surrogate:
             latents = posterior.mean + posterior.std * randn_tensor(
                 posterior.mean.shape, generator=generator, device=device, dtype=dtype
             )
-            latents = latents * model.scaling_factor
+            latents = model.scale_latents(latents)
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
             timesteps = torch.randint(
                 0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
             ).to(device)
-            embeds = finetuning.encode_prompts(model.tokenizer, self.text_encoder, prompts, device, dtype)
+            embeds = finetuning.encode_prompts(
+                model.tokenizer, self.text_encoder, prompts, device, dtype, flow=model.is_flow
+            )
             per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
             loss = finetuning.prior_preserving_loss(per_sample, count, self.prior_loss_weight)
             loss.backward()

@@ -28,7 +28,7 @@ MODELS_DIR = PROJECT_ROOT / "models"
 FAMILY = ("toy", "toy-b", "toy-c", "toy-pixel")
 SLICES = Path(__file__).with_name("model_family_slices.json")
 ATOL = 1e-4
-SIZE_LIMIT = 80 * 1000 * 1000  # everything under models/, bytes (issue #11: ≤ 80 MB)
+SIZE_LIMIT = 120 * 1000 * 1000  # everything under models/, bytes (issue #11: ≤ 80 MB; #23, with toy-flow: ≤ 120 MB)
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,9 @@ def model_status() -> list[tuple[str, bool, str]]:
 
     rows = []
     for name, entry in ZOO.items():
+        if entry.weights == "random" and entry.unavailable is not None and (reason := entry.unavailable()):
+            rows.append((name, False, reason))
+            continue
         if entry.weights == "random":
             rows.append((name, True, "built from its config with seeded random weights (no download)"))
             continue

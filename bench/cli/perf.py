@@ -145,7 +145,7 @@ def perf(
     arch: str = typer.Option(
         DEFAULT_ARCH,
         "--arch",
-        help="tiny-random, toy, sd15-arch, sd21-arch, sdxl-arch, or a "
+        help="tiny-random, toy, sd15-arch, sd21-arch, sdxl-arch, sd3-arch, flux-arch, or a "
         "model folder (random-weight archs need no download).",
     ),
     resolution: str = typer.Option(

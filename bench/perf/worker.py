@@ -87,7 +87,7 @@ def _total_flops(counter) -> int | None:
 
 
 #: Registered random-weight architectures, which can be initialised directly on a GPU.
-RANDOM_ARCHS = ("sd15-arch", "sd21-arch", "sdxl-arch")
+RANDOM_ARCHS = ("sd15-arch", "sd21-arch", "sdxl-arch", "sd3-arch")
 
 
 def _load(config, device):

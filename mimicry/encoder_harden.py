@@ -29,7 +29,7 @@ from cloakbench.core.config import bounded, canonical_json
 from cloakbench.core.images import check_images, from_uint8_array, load_images, pixel_hash, to_working_size
 from cloakbench.core.io import write_atomic
 from cloakbench.core.ldm import LDM
-from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
+from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry, PublicProtections
 from cloakbench.mimicry.common import epoch_batches, note
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,7 @@ class EncoderHarden(Mimicry):
 
     # -- what the copier trains against -------------------------------------------------
     def protection_names(self, context: AttackContext) -> list[str]:
-        if context.protections is None:
-            raise ValueError(
-                "encoder-harden runs the public protection code, which the harness passes as "
-                "AttackContext.protections; run it through bench compare (or pass "
-                "cloakbench.bench.copier.RunProtections)"
-            )
-        known = context.protections.names()
+        known = self.public_protections(context).names()
         wanted = [n.strip() for n in self.config.against.split(",") if n.strip()]
         if wanted == ["all"]:
             return known
@@ -159,11 +153,22 @@ class EncoderHarden(Mimicry):
                 )
         return images[chosen]
 
+    @staticmethod
+    def public_protections(context: AttackContext) -> PublicProtections:
+        """The public protection code the harness hands in (the mimicry layer never imports protections)."""
+        if context.protections is None:
+            raise ValueError(
+                "encoder-harden runs the public protection code, which the harness passes as "
+                "AttackContext.protections; run it through bench compare (or pass "
+                "cloakbench.bench.copier.RunProtections)"
+            )
+        return context.protections
+
     def cache_key(self, model, names: list[str], pictures: torch.Tensor, context: AttackContext) -> str:
         payload = {
             "stage": self.identity(),
             "model": model.identity(),
-            "protections": [context.protections.identity(n) for n in names],
+            "protections": [self.public_protections(context).identity(n) for n in names],
             "pictures": [pixel_hash(p) for p in pictures],
             "cloakbench": cloakbench.__version__,
         }
@@ -177,7 +182,9 @@ class EncoderHarden(Mimicry):
         clean, protected = [], []
         for name in names:
             seed = int(hashlib.sha256(canonical_json([self.config.seed, "pairs", name]).encode()).hexdigest()[:15], 16)
-            published = context.protections.protect(name, pictures, generator=torch.Generator().manual_seed(seed))
+            published = self.public_protections(context).protect(
+                name, pictures, generator=torch.Generator().manual_seed(seed)
+            )
             clean.append(pictures)
             protected.append(published.float().cpu())
         return torch.cat(clean), torch.cat(protected)

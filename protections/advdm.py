@@ -58,6 +58,8 @@ class AdvDM(PGDProtection):
         assert (protected - images).abs().max() <= 16 / 255
     """
 
+    plain = "Nudges the pixels so that a diffusion model finds the picture hard to learn (raises its denoising loss)."
+
     Config = AdvDMConfig
     version = 1
     needs = frozenset({"diffusion_noise", "prompt"})
@@ -99,6 +101,8 @@ class AdvDMMinus(AdvDM):
         g = torch.Generator().manual_seed(0)
         protected = protection(images, model, generator=g)
     """
+
+    plain = "Like AdvDM but nudging the other way (lowers the denoising loss), which Xue et al. found stronger."
 
     version = 1
 

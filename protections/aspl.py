@@ -62,6 +62,8 @@ class ASPL(SurrogateProtection):
         protected = protection(images, model, generator=torch.Generator().manual_seed(0))
     """
 
+    plain = "Anti-DreamBooth: makes the picture hard to fine-tune a model on, training a copy of the model alongside."
+
     Config = ASPLConfig
     version = 1
     QUICK = {

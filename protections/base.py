@@ -58,6 +58,13 @@ class Protection(Component):
     reference_costs: ClassVar[tuple[str, ...]] = ()
     # Analysis-only entries (e.g. the latent attack ``sds-z``) are left out of ``all``.
     analysis_only: ClassVar[bool] = False
+    #: One sentence in plain words for an artist (``bench list`` shows it first, the maths with --verbose).
+    plain: ClassVar[str] = ""
+
+    @classmethod
+    def plain_description(cls) -> str:
+        """The plain sentence, or the docstring's first line where a protection has none."""
+        return cls.plain or cls.description()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -36,6 +36,8 @@ class EncoderAttack(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    plain = "Pushes the model's encoding of the picture away from the original, so edits start from a garbled one."
+
     Config = PGDConfig
     version = 1
     needs = frozenset({"clean_target"})

@@ -55,6 +55,10 @@ class FSMG(SurrogateProtection):
         protected = protection(images, model, generator=torch.Generator().manual_seed(0))
     """
 
+    plain = (
+        "Anti-DreamBooth (FSMG): makes the picture hard to fine-tune on, against a copy fine-tuned on clean pictures."
+    )
+
     Config = FSMGConfig
     version = 1
     QUICK = {"steps": 2, "surrogate_steps": 2, "num_class_images": 1, "class_sample_steps": 2}

@@ -83,6 +83,8 @@ class Mist(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    plain = "Mist: pulls the model's encoding of the picture toward a text pattern while making it hard to learn."
+
     Config = MistConfig
     version = 2  # 2: the text target and the resolution-scaled semantic weight
     needs = frozenset({"diffusion_noise", "prompt", "target"})

@@ -46,6 +46,8 @@ class UniformNoise(Protection):
         protected = protection(images, None, generator=g)
     """
 
+    plain = "Random noise of the same size: a baseline to compare with, not a protection."
+
     Config = NoiseConfig
     version = 1
 

@@ -20,5 +20,7 @@ class NoProtection(Protection):
         assert torch.equal(clean, images)
     """
 
+    plain = "No change: your picture exactly as it is (the reference)."
+
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return images.clone()

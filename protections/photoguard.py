@@ -77,6 +77,8 @@ class PhotoGuard(PGDProtection):
         # PhotoGuard's full 1000 steps: with_profile(PhotoGuard, "paper")  (protections/engine.py)
     """
 
+    plain = "PhotoGuard: makes image-to-image editing start from a blank encoding instead of your picture."
+
     Config = PhotoGuardConfig
     version = 2  # 2: PhotoGuard's own recipe by default (was Xue et al.'s budget and a pattern)
     needs = frozenset({"target"})

@@ -69,6 +69,8 @@ class LatentSDS(PGDProtection):
         decoded = analysis(images, model, generator=g)  # 8-bit, but not within any pixel budget
     """
 
+    plain = "For analysis only: changes the model's hidden encoding, not the pixels; nothing to publish."
+
     Config = LatentSDSConfig
     version = 1
     analysis_only = True

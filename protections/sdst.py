@@ -62,6 +62,8 @@ class SDSTMinus(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    plain = "SDS(−) combined with Mist's pull of the encoding toward a text pattern."
+
     Config = SDSTConfig
     version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"diffusion_noise", "prompt", "target"})

@@ -53,6 +53,8 @@ class TextureOnly(PGDProtection):
         protected = protection(images, model, generator=g)
     """
 
+    plain = "Mist's pull alone: draws the model's encoding of the picture toward a text pattern."
+
     Config = TextureConfig
     version = 2  # 2: the text target (was the geometric pattern)
     needs = frozenset({"target"})

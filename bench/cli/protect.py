@@ -236,7 +236,7 @@ def protect(
         "--out",
         "-o",
         help="Output folder, created before work starts: OUT/<method>/<file> plus a .json sidecar "
-        "(a readable summary, the settings and the measured change). [required]",
+        "(a readable summary, the settings and the measured change).",
     ),
     method: str = typer.Option(
         "sds-",

@@ -127,6 +127,7 @@ def _root(
 
 
 from cloakbench.bench.cli import (  # noqa: E402,F401  (bench models, bench report)
+    check,
     compare,
     listing,
     models,

@@ -129,7 +129,11 @@ class CheckResult:
 
 
 def pair_rows(metrics, outputs: torch.Tensor, references: torch.Tensor, **base) -> list[dict]:
-    """Every available pair metric of ``outputs`` against ``references``, one row each (``bench compare``'s rows)."""
+    """Every available pair metric of ``outputs`` against ``references``, one row each (``bench compare``'s rows).
+
+    Full-size pairs go through :func:`cloakbench.bench.full_metrics.full_size` (SSIM in strips: bounded memory).
+    """
+    from cloakbench.bench.full_metrics import full_size
     from cloakbench.metrics import MetricUnavailable
 
     rows = []
@@ -140,7 +144,7 @@ def pair_rows(metrics, outputs: torch.Tensor, references: torch.Tensor, **base) 
             rows.append({**row, "value": None, "status": "unavailable", "note": reason})
             continue
         try:
-            values = metric(outputs.float(), references.float()).reshape(-1).tolist()
+            values = full_size(metric, outputs.float(), references.float()).reshape(-1).tolist()
         except (MetricUnavailable, ValueError, RuntimeError) as error:
             rows.append({**row, "value": None, "status": "unavailable", "note": str(error)})
             continue

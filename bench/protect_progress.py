@@ -80,7 +80,9 @@ class ProtectProgress:
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=self.console,
-                transient=False,
+                # The lines printed above the bar stay; the bar itself goes when done (the
+                # loading phase's bar would otherwise stay on screen above the work's).
+                transient=True,
             )
             self.progress.__enter__()
             # No total yet (the model is loading): a pulsing bar until set_jobs.

@@ -68,12 +68,13 @@ def is_complete(sidecar: Path, output: Path, key: str) -> bool:
 
 def fidelity(saved, clean) -> dict[str, float | None]:
     """PSNR (dB) and SSIM of the saved file against the input, by the registry's metrics (as ``bench compare``)."""
+    from cloakbench.bench.full_metrics import full_size
     from cloakbench.metrics import METRICS
 
     found: dict[str, float | None] = {}
     for name in ("psnr", "ssim"):
         metric = METRICS.get(name)()
-        found[name] = float(metric(saved.unsqueeze(0).float(), clean.unsqueeze(0).float()).reshape(-1)[0])
+        found[name] = float(full_size(metric, saved.unsqueeze(0).float(), clean.unsqueeze(0).float()).reshape(-1)[0])
     return found
 
 

@@ -1,4 +1,4 @@
-"""An artist's metadata, carried from the source file to the protected file (docs/RELIABILITY.md, "Images in").
+"""An artist's metadata, carried from the source file to the protected file (docs/RELIABILITY.md, "Metadata and colour").
 
 ``bench protect`` publishes a new file; by default it keeps what the artist put in the
 original so that authorship survives the protection:

@@ -213,3 +213,18 @@ def test_help_shows_every_default_and_the_eps_steps_defaults_are_the_methods():
     flat = " ".join(result.output.replace("│", " ").split())
     for words in ("default: sds-", "default: toy", "eps 16, steps 100", "default: png", "default: 95", "--dry-run"):
         assert words in flat, words
+
+
+def test_full_size_ssim_in_strips_is_the_whole_picture_value():
+    import torch
+
+    from cloakbench.bench.full_metrics import full_size
+    from cloakbench.metrics import METRICS
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(1, 3, 300, 90, generator=generator)
+    changed = (clean + 0.1 * torch.rand(clean.shape, generator=generator)).clamp(0, 1)
+    ssim = METRICS.get("ssim")()
+    whole = float(ssim(changed, clean))
+    assert float(full_size(ssim, changed, clean, strip_rows=37)) == pytest.approx(whole, abs=1e-6)
+    assert whole < 0.99  # a real change, so equality says something

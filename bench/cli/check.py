@@ -101,7 +101,10 @@ def check(
             quick=quick,
             seed=seed,
             prompt=prompt,
-            on_stage=lambda text: status.update(f"checking: {text}"),
+            # On a terminal a spinner; in a log one line per stage, so a long check is never silent.
+            on_stage=(lambda text: status.update(f"checking: {text}"))
+            if console.is_terminal
+            else (lambda text: console.print(f"checking: {text}", highlight=False, markup=False)),
         )
     result.protected, result.original, result.target = str(protected), str(original), target
     rows = table_rows(result)

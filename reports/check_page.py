@@ -39,7 +39,7 @@ def render_check_page(result, table: list[dict], columns: list[tuple[str, str]],
         "protected file and on the original (1: the protection changed nothing; lower: stronger), mean over "
         "the attack's settings.</p><table><tr>",
     ]
-    parts += [f"<th>{html.escape(header)}</th>" for _, header in columns]
+    parts += [f"<th>{html.escape(header.replace(chr(10), ' '))}</th>" for _, header in columns]
     parts.append("</tr>")
     for row in table:
         parts.append(

@@ -42,7 +42,7 @@ def test_check_prints_the_table_and_writes_its_page(tmp_path):
         terminal_width=80,
     )
     assert result.exit_code == 0, result.output
-    for words in ("as published", "JPEG q95", "JPEG q85", "JPEG q75", "downscale 1080", "WebP q80", "sdedit"):
+    for words in ("as published", "JPEG q95", "JPEG q85", "JPEG q75", "downscale 1080", "WebP q80", "SDEdit"):
         assert words in result.output, words
     assert "downscale 2048 px: not needed" in result.output
     assert "random weights" in result.output

@@ -17,7 +17,8 @@ DEFAULT_METRICS = "all"
 def strength_columns(attacks: list[str]) -> list[tuple[str, str]]:
     from cloakbench.bench.check import VIEWS
 
-    return [(f"{name} {kind}", f"{name} {kind}") for name in attacks for kind in VIEWS]
+    labels = {"sdedit": "SDEdit", "inpaint": "inpaint", "crop": "crop", "resized": "resize"}
+    return [(f"{name} {kind}", f"{labels.get(name, name)}\n{labels[kind]}") for name in attacks for kind in VIEWS]
 
 
 @app.command("check")
@@ -62,6 +63,7 @@ def check(
 
     Example: bench check out/sds-/x.jpg.png x.jpg --model toy --quick
     """
+    from rich import box
     from rich.table import Table
 
     from cloakbench.bench.check import ATTACKS, run_check, table_rows
@@ -108,18 +110,19 @@ def check(
         )
     result.protected, result.original, result.target = str(protected), str(original), target
     rows = table_rows(result)
-    columns = [("file", "file as"), ("linf", "L∞/255"), ("psnr", "PSNR dB"), ("ssim", "SSIM")]
+    columns = [("file", "file as"), ("linf", "L∞/255"), ("psnr", "PSNR\ndB"), ("ssim", "SSIM")]
     columns += strength_columns([a for a in ATTACKS if a in result.attacks])
     table = Table(
         title="bench check: the change, and SSIM of each attack's output on the protected file vs on the "
         "original (lower = stronger; 1 = no effect)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,  # no vertical rules: eight columns fit 80 characters
     )
     for key, header in columns:
         if key == "file":
             table.add_column(header, no_wrap=True)
         else:
-            table.add_column(header.replace(" ", "\n", 1), overflow="fold")
+            table.add_column(header, overflow="fold", justify="right", min_width=max(map(len, header.split())))
     for row in rows:
         table.add_row(*[row["file"] if key == "file" else number(row.get(key), key) for key, _ in columns])
     console.print(table)

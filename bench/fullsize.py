@@ -27,8 +27,10 @@ engine's per-image generators), so tiles do not repeat one pattern.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,10 +60,34 @@ class SizePlan:
     overlap: int | None = None
     origins: tuple[tuple[int, int], ...] = ()
 
+    @property
+    def row_starts(self) -> list[int]:
+        return sorted({top for top, _ in self.origins})
+
+    @property
+    def column_starts(self) -> list[int]:
+        return sorted({left for _, left in self.origins})
+
+    def describe(self) -> str:
+        """One sentence: ``whole (2400x1600)`` or ``425 tiles of 128x128 in 17 rows x 25 columns, ...``."""
+        if self.mode == "full":
+            return f"whole ({self.width}x{self.height}, padded to {self.padded_width}x{self.padded_height})"
+        return (
+            f"{len(self.origins)} tiles of {self.tile_width}x{self.tile_height} in {len(self.row_starts)} rows x "
+            f"{len(self.column_starts)} columns, overlapping by {self.overlap} px, blended linearly"
+        )
+
     def record(self) -> dict[str, Any]:
+        """JSON-ready; the tile grid as its row and column starts (every origin is a (row, column) pair)."""
         record = dataclasses.asdict(self)
-        record["origins"] = [list(origin) for origin in self.origins]
+        del record["origins"]
         record["tiles"] = len(self.origins)
+        record["grid"] = (
+            {"rows": self.row_starts, "columns": self.column_starts, "origins": "every (row, column) pair"}
+            if self.mode == "tiles"
+            else None
+        )
+        record["description"] = self.describe()
         return record
 
 
@@ -139,12 +165,35 @@ def _ramp(length: int, overlap: int) -> torch.Tensor:
     return torch.minimum(torch.minimum(rising, falling), torch.ones(length))
 
 
-def _run(protection, images: torch.Tensor, model, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+#: ``on_progress(event, info)``: ``"step"`` after each PGD step of a batch (``batch``, ``step``,
+#: ``steps``), ``"batch"`` after each batch of tiles (``tiles_done``, ``tiles``).
+ProgressHook = Callable[[str, dict], None]
+
+
+def steps_of(protection) -> int | None:
+    """PGD steps per batch when the protection reports each step (the engine's ``on_step``), else ``None``."""
+    run = getattr(protection, "run", None)
+    if run is None or "on_step" not in inspect.signature(run).parameters:
+        return None
+    return int(getattr(protection.config, "steps", 0)) or None
+
+
+def progress_units(plan: SizePlan, steps: int | None, tile_batch: int) -> int:
+    """Units of progress of one picture: PGD steps x batches (one unit per batch without steps)."""
+    batches = 1 if plan.mode == "full" else -(-len(plan.origins) // tile_batch)
+    return batches * (steps or 1)
+
+
+def _run(
+    protection, images: torch.Tensor, model, seed: int, on_step: Callable[[int, int], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(protected, loss trace or None)`` for a batch ``(N, 3, H, W)`` on the model's device."""
     # A fresh generator per call: with the engine's per-image generators each image's
     # randomness derives from the seed and its own pixels, not from the batch it ran in.
     generator = torch.Generator(device=model.device).manual_seed(seed)
     if hasattr(protection, "run"):
+        if on_step is not None and steps_of(protection) is not None:
+            return protection.run(images, model, generator=generator, on_step=on_step)
         protected, trace = protection.run(images, model, generator=generator)
         return protected, trace
     return protection(images, model, generator=generator), None
@@ -176,12 +225,9 @@ class FullSizeResult:
     loss_last: float | None
 
 
-def protect_full_size(
-    protection, image: torch.Tensor, model, *, seed: int, max_pixels: int = DEFAULT_MAX_PIXELS, tile_batch: int = 4
-) -> FullSizeResult:
-    """Protect one ``(3, H, W)`` picture in [0, 1] at its own size (see the module docstring)."""
-    height, width = image.shape[-2:]
-    plan = plan_size(
+def plan_for(protection, height: int, width: int, model, max_pixels: int = DEFAULT_MAX_PIXELS) -> SizePlan:
+    """How :func:`protect_full_size` will protect a ``height x width`` picture with this model."""
+    return plan_size(
         height,
         width,
         multiple=pixel_multiple(model),
@@ -189,11 +235,35 @@ def protect_full_size(
         max_pixels=max_pixels,
         working_size_only=getattr(protection, "working_size_only", False),
     )
+
+
+def protect_full_size(
+    protection,
+    image: torch.Tensor,
+    model,
+    *,
+    seed: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    tile_batch: int = 4,
+    on_progress: ProgressHook | None = None,
+) -> FullSizeResult:
+    """Protect one ``(3, H, W)`` picture in [0, 1] at its own size (see the module docstring).
+
+    ``on_progress`` hears each PGD step and each batch of tiles (:data:`ProgressHook`).
+    """
+    height, width = image.shape[-2:]
+    plan = plan_for(protection, height, width, model, max_pixels)
+    tell = on_progress or (lambda event, info: None)
+
+    def stepper(batch: int):
+        return lambda step, steps: tell("step", {"batch": batch, "step": step, "steps": steps})
+
     clean = image.to(device=model.device, dtype=torch.float32)
     padded = _pad(clean, plan.padded_height, plan.padded_width)
     eps_255 = budget_of(protection)
     if plan.mode == "full":
-        protected, trace = _run(protection, padded.unsqueeze(0), model, seed)
+        protected, trace = _run(protection, padded.unsqueeze(0), model, seed, stepper(0))
+        tell("batch", {"tiles_done": 1, "tiles": 1})
         result = protected[0, :, :height, :width].float()
         first = last = None
         if trace is not None and len(trace):
@@ -209,7 +279,7 @@ def protect_full_size(
             tiles = torch.stack(
                 [padded[:, top : top + plan.tile_height, left : left + plan.tile_width] for top, left in origins]
             )
-            protected, trace = _run(protection, tiles, model, seed)
+            protected, trace = _run(protection, tiles, model, seed, stepper(start // tile_batch))
             if trace is not None and len(trace):
                 firsts += trace[0].tolist()
                 lasts += trace[-1].tolist()
@@ -217,7 +287,40 @@ def protect_full_size(
                 total[:, top : top + plan.tile_height, left : left + plan.tile_width] += tile * weights
                 norm[top : top + plan.tile_height, left : left + plan.tile_width] += weights
             log.debug("protected tiles %d-%d of %d", start + 1, start + len(origins), len(plan.origins))
+            tell("batch", {"tiles_done": start + len(origins), "tiles": len(plan.origins)})
         result = (total / norm)[:, :height, :width]
         first = sum(firsts) / len(firsts) if firsts else None
         last = sum(lasts) / len(lasts) if lasts else None
     return FullSizeResult(enforce_budget(result, clean, eps_255).cpu(), plan, first, last)
+
+
+def measure_first_step(protection, image, model, *, seed: int, max_pixels: int, tile_batch: int) -> dict:
+    """Run one PGD step on the first batch of ``image`` (tiles or the whole picture); time and memory.
+
+    What ``--dry-run`` reports: the measured step, its batch's pixels, and the process's
+    peak memory during it (CUDA's peak on a GPU), before any picture is protected.
+    """
+    from cloakbench.bench.profiling import profile_phase
+
+    plan = plan_for(protection, *image.shape[-2:], model, max_pixels)
+    clean = image.to(device=model.device, dtype=torch.float32)
+    padded = _pad(clean, plan.padded_height, plan.padded_width)
+    if plan.mode == "full":
+        batch = padded.unsqueeze(0)
+    else:
+        origins = plan.origins[:tile_batch]
+        batch = torch.stack(
+            [padded[:, top : top + plan.tile_height, left : left + plan.tile_width] for top, left in origins]
+        )
+    single = protection
+    if steps_of(protection) is not None:
+        single = type(protection)(dataclasses.replace(protection.config, steps=1))
+    with profile_phase("probe", model.device) as record:
+        _run(single, batch, model, seed)
+    return {
+        "seconds": record.wall_s,
+        "pixels": int(batch.shape[0] * batch.shape[-1] * batch.shape[-2]),
+        "shape": tuple(int(v) for v in batch.shape),
+        "peak_rss_bytes": record.peak_rss_bytes,
+        "peak_cuda_bytes": record.peak_cuda_reserved_bytes,
+    }

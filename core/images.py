@@ -6,7 +6,9 @@ from the header before decoding, applies EXIF orientation, composites alpha on w
 scales 16-bit to 8-bit explicitly, converts CMYK / palette / grayscale to RGB, and
 brings each image to the model's square working size by a recorded transform (resize
 the short side, centre crop) — or, with ``keep_size=True`` (``bench protect``), keeps it at
-its own size and aspect ratio. Images are identified by the SHA-256 of their working
+its own size and aspect ratio. ``bench protect`` also asks for the file's metadata (EXIF,
+ICC, XMP, IPTC: :mod:`cloakbench.core.metadata`) and for its colours to be handled in the
+embedded profile's space or converted to sRGB (``colour=``), each decision in the notes. Images are identified by the SHA-256 of their working
 pixels, not by file name. A bad file is skipped with its path and reason; the others go on.
 """
 
@@ -24,6 +26,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cloakbench.core.io import write_atomic
+from cloakbench.core.metadata import SourceMetadata, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class LoadedImage:
     source_mode: str = ""
     #: What intake did to the size: ``None`` when the picture kept its own size.
     resized: str | None = None
+    #: The source's EXIF/ICC/XMP/IPTC when intake was asked to keep them (``bench protect``).
+    metadata: SourceMetadata | None = None
 
     def intake_record(self) -> dict:
         """What intake did to this picture, for sidecars and manifests (JSON-ready)."""
@@ -71,6 +76,7 @@ class LoadedImage:
             "size": [int(self.pixels.shape[-1]), int(self.pixels.shape[-2])],
             "resized": self.resized,
             "notes": list(self.notes),
+            "metadata": self.metadata.record() if self.metadata is not None else None,
         }
 
 
@@ -201,14 +207,61 @@ def _open_checked(path: Path) -> Image.Image:
     return image
 
 
-def to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
-    """Normalise any decoded mode to 8-bit RGB, recording what was done."""
+def orient(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Apply the EXIF orientation (the pixels come out upright), noting it."""
     transposed = ImageOps.exif_transpose(image)
     if transposed is not None and transposed is not image:
         orientation = image.getexif().get(0x0112)
         if orientation not in (None, 1):
             notes.append(f"EXIF orientation {orientation} applied")
-        image = transposed
+        return transposed
+    return image
+
+
+#: ``colour=`` of :func:`load_images`: what to do with an embedded ICC profile.
+COLOUR_MODES = ("ignore", "keep", "srgb")
+
+
+def manage_colour(image: Image.Image, metadata: SourceMetadata, colour: str, notes: list[str]) -> Image.Image:
+    """Keep the pixels in the embedded profile's space, or convert them to sRGB (LittleCMS, perceptual).
+
+    ``keep``: an RGB profile's numbers are protected as they are and the profile travels
+    with them; a CMYK or grey profile cannot describe the RGB output, so that picture is
+    converted (and its profile dropped). ``srgb``: every profile is converted (nothing travels).
+    """
+    if colour == "ignore" or not metadata.icc_profile:
+        return image
+    name = metadata.icc_description
+    if colour == "keep" and metadata.icc_space == "RGB":
+        notes.append(f"colours kept in the embedded ICC profile's space ('{name}'); the profile travels with them")
+        return image
+    from PIL import ImageCms
+
+    modes = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB", "LA": "RGBA"}
+    if image.mode not in modes:
+        notes.append(f"ICC profile '{name}' not applied: Pillow cannot colour-manage mode {image.mode}")
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(metadata.icc_profile))
+        target = ImageCms.createProfile("sRGB")
+        if image.mode == "LA":
+            image = image.convert("RGBA")  # LittleCMS has no grey-with-alpha transform here
+        converted = ImageCms.profileToProfile(
+            image, source, target, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=modes[image.mode]
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        notes.append(f"ICC profile '{name}' could not be applied ({error}); pixels taken as encoded")
+        return image
+    why = "its space is not RGB" if colour == "keep" else "--strip-metadata drops the profile"
+    notes.append(f"converted from ICC profile '{name}' to sRGB ({why})")
+    metadata.icc_profile, metadata.icc_description, metadata.icc_space = None, "", ""
+    metadata.notes.append(f"ICC profile '{name}' not carried: the pixels were converted to sRGB")
+    return converted
+
+
+def to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Normalise any decoded mode to 8-bit RGB, recording what was done."""
+    image = orient(image, notes)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if array.max() > 255 or image.mode.startswith("I;16") else 255.0
@@ -291,20 +344,35 @@ def _finish(
     )
 
 
-def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size: bool = False) -> LoadedImage:
+def load_image_file(
+    path: Path,
+    size: int,
+    name: str | None = None,
+    *,
+    keep_size: bool = False,
+    metadata: bool = False,
+    colour: str = "ignore",
+) -> LoadedImage:
     """Decode, normalise and size one file; raises :class:`ImageError` naming the file.
 
     ``keep_size=True`` keeps the picture at its own size (after EXIF rotation) instead of
-    bringing it to the ``size x size`` working square.
+    bringing it to the ``size x size`` working square. ``metadata=True`` keeps the file's
+    EXIF/ICC/XMP/IPTC on the result; ``colour`` is :func:`manage_colour`'s mode.
     """
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour must be one of {COLOUR_MODES}, got {colour!r}")
     path = Path(path)
     notes: list[str] = []
     try:
         with _open_checked(path) as opened:
             original = opened.size
             source_format, source_mode = str(opened.format or ""), str(opened.mode)
-            rgb = to_rgb(opened, notes)
-            return _finish(
+            found = read_metadata(opened) if (metadata or colour != "ignore") else None
+            upright = orient(opened, notes)
+            if found is not None:
+                upright = manage_colour(upright, found, colour, notes)
+            rgb = to_rgb(upright, notes)
+            loaded = _finish(
                 name or path.stem,
                 str(path),
                 rgb,
@@ -315,6 +383,8 @@ def load_image_file(path: Path, size: int, name: str | None = None, *, keep_size
                 source_format=source_format,
                 source_mode=source_mode,
             )
+            loaded.metadata = found if metadata else None
+            return loaded
     except ImageError:
         raise
     # A damaged file can fail inside Pillow's parsers (a bad EXIF block, a broken chunk) with
@@ -372,12 +442,16 @@ def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
     return entries
 
 
-def load_images(sources: list[str] | str, size: int, *, keep_size: bool = False) -> IntakeResult:
+def load_images(
+    sources: list[str] | str, size: int, *, keep_size: bool = False, metadata: bool = False, colour: str = "ignore"
+) -> IntakeResult:
     """Load every image named by ``sources`` (folders, files, or ``samples``) at ``size``.
 
     ``keep_size=True`` keeps each picture at its own size and aspect ratio (``bench
     protect``); the default brings it to the model's ``size x size`` working square
     (``bench compare``, which evaluates at the model's size).
+
+    ``metadata`` and ``colour``: see :func:`load_image_file` (``bench protect`` asks for both).
 
     Bad files and duplicates (same pixels) are skipped with a reason; order is sorted
     by name within each source so runs are reproducible on any file system.
@@ -395,7 +469,7 @@ def load_images(sources: list[str] | str, size: int, *, keep_size: bool = False)
             elif not path.exists():
                 raise ImageError(f"{path}: no such file or folder")
             else:
-                image = load_image_file(path, size, name=name, keep_size=keep_size)
+                image = load_image_file(path, size, name=name, keep_size=keep_size, metadata=metadata, colour=colour)
         except ImageError as error:
             log.info("skipping %s", error)
             skipped.append(Skipped(where, str(error)))

@@ -70,6 +70,7 @@ class AdvDM(PGDProtection):
     """
 
     family = "denoiser"
+    plain = "Nudges the pixels so that a diffusion model finds the picture hard to learn (raises its denoising loss)."
 
     Config = AdvDMConfig
     version = 1
@@ -112,6 +113,8 @@ class AdvDMMinus(AdvDM):
         g = torch.Generator().manual_seed(0)
         protected = protection(images, model, generator=g)
     """
+
+    plain = "Like AdvDM but nudging the other way (lowers the denoising loss), which Xue et al. found stronger."
 
     version = 1
 

@@ -63,6 +63,7 @@ class ASPL(SurrogateProtection):
     """
 
     family = "fine-tuning"
+    plain = "Anti-DreamBooth: makes the picture hard to fine-tune a model on, training a copy of the model alongside."
 
     Config = ASPLConfig
     version = 2

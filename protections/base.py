@@ -70,6 +70,13 @@ class Protection(Component):
     analysis_only: ClassVar[bool] = False
     #: One of :data:`FAMILIES`; every registered protection declares it (a registry-wide test checks).
     family: ClassVar[str] = ""
+    #: One sentence in plain words for an artist (``bench list`` shows it first, the maths with --verbose).
+    plain: ClassVar[str] = ""
+
+    @classmethod
+    def plain_description(cls) -> str:
+        """The plain sentence, or the docstring's first line where a protection has none."""
+        return cls.plain or cls.description()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -37,6 +37,7 @@ class EncoderAttack(PGDProtection):
     """
 
     family = "encoder"
+    plain = "Pushes the model's encoding of the picture away from the original, so edits start from a garbled one."
 
     Config = PGDConfig
     version = 1

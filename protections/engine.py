@@ -57,7 +57,7 @@ import hashlib
 import inspect
 import logging
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -407,11 +407,20 @@ class PGDProtection(Protection):
         """The protected images: 8-bit rounded, inside the budget, on the model's device."""
         return round_within_budget(state.adversarial.detach(), state.clean, self.config.eps)
 
-    def run(self, images: torch.Tensor, model, *, generator: GeneratorArg | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(protected, loss trace (steps, N))``."""
+    def run(
+        self,
+        images: torch.Tensor,
+        model,
+        *,
+        generator: GeneratorArg | None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(protected, loss trace (steps, N))``; ``on_step(done, total)`` after each step (progress bars)."""
         state = self.prepare(images, model, generator=generator)
         for index in range(self.config.steps):
             loss = self.step(state)
+            if on_step is not None:
+                on_step(index + 1, self.config.steps)
             if log.isEnabledFor(logging.DEBUG) and (index % 10 == 0 or index == self.config.steps - 1):
                 log.debug("%s step %d/%d loss %s", self.name, index + 1, self.config.steps, loss.tolist())
         return self.finalize(state), state.loss_trace()

@@ -61,6 +61,9 @@ class FSMG(SurrogateProtection):
     """
 
     family = "fine-tuning"
+    plain = (
+        "Anti-DreamBooth (FSMG): makes the picture hard to fine-tune on, against a copy fine-tuned on clean pictures."
+    )
 
     Config = FSMGConfig
     version = 2

@@ -88,6 +88,7 @@ class Mist(PGDProtection):
     """
 
     family = "denoiser"
+    plain = "Mist: pulls the model's encoding of the picture toward a text pattern while making it hard to learn."
 
     Config = MistConfig
     version = 2  # 2: the text target and the resolution-scaled semantic weight

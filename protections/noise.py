@@ -47,6 +47,7 @@ class UniformNoise(Protection):
     """
 
     family = "baseline"
+    plain = "Random noise of the same size: a baseline to compare with, not a protection."
 
     Config = NoiseConfig
     version = 1

@@ -22,6 +22,7 @@ class NoProtection(Protection):
 
     family = "baseline"
     version = 1
+    plain = "No change: your picture exactly as it is (the reference)."
 
     def __call__(self, images: torch.Tensor, model=None, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return images.clone()

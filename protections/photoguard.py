@@ -78,6 +78,7 @@ class PhotoGuard(PGDProtection):
     """
 
     family = "encoder"
+    plain = "PhotoGuard: makes image-to-image editing start from a blank encoding instead of your picture."
 
     Config = PhotoGuardConfig
     version = 2  # 2: PhotoGuard's own recipe by default (was Xue et al.'s budget and a pattern)

@@ -102,6 +102,8 @@ class SDSPlus(_ScoreDistillation):
         protected = protection(images, model, generator=g)
     """
 
+    plain = "A faster AdvDM: makes the picture hard to learn, with a cheaper estimate of the same gradient."
+
     version = 1
     sign = 1.0  # ascend L_S
 
@@ -133,6 +135,8 @@ class SDSMinus(_ScoreDistillation):
         protected = protection(images, model, generator=g)  # (N, 3, H, W) in [0, 1]
         assert (protected - images).abs().max() <= 16 / 255
     """
+
+    plain = "Makes diffusion models edit or imitate the picture badly, at low cost (the method Xue et al. recommend)."
 
     version = 1
     sign = -1.0  # descend L_S

@@ -70,6 +70,7 @@ class LatentSDS(PGDProtection):
     """
 
     family = "latent"
+    plain = "For analysis only: changes the model's hidden encoding, not the pixels; nothing to publish."
 
     Config = LatentSDSConfig
     version = 1

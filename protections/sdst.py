@@ -69,6 +69,7 @@ class SDSTMinus(PGDProtection):
     """
 
     family = "sds"
+    plain = "SDS(−) combined with Mist's pull of the encoding toward a text pattern."
 
     Config = SDSTConfig
     version = 2  # 2: the text target (was the geometric pattern)

@@ -54,6 +54,7 @@ class TextureOnly(PGDProtection):
     """
 
     family = "encoder"
+    plain = "Mist's pull alone: draws the model's encoding of the picture toward a text pattern."
 
     Config = TextureConfig
     version = 2  # 2: the text target (was the geometric pattern)

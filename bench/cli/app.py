@@ -98,6 +98,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is plain text: with rich markup on, "[default: all]" in a help string is read as a
+    # style tag and silently dropped, which hid every default given in words (--eps, --steps).
+    rich_markup_mode=None,
 )
 
 
@@ -124,6 +127,7 @@ def _root(
 
 
 from cloakbench.bench.cli import (  # noqa: E402,F401  (bench models, bench report)
+    check,
     compare,
     listing,
     models,

@@ -47,12 +47,33 @@ def _shared(name: str, kind: str, kinds: dict[str, list[str]]) -> str:
     return f" (also a {others[0]} name: --set {kind}:{name}.FIELD=...)" if others else ""
 
 
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as one line: a description is never cut mid-sentence."""
+    lines = []
+    for line in (doc or "").strip().splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
+
+
+def protection_description(cls, verbose: bool) -> str:
+    """The plain sentence first; with ``--verbose`` the update rule (the docstring's first line) after it."""
+    plain = cls.plain_description()
+    maths = cls.description()
+    return f"{plain} {maths}" if verbose and maths != plain else plain
+
+
 @app.command("list")
-def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) -> None:
+def list_command(
+    kind: Kind = typer.Argument(Kind.all, help="What to list."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Add each protection's update rule (the maths)."),
+) -> None:
     """List registered protections, mimicry attacks and purifications, metrics, or models, with their kind.
 
-    A name that two kinds share (``noise`` is a protection and a purification) must be
-    qualified in ``--set``: ``protection:noise.eps=8`` or ``mimicry:noise.sigma=0.1``.
+    Each protection gets one plain sentence; --verbose adds its update rule. A name that
+    two kinds share (noise is a protection and a purification) must be qualified in
+    --set: protection:noise.eps=8 or mimicry:noise.sigma=0.1.
     """
     from rich.console import Console
 
@@ -65,7 +86,7 @@ def list_command(kind: Kind = typer.Argument(Kind.all, help="What to list.")) ->
             (
                 n,
                 "protection (analysis only)" if c.analysis_only else "protection",
-                c.description() + _shared(n, "protection", kinds),
+                protection_description(c, verbose) + _shared(n, "protection", kinds),
             )
             for n, c in PROTECTIONS.items()
         ]

@@ -7,6 +7,30 @@ from rich.table import Table
 
 from cloakbench.bench.cli.app import app
 
+FILES_TITLE = "pretrained files (never downloaded; put them here)"
+#: Below this many columns the files are stacked, one block each (their paths and how-tos are long).
+WIDE = 120
+
+
+def state_text(ready: bool) -> str:
+    return "[green]ready[/]" if ready else "[red]missing[/]"
+
+
+def stacked_weights(status):
+    """One weights file as a block: name, status and users on a line; file and how-to below, wrapped."""
+    from rich.console import Group
+
+    spec = status.spec
+    head = f"[bold]{spec.name}[/]  {state_text(status.ready)}  used by {', '.join(spec.used_by)}"
+    body = Table.grid(padding=(0, 1))
+    body.add_column(no_wrap=True, style="dim", min_width=8)
+    body.add_column(overflow="fold")
+    where = str(status.path) if status.ready else status.expected
+    body.add_row("  file", where + (f" (override: {spec.env_var})" if spec.env_var else ""))
+    if not status.ready:
+        body.add_row("  get it", spec.how_to_get)
+    return Group(head, body)
+
 
 def metric_status() -> list[tuple[str, bool, str]]:
     """``(metric, ready, why)`` for every registered metric with its default config."""
@@ -53,18 +77,27 @@ def models_command() -> None:
     from cloakbench.core import weights
 
     out = Console()
-    files = Table(title="pretrained files (never downloaded; put them here)", title_justify="left", show_lines=True)
-    for column in ("weights", "status", "used by", "file and place", "how to get it"):
-        files.add_column(column, overflow="fold")
-    for status in weights.status():
-        spec = status.spec
-        state = "[green]ready[/]" if status.ready else "[red]missing[/]"
-        where = str(status.path) if status.ready else status.expected
-        override = f"\n(override: {spec.env_var})" if spec.env_var else ""
-        files.add_row(
-            spec.name, state, ", ".join(spec.used_by), where + override, "" if status.ready else spec.how_to_get
-        )
-    out.print(files)
+    statuses = weights.status()
+    if out.width >= WIDE:
+        files = Table(title=FILES_TITLE, title_justify="left", show_lines=True)
+        for column in ("weights", "status", "used by", "file and place", "how to get it"):
+            files.add_column(column, overflow="fold")
+        for status in statuses:
+            spec = status.spec
+            where = str(status.path) if status.ready else status.expected
+            override = f"\n(override: {spec.env_var})" if spec.env_var else ""
+            files.add_row(
+                spec.name,
+                state_text(status.ready),
+                ", ".join(spec.used_by),
+                where + override,
+                "" if status.ready else spec.how_to_get,
+            )
+        out.print(files)
+    else:  # a narrow terminal: one block per file, each text on full width (never 15-character columns)
+        out.print(FILES_TITLE)
+        for status in statuses:
+            out.print(stacked_weights(status))
 
     metric_table = Table(title="metrics", title_justify="left")
     for column in ("metric", "status", "reason"):

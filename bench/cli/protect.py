@@ -2,63 +2,70 @@
 
 Each picture comes back at its own size and aspect ratio (``cloakbench.bench.fullsize``: whole
 when its padded size is at most ``--max-pixels``, else in overlapping tiles of the model's
-working size, the budget holding on every pixel). Writes ``OUT/<method>/<file>.png``
-(8-bit, the file to publish), named after the source file *with* its extension
-(``a.jpg`` -> ``a.jpg.png``, ``a.png`` -> ``a.png.png``) so two sources with one stem
-never overwrite each other; two inputs that would still map to one output (the same
-relative name under two folders) are refused naming both paths. Beside it,
-``OUT/<method>/<file>.json``: the method's config and version, the model, the seed, what
-intake did (rotation, alpha, bit depth, original size, no resize), full or tiles, the
-budget measured on the saved full-size PNG (re-read from disk), wall-clock and peak
-memory. The sidecar is strict JSON: a non-finite number is written as null.
+working size, the budget holding on every pixel). Writes ``OUT/<method>/<file>.<ext>`` (8-bit,
+the file to publish; ``--format png|webp-lossless|jpeg``), named after the source file *with*
+its extension (``a.jpg`` -> ``a.jpg.png``) so two sources with one stem never overwrite each
+other; two inputs that would still map to one output are refused naming both paths. Beside
+it, ``OUT/<method>/<file>.json`` (:mod:`cloakbench.bench.sidecar`): a ``summary`` a person
+reads, then the method's config and version, the model, the seed, what intake did, the
+metadata carried (:mod:`cloakbench.core.metadata`), full or the tile grid, the budget and
+PSNR/SSIM measured on the saved file (re-read from disk), wall-clock and peak memory.
+
+While it works it shows pictures x tiles x steps (:mod:`cloakbench.bench.protect_progress`);
+``--dry-run`` measures one step and prints the plan with the estimated time and memory. A
+re-run skips every picture whose output and sidecar are complete and valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
-import math
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from cloakbench.bench.cli.app import app, console, user_error
 
-if TYPE_CHECKING:  # torch is imported lazily so `bench --help` and `bench list` stay fast
-    pass
-
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "toy"
+DEFAULT_EPS_STEPS = "[default: each method's own; sds-: eps 16, steps 100]"
 
 
-def finite_or_none(value: Any) -> Any:
-    """NaN and infinities become ``None`` (JSON has no such numbers), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(item) for item in value]
-    return value
+class OutputFormat(str, Enum):
+    png = "png"
+    webp_lossless = "webp-lossless"
+    jpeg = "jpeg"
 
 
-def output_name(image) -> str:
-    """``OUT/<method>/`` relative name of a picture: its relative name plus its source extension, ``.png``."""
+def base_name(image) -> str:
+    """A picture's relative name plus its source extension (``art/a.jpg`` -> ``art/a.jpg``)."""
     suffix = Path(image.source).suffix if not image.source.startswith("skimage.data.") else ""
-    return f"{image.name}{suffix}.png"
+    return f"{image.name}{suffix}"
 
 
-def check_unique_outputs(images) -> None:
+def output_name(image, fmt: str = "png") -> str:
+    """``OUT/<method>/`` relative name of the published file: ``a.jpg`` -> ``a.jpg.png`` (``.webp``, ``.jpg``)."""
+    from cloakbench.core.metadata import FORMATS
+
+    return base_name(image) + FORMATS[fmt][1]
+
+
+def sidecar_name(image) -> str:
+    """``a.jpg`` -> ``a.jpg.json``, whatever the output format."""
+    return base_name(image) + ".json"
+
+
+def check_unique_outputs(images, fmt: str = "png") -> None:
     """Refuse two inputs that would write the same output file, naming both."""
     from cloakbench.core.config import ConfigError
 
     seen: dict[str, str] = {}
     for image in images:
-        name = output_name(image)
+        name = output_name(image, fmt)
         if name in seen:
             raise ConfigError(
                 f"{seen[name]} and {image.source} would both be written as <method>/{name}; "
@@ -133,6 +140,104 @@ def plan_methods(
     return planned
 
 
+@dataclasses.dataclass
+class Work:
+    """One picture under one method: where it goes, its settings key, and whether it is already done."""
+
+    plan: PlannedMethod
+    image: Any
+    output: Path
+    sidecar: Path
+    key: str
+    size_plan: Any
+    done: bool
+
+
+def plan_work(planned, images, bundle, *, out: Path, fmt: str, quality: int, strip: bool, seed: int, max_pixels: int):
+    """Every (method, picture) with its output paths, settings key and size plan; done ones marked."""
+    from cloakbench.bench import fullsize, sidecar
+    from cloakbench.core.config import config_as_dict
+
+    works = []
+    for plan in planned:
+        for image in images:
+            key = sidecar.settings_key(
+                schema=sidecar.SCHEMA,
+                pixels=image.pixel_hash,
+                metadata=image.metadata.record() if image.metadata is not None else None,
+                method=plan.name,
+                version=plan.protection.version,
+                config=config_as_dict(plan.protection.config),
+                model=bundle.identity(),
+                device=str(bundle.device),
+                seed=seed,
+                format=fmt,
+                quality=quality if fmt == "jpeg" else None,
+                strip_metadata=strip,
+                max_pixels=max_pixels,
+            )
+            output = out / plan.name / output_name(image, fmt)
+            side = out / plan.name / sidecar_name(image)
+            size_plan = fullsize.plan_for(plan.protection, *image.pixels.shape[-2:], bundle, max_pixels)
+            works.append(Work(plan, image, output, side, key, size_plan, sidecar.is_complete(side, output, key)))
+    return works
+
+
+def job_of(work: Work, batch_size: int):
+    from cloakbench.bench.fullsize import progress_units, steps_of
+    from cloakbench.bench.protect_progress import Job
+
+    plan = work.size_plan
+    steps = steps_of(work.plan.protection)
+    if plan.mode == "full":
+        tiles, pixels = 1, plan.padded_height * plan.padded_width
+    else:
+        tiles, pixels = len(plan.origins), min(batch_size, len(plan.origins)) * plan.tile_height * plan.tile_width
+    label = f"{work.plan.name} {output_name(work.image, 'png')[: -len('.png')]}"
+    return Job(label, progress_units(plan, steps, batch_size), tiles, steps, pixels)
+
+
+def print_dry_run(works, jobs, probe: dict, bundle, target) -> None:
+    """The plan: pictures, tiles, steps, estimated time and memory (from one measured step)."""
+    from rich.table import Table
+
+    from cloakbench.bench.protect_progress import duration, estimate_seconds
+    from cloakbench.reports.format import nbytes
+
+    table = Table(title="bench protect --dry-run: the plan (nothing is written)", title_justify="left")
+    for column in ("method", "picture", "size", "as", "steps", "units", "estimate"):
+        table.add_column(column, overflow="fold")
+    total = 0.0
+    for work, job in zip(works, jobs):
+        seconds = estimate_seconds([job], probe["seconds"], probe["pixels"])
+        if not work.done:
+            total += seconds
+        plan = work.size_plan
+        table.add_row(
+            work.plan.name,
+            output_name(work.image, "png")[: -len(".png")],
+            f"{plan.width}x{plan.height}",
+            "whole" if plan.mode == "full" else f"{len(plan.origins)} tiles",
+            str(job.steps or "-"),
+            str(job.units),
+            "done (skipped)" if work.done else f"≈ {duration(seconds)}",
+        )
+    console.print(table)
+    shape = "x".join(str(v) for v in probe["shape"])
+    console.print(
+        f"estimated time: about {duration(total)} (one measured step on a batch of {shape} took "
+        f"{probe['seconds']:.2f} s, setup included; time taken as proportional to pixels)",
+        highlight=False,
+    )
+    memory = nbytes(probe["peak_cuda_bytes"]) + " of GPU memory" if probe["peak_cuda_bytes"] else ""
+    console.print(
+        f"estimated peak memory: {nbytes(probe['peak_rss_bytes'])} (this process, measured during that step)"
+        + (f"; {memory}" if memory else ""),
+        highlight=False,
+    )
+    console.print(f"model: {target.sentence}", highlight=False, markup=False)
+
+
 @app.command("protect")
 def protect(
     paths: list[str] | None = typer.Argument(None, metavar="IMAGES", help="Image files or folders (same as --images)."),
@@ -141,13 +246,15 @@ def protect(
         "--images",
         "-i",
         help="Your pictures: folders or files (PNG, JPEG, WebP), or 'samples' "
-        "for the test photos shipped with scikit-image. Repeatable.",
+        "for the test photos shipped with scikit-image. Repeatable. [default: none; required unless given as IMAGES]",
+        show_default=False,
     ),
     out: Path = typer.Option(
         ...,
         "--out",
         "-o",
-        help="Output folder: OUT/<method>/<image>.png plus a .json sidecar with settings and the measured change.",
+        help="Output folder, created before work starts: OUT/<method>/<file> plus a .json sidecar "
+        "(a readable summary, the settings and the measured change).",
     ),
     method: str = typer.Option(
         "sds-",
@@ -155,22 +262,28 @@ def protect(
         "-m",
         help="Protection: a name, a comma list, or 'all' (every publishable method). "
         "`bench list protections` describes each. [default: sds-, the paper's method]",
+        show_default=False,
     ),
     model: str = typer.Option(
         DEFAULT_MODEL,
         "--model",
-        help=f"Diffusion model to protect against: {DEFAULT_MODEL} (shipped), a local "
-        "diffusers folder, a cached hub id, or tiny-random (tests only).",
+        help=f"Diffusion model to protect against: {DEFAULT_MODEL} (a small model shipped for trying things "
+        "out; not a model copiers use), a local diffusers folder (e.g. Stable Diffusion 1.5), a cached hub id, "
+        f"or tiny-random (tests only). `bench models` lists what is here. [default: {DEFAULT_MODEL}]",
+        show_default=False,
     ),
     eps: float | None = typer.Option(
         None,
         "--eps",
-        help="Budget: the largest change of any pixel, in 8-bit "
-        "steps (16 means 16/255). Smaller is less visible and "
-        "weaker. [default: each method's own, 16]",
+        help="Budget: the largest change of any pixel, in 8-bit steps (16 means 16/255). Smaller is less "
+        f"visible and weaker. {DEFAULT_EPS_STEPS}",
+        show_default=False,
     ),
     steps: int | None = typer.Option(
-        None, "--steps", help="PGD steps: more is stronger and slower. [default: each method's own, 100]"
+        None,
+        "--steps",
+        help="PGD steps: more is stronger and slower (time grows in proportion). " + DEFAULT_EPS_STEPS,
+        show_default=False,
     ),
     seed: int = typer.Option(
         0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."
@@ -184,15 +297,36 @@ def protect(
     profile: str | None = typer.Option(
         None,
         "--profile",
-        help="A method's published settings, e.g. "
-        "'paper' for photoguard (its own eps, steps, "
-        "step size and zero target).",
+        help="A method's published settings, e.g. 'paper' for photoguard (its own eps, steps, step size "
+        "and zero target). [default: none, the method's defaults]",
+        show_default=False,
     ),
     set_items: list[str] | None = typer.Option(
-        None, "--set", help="Any setting: NAME.FIELD=VALUE, e.g. sds-.steps=50 or mist.target=my.png. Repeatable."
+        None,
+        "--set",
+        help="Any setting: NAME.FIELD=VALUE, e.g. sds-.steps=50 or mist.target=my.png. Repeatable. [default: none]",
+        show_default=False,
     ),
     quick: bool = typer.Option(
-        False, "--quick", help="Only a few steps: checks the setup in seconds; the result is NOT a real protection."
+        False, "--quick", help="Only a few steps: checks the setup in minutes; the result is NOT a real protection."
+    ),
+    fmt: OutputFormat = typer.Option(
+        OutputFormat.png,
+        "--format",
+        help="Output file: png (lossless), webp-lossless (lossless, smaller) or jpeg (--quality; re-encoding "
+        "changes pixels and weakens the perturbation: `bench check` measures how much).",
+    ),
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG quality for --format jpeg."),
+    strip_metadata: bool = typer.Option(
+        False,
+        "--strip-metadata",
+        help="Drop EXIF, ICC profile, XMP and IPTC (kept by default; an RGB ICC profile's colours are then "
+        "converted to sRGB).",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Measure one step, print the plan (pictures, tiles, steps, estimated time and memory), write nothing.",
     ),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda:0."),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
@@ -200,18 +334,16 @@ def protect(
         4,
         "--batch-size",
         min=1,
-        help="Tiles per PGD step when a picture is tiled "
-        "(same results for any value; larger is faster "
+        help="Tiles per PGD step when a picture is tiled (same results for any value; larger is faster "
         "if memory allows).",
     ),
     max_pixels: int = typer.Option(
         1024 * 1024,
         "--max-pixels",
         min=4096,
-        help="Memory cap: a picture whose (padded) size is at most this many pixels is "
-        "protected whole; a larger one in overlapping tiles of the model's working "
-        "size (so memory never drops below one tile). Lower it if memory runs "
-        "out.",
+        help="Memory cap: a picture whose (padded) size is at most this many pixels is protected whole; a "
+        "larger one in overlapping tiles of the model's working size (so memory never drops below one "
+        "tile). Lower it if memory runs out.",
     ),
     allow_pickle: bool = typer.Option(
         False,
@@ -219,28 +351,41 @@ def protect(
         help="Allow pickle weights (.bin/.ckpt) in a model folder, loaded with torch.load(weights_only=True) only.",
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (on a shared machine, fewer than the cores)."
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads for torch (on a shared machine, fewer than the cores). [default: torch's own]",
+        show_default=False,
     ),
 ) -> None:
     """Protect your pictures against diffusion-based mimicry before you publish them.
 
-    Adds a small adversarial perturbation (at most --eps/255 per pixel) that makes
-    diffusion models edit or imitate the picture badly. Each picture comes back at its
-    own size: publish OUT/<method>/<file>.png (a.jpg -> a.jpg.png); the .json beside it
-    records the settings, what intake did, full or tiled, and the measured change.
+    Adds a small adversarial perturbation (at most --eps/255 per pixel) that makes the
+    model given by --model edit or imitate the picture badly. Each picture comes back at
+    its own size with its EXIF, ICC profile and XMP/IPTC copyright: publish
+    OUT/<method>/<file>.png (a.jpg -> a.jpg.png); the .json beside it starts with a
+    summary (method, model, budget, PSNR/SSIM, what was not evaluated).
+
+    Duration: a progress bar counts pictures x tiles x steps and gives the time left;
+    --dry-run measures one step first and prints the estimate. Rerunning the same command
+    skips pictures already done. Check the result with `bench check OUTPUT ORIGINAL`.
 
     Exit status: 0 done; 2 a usage error or no usable picture.
 
     Example: bench protect --images ./my_art --out ./protected
     """
-    from cloakbench.bench.fullsize import protect_full_size
+    from cloakbench.bench import fullsize, sidecar
     from cloakbench.bench.profiling import profile_phase, reset_peak_rss
+    from cloakbench.bench.protect_progress import ProtectProgress
+    from cloakbench.bench.target import describe_target
     from cloakbench.core import provenance
     from cloakbench.core.budget import budget_spent
     from cloakbench.core.config import ConfigError
-    from cloakbench.core.images import ImageError, load_images, read_png, save_png
+    from cloakbench.core.devices import check_device
+    from cloakbench.core.images import ImageError, from_uint8_array, load_images, to_uint8_array
     from cloakbench.core.io import write_atomic
     from cloakbench.core.ldm import ModelError
+    from cloakbench.core.metadata import encode
     from cloakbench.core.registry import RegistryError
     from cloakbench.core.zoo import load_model
 
@@ -249,6 +394,7 @@ def protect(
 
         torch.set_num_threads(threads)
     sources = list(paths or []) + list(images or [])
+    fmt_name = fmt.value
     if not sources:
         raise user_error("no images given: pass --images FOLDER (or files), e.g. --images ./my_art")
     if out.exists() and not out.is_dir():
@@ -263,38 +409,139 @@ def protect(
             set_items=list(set_items or []),
             reference_set=reference_set,
         )
-        notes = {plan.name: plan.protection.row_note() for plan in planned if hasattr(plan.protection, "row_note")}
-        bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
-        # At its own size: bench protect publishes the whole picture, never a crop.
-        intake = load_images(sources, bundle.resolution, keep_size=True)
-        check_unique_outputs(intake.images)
-    except (ConfigError, ImageError, ModelError, RegistryError, ValueError) as error:
+        notes = {plan.name: plan.protection.row_note() for plan in planned}
+        check_device(device)
+    except (ConfigError, ModelError, RegistryError, ValueError) as error:
         raise user_error(str(error)) from None
-    for skipped in intake.skipped:
-        console.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
-    if not intake.images:
-        raise user_error("none of the given files could be used as an image (see the reasons above)")
-    if quick:
-        console.print("[yellow]--quick: a few steps only; these outputs are not real protections[/]")
+    target = describe_target(model)
+    with ProtectProgress(console) as progress:
+        progress.status(f"loading the model '{model}' and your pictures")
+        try:
+            bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+            # At its own size: bench protect publishes the whole picture, never a crop.
+            intake = load_images(
+                sources,
+                bundle.resolution,
+                keep_size=True,
+                metadata=not strip_metadata,
+                colour="srgb" if strip_metadata else "keep",
+            )
+            check_unique_outputs(intake.images, fmt_name)
+        except (ConfigError, ImageError, ModelError, RegistryError, ValueError) as error:
+            raise user_error(str(error)) from None
+        for skipped in intake.skipped:
+            progress.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
+        if not intake.images:
+            raise user_error("none of the given files could be used as an image (see the reasons above)")
+        progress.print(
+            f"[{'green' if target.real else 'yellow'}]model:[/] {target.sentence}", highlight=False, markup=True
+        )
+        if quick:
+            progress.print("[yellow]--quick: a few steps only; these outputs are not real protections[/]")
+        if fmt_name == "jpeg":
+            progress.print(
+                f"[yellow]--format jpeg: re-encoding at quality {quality} changes pixels beyond the perturbation "
+                "and weakens it; the sidecar records how much, and `bench check` measures what survives[/]"
+            )
+        works = plan_work(
+            planned,
+            intake.images,
+            bundle,
+            out=out,
+            fmt=fmt_name,
+            quality=quality,
+            strip=strip_metadata,
+            seed=seed,
+            max_pixels=max_pixels,
+        )
+        if dry_run:
+            progress.status("measuring one step for the estimate")
+            jobs = [job_of(work, batch_size) for work in works]
+            largest = max(range(len(works)), key=lambda i: jobs[i].pixels_per_unit)
+            probe = fullsize.measure_first_step(
+                works[largest].plan.protection,
+                works[largest].image.pixels,
+                bundle,
+                seed=seed,
+                max_pixels=max_pixels,
+                tile_batch=batch_size,
+            )
+    if dry_run:
+        print_dry_run(works, jobs, probe, bundle, target)
+        return
 
+    pending = [work for work in works if not work.done]
+    for plan in planned:  # the output folder exists before the first picture is protected
+        (out / plan.name).mkdir(parents=True, exist_ok=True)
     versions = provenance.versions()
     commit, dirty = provenance.git_state()
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    for plan in planned:
-        protection = plan.protection
-        if protection.analysis_only:
-            console.print(f"[yellow]{plan.name} is for analysis only: its output has no pixel budget[/]")
-        eps_255 = getattr(protection.config, "eps", None)
-        for image in intake.images:
+    warned_analysis: set[str] = set()
+    with ProtectProgress(console) as progress:
+        for work in works:
+            if work.done:
+                progress.skipped(f"skipped {work.output}: already protected with these settings (sidecar valid)")
+        progress.set_jobs([job_of(work, batch_size) for work in pending])
+        for work, job in zip(pending, progress.jobs):
+            plan, image, protection = work.plan, work.image, work.plan.protection
+            if protection.analysis_only and plan.name not in warned_analysis:
+                warned_analysis.add(plan.name)
+                progress.print(f"[yellow]{plan.name} is for analysis only: its output has no pixel budget[/]")
+            eps_255 = fullsize.budget_of(protection)
+            progress.begin(job)
             rss_reset = reset_peak_rss()
             with profile_phase("protect", bundle.device) as record:
-                result = protect_full_size(
-                    protection, image.pixels, bundle, seed=seed, max_pixels=max_pixels, tile_batch=batch_size
+                result = fullsize.protect_full_size(
+                    protection,
+                    image.pixels,
+                    bundle,
+                    seed=seed,
+                    max_pixels=max_pixels,
+                    tile_batch=batch_size,
+                    on_progress=progress.hook,
                 )
-            png = out / plan.name / output_name(image)
-            save_png(result.protected, png)
-            measured = budget_spent(read_png(png), image.pixels)
-            sidecar = {
+            data, encode_notes = encode(
+                to_uint8_array(result.protected), fmt_name, quality=quality, metadata=image.metadata
+            )
+            write_atomic(work.output, data)
+            saved = read_saved(work.output, from_uint8_array)
+            measured = budget_spent(saved, image.pixels)
+            fidelity = sidecar.fidelity(saved, image.pixels)
+            reencoding = None
+            if fmt_name == "jpeg":
+                reencoding = jpeg_effect(saved, result.protected, image.pixels, quality, budget_spent)
+            carried = [] if image.metadata is None else image.metadata.present()
+            not_measured = sidecar.not_evaluated(
+                model, image.source, str(work.output), quick, getattr(protection.config, "steps", None)
+            )
+            if reencoding is not None and reencoding["perturbation_kept"] is not None:
+                not_measured.append(
+                    f"JPEG re-encoding changed pixels by up to {reencoding['change_255']:.0f}/255 and kept "
+                    f"{reencoding['perturbation_kept']:.0%} of the perturbation; `bench check` measures the effect"
+                )
+            record_json = {
+                "summary": sidecar.summary(
+                    method=plan.name,
+                    plain=type(protection).plain_description(),
+                    target=target,
+                    eps_255=eps_255,
+                    measured=measured,
+                    quality=fidelity,
+                    wall_s=record.wall_s,
+                    fmt=fmt_name if fmt_name != "jpeg" else f"jpeg (quality {quality})",
+                    carried=carried,
+                    stripped=strip_metadata,
+                    not_measured=not_measured,
+                    plan_description=result.plan.describe(),
+                ),
+                "complete": True,
+                "schema": sidecar.SCHEMA,
+                "settings_key": work.key,
+                "output": work.output.name,
+                "output_sha256": sidecar.file_sha256(work.output),
+                "format": fmt_name,
+                "jpeg_quality": quality if fmt_name == "jpeg" else None,
+                "reencoding": reencoding,
                 "image": image.name,
                 "source": image.source,
                 "pixel_hash": image.pixel_hash,
@@ -305,14 +552,21 @@ def protect(
                 # identity's config: a reference set appears by its content hash, never its path
                 "config": protection.identity()["config"],
                 "note": notes.get(plan.name, ""),
-                "model": bundle.identity(),
+                "model": {**bundle.identity(), "kind": target.kind, "real": target.real},
                 "seed": seed,
                 "device": str(bundle.device),
                 "size": [int(image.pixels.shape[-1]), int(image.pixels.shape[-2])],
                 "intake": image.intake_record(),
+                "metadata": {
+                    "carried": carried,
+                    "stripped": strip_metadata,
+                    "notes": (image.metadata.notes if image.metadata is not None else []) + encode_notes,
+                },
                 "protected_as": result.plan.record(),
                 "eps_255": eps_255,
                 **measured,
+                "psnr_db": fidelity["psnr"],
+                "ssim": fidelity["ssim"],
                 "within_budget": None if eps_255 is None else measured["linf_255"] <= eps_255 + 1e-6,
                 "loss_first": result.loss_first,
                 "loss_last": result.loss_last,
@@ -328,17 +582,43 @@ def protect(
                 "git_dirty": dirty,
                 "created_utc": created,
             }
-            text = json.dumps(finite_or_none(sidecar), indent=1, allow_nan=False)
-            write_atomic(png.with_name(png.name[: -len(".png")] + ".json"), (text + "\n").encode())
-            console.print(
-                f"{plan.name:<10} {output_name(image):<24} {result.plan.mode:<5} "
+            sidecar.write(work.sidecar, record_json)
+            psnr = fidelity["psnr"]
+            progress.end(
+                f"{plan.name:<10} {work.output.name:<24} {result.plan.mode:<5} "
                 f"L∞ {measured['linf_255']:.0f}/255  L2 {measured['l2_255']:.1f}/255  "
-                f"{record.wall_s:.1f} s",
-                highlight=False,
-                markup=False,
+                f"PSNR {'inf' if psnr is None or psnr == float('inf') else f'{psnr:.1f}'} dB  {record.wall_s:.1f} s"
             )
+    skipped = len(works) - len(pending)
     console.print(
-        f"[green]done[/] {len(planned)} method(s) x {len(intake.images)} image(s): "
-        f"{out}/<method>/<file>.png (+ .json), each at its own size",
+        f"[green]done[/] {len(planned)} method(s) x {len(intake.images)} image(s)"
+        + (f" ({skipped} already done, skipped)" if skipped else "")
+        + f": {out}/<method>/<file>{output_name(intake.images[0], fmt_name)[len(base_name(intake.images[0])) :]} "
+        "(+ .json), each at its own size",
         highlight=False,
     )
+
+
+def read_saved(path: Path, from_uint8_array):
+    """The saved file as ``(3, H, W)`` in [0, 1], decoded from disk (what a viewer gets)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        return from_uint8_array(np.asarray(opened.convert("RGB")))
+
+
+def jpeg_effect(saved, lossless, clean, quality: int, budget_spent) -> dict:
+    """What JPEG re-encoding did: its largest change, and the share of the perturbation kept.
+
+    ``perturbation_kept`` is the projection ``<δ_saved, δ> / <δ, δ>`` of the saved change
+    onto the intended one (1: all kept; 0: none of it left in its direction).
+    """
+    intended = (lossless.double() - clean.double()).reshape(-1)
+    kept = (saved.double() - clean.double()).reshape(-1)
+    energy = float(intended @ intended)
+    return {
+        "quality": quality,
+        "change_255": budget_spent(saved, lossless)["linf_255"],
+        "perturbation_kept": float(kept @ intended) / energy if energy > 0 else None,
+    }

@@ -256,7 +256,7 @@ def manage_colour(image: Image.Image, metadata: SourceMetadata, colour: str, not
     notes.append(f"converted from ICC profile '{name}' to sRGB ({why})")
     metadata.icc_profile, metadata.icc_description, metadata.icc_space = None, "", ""
     metadata.notes.append(f"ICC profile '{name}' not carried: the pixels were converted to sRGB")
-    return converted
+    return converted if converted is not None else image
 
 
 def to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:

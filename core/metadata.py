@@ -29,6 +29,7 @@ import io
 import logging
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 from xml.sax.saxutils import escape
 
 from PIL import Image, IptcImagePlugin, PngImagePlugin
@@ -74,7 +75,7 @@ class SourceMetadata:
 
     def record(self) -> dict:
         """JSON-ready facts (never the raw bytes): which fields, the copyright text itself."""
-        exif = self.exif or {}
+        exif: Any = self.exif or {}
         return {
             "exif": bool(exif),
             "exif_artist": _text(exif.get(ARTIST)),
@@ -124,7 +125,7 @@ def read_metadata(image: Image.Image) -> SourceMetadata:
         if marker == "APP13" and payload.startswith(b"Photoshop 3.0\x00"):
             found.iptc_app13 = payload
     try:
-        iptc = IptcImagePlugin.getiptcinfo(image) or {}
+        iptc = IptcImagePlugin.getiptcinfo(image) or {}  # type: ignore[arg-type]  # any opened image
     except (OSError, SyntaxError, ValueError, struct.error):
         iptc = {}
     for key in (IPTC_BYLINE, IPTC_COPYRIGHT):

@@ -133,7 +133,7 @@ class EncoderHarden(Mimicry):
         if not wanted:
             raise ValueError("encoder-harden.against is empty; name a protection, a comma list, or all")
         for name in wanted:
-            context.protections.identity(name)  # refuses an unknown name, naming the known ones
+            self.public_protections(context).identity(name)  # refuses an unknown name, naming the known ones
         return list(dict.fromkeys(wanted))
 
     def pictures(self, model, context: AttackContext) -> torch.Tensor:

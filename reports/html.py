@@ -87,12 +87,19 @@ def manifest_view(run: Run) -> dict[str, Any]:
         ("images", f"{len(images)}: " + ", ".join(images) if images else "—"),
     ]
     merged = []
-    for folder, other in zip(run.run_dirs, run.manifests):
-        other_model = other.get("model") if isinstance(other.get("model"), dict) else {}
+    for other in manifest.get("merged_from") or []:
+        if not isinstance(other, dict):
+            continue
+        duplicates = int(other.get("duplicate_cells") or 0)
         merged.append(
             shorten_paths(
-                f"{other.get('run') or folder.name}: model {other_model.get('name', '—')}, "
-                f"device {other.get('device', '—')}, started {other.get('created_utc', '—')}"
+                f"{other.get('run') or other.get('folder', '—')}: model {other.get('model') or '—'}, "
+                f"device {other.get('device') or '—'}, started {other.get('created_utc') or '—'}"
+                + (
+                    f"; {duplicates} cell(s) already in an earlier run, counted once (that run's rows kept)"
+                    if duplicates
+                    else ""
+                )
             )
         )
     return {

@@ -166,17 +166,30 @@ def memory_metric(rows: pd.DataFrame) -> tuple[str, str]:
     return "", "memory"
 
 
-def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
-    wall = cost[(cost["metric"] == "wall_s") & (cost["status"] == "ok")]["value"].dropna()
-    peak = cost[(cost["metric"] == memory) & (cost["status"] == "ok")]["value"].dropna()
+def time_per_image(cost: pd.DataFrame, n_images: int) -> tuple[float, int] | None:
+    """Wall-clock seconds per image: the mean over cells of each cell's ``wall_s`` per image it covers.
+
+    A per-image cell (a protection, SDEdit on one image) covers one image, so this is the mean
+    over its cells: with ``--seeds 0,1`` each image has two cells, and the sum over cells divided
+    by the images would count every image twice. A set cell (``image == "concept"``: textual
+    inversion learns from every image at once) covers ``n_images``. ``None`` without timing rows;
+    else ``(seconds, cells)``.
+    """
+    wall = cost[(cost["metric"] == "wall_s") & (cost["status"] == "ok") & cost["value"].notna()]
     if wall.empty:
+        return None
+    covered = [max(n_images, 1) if image == "concept" else 1 for image in wall["image"]]
+    return float((wall["value"].astype(float) / covered).mean()), len(wall)
+
+
+def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
+    peak = cost[(cost["metric"] == memory) & (cost["status"] == "ok")]["value"].dropna()
+    timed = time_per_image(cost, n_images)
+    if timed is None:
         time_cell = Cell("—", "no timing rows", "missing")
     else:
-        per_image = wall.sum() / max(n_images, 1)
-        time_cell = Cell(
-            fmt.seconds(per_image),
-            f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)",
-        )
+        per_image, cells = timed
+        time_cell = Cell(fmt.seconds(per_image), f"mean over {cells} timed cell(s) of the time per image")
     if not memory:
         memory_cell = Cell(
             "—",

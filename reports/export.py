@@ -163,7 +163,7 @@ def export(run: Run, out_dir: str | Path, formats: list[str], pool: list[str] | 
         leaderboard_frame(board),
         folder,
         "leaderboard",
-        "Leaderboard: means and 95\\% bootstrap intervals over images and seeds",
+        "Leaderboard: means of per-image means and 95\\% cluster-bootstrap intervals over images",
     )
     tables += _write_table(summary_frame(summary(run, pool)), folder, "summary", "Protection strength per attack")
     for name, frame, caption in (

@@ -99,8 +99,8 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
     """Worst-case strength against imperceptibility, one curve per protection across its budgets.
 
     Each point is one protection at one budget: x = mean imperceptibility, y = the worst case
-    over the attacker pool (reports.leaderboard); error bars are the 95 % bootstrap intervals
-    over images × seeds (reports.stats). Points of a protection are joined in budget order.
+    over the attacker pool (reports.leaderboard); error bars are the 95 % cluster-bootstrap
+    intervals over images, seeds nested in the image (reports.stats). Points of a protection are joined in budget order.
     """
     rows = run.rows
     x_metric = _pick(rows, IMPERCEPTIBILITY_PAIR, X_PREFERENCE)
@@ -164,7 +164,7 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
         f"Each point is one protection at one budget: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} "
         f"between protected and clean images; y = {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the "
         "attack's output on protected and on clean images, for the strongest attacker in the pool (worst "
-        "case). Error bars: 95 % bootstrap intervals over images × seeds. "
+        "case). Error bars: 95 % cluster-bootstrap intervals over images (seeds nested in the image). "
         + (
             "Lines join each protection's budgets in sweep order."
             if swept

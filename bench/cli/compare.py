@@ -96,9 +96,13 @@ def compare(
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
     force: bool = typer.Option(False, "--force", help="Accept a changed plan for an existing run folder."),
     cell_timeout: float | None = typer.Option(
-        None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout)."
+        None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout). [default: no limit]"
     ),
-    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="Inpainting masks, matched by image name."),
+    mask_dir: Path | None = typer.Option(
+        None,
+        "--mask-dir",
+        help="Inpainting masks, matched by image name. [default: the dataset's own masks, else the inpaint attack's mask setting]",
+    ),
     allow_pickle: bool = typer.Option(
         False,
         "--allow-pickle",
@@ -115,7 +119,8 @@ def compare(
     threads: int | None = typer.Option(
         None,
         "--threads",
-        help="CPU threads for torch (on a shared machine, fewer threads than cores avoids oversubscription).",
+        help="CPU threads for torch (on a shared machine, fewer threads than cores avoids oversubscription). "
+        "[default: torch's own (all cores) in this process; 1 per worker]",
     ),
     executor: str = typer.Option(
         "serial",

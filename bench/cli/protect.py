@@ -195,7 +195,10 @@ def protect(
         help="Allow pickle weights (.bin/.ckpt) in a model folder, loaded with torch.load(weights_only=True) only.",
     ),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (on a shared machine, fewer than the cores)."
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads for torch (on a shared machine, fewer than the cores). [default: torch's own, all cores]",
     ),
 ) -> None:
     """Protect your pictures against diffusion-based mimicry before you publish them.

@@ -67,6 +67,9 @@ def manifest_view(run: Run) -> dict[str, Any]:
         str(image.get("name", "")) if isinstance(image, dict) else str(image) for image in plan.get("images") or []
     ]
 
+    # Every run seed (--seeds 0,1), not only the first: the cells ran once per seed.
+    seeds = [seed for seed in (plan.get("seeds") or [plan.get("seed")]) if seed is not None]
+
     def names(key: str) -> str:
         return ", ".join(plan_names(plan.get(key))) or "—"
 
@@ -80,7 +83,7 @@ def manifest_view(run: Run) -> dict[str, Any]:
             f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}",
         ),
         ("git commit", commit),
-        ("seed", plan.get("seed", "—")),
+        ("seeds" if len(seeds) > 1 else "seed", ", ".join(map(str, seeds)) or "—"),
         ("protections", names("protections")),
         ("attacks", names("attacks")),
         ("metrics", names("metrics")),
@@ -112,11 +115,24 @@ def manifest_view(run: Run) -> dict[str, Any]:
     }
 
 
+def setting_value(value: Any) -> str:
+    """A setting as a reader writes it: floats to 6 significant digits (``2.5500000000000003`` -> ``2.55``)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(setting_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {setting_value(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
 def _settings_text(config: Any) -> str:
-    """``key=value`` pairs; empty strings (an unset optional path) are left out."""
+    """``key=value`` pairs, floats rounded; empty strings (an unset optional path) are left out."""
     if not isinstance(config, dict):
         return ""
-    return ", ".join(f"{key}={value}" for key, value in config.items() if value != "") or "—"
+    return ", ".join(f"{key}={setting_value(value)}" for key, value in config.items() if value != "") or "—"
 
 
 def method_settings(plan: dict[str, Any]) -> list[dict[str, str]]:

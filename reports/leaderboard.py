@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.reports import format as fmt
-from cloakbench.reports import stats
+from cloakbench.reports import palette, stats
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
 from cloakbench.reports.stats import EMPTY, Estimate, bootstrap, cluster_bootstrap, mean_over_groups
 
@@ -348,6 +348,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             "setting": budget.setting or eps.get(budget.protection, ""),
             "name": budget.name,
             "is_reference": reference,
+            "color": palette.method_color(budget.protection),  # the same colour as in every figure
             "n_images": len({i for i in mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]["image"] if i}),
         }
         impercept = [estimate(mine, IMPERCEPTIBILITY_PAIR, m) for m in impercept_metrics]

@@ -22,7 +22,7 @@ from cloakbench.reports import format as fmt
 from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.merge import merge_runs
-from cloakbench.reports.plots import all_plots
+from cloakbench.reports.plots import QUICK_TEXT, all_plots
 from cloakbench.reports.run import Run, load_run, plan_names, shorten_paths
 from cloakbench.reports.tables import problems, summary
 
@@ -207,6 +207,8 @@ def render(run: Run, pool: list[str] | None = None) -> str:
     issues = problems(run)
     context = {
         "leaderboard": board,
+        "quick": run.quick,
+        "quick_text": QUICK_TEXT,
         "csp": CSP,
         "run_name": str(run.manifest.get("run") or run.run_dir.name),
         "manifest": manifest_view(run),

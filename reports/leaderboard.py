@@ -426,6 +426,8 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     mark_column([e["mean"] for e in entries], estimates["mean"], names, stronger_high, skip)
     mark_column([e["worst"] for e in entries], estimates["worst"], names, stronger_high, skip)
     strength_direction = "" if strength_higher is None else ("↓ stronger" if strength_higher else "↑ stronger")
+    strength_label = fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else ""
+    entries = rank(entries, strength_higher)
     protect_models = sorted(set(rows["protect_model"]) - {""})
     attack_models = sorted(set(rows[rows["attack"] != ""]["attack_model"]) - {""})
     return {
@@ -434,7 +436,9 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         "attack_columns": [name for name, _ in attack_columns],
         "pool_given": bool(pool),
         "strength_metric": strength_metric or "",
-        "strength_label": fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else "",
+        "strength_label": strength_label,
+        "sort": _sort_text(strength_label, strength_higher) if strength_metric else "",
+        "headline": headline(entries, strength_label),
         "strength_direction": strength_direction,
         "impercept_columns": impercept_columns,
         "memory_labels": [label for _, label in memory],
@@ -447,6 +451,49 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         "categories": categories(run, chosen, strength_metric, strength_higher),
         "transfer": transfer(run, chosen, strength_metric, strength_higher),
     }
+
+
+def rank(entries: list[dict[str, Any]], strength_higher: bool | None) -> list[dict[str, Any]]:
+    """The reference first, then by worst-case strength, strongest first; rows without one last, in plan order.
+
+    Strongest = the lowest worst-case similarity (or the highest distance): the protection
+    that holds best against the attacker it stops least. Each row gets its ``rank``.
+    """
+    reference = [e for e in entries if e["is_reference"]]
+    scored = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is not None]
+    unscored = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is None]
+    if strength_higher is not None:
+        sign = 1.0 if strength_higher else -1.0  # similarity: lower is stronger
+        scored.sort(key=lambda e: sign * e["worst"]["value"])
+    ordered = reference + scored + unscored
+    for position, entry in enumerate(ordered):
+        entry["rank"] = "" if entry["is_reference"] else position + 1 - len(reference)
+    return ordered
+
+
+def _sort_text(label: str, strength_higher: bool | None) -> str:
+    if strength_higher is None:
+        return "in plan order (the strength metric has no direction)"
+    side = "lowest" if strength_higher else "highest"
+    return f"ranked by worst-case {label}, strongest first ({side} {label} against the attacker each stops least)"
+
+
+def headline(entries: list[dict[str, Any]], label: str) -> str:
+    """One sentence: who holds best against the strongest attacker, by how much, at what cost."""
+    ranked = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is not None]
+    if not ranked or not label:
+        return ""
+    best, worst = ranked[0], ranked[0]["worst"]
+    interval = f", interval {worst['ci']}" if worst.get("ci") else ""
+    tied = [e["name"] for e in ranked[1:] if e["worst"].get("mark") == "≈"]
+    cost = f", at {fmt.seconds(best['time_s'])} per image" if best.get("time_s") is not None else ""
+    text = (
+        f"Against the strongest attacker in this run, {best['name']} holds best: worst-case {label} "
+        f"{worst['text']} ({worst.get('attacker') or '?'}{interval}, n = {worst.get('n')} images){cost}."
+    )
+    if tied:
+        text += f" Not separated from it on these images: {', '.join(tied)}."
+    return text
 
 
 def _interval_example(budget: Budget, worst: WorstCase, rows: pd.DataFrame) -> str:

@@ -32,6 +32,8 @@ NOISE = "noise"
 X_PREFERENCE = ("lpips", "ssim", "psnr")
 Y_PREFERENCE = ("lpips", "clip-sim", "ssim", "psnr")
 DPI = 110
+#: Stamped on the report and on every figure of a ``--quick`` run.
+QUICK_TEXT = "--quick run: every step count shrunk — a smoke test of the pipeline, not a measurement"
 #: Fonts embedded as TrueType (Type 42), never Type 3, in PDF and PS files.
 EMBEDDED_FONTS = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
@@ -369,7 +371,8 @@ def comparison_figures(run: Run) -> list[Plot]:
 
     lookup = ImageLookup(run)
     names = run.image_names()
-    images = sorted((i for i in names if i in lookup.images), key=lambda i: (names[i], i))[:COMPARISON_IMAGES]
+    available = sorted((i for i in names if i in lookup.images), key=lambda i: (names[i], i))
+    images = available[:COMPARISON_IMAGES]
     by_attack: dict[tuple[str, str], list[str]] = {}
     for purification, mimicry, setting in run.attacks():
         if lookup.has_attack_outputs(purification, mimicry, setting):
@@ -429,7 +432,8 @@ def comparison_figures(run: Run) -> list[Plot]:
             f"{shown}{f' ({where})' if where else ''}: each row is an image; the first column is the clean "
             "image, the second the attack's output on it, the others the attack's output on each "
             "protection's image (the middle budget of each sweep). The closer a column looks to the second, "
-            "the less the protection stopped the attack."
+            "the less the protection stopped the attack. "
+            f"Showing {len(grid)} of {len(available)} image(s)."
         )
         figures.append(
             Plot(
@@ -466,6 +470,9 @@ def all_plots(run: Run, pool: list[str] | None = None, *, encode: bool = True) -
     if not comparisons:
         missing.append("Comparison figures: no attack has per-image outputs with artifacts.")
     plots += comparisons
+    if run.quick:  # a figure copied into a slide or a paper keeps the warning
+        for plot in plots:
+            plot.figure.suptitle(QUICK_TEXT, color="#9a5b00", fontsize=8, fontweight="bold", y=1.02)
     if encode:
         plots = [plot.encode() for plot in plots]
     return plots, missing

@@ -88,6 +88,12 @@ class Run:
     #: list (a merged folder is one run folder with its own artifacts, reports.merge).
     run_dirs: list[Path] = dataclasses.field(default_factory=list)
 
+    @property
+    def quick(self) -> bool:
+        """A ``--quick`` run (every step count shrunk): a smoke test, whose numbers measure nothing."""
+        settings = self.manifest.get("settings")
+        return bool(isinstance(settings, dict) and settings.get("quick"))
+
     # -- plan order -------------------------------------------------------------------
     def protections(self) -> list[str]:
         """Protections in plan order, ``none`` first (it is the reference), then any extra seen in rows."""

@@ -155,3 +155,6 @@ def test_a_real_two_seed_run_agrees(tmp_path):
     )
     assert result.exit_code == 0, result.output
     check_agreement(tmp_path / "run")
+    # bench compare ends with the leaderboard as a terminal table, ranked, with the headline.
+    output = " ".join(result.output.split())
+    assert "Leaderboard" in output and "smoke test" in output and "holds best" in output and "worst case" in output

@@ -23,6 +23,23 @@ from cloakbench.bench.cli.options import (
 DEFAULT_MODEL = "toy"
 
 
+def _print_leaderboard(run_dir: Path, attacker_pool: str | None) -> None:
+    """The run's leaderboard as a terminal table (the report's first screen, bench/cli/results.py)."""
+    from cloakbench.bench.cli.report import parse_pool
+    from cloakbench.bench.cli.results import leaderboard_table
+    from cloakbench.reports.leaderboard import leaderboard
+    from cloakbench.reports.run import RunFolderError, load_run
+
+    try:
+        run = load_run(run_dir)
+        board = leaderboard(run, parse_pool(attacker_pool))
+    except (RunFolderError, ValueError) as error:  # no rows yet (every cell failed): say so, do not crash
+        console.print(f"no leaderboard: {error}", highlight=False, markup=False)
+        return
+    if board["rows"]:
+        console.print(leaderboard_table(board, quick=run.quick))
+
+
 @app.command()
 def compare(
     methods: str | None = typer.Option(
@@ -270,6 +287,7 @@ def compare(
     for skipped in summary.skipped:
         console.print(f"  skipped {skipped.reason}", highlight=False, markup=False)
     console.print(f"rows: {summary.rows_csv}", highlight=False)
+    _print_leaderboard(spec.out, attacker_pool)
     if summary.report:
         console.print(f"report: {summary.report}", highlight=False)
     if summary.failed:  # exit status 1: the rows are kept, the failed cells named

@@ -2,9 +2,9 @@
 
 A protection's colour comes from its position in the protection registry
 (``cloakbench.protections.PROTECTIONS``, registration order), never from the run's plan order,
-so AdvDM is the same blue in a run of three methods and in a run of ten. The first ten
-protections take matplotlib's ``tab10`` (distinct hues, readable in print), the next ten the
-light hues of ``tab20``; a name the registry does not know (a renamed method in an old run)
+so AdvDM is the same blue in a run of three methods and in a run of ten. The first nine
+protections take matplotlib's ``tab10`` hues but its grey (distinct, readable in print), the
+next nine the light hues of ``tab20``; a name the registry does not know (a renamed method in an old run)
 takes a colour from a hash of its name, stable across runs. ``none`` (the unprotected
 reference) is dark grey.
 """
@@ -25,8 +25,9 @@ REFERENCE_COLOR = "#4d4d4d"
 
 @functools.cache
 def _palette() -> tuple[str, ...]:
-    dark = [to_hex(colormaps["tab10"](i)) for i in range(10)]
-    light = [to_hex(colormaps["tab20"](2 * i + 1)) for i in range(10)]
+    # tab10's grey (index 7) and tab20's light grey are left out: grey is the reference's.
+    dark = [to_hex(colormaps["tab10"](i)) for i in range(10) if i != 7]
+    light = [to_hex(colormaps["tab20"](2 * i + 1)) for i in range(10) if i != 7]
     return tuple(dark + light)
 
 

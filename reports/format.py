@@ -16,10 +16,26 @@ METRIC_LABELS = {
     "kid": "KID",
     "amplification": "amplification",
 }
-DECIMALS = {"psnr": 2, "ssim": 3, "ms-ssim": 3, "lpips": 3, "clip-sim": 3, "linf": 1, "l2": 1, "fid": 1, "kid": 4}
+DECIMALS = {
+    "psnr-whole": 2,
+    "ssim-whole": 3,
+    "lpips-whole": 3,
+    "psnr": 2,
+    "ssim": 3,
+    "ms-ssim": 3,
+    "lpips": 3,
+    "clip-sim": 3,
+    "linf": 1,
+    "l2": 1,
+    "fid": 1,
+    "kid": 4,
+}
 
 
 def metric_label(metric: str, unit: str = "") -> str:
+    if metric.endswith("-whole"):  # a masked attack's whole-image value (metrics/masked.py)
+        base = metric.removesuffix("-whole")
+        return f"{metric_label(base, unit)} (whole image)"
     label = METRIC_LABELS.get(metric, metric)
     return f"{label} ({unit})" if unit and unit not in ("ratio",) else label
 

@@ -30,7 +30,7 @@ from cloakbench import mimicry as mimicry_pkg
 from cloakbench.bench.copier import RunProtections
 from cloakbench.bench.noreference import noreference_rows
 from cloakbench.bench.plan import NO_PROTECTION, Cell, Components, derive_seed
-from cloakbench.bench.profiling import parameter_storages, profile_phase
+from cloakbench.bench.profiling import parameter_storages, profile_phase, warm_up
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import Artifact, ArtifactFolder
 from cloakbench.core.datasets import ImageInfo, load_dataset
@@ -111,6 +111,7 @@ class Workspace:
             spec.model, device=spec.device, dtype=spec.dtype, allow_pickle=spec.allow_pickle, seed=spec.seed
         )
         intake = intake or load_dataset(spec.images, model.resolution)
+        warm_up(model, spec.prompt)  # no measured cell pays the process's first pass (bench/profiling.py)
         return cls(
             spec=spec,
             model=model,

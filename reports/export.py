@@ -2,9 +2,14 @@
 
 Figures are the report's own (reports.plots), saved with matplotlib in each requested
 format: PDF and SVG are vector (the comparison figures embed their images as rasters inside
-the vector page), PNG at twice the report's resolution. Tables are built from the same data
-as the report's (reports.leaderboard, reports.tables) with plain numbers, intervals as their
-own columns, so a paper's table is one ``\\input`` away (``DataFrame.to_latex``).
+the vector page; PDF fonts are TrueType, Type 42), PNG at twice the report's resolution.
+Tables are built from the same data as the report's (reports.leaderboard, reports.tables).
+The CSV files hold plain numbers, intervals and n as their own columns (for scripts); the
+leaderboard's LaTeX is the paper's table (:func:`leaderboard_latex`): booktabs rules, each
+cell the mean with its interval as ``$m^{+a}_{-b}$`` (``$m \\pm a$`` when symmetric at the
+printed precision) in one column, the best of each column bold, ≈ where the paired test does
+not separate a row from the best, units in the headers (dB, s, MiB). It needs
+``\\usepackage{booktabs}``. The other tables go through ``DataFrame.to_latex``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from cloakbench.reports import format as fmt
+from cloakbench.reports import stats
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.plots import all_plots
 from cloakbench.reports.run import Run
@@ -45,7 +52,13 @@ def _value(cell: dict[str, Any]) -> float | None:
 
 
 def _estimate_columns(prefix: str, cell: dict[str, Any]) -> dict[str, Any]:
-    return {prefix: _value(cell), f"{prefix} low": cell.get("low"), f"{prefix} high": cell.get("high")}
+    return {
+        prefix: _value(cell),
+        f"{prefix} low": cell.get("low"),
+        f"{prefix} high": cell.get("high"),
+        f"{prefix} n": cell.get("n"),
+        f"{prefix} ≈ best": cell.get("mark") == "≈",
+    }
 
 
 def leaderboard_frame(board: dict[str, Any]) -> pd.DataFrame:
@@ -131,14 +144,126 @@ def transfer_frame(board: dict[str, Any]) -> pd.DataFrame | None:
     return pd.DataFrame.from_records(records)
 
 
-def _write_table(frame: pd.DataFrame, folder: Path, name: str, caption: str) -> list[Path]:
+def _write_table(frame: pd.DataFrame, folder: Path, name: str, caption: str, latex: str | None = None) -> list[Path]:
+    """``name.csv`` and ``name.tex`` (``latex`` when given, else pandas' booktabs ``to_latex``)."""
     csv_path, tex_path = folder / f"{name}.csv", folder / f"{name}.tex"
     frame.to_csv(csv_path, index=False)
+    if latex is not None:
+        tex_path.write_text(latex, encoding="utf-8")
+        return [csv_path, tex_path]
     latex = frame.to_latex(
         index=False, float_format=lambda v: f"{v:.4g}", na_rep="--", caption=caption, label=f"tab:{name}", escape=True
     )
     tex_path.write_text(latex, encoding="utf-8")
     return [csv_path, tex_path]
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_text(text: str) -> str:
+    """Plain text made safe for LaTeX (names like ``sds-``, ``jpeg+sdedit@0.5``, ``eps=8``)."""
+    escaped = "".join(_LATEX_SPECIALS.get(char, char) for char in str(text))
+    return escaped.replace("≈", r"$\approx$").replace("∞", r"$\infty$").replace("−", "-").replace("→", r"$\to$")
+
+
+def _math_number(value: float, metric: str) -> str:
+    if math.isinf(value):
+        return r"\infty" if value > 0 else r"-\infty"
+    return fmt.number(value, metric).replace("−", "-")
+
+
+def latex_estimate(cell: dict[str, Any], metric: str) -> str:
+    """``$m^{+a}_{-b}$`` (``$m \\pm a$`` when symmetric as printed), bold when best, ``≈`` when not separated."""
+    value = _value(cell)
+    if value is None:
+        return "--"
+    mean = _math_number(value, metric)
+    if cell.get("best"):
+        mean = rf"\mathbf{{{mean}}}"
+    low, high = cell.get("low"), cell.get("high")
+    if low is not None and high is not None and math.isfinite(value):
+        plus, minus = _math_number(high - value, metric), _math_number(value - low, metric)
+        text = rf"{mean} \pm {plus}" if plus == minus else rf"{mean}^{{+{plus}}}_{{-{minus}}}"
+    else:
+        text = mean
+    mark = r"\,\approx" if cell.get("mark") == "≈" else ""
+    return f"${text}{mark}$"
+
+
+def _arrow(direction: str) -> str:
+    return r" $\uparrow$" if direction.startswith("↑") else (r" $\downarrow$" if direction.startswith("↓") else "")
+
+
+def leaderboard_latex(board: dict[str, Any], caption: str) -> str:
+    """The leaderboard as a booktabs table: mean and interval in one column, best bold, ≈, units."""
+    metric = board["strength_metric"]
+    impercept = board["impercept_columns"]
+    attacks = board["attack_columns"] if metric else []
+    strength_names = [*attacks, "mean", "worst case"] if metric else []
+    memory = board["memory_labels"]
+    header_groups = [("", 2)]
+    if impercept:
+        header_groups.append((r"imperceptibility", len(impercept)))
+    if metric:
+        strength_title = f"strength: {latex_text(board['strength_label'])}{_arrow(board['strength_direction'])}"
+        header_groups.append((strength_title, len(strength_names)))
+        header_groups.append(("", 1))  # the worst-case attacker
+    header_groups.append(("cost", 1 + len(memory)))
+    names = ["protection", "budget"]
+    names += [latex_text(c["label"]) + _arrow(c["direction"]) for c in impercept]
+    names += [latex_text(n) for n in strength_names]
+    if metric:
+        names.append("worst-case attacker")
+    names += ["time / image (s)"] + [f"{latex_text(label)} (MiB)" for label in memory]
+    lines = [
+        r"% cloakbench leaderboard (bench plot); needs \usepackage{booktabs}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{caption}}}",
+        r"\label{tab:leaderboard}",
+        rf"\begin{{tabular}}{{ll{'r' * (len(names) - 2)}}}",
+        r"\toprule",
+    ]
+    group_cells, rules, column = [], [], 1
+    for title, width in header_groups:
+        if title:
+            group_cells.append(rf"\multicolumn{{{width}}}{{c}}{{{title}}}")  # titles are LaTeX already
+            rules.append(rf"\cmidrule(lr){{{column}-{column + width - 1}}}")
+        else:
+            group_cells += [""] * width
+        column += width
+    lines.append(" & ".join(group_cells) + r" \\")
+    lines.append(" ".join(rules))
+    lines.append(" & ".join(names) + r" \\")
+    lines.append(r"\midrule")
+    for row in board["rows"]:
+        cells = [latex_text(row["protection"]), latex_text(row["setting"] or "--")]
+        cells += [latex_estimate(c, column["metric"]) for c, column in zip(row["impercept"], impercept)]
+        if metric:
+            if row["is_reference"]:
+                cells += ["reference"] * len(strength_names) + ["--"]
+            else:
+                cells += [latex_estimate(c, metric) for c in [*row["attacks"], row["mean"], row["worst"]]]
+                cells.append(latex_text(row["worst"].get("attacker", "")) or "--")
+        time_s = row.get("time_s")
+        cells.append(f"{time_s:.3g}" if time_s is not None else "--")
+        cells += [f"{value / 2**20:.1f}" if value is not None else "--" for value in row["memory_bytes"]]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass
@@ -159,12 +284,14 @@ def export(run: Run, out_dir: str | Path, formats: list[str], pool: list[str] | 
     for plot in plots:
         figures += plot.save(folder, formats)
     board = leaderboard(run, pool)
-    tables = _write_table(
-        leaderboard_frame(board),
-        folder,
-        "leaderboard",
-        "Leaderboard: means and 95\\% bootstrap intervals over images and seeds",
+    n_images = max((c.get("n") or 0 for row in board["rows"] for c in row["impercept"]), default=0)
+    caption = (
+        f"Protections on {n_images} image(s): means of per-image means with {latex_text(stats.INTERVAL_METHOD)} "
+        r"(as $m^{+a}_{-b}$). Bold: best in its column; $\approx$: not separated from the best by an "
+        f"{latex_text(stats.TEST_METHOD)} at 5\\%. Strength: {latex_text(board['strength_label'])} between the "
+        "attack's output on the protected and on the clean image."
     )
+    tables = _write_table(leaderboard_frame(board), folder, "leaderboard", "", latex=leaderboard_latex(board, caption))
     tables += _write_table(summary_frame(summary(run, pool)), folder, "summary", "Protection strength per attack")
     for name, frame, caption in (
         ("categories", categories_frame(board), "Worst case per image category"),

@@ -22,6 +22,9 @@ METRIC_LABELS = {
     "liqe": "LIQE",
 }
 DECIMALS = {
+    "psnr-whole": 2,
+    "ssim-whole": 3,
+    "lpips-whole": 3,
     "psnr": 2,
     "ssim": 3,
     "ms-ssim": 3,
@@ -46,6 +49,9 @@ def ordered(metrics) -> list[str]:
 
 
 def metric_label(metric: str, unit: str = "") -> str:
+    if metric.endswith("-whole"):  # a masked attack's whole-image value (metrics/masked.py)
+        base = metric.removesuffix("-whole")
+        return f"{metric_label(base, unit)} (whole image)"
     label = METRIC_LABELS.get(metric, metric)
     return f"{label} ({unit})" if unit and unit not in ("ratio",) else label
 

@@ -55,6 +55,7 @@ class Grid:
     attack: str
     setting: str
     rows: list[GridRow]
+    images_total: int = 0  # images with a protected artifact; ``rows`` shows the first of them
 
 
 def read_rgb(path: Path | None) -> tuple[np.ndarray | None, str]:
@@ -205,12 +206,9 @@ def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int 
             if attack and not artifacts.has_attack_outputs(purification, mimicry, setting):
                 continue  # set attacks (textual inversion) have no per-image output to line up
             grid_rows = []
-            for image in images:
+            available = [image for image in images if artifacts.protected(image, protection, budget.setting)]
+            for image in available[:max_images]:
                 protected_rel = artifacts.protected(image, protection, budget.setting)
-                if not protected_rel:
-                    continue
-                if len(grid_rows) == max_images:
-                    break
                 clean_rel = artifacts.clean(image)
                 tiles = [artifacts.tile(COLUMNS[0], clean_rel), artifacts.tile(COLUMNS[1], protected_rel)]
                 clean_pixels, _ = artifacts.pixels(clean_rel)
@@ -239,5 +237,5 @@ def build_grids(run: Run, max_images: int = MAX_IMAGES_PER_GRID, max_grids: int 
             if len(grids) >= max_grids:
                 omitted += 1
                 continue
-            grids.append(Grid(budget.name, attack, setting, grid_rows))
+            grids.append(Grid(budget.name, attack, setting, grid_rows, len(available)))
     return grids, omitted

@@ -24,7 +24,7 @@ from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.merge import merge_runs
 from cloakbench.reports.noreference import finetuning_panel, noreference_panel, not_shown
-from cloakbench.reports.plots import all_plots
+from cloakbench.reports.plots import QUICK_TEXT, all_plots
 from cloakbench.reports.run import Run, load_run, plan_names, shorten_paths
 from cloakbench.reports.tables import problems, summary
 
@@ -69,6 +69,9 @@ def manifest_view(run: Run) -> dict[str, Any]:
         str(image.get("name", "")) if isinstance(image, dict) else str(image) for image in plan.get("images") or []
     ]
 
+    # Every run seed (--seeds 0,1), not only the first: the cells ran once per seed.
+    seeds = [seed for seed in (plan.get("seeds") or [plan.get("seed")]) if seed is not None]
+
     def names(key: str) -> str:
         return ", ".join(plan_names(plan.get(key))) or "—"
 
@@ -82,19 +85,26 @@ def manifest_view(run: Run) -> dict[str, Any]:
             f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}",
         ),
         ("git commit", commit),
-        ("seed", plan.get("seed", "—")),
+        ("seeds" if len(seeds) > 1 else "seed", ", ".join(map(str, seeds)) or "—"),
         ("protections", names("protections")),
         ("attacks", names("attacks")),
         ("metrics", names("metrics")),
         ("images", f"{len(images)}: " + ", ".join(images) if images else "—"),
     ]
     merged = []
-    for folder, other in zip(run.run_dirs, run.manifests):
-        other_model = other.get("model") if isinstance(other.get("model"), dict) else {}
+    for other in manifest.get("merged_from") or []:
+        if not isinstance(other, dict):
+            continue
+        duplicates = int(other.get("duplicate_cells") or 0)
         merged.append(
             shorten_paths(
-                f"{other.get('run') or folder.name}: model {other_model.get('name', '—')}, "
-                f"device {other.get('device', '—')}, started {other.get('created_utc', '—')}"
+                f"{other.get('run') or other.get('folder', '—')}: model {other.get('model') or '—'}, "
+                f"device {other.get('device') or '—'}, started {other.get('created_utc') or '—'}"
+                + (
+                    f"; {duplicates} cell(s) already in an earlier run, counted once (that run's rows kept)"
+                    if duplicates
+                    else ""
+                )
             )
         )
     return {
@@ -107,11 +117,24 @@ def manifest_view(run: Run) -> dict[str, Any]:
     }
 
 
+def setting_value(value: Any) -> str:
+    """A setting as a reader writes it: floats to 6 significant digits (``2.5500000000000003`` -> ``2.55``)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(setting_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {setting_value(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
 def _settings_text(config: Any) -> str:
-    """``key=value`` pairs; empty strings (an unset optional path) are left out."""
+    """``key=value`` pairs, floats rounded; empty strings (an unset optional path) are left out."""
     if not isinstance(config, dict):
         return ""
-    return ", ".join(f"{key}={value}" for key, value in config.items() if value != "") or "—"
+    return ", ".join(f"{key}={setting_value(value)}" for key, value in config.items() if value != "") or "—"
 
 
 def method_settings(plan: dict[str, Any]) -> list[dict[str, str]]:
@@ -186,6 +209,8 @@ def render(run: Run, pool: list[str] | None = None) -> str:
     issues = problems(run)
     context = {
         "leaderboard": board,
+        "quick": run.quick,
+        "quick_text": QUICK_TEXT,
         "csp": CSP,
         "run_name": str(run.manifest.get("run") or run.run_dir.name),
         "manifest": manifest_view(run),

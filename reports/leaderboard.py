@@ -2,10 +2,14 @@
 
 One leaderboard row per protection and budget (``protection_setting``; the plan's ``eps``
 when nothing was swept): imperceptibility, strength against each attacker, the mean over
-attackers, the worst case, and the protection's cost. Every number is a mean with its 95 %
-bootstrap interval over images × seeds (:mod:`reports.stats`); in each column the best
-protection is marked, and every other protection whose interval overlaps the best one's is
-marked "≈" (the run cannot tell them apart).
+attackers, the worst case, and the protection's cost. Every number is a mean of per-image
+means with its 95 % cluster-bootstrap interval over images, seeds nested inside the image
+(:mod:`reports.stats`), and says its ``n`` (images); in each column the best protection is
+marked, and every other protection that a paired test on the per-image differences (exact
+Wilcoxon signed-rank, Holm-corrected over the column) does not separate from it is marked
+"≈" (the run cannot tell them apart). The mean over attackers is, per image, the mean over
+the attackers of that image's means, so an attack with four settings is one attacker, not
+four independent draws.
 
 **Worst case** (Hönig et al., "Adversarial Perturbations Cannot Reliably Protect Artists From
 Generative AI", arXiv:2406.12027; Carlini et al.'s adaptive-attack standard, arXiv:1902.06705):
@@ -33,8 +37,9 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.reports import format as fmt
+from cloakbench.reports import palette, stats
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
-from cloakbench.reports.stats import Estimate, bootstrap
+from cloakbench.reports.stats import EMPTY, Estimate, bootstrap, cluster_bootstrap, mean_over_groups
 
 STRENGTH_PAIR = "attack_vs_clean_attack"
 IMPERCEPTIBILITY_PAIR = "protected_vs_clean"
@@ -46,6 +51,10 @@ IMPERCEPTIBILITY_LEADER_COLUMNS = 2
 SAVED_PER_STEP_METRICS = ("saved_bytes_per_step",)
 WORKING_MEMORY_METRICS = ("working_rss_bytes",)
 CUDA_PEAK_METRIC = "peak_cuda_allocated_bytes"
+
+
+#: Below this many images the note says that a percentile interval describes the spread only.
+FEW_IMAGES = 5
 
 
 class AttackerPoolError(ValueError):
@@ -153,6 +162,13 @@ def attacker_rows(rows: pd.DataFrame, attacker: Attacker) -> pd.DataFrame:
 
 
 def estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
+    """Mean of per-image means of the ok rows, with the cluster-bootstrap interval over images."""
+    selected = _ok(rows[(rows["pair"] == pair) & (rows["metric"] == metric)])
+    return cluster_bootstrap(selected["value"].astype(float), selected["image"])
+
+
+def naive_estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
+    """The same rows bootstrapped as independent (image, seed) draws: what the report no longer does."""
     selected = _ok(rows[(rows["pair"] == pair) & (rows["metric"] == metric)])
     return bootstrap(selected["value"].astype(float))
 
@@ -178,30 +194,33 @@ def worst_case(rows: pd.DataFrame, pool: list[Attacker], metric: str, higher: bo
         if best is None or score > best[0]:
             best = (score, attacker, found)
     if best is None:
-        return WorstCase(Estimate(math.nan, math.nan, math.nan, 0), None, per_attacker)
+        return WorstCase(EMPTY, None, per_attacker)
     return WorstCase(best[2], best[1], per_attacker)
 
 
 def pooled_over_attackers(rows: pd.DataFrame, pool: list[Attacker], metric: str) -> Estimate:
-    """Mean over every (image, seed, attacker) strength row of the pool; the interval treats each as a sample."""
-    frames = [attacker_rows(rows, attacker) for attacker in pool]
-    if not frames:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    return estimate(pd.concat(frames), STRENGTH_PAIR, metric)
+    """The mean over the pool's attackers, per image, of each attacker's per-image mean; clustered by image.
+
+    An attacker's settings and seeds are repeated measurements of one image, never pooled
+    as independent draws (reports.stats): each image is one sample, each attacker weighs the same.
+    """
+    strength = rows[(rows["pair"] == STRENGTH_PAIR) & (rows["metric"] == metric)]
+    return mean_over_groups([estimate(attacker_rows(strength, attacker), STRENGTH_PAIR, metric) for attacker in pool])
 
 
 def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
-    """Display form of an estimate: mean, interval text, and a tooltip saying what it is."""
+    """Display form of an estimate: mean, interval and n, and a tooltip saying what they are."""
     if found.n == 0:
-        return {"text": "—", "ci": "", "title": "no ok rows", "css": "missing", "mark": "", "value": None}
+        return {"text": "—", "ci": "", "n_text": "", "title": "no ok rows", "css": "missing", "mark": "", "value": None}
     interval = f"{fmt.number(found.low, metric)}–{fmt.number(found.high, metric)}" if found.has_interval else ""
-    title = f"mean over {found.n} image×seed row(s)"
-    title += f"; 95 % bootstrap interval {interval}" if interval else "; no interval (one row, or infinite values)"
+    title = f"mean of {found.n} per-image mean(s) over {found.rows} row(s) (images × seeds × settings)"
+    title += f"; {stats.INTERVAL_METHOD}: {interval}" if interval else "; no interval (one image, or infinite values)"
     if extra:
         title = f"{extra}; {title}"
     return {
         "text": fmt.number(found.mean, metric),
         "ci": interval,
+        "n_text": f"n={found.n}",
         "title": title,
         "css": "",
         "mark": "",
@@ -209,13 +228,18 @@ def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
         "low": found.low if found.has_interval else None,
         "high": found.high if found.has_interval else None,
         "n": found.n,
+        "rows": found.rows,
     }
 
 
 def mark_column(
     cells: list[dict[str, Any]], estimates: list[Estimate], names: list[str], better_high: bool | None, skip: list[bool]
 ) -> None:
-    """Mark the best estimate, and every other whose interval overlaps the best one's with "≈"."""
+    """Mark the best estimate, and "≈" every other that the paired test does not separate from it.
+
+    The test (reports.stats): exact Wilcoxon signed-rank on the per-image differences against
+    the best row, two-sided, Holm-corrected over the column's comparisons, at 5 %.
+    """
     if better_high is None:
         return
     candidates = [
@@ -228,10 +252,19 @@ def mark_column(
     best = max(candidates, key=lambda i: estimates[i].mean if better_high else -estimates[i].mean)
     cells[best]["css"] = (cells[best]["css"] + " best").strip()
     cells[best]["title"] += "; best in this column"
-    for index in candidates:
-        if index != best and estimates[index].overlaps(estimates[best]):
+    cells[best]["best"] = True
+    others = [i for i in candidates if i != best]
+    for index, comparison in zip(others, stats.compare_to_best([estimates[i] for i in others], estimates[best])):
+        cells[index]["p_holm"] = comparison.adjusted
+        verdict = (
+            f"paired test against the best ({names[best]}) on {comparison.images} shared image(s): "
+            f"p = {comparison.p_value:.3g}, Holm-adjusted {comparison.adjusted:.3g}"
+        )
+        if comparison.separated:
+            cells[index]["title"] += f"; separated from the best: {verdict}"
+        else:
             cells[index]["mark"] = "≈"
-            cells[index]["title"] += f"; not separated from the best ({names[best]}) by the 95 % intervals"
+            cells[index]["title"] += f"; not separated from the best: {verdict}"
 
 
 def memory_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -306,6 +339,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     eps = _plan_eps(run)
     attack_columns = attack_column_groups(chosen)
     entries, estimates = [], {"impercept": [], "attacks": [], "mean": [], "worst": []}
+    interval_example = ""
     for budget in budgets(run):
         mine = budget_rows(rows, budget)
         reference = budget.protection == NO_PROTECTION
@@ -314,12 +348,13 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             "setting": budget.setting or eps.get(budget.protection, ""),
             "name": budget.name,
             "is_reference": reference,
+            "color": palette.method_color(budget.protection),  # the same colour as in every figure
             "n_images": len({i for i in mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]["image"] if i}),
         }
         impercept = [estimate(mine, IMPERCEPTIBILITY_PAIR, m) for m in impercept_metrics]
         entry["impercept"] = [cell(e, m) for e, m in zip(impercept, impercept_metrics)]
         estimates["impercept"].append(impercept)
-        per_attack, mean, worst = [], Estimate(math.nan, math.nan, math.nan, 0), None
+        per_attack, mean, worst = [], EMPTY, None
         if strength_metric:
             strength = mine[(mine["pair"] == STRENGTH_PAIR) & (mine["metric"] == strength_metric)]
             per_attack, column_attackers = [], []
@@ -333,6 +368,8 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
                     column_attackers.append(found.attacker.name if found.attacker else "")
             mean = pooled_over_attackers(mine, chosen, strength_metric)
             worst = worst_case(mine, chosen, strength_metric, strength_higher)
+            if worst.attacker is not None and not reference and not interval_example:
+                interval_example = _interval_example(budget, worst, attacker_rows(strength, worst.attacker))
         entry["attacks"] = [cell(e, strength_metric or "") for e in per_attack]
         for found, name in zip(entry["attacks"], column_attackers if strength_metric else []):
             if name:
@@ -344,7 +381,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             )
             entry["worst"]["attacker"] = worst.attacker.name
         else:
-            entry["worst"] = dict(cell(Estimate(math.nan, math.nan, math.nan, 0), ""), attacker="")
+            entry["worst"] = dict(cell(EMPTY, ""), attacker="")
         if reference and all(e.n == 0 for e in per_attack):  # none: the attack on clean is the reference
             for part in [*entry["attacks"], entry["mean"], entry["worst"]]:
                 part.update(
@@ -354,7 +391,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
                 )
         estimates["attacks"].append(per_attack)
         estimates["mean"].append(mean)
-        estimates["worst"].append(worst.estimate if worst is not None else Estimate(math.nan, math.nan, math.nan, 0))
+        estimates["worst"].append(worst.estimate if worst is not None else EMPTY)
         entry.update(cost_cells(mine, memory))
         entries.append(entry)
 
@@ -389,6 +426,8 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
     mark_column([e["mean"] for e in entries], estimates["mean"], names, stronger_high, skip)
     mark_column([e["worst"] for e in entries], estimates["worst"], names, stronger_high, skip)
     strength_direction = "" if strength_higher is None else ("↓ stronger" if strength_higher else "↑ stronger")
+    strength_label = fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else ""
+    entries = rank(entries, strength_higher)
     protect_models = sorted(set(rows["protect_model"]) - {""})
     attack_models = sorted(set(rows[rows["attack"] != ""]["attack_model"]) - {""})
     return {
@@ -397,17 +436,89 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         "attack_columns": [name for name, _ in attack_columns],
         "pool_given": bool(pool),
         "strength_metric": strength_metric or "",
-        "strength_label": fmt.metric_label(strength_metric, _unit(rows, strength_metric)) if strength_metric else "",
+        "strength_label": strength_label,
+        "sort": _sort_text(strength_label, strength_higher) if strength_metric else "",
+        "headline": headline(entries, strength_label),
         "strength_direction": strength_direction,
         "impercept_columns": impercept_columns,
         "memory_labels": [label for _, label in memory],
         "memory_note": _memory_note(rows, memory),
+        "interval_method": stats.INTERVAL_METHOD,
+        "test_method": stats.TEST_METHOD,
+        "interval_example": interval_example,
         "models": {"protect": protect_models, "attack": attack_models},
         "pooled_models": len(protect_models) > 1 or len(attack_models) > 1,
         "categories": categories(run, chosen, strength_metric, strength_higher),
         "transfer": transfer(run, chosen, strength_metric, strength_higher),
         "adaptive": adaptive_worst_cases(run, chosen, strength_metric, strength_higher),
     }
+
+
+def rank(entries: list[dict[str, Any]], strength_higher: bool | None) -> list[dict[str, Any]]:
+    """The reference first, then by worst-case strength, strongest first; rows without one last, in plan order.
+
+    Strongest = the lowest worst-case similarity (or the highest distance): the protection
+    that holds best against the attacker it stops least. Each row gets its ``rank``.
+    """
+    reference = [e for e in entries if e["is_reference"]]
+    scored = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is not None]
+    unscored = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is None]
+    if strength_higher is not None:
+        sign = 1.0 if strength_higher else -1.0  # similarity: lower is stronger
+        scored.sort(key=lambda e: sign * e["worst"]["value"])
+    ordered = reference + scored + unscored
+    for position, entry in enumerate(ordered):
+        entry["rank"] = "" if entry["is_reference"] else position + 1 - len(reference)
+    return ordered
+
+
+def _sort_text(label: str, strength_higher: bool | None) -> str:
+    if strength_higher is None:
+        return "in plan order (the strength metric has no direction)"
+    side = "lowest" if strength_higher else "highest"
+    return f"ranked by worst-case {label}, strongest first ({side} {label} against the attacker each stops least)"
+
+
+def headline(entries: list[dict[str, Any]], label: str) -> str:
+    """One sentence: who holds best against the strongest attacker, by how much, at what cost."""
+    ranked = [e for e in entries if not e["is_reference"] and e["worst"].get("value") is not None]
+    if not ranked or not label:
+        return ""
+    best, worst = ranked[0], ranked[0]["worst"]
+    interval = f", interval {worst['ci']}" if worst.get("ci") else ""
+    tied = [e["name"] for e in ranked[1:] if e["worst"].get("mark") == "≈"]
+    cost = f", at {fmt.seconds(best['time_s'])} per image" if best.get("time_s") is not None else ""
+    text = (
+        f"Against the strongest attacker in this run, {best['name']} holds best: worst-case {label} "
+        f"{worst['text']} ({worst.get('attacker') or '?'}{interval}, n = {worst.get('n')} images){cost}."
+    )
+    if tied:
+        text += f" Not separated from it on these images: {', '.join(tied)}."
+    return text
+
+
+def _interval_example(budget: Budget, worst: WorstCase, rows: pd.DataFrame) -> str:
+    """One sentence setting a cell's cluster interval beside the bootstrap of the same rows as independent draws."""
+    found = worst.estimate
+    metric = str(rows["metric"].iloc[0]) if not rows.empty else ""
+    naive = naive_estimate(rows, STRENGTH_PAIR, metric)
+    if not (found.has_interval and naive.has_interval and found.high > found.low):
+        return ""
+
+    def span(e: Estimate) -> str:
+        return f"{fmt.number(e.low, metric)}–{fmt.number(e.high, metric)}"
+
+    text = (
+        f"For example, {budget.name}'s worst case ({worst.attacker.name}): {span(found)} with n = {found.n} "
+        f"images; bootstrapping its {naive.n} image × seed rows as independent draws would give {span(naive)} "
+        f"({(naive.high - naive.low) / (found.high - found.low):.0%} of the width)."
+    )
+    if found.n < FEW_IMAGES:
+        text += (
+            f" With {found.n} images a percentile interval can only span the per-image means: it describes "
+            "their spread, it is no 95 % guarantee; more images give an interval that means it."
+        )
+    return text
 
 
 def _unit(rows: pd.DataFrame, metric: str) -> str:

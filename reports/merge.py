@@ -1,12 +1,28 @@
-"""One report from several run folders (``bench report RUN1 RUN2 … --out DIR``).
+"""One run folder from several (``bench report RUN1 RUN2 … --out DIR``).
 
 Runs on two models, on CPU and GPU, or on two dates merge when their rows measure the same
-things: every row keeps its folder (the ``source`` column) so its artifact is found there,
-and rows of older runs get their model from their own manifest (the transfer matrix then
-shows each run's model). Runs are refused, with the reason, when pooling their rows would
-put two different computations under one name (README, "The report"):
+things. The merged folder is itself a run folder: ``rows.csv`` (the schema's columns, the
+rows of every run with duplicates counted once), ``manifest.json`` (the first run's, with
+the union of the plans and a ``merged_from`` list naming every run) and ``artifacts/`` (each
+artifact the rows name, hard-linked from its run, or copied across file systems; they are
+content-addressed, so two runs' artifacts never collide). ``bench report DIR`` and ``bench
+plot DIR`` then read it like any run, and the folder can be copied on its own.
 
-- the same folder twice;
+**A cell counts once.** A cell's key (the ``cell`` column) is the hash of everything that
+determines its result (image, method, version, settings, model weights, seed; bench/plan.py),
+so the same key in two runs is the same computation measured twice; pooling both would count
+each image × seed twice and narrow every interval. A row is a duplicate when an earlier run
+has a row of the same cell key *and* the same image, methods, settings, seeds, models, pair
+and metric (:data:`IDENTITY_COLUMNS`; rows without a cell key, in hand-written folders, by
+those alone; and the models too, as older rows get theirs from their own manifest). The
+first run keeps its rows; later runs' duplicates are dropped, and the merged manifest says
+how many cells each run lost (``merged_from[i].duplicate_cells``).
+
+Runs are refused, with the reason, when pooling their rows would put two different
+computations under one name (README, "The report"):
+
+- the same folder twice, or an output folder that is one of the runs or a `bench compare`
+  run folder (it would overwrite that run's rows);
 - a metric whose unit or direction differs between runs;
 - a protection or attack of the same name at a different version, or with different
   settings that the rows do not tell apart (no ``protection_setting``);
@@ -15,13 +31,39 @@ put two different computations under one name (README, "The report"):
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cloakbench.core.images import write_atomic
+from cloakbench.core.schema import COLUMNS
 from cloakbench.reports.run import Run, RunFolderError, load_run
+
+logger = logging.getLogger(__name__)
+
+#: What identifies a row's observation, beside its cell key.
+IDENTITY_COLUMNS = (
+    "image",
+    "protection",
+    "protection_setting",
+    "purification",
+    "mimicry",
+    "attack_setting",
+    "setting",
+    "run_seed",
+    "seed",
+    "protect_model",
+    "attack_model",
+    "pair",
+    "metric",
+)
 
 
 class IncomparableRuns(RunFolderError):
@@ -96,29 +138,73 @@ def _check_methods(runs: list[Run]) -> None:
                     )
 
 
-def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
-    """Load every run folder and pool their rows into one :class:`Run`, or refuse (IncomparableRuns)."""
-    paths = [Path(path) for path in run_dirs]
-    resolved = [path.resolve() for path in paths]
-    for index, path in enumerate(resolved):
-        if path in resolved[:index]:
-            raise IncomparableRuns(f"{paths[index]} is given twice: each run folder merges once")
-    runs = [load_run(path) for path in paths]
-    _check_metrics(runs)
-    _check_methods(runs)
-    images = [set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"]) - {""} for run in runs]
-    if all(images) and not set.intersection(*images):
+def _deduplicated(runs: list[Run]) -> tuple[pd.DataFrame, list[int]]:
+    """Every run's rows, a row already in an earlier run dropped; how many cells each run lost."""
+    seen: set[tuple] = set()
+    frames, dropped = [], []
+    for run in runs:
+        rows = run.rows
+        keys = [tuple(values) for values in rows[["cell", *IDENTITY_COLUMNS]].itertuples(index=False)]
+        duplicate = pd.Series([key in seen for key in keys], index=rows.index)
+        cells = rows.loc[duplicate, "cell"]
+        dropped.append(int(cells[cells != ""].nunique()) + int((cells == "").sum()))
+        seen.update(keys)
+        frames.append(rows[~duplicate])
+    return pd.concat(frames, ignore_index=True), dropped
+
+
+def _check_out(paths: list[Path], out_dir: Path) -> None:
+    target = out_dir.resolve()
+    for path in paths:
+        if path.resolve() == target:
+            raise IncomparableRuns(
+                f"--out {out_dir} is one of the runs being merged; the merged rows would overwrite its own: "
+                "give --out a new folder"
+            )
+    if (out_dir / "journal.sqlite").exists():
         raise IncomparableRuns(
-            "cannot merge "
-            + ", ".join(str(p) for p in paths)
-            + ": they share no image (compared by pixel hash), so no protection's numbers "
-            "can be set side by side; run them on the same images"
+            f"--out {out_dir} is a `bench compare` run folder (it has a journal); the merged rows would "
+            "overwrite its own: give --out a new folder"
         )
-    frames = []
-    for index, run in enumerate(runs):
-        rows = run.rows.copy()
-        rows["source"] = index
-        frames.append(rows)
+
+
+def _link_artifacts(runs: list[Run], rows: pd.DataFrame, out_dir: Path) -> int:
+    """Hard-link (or copy) every artifact the rows name into ``out_dir`` at the same relative path."""
+    linked = 0
+    for (source, relative), _ in rows[rows["artifact"] != ""].groupby(["source", "artifact"], sort=False):
+        found = runs[int(source)].artifact_path(relative)
+        if found is None:
+            continue
+        target = out_dir / relative
+        if target.is_file() and target.stat().st_size == found.stat().st_size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(found, target)
+        except FileExistsError:
+            target.unlink()
+            os.link(found, target)
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copyfile(found, target)
+        linked += 1
+    return linked
+
+
+def _value_text(value: float) -> str:
+    return "" if pd.isna(value) else repr(float(value))
+
+
+def write_rows(rows: pd.DataFrame, path: Path) -> None:
+    """``rows.csv`` with the schema's columns in order (the store's format: full-precision floats)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for record in rows[list(COLUMNS)].itertuples(index=False):
+        writer.writerow([_value_text(v) if c == "value" else v for c, v in zip(COLUMNS, record)])
+    write_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def _merged_manifest(runs: list[Run], dropped: list[int]) -> dict[str, Any]:
     manifest = dict(runs[0].manifest)
     manifest["run"] = " + ".join(str(run.manifest.get("run") or run.run_dir.name) for run in runs)
     manifest["plan"] = dict(manifest.get("plan") or {})
@@ -132,10 +218,67 @@ def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
                     names.add(name)
                     merged.append(entry)
         manifest["plan"][key] = merged
-    return Run(
-        run_dir=Path(out_dir),
-        manifest=manifest,
-        rows=pd.concat(frames, ignore_index=True),
-        run_dirs=[run.run_dir for run in runs],
-        manifests=[run.manifest for run in runs],
+    seeds: list[Any] = []
+    for run in runs:
+        plan = run.manifest.get("plan") or {}
+        for seed in plan.get("seeds") or [plan.get("seed")]:
+            if seed is not None and seed not in seeds:
+                seeds.append(seed)
+    if seeds:
+        manifest["plan"]["seeds"] = seeds
+    # A merged folder of --quick runs is a --quick folder: any quick run marks it.
+    if any(((run.manifest.get("settings") or {}).get("quick")) for run in runs):
+        manifest["settings"] = dict(manifest.get("settings") or {}, quick=True)
+    manifest["merged_from"] = [
+        {
+            "run": str(run.manifest.get("run") or run.run_dir.name),
+            "folder": run.run_dir.name,
+            "model": (run.manifest.get("model") or {}).get("name", "")
+            if isinstance(run.manifest.get("model"), dict)
+            else "",
+            "device": str(run.manifest.get("device", "")),
+            "created_utc": str(run.manifest.get("created_utc", "")),
+            "duplicate_cells": count,
+        }
+        for run, count in zip(runs, dropped)
+    ]
+    return manifest
+
+
+def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
+    """Merge the run folders into the run folder ``out_dir`` and load it, or refuse (IncomparableRuns)."""
+    paths = [Path(path) for path in run_dirs]
+    out_dir = Path(out_dir)
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise IncomparableRuns(f"{paths[index]} is given twice: each run folder merges once")
+    _check_out(paths, out_dir)
+    runs = [load_run(path) for path in paths]
+    _check_metrics(runs)
+    _check_methods(runs)
+    images = [set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"]) - {""} for run in runs]
+    if all(images) and not set.intersection(*images):
+        raise IncomparableRuns(
+            "cannot merge "
+            + ", ".join(str(p) for p in paths)
+            + ": they share no image (compared by pixel hash), so no protection's numbers "
+            "can be set side by side; run them on the same images"
+        )
+    for index, run in enumerate(runs):
+        run.rows["source"] = index
+    rows, dropped = _deduplicated(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    linked = _link_artifacts(runs, rows, out_dir)
+    write_rows(rows, out_dir / "rows.csv")
+    manifest = _merged_manifest(runs, dropped)
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
+    logger.info(
+        "merged %d run(s) into %s: %d row(s), %d duplicate cell(s) counted once, %d artifact(s) linked",
+        len(runs),
+        out_dir,
+        len(rows),
+        sum(dropped),
+        linked,
     )
+    return load_run(out_dir)

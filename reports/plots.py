@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from cloakbench.reports import format as fmt
+from cloakbench.reports import palette
 from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
 from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric
@@ -31,6 +32,10 @@ NOISE = "noise"
 X_PREFERENCE = ("lpips", "ssim", "psnr")
 Y_PREFERENCE = ("lpips", "clip-sim", "ssim", "psnr")
 DPI = 110
+#: Stamped on the report and on every figure of a ``--quick`` run.
+QUICK_TEXT = "--quick run: every step count shrunk — a smoke test of the pipeline, not a measurement"
+#: Fonts embedded as TrueType (Type 42), never Type 3, in PDF and PS files.
+EMBEDDED_FONTS = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 
 @dataclasses.dataclass
@@ -57,11 +62,16 @@ class Plot:
         return self
 
     def save(self, folder, formats) -> list:
-        """Write ``folder/<name>.<format>`` for each format (vector for pdf/svg) and close the figure."""
+        """Write ``folder/<name>.<format>`` for each format (vector for pdf/svg) and close the figure.
+
+        PDF and PostScript embed TrueType (Type 42) fonts: matplotlib's default, Type 3, is
+        refused by the ACM and IEEE submission checkers (``pdffonts`` lists the type).
+        """
         written = []
         for kind in formats:
             path = folder / f"{self.name}.{kind}"
-            self.figure.savefig(path, format=kind, dpi=2 * DPI, bbox_inches="tight")
+            with matplotlib.rc_context(EMBEDDED_FONTS):
+                self.figure.savefig(path, format=kind, dpi=2 * DPI, bbox_inches="tight")
             written.append(path)
         plt.close(self.figure)
         return written
@@ -91,16 +101,16 @@ def _higher(rows: pd.DataFrame, metric: str) -> bool | None:
 
 
 def _colors(names):
-    cmap = plt.get_cmap("tab10")
-    return {name: cmap(i % 10) for i, name in enumerate(names)}
+    """The protection's own colour (reports.palette: from the registry order, the same in every run)."""
+    return palette.colors(names)
 
 
 def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plot | None:
     """Worst-case strength against imperceptibility, one curve per protection across its budgets.
 
     Each point is one protection at one budget: x = mean imperceptibility, y = the worst case
-    over the attacker pool (reports.leaderboard); error bars are the 95 % bootstrap intervals
-    over images × seeds (reports.stats). Points of a protection are joined in budget order.
+    over the attacker pool (reports.leaderboard); error bars are the 95 % cluster-bootstrap
+    intervals over images, seeds nested in the image (reports.stats). Points of a protection are joined in budget order.
     """
     rows = run.rows
     x_metric = _pick(rows, IMPERCEPTIBILITY_PAIR, X_PREFERENCE)
@@ -164,7 +174,7 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
         f"Each point is one protection at one budget: x = mean {fmt.METRIC_LABELS.get(x_metric, x_metric)} "
         f"between protected and clean images; y = {fmt.METRIC_LABELS.get(y_metric, y_metric)} between the "
         "attack's output on protected and on clean images, for the strongest attacker in the pool (worst "
-        "case). Error bars: 95 % bootstrap intervals over images × seeds. "
+        "case). Error bars: 95 % cluster-bootstrap intervals over images (seeds nested in the image). "
         + (
             "Lines join each protection's budgets in sweep order."
             if swept
@@ -361,7 +371,8 @@ def comparison_figures(run: Run) -> list[Plot]:
 
     lookup = ImageLookup(run)
     names = run.image_names()
-    images = sorted((i for i in names if i in lookup.images), key=lambda i: (names[i], i))[:COMPARISON_IMAGES]
+    available = sorted((i for i in names if i in lookup.images), key=lambda i: (names[i], i))
+    images = available[:COMPARISON_IMAGES]
     by_attack: dict[tuple[str, str], list[str]] = {}
     for purification, mimicry, setting in run.attacks():
         if lookup.has_attack_outputs(purification, mimicry, setting):
@@ -421,7 +432,8 @@ def comparison_figures(run: Run) -> list[Plot]:
             f"{shown}{f' ({where})' if where else ''}: each row is an image; the first column is the clean "
             "image, the second the attack's output on it, the others the attack's output on each "
             "protection's image (the middle budget of each sweep). The closer a column looks to the second, "
-            "the less the protection stopped the attack."
+            "the less the protection stopped the attack. "
+            f"Showing {len(grid)} of {len(available)} image(s)."
         )
         figures.append(
             Plot(
@@ -458,6 +470,9 @@ def all_plots(run: Run, pool: list[str] | None = None, *, encode: bool = True) -
     if not comparisons:
         missing.append("Comparison figures: no attack has per-image outputs with artifacts.")
     plots += comparisons
+    if run.quick:  # a figure copied into a slide or a paper keeps the warning
+        for plot in plots:
+            plot.figure.suptitle(QUICK_TEXT, color="#9a5b00", fontsize=8, fontweight="bold", y=1.02)
     if encode:
         plots = [plot.encode() for plot in plots]
     return plots, missing

@@ -84,11 +84,15 @@ class Run:
     run_dir: Path
     manifest: dict[str, Any]
     rows: pd.DataFrame
-    #: The run folders the rows come from (one, or several for a merged report); a row's
-    #: ``source`` column indexes this list and its artifact is resolved in that folder.
+    #: The run folders the rows' artifacts are resolved in: a row's ``source`` column indexes this
+    #: list (a merged folder is one run folder with its own artifacts, reports.merge).
     run_dirs: list[Path] = dataclasses.field(default_factory=list)
-    #: The manifests of a merged report, one per run folder (empty for a single run).
-    manifests: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def quick(self) -> bool:
+        """A ``--quick`` run (every step count shrunk): a smoke test, whose numbers measure nothing."""
+        settings = self.manifest.get("settings")
+        return bool(isinstance(settings, dict) and settings.get("quick"))
 
     # -- plan order -------------------------------------------------------------------
     def protections(self) -> list[str]:
@@ -190,7 +194,7 @@ def read_rows(path: Path) -> pd.DataFrame:
         f"{chain} {group}".strip() if chain else group
         for chain, group in zip(rows["attack_setting"], rows["setting_group"])
     ]
-    rows["source"] = 0  # which run folder of a merged report the row (and its artifact) comes from
+    rows["source"] = 0  # which of ``Run.run_dirs`` the row (and its artifact) comes from
     return rows
 
 

@@ -3,7 +3,7 @@
 One group per protection and budget (imperceptibility and protection cost, the same for
 every attack) with one line per attack and setting (protection strength and attack cost),
 then the mean over the attacker pool and the worst case (reports.leaderboard). Values are
-means over images × seeds; L∞ is the maximum (the budget actually spent). A cell whose rows
+means of per-image means (each image's seeds averaged first, reports.stats); L∞ is the maximum (the budget actually spent). A cell whose rows
 are all unavailable says so, with the reason in its tooltip, instead of a number.
 """
 
@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cloakbench.reports import format as fmt
@@ -27,6 +28,7 @@ from cloakbench.reports.leaderboard import (
     worst_case,
 )
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
+from cloakbench.reports.stats import per_image_means
 
 STRENGTH_PAIR = "attack_vs_clean_attack"
 VERSUS_CLEAN_PAIR = "attack_vs_clean"
@@ -122,10 +124,16 @@ def aggregate(rows: pd.DataFrame, metric: str) -> Cell:
         notes = sorted({shorten_paths(note) for note in of_metric["note"] if note})
         return Cell(" / ".join(statuses), "; ".join(notes), "unavailable")
     values = ok["value"].astype(float)
-    value = values.max() if metric in MAX_OVER_IMAGES else values.mean()
+    # The mean of per-image means (seeds of one image are one sample, reports.stats), as the leaderboard.
+    # Rows without an image column (hand-built frames) are each their own image.
+    images, means = per_image_means(values, ok["image"] if "image" in ok else map(str, range(len(ok))))
+    value = values.max() if metric in MAX_OVER_IMAGES else float(np.mean(means))
     partial = len(ok) < len(of_metric)
-    how = "max" if metric in MAX_OVER_IMAGES else "mean"
-    title = f"{how} over {len(ok)} image(s)"
+    title = (
+        f"max over {len(ok)} row(s)"
+        if metric in MAX_OVER_IMAGES
+        else f"mean of {len(images)} per-image mean(s) over {len(ok)} row(s)"
+    )
     if partial:
         title += f"; {len(of_metric) - len(ok)} row(s) not ok"
     finite = values[values.map(math.isfinite)]
@@ -166,17 +174,30 @@ def memory_metric(rows: pd.DataFrame) -> tuple[str, str]:
     return "", "memory"
 
 
-def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
-    wall = cost[(cost["metric"] == "wall_s") & (cost["status"] == "ok")]["value"].dropna()
-    peak = cost[(cost["metric"] == memory) & (cost["status"] == "ok")]["value"].dropna()
+def time_per_image(cost: pd.DataFrame, n_images: int) -> tuple[float, int] | None:
+    """Wall-clock seconds per image: the mean over cells of each cell's ``wall_s`` per image it covers.
+
+    A per-image cell (a protection, SDEdit on one image) covers one image, so this is the mean
+    over its cells: with ``--seeds 0,1`` each image has two cells, and the sum over cells divided
+    by the images would count every image twice. A set cell (``image == "concept"``: textual
+    inversion learns from every image at once) covers ``n_images``. ``None`` without timing rows;
+    else ``(seconds, cells)``.
+    """
+    wall = cost[(cost["metric"] == "wall_s") & (cost["status"] == "ok") & cost["value"].notna()]
     if wall.empty:
+        return None
+    covered = [max(n_images, 1) if image == "concept" else 1 for image in wall["image"]]
+    return float((wall["value"].astype(float) / covered).mean()), len(wall)
+
+
+def cost_cells(cost: pd.DataFrame, n_images: int, memory: str) -> tuple[Cell, Cell]:
+    peak = cost[(cost["metric"] == memory) & (cost["status"] == "ok")]["value"].dropna()
+    timed = time_per_image(cost, n_images)
+    if timed is None:
         time_cell = Cell("—", "no timing rows", "missing")
     else:
-        per_image = wall.sum() / max(n_images, 1)
-        time_cell = Cell(
-            fmt.seconds(per_image),
-            f"{fmt.seconds(wall.sum())} in total over {len(wall)} timed cell(s), {n_images} image(s)",
-        )
+        per_image, cells = timed
+        time_cell = Cell(fmt.seconds(per_image), f"mean over {cells} timed cell(s) of the time per image")
     if not memory:
         memory_cell = Cell(
             "—",
@@ -199,7 +220,10 @@ def _over_attackers(mine: pd.DataFrame, pool: list[Attacker], columns: list[Colu
         means.append(
             Cell(
                 fmt.number(pooled.mean, column.metric) if pooled.n else "—",
-                f"mean over {pooled.n} row(s) of {len(pool)} attacker(s)" if pooled.n else "no ok rows",
+                f"per image, the mean over {len(pool)} attacker(s) of their per-image means; mean over "
+                f"{pooled.n} image(s)"
+                if pooled.n
+                else "no ok rows",
                 "" if pooled.n else "missing",
             ).as_dict()
         )
@@ -211,8 +235,8 @@ def _over_attackers(mine: pd.DataFrame, pool: list[Attacker], columns: list[Colu
             dict(
                 Cell(
                     f"{fmt.number(found.estimate.mean, column.metric)} ({found.attacker.name})",
-                    f"the strongest attacker on this metric: {found.attacker.name}, mean over "
-                    f"{found.estimate.n} row(s)",
+                    f"the strongest attacker on this metric: {found.attacker.name}, mean of "
+                    f"{found.estimate.n} per-image mean(s) over {found.estimate.rows} row(s)",
                     "worst",
                 ).as_dict(),
                 attacker=found.attacker.name,

@@ -169,13 +169,14 @@ def test_bootstrap_interval_is_seeded_and_shrinks_with_more_samples():
 def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run):
     _, data = sweep_report
     board = data["leaderboard"]
-    assert [(r["protection"], r["setting"]) for r in board["rows"]] == [
-        ("none", ""),
+    assert sorted((r["protection"], r["setting"]) for r in board["rows"]) == [
         ("noise", "eps=4"),
         ("noise", "eps=8"),
+        ("none", ""),
         ("photoguard", "eps=4"),
         ("photoguard", "eps=8"),
     ]
+    assert board["rows"][0]["protection"] == "none"  # the reference first, then ranked (test_report_first_screen)
     assert board["attackers"] == ["sdedit@0.2", "sdedit@0.5", "jpeg@75"] == board["attack_columns"]
     rows = load_run(sweep_run).rows
     metric = board["strength_metric"]
@@ -195,8 +196,11 @@ def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run
                 ("jpeg@75", mine["purification"] == "jpeg"),
             )
         }
-        # 2 images × 2 seeds × 2 attack models behind each attacker's number.
-        assert all(cell["n"] == 8 and cell["low"] < cell["value"] < cell["high"] for cell in entry["attacks"])
+        # n = 2 images (the unit of the cluster bootstrap); 2 seeds × 2 attack models nested in each.
+        assert all(
+            cell["n"] == 2 and cell["rows"] == 8 and cell["low"] < cell["value"] < cell["high"]
+            for cell in entry["attacks"]
+        )
         assert [c["value"] for c in entry["attacks"]] == pytest.approx(list(per_attacker.values()))
         strongest = max(per_attacker, key=per_attacker.get)  # SSIM: the most similar output wins for the attacker
         assert entry["worst"]["attacker"] == strongest
@@ -204,22 +208,40 @@ def test_leaderboard_has_a_row_per_budget_with_intervals(sweep_report, sweep_run
         assert entry["mean"]["value"] == pytest.approx(mine["value"].mean())
     # CPU memory: saved bytes per step and working memory, never the lifetime peak RSS.
     assert board["memory_labels"] == ["saved / step", "working memory"]
-    photoguard8 = board["rows"][4]
+    photoguard8 = next(r for r in board["rows"] if r["name"] == "photoguard (eps=8)")
     assert photoguard8["memory_bytes"] == [3 * 8 * 2**20 / 4, 3 * 8 * 2**20]
 
 
-def test_unseparated_differences_are_marked(sweep_report):
+def test_unseparated_differences_are_marked(sweep_report, sweep_run):
+    """≈ follows the paired test: exact Wilcoxon on per-image differences against the best, Holm-corrected."""
+    scipy_stats = pytest.importorskip("scipy.stats")
     _, data = sweep_report
-    rows = data["leaderboard"]["rows"][1:]
-    for column in range(len(rows[0]["attacks"])):
-        cells = [row["attacks"][column] for row in rows]
-        best = [c for c in cells if "best" in c["css"]]
+    board = data["leaderboard"]
+    rows = load_run(sweep_run).rows
+    strength = rows[(rows["pair"] == "attack_vs_clean_attack") & (rows["metric"] == board["strength_metric"])]
+    entries = board["rows"][1:]
+    for column, name in enumerate(board["attack_columns"]):
+        setting = name.partition("@")[2]
+        cells = [row["attacks"][column] for row in entries]
+        best = [i for i, c in enumerate(cells) if "best" in c["css"]]
         assert len(best) == 1
-        for cell in cells:
-            if cell is best[0]:
-                continue
-            overlaps = cell["low"] <= best[0]["high"] and best[0]["low"] <= cell["high"]
-            assert (cell["mark"] == "≈") == overlaps
+
+        def per_image(entry, setting=setting):
+            mine = strength[
+                (strength["protection"] == entry["protection"])
+                & (strength["protection_setting"] == entry["setting"])
+                & (strength["setting"] == setting)
+            ]
+            return mine.groupby("image")["value"].mean()
+
+        reference = per_image(entries[best[0]])
+        others = [i for i in range(len(cells)) if i != best[0]]
+        raw = [scipy_stats.wilcoxon(per_image(entries[i]) - reference, method="exact").pvalue for i in others]
+        holm = sorted(raw)
+        adjusted = {p: max(min(1, (len(raw) - k) * q) for k, q in enumerate(holm[: holm.index(p) + 1])) for p in raw}
+        for index, p in zip(others, raw):
+            assert cells[index]["p_holm"] == pytest.approx(adjusted[p])
+            assert (cells[index]["mark"] == "≈") == (adjusted[p] >= 0.05)
 
 
 def test_the_attacker_pool_changes_the_worst_case(sweep_run):
@@ -244,7 +266,12 @@ def test_report_shows_curves_categories_and_transfer(sweep_report):
     assert len(board["categories"]["rows"]) == 4
     transfer = board["transfer"]
     assert transfer["protect_models"] == ["toy"] and transfer["attack_models"] == ["tiny-random", "toy"]
-    assert all(cell["n"] == 4 for matrix in transfer["matrices"] for row in matrix["rows"] for cell in row["cells"])
+    assert all(
+        (cell["n"], cell["rows"]) == (2, 4)  # 2 images, each with 2 seeds
+        for matrix in transfer["matrices"]
+        for row in matrix["rows"]
+        for cell in row["cells"]
+    )
     raw = report.read_text(encoding="utf-8")
     for anchor in ('id="leaderboard"', 'id="categories"', 'id="transfer"', '<details class="grids">'):
         assert anchor in raw
@@ -255,7 +282,8 @@ def test_report_shows_curves_categories_and_transfer(sweep_report):
     assert set(groups) == {"none", "noise (eps=4)", "noise (eps=8)", "photoguard (eps=4)", "photoguard (eps=8)"}
     ssim = [c["metric"] for c in data["summary"]["strength_columns"]].index("ssim")
     worst = groups["photoguard (eps=8)"]["worst_case"][ssim]
-    assert worst["attacker"] == board["rows"][4]["worst"]["attacker"] and worst["attacker"] in worst["text"]
+    photoguard8 = next(r for r in board["rows"] if r["name"] == "photoguard (eps=8)")
+    assert worst["attacker"] == photoguard8["worst"]["attacker"] and worst["attacker"] in worst["text"]
 
 
 def test_bench_report_attacker_pool_flag(sweep_run, tmp_path):
@@ -387,7 +415,7 @@ def test_transfer_to_one_other_model_is_a_one_cell_matrix(tmp_path):
     rows.to_csv(run_dir / "rows.csv", index=False)
     transfer = leaderboard(load_run(run_dir))["transfer"]
     assert transfer["protect_models"] == ["toy"] and transfer["attack_models"] == ["tiny-random"]
-    assert all(len(m["rows"]) == 1 and m["rows"][0]["cells"][0]["n"] == 4 for m in transfer["matrices"])
+    assert all(len(m["rows"]) == 1 and m["rows"][0]["cells"][0]["n"] == 2 for m in transfer["matrices"])
 
 
 def test_many_attackers_fold_into_one_column_per_attack():

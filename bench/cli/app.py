@@ -98,8 +98,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    # Help text is plain text: with rich markup on, "[default: all]" in a help string is read as a
-    # style tag and silently dropped, which hid every default given in words (--eps, --steps).
+    # Help text is plain text: with rich markup, "[compare]", "cloakbench[ray]" and "[default: all]"
+    # in a help string were read as style tags and vanished (#27). Errors still use markup (console.print).
     rich_markup_mode=None,
 )
 

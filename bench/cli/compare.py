@@ -24,6 +24,23 @@ from cloakbench.core.config import parse_int_list
 DEFAULT_MODEL = "toy"
 
 
+def _print_leaderboard(run_dir: Path, attacker_pool: str | None) -> None:
+    """The run's leaderboard as a terminal table (the report's first screen, bench/cli/results.py)."""
+    from cloakbench.bench.cli.report import parse_pool
+    from cloakbench.bench.cli.results import leaderboard_table
+    from cloakbench.reports.leaderboard import leaderboard
+    from cloakbench.reports.run import RunFolderError, load_run
+
+    try:
+        run = load_run(run_dir)
+        board = leaderboard(run, parse_pool(attacker_pool))
+    except (RunFolderError, ValueError) as error:  # no rows yet (every cell failed): say so, do not crash
+        console.print(f"no leaderboard: {error}", highlight=False, markup=False)
+        return
+    if board["rows"]:
+        console.print(leaderboard_table(board, quick=run.quick))
+
+
 @app.command()
 def compare(
     methods: str | None = typer.Option(
@@ -103,9 +120,13 @@ def compare(
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
     force: bool = typer.Option(False, "--force", help="Accept a changed plan for an existing run folder."),
     cell_timeout: float | None = typer.Option(
-        None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout)."
+        None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout). [default: no limit]"
     ),
-    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="Inpainting masks, matched by image name."),
+    mask_dir: Path | None = typer.Option(
+        None,
+        "--mask-dir",
+        help="Inpainting masks, matched by image name. [default: the dataset's own masks, else the inpaint attack's mask setting]",
+    ),
     allow_pickle: bool = typer.Option(
         False,
         "--allow-pickle",
@@ -122,7 +143,8 @@ def compare(
     threads: int | None = typer.Option(
         None,
         "--threads",
-        help="CPU threads for torch (on a shared machine, fewer threads than cores avoids oversubscription).",
+        help="CPU threads for torch (on a shared machine, fewer threads than cores avoids oversubscription). "
+        "[default: torch's own (all cores) in this process; 1 per worker]",
     ),
     executor: str = typer.Option(
         "serial",
@@ -274,6 +296,7 @@ def compare(
     for skipped in summary.skipped:
         console.print(f"  skipped {skipped.reason}", highlight=False, markup=False)
     console.print(f"rows: {summary.rows_csv}", highlight=False)
+    _print_leaderboard(spec.out, attacker_pool)
     if summary.report:
         console.print(f"report: {summary.report}", highlight=False)
     if summary.failed:  # exit status 1: the rows are kept, the failed cells named

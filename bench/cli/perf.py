@@ -207,7 +207,9 @@ def perf(
         None, "--tolerance", help="Baseline tolerances, e.g. time=0.35,memory=0.3,saved=0.02."
     ),
     note: str = typer.Option("", "--note", help="A note stored with --write-baseline (e.g. 'shared 2-core CPU')."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Seconds before one configuration is marked failed."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Seconds before one configuration is marked failed. [default: no limit]"
+    ),
     isolation: str = typer.Option(
         "auto",
         "--isolation",

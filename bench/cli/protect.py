@@ -354,7 +354,7 @@ def protect(
         None,
         "--threads",
         min=1,
-        help="CPU threads for torch (on a shared machine, fewer than the cores). [default: torch's own]",
+        help="CPU threads for torch (on a shared machine, fewer than the cores). [default: torch's own, all cores]",
         show_default=False,
     ),
 ) -> None:

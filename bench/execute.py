@@ -46,7 +46,7 @@ from cloakbench.core.io import write_atomic
 from cloakbench.core.ldm import LDM
 from cloakbench.core.schema import Pair, Row
 from cloakbench.core.zoo import load_model
-from cloakbench.metrics import MetricUnavailable
+from cloakbench.metrics import MetricUnavailable, masked
 from cloakbench.metrics.analysis import encoder_analysis
 
 log = logging.getLogger(__name__)
@@ -398,6 +398,8 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
             context.setting = setting
             output = attacker(images, model, generator=workspace.generator(cell.seed), context=context)
             outputs.append((setting, quantize_8bit(output.detach().float().cpu())))
+    region = attacker.acted_region(images, context)  # where the attack made the output (None: everywhere)
+    region = region.detach().float().cpu() if region is not None else None
     run = workspace.spec.out.name
     base_cell = base_row(cell, run, workspace.spec.model)
     if cell.scope == "image":
@@ -439,7 +441,7 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         else:
             rows += metric_rows(workspace, base, reference_pair, output, references)
         if cell.protection != NO_PROTECTION:
-            rows += metric_rows(workspace, base, Pair.ATTACK_VS_CLEAN_ATTACK, output, twins[index])
+            rows += strength_rows(workspace, base, output, twins[index], region)
     for step, loss in enumerate(context.notes.get("loss_trace", [])):
         rows.append(
             {
@@ -454,6 +456,20 @@ def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[R
         )
     rows += cost_rows(base_cell, record)
     return artifacts, rows
+
+
+def strength_rows(
+    workspace: Workspace, base: dict, output: torch.Tensor, twin: torch.Tensor, region: torch.Tensor | None
+) -> list[Row]:
+    """The attack's output against its clean twin's: on the region the attack acted on when it declares
+    one (inpainting; the whole image then as ``<metric>-whole``, metrics/masked.py), else on the image."""
+    whole = metric_rows(workspace, base, Pair.ATTACK_VS_CLEAN_ATTACK, output, twin)
+    if region is None:
+        return whole
+    rows = [{**row, "metric": masked.whole_image_name(row["metric"])} for row in whole]
+    for region_output, region_twin in masked.region_pair(output, twin, region):
+        rows += metric_rows(workspace, base, Pair.ATTACK_VS_CLEAN_ATTACK, region_output, region_twin)
+    return rows
 
 
 def nearest_rows(workspace: Workspace, base: dict, generation: torch.Tensor, concept: torch.Tensor) -> list[Row]:

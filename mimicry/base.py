@@ -106,6 +106,11 @@ class Mimicry(Component):
         """The settings this attack sweeps (strings for the ``setting`` column)."""
         return [""]
 
+    def acted_region(self, images: torch.Tensor, context: AttackContext) -> torch.Tensor | None:
+        """``(N, 1, H, W)``, 1 where the attack made the output (its strength is measured there,
+        metrics/masked.py), or ``None``: the attack made the whole image."""
+        return None
+
     def check_available(self) -> None:
         """Raise :class:`AttackUnavailable` if this attack cannot run here (checked before any work)."""
 

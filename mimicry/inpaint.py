@@ -198,7 +198,8 @@ class Inpaint(Mimicry):
     The prompt is ``context.prompt``.
     """
 
-    version = 1
+    # 2: strength rows on the repainted region (metrics/masked.py); the outputs are unchanged.
+    version = 2
 
     @dataclass(frozen=True)
     class Config:
@@ -208,6 +209,11 @@ class Inpaint(Mimicry):
         strength: float = bounded(1.0, 0, 1, low_open=True)
         box: float = bounded(0.5, 0, 1, low_open=True)
         ellipse: tuple[float, float] = bounded((0.6, 0.8), 0, 1, low_open=True)
+
+    def acted_region(self, images: torch.Tensor, context: AttackContext) -> torch.Tensor:
+        """The repainted region: kept pixels are pasted back from the input (the protected image), so
+        strength is measured on the mask's box, the whole image as ``<metric>-whole`` (#27)."""
+        return self.masks(images, context)
 
     def masks(self, images: torch.Tensor, context: AttackContext) -> torch.Tensor:
         """The ``(N, 1, H, W)`` masks this call uses (1 = repaint)."""

@@ -54,3 +54,44 @@ def test_the_region_is_the_mask_box():
     with pytest.raises(ValueError, match="repaints no pixel"):
         mask_box(torch.zeros(1, 64, 64))
     assert whole_image_name("ssim") == "ssim-whole"
+
+
+def test_a_compare_run_measures_inpainting_on_its_region_and_keeps_the_whole_image_as_a_second_metric(tmp_path):
+    """Through the harness (bench/execute.py strength_rows): inpainting's strength rows are the region's,
+    under the metric's name, and the whole image's under ``<metric>-whole``; SDEdit keeps one name."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from cloakbench.bench.compare import run_compare
+    from cloakbench.bench.spec import CompareSpec
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in (1, 2):
+        coarse = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((64, 64), Image.Resampling.BILINEAR).save(folder / f"{seed}.png")
+    summary = run_compare(
+        CompareSpec(
+            images=[str(folder)],
+            methods="noise",
+            attacks="inpaint,sdedit",
+            metrics="psnr",
+            model="tiny-random",
+            quick=True,
+            out=tmp_path / "run",
+            write_report=False,
+        )
+    )
+    assert summary.failed == 0
+    with open(summary.rows_csv, newline="") as handle:
+        rows = [
+            r for r in csv.DictReader(handle) if r["pair"] == "attack_vs_clean_attack" and r["protection"] == "noise"
+        ]
+    by_attack = {(r["mimicry"], r["metric"]) for r in rows}
+    assert {("inpaint", "psnr"), ("inpaint", "psnr-whole"), ("sdedit", "psnr")} <= by_attack
+    assert ("sdedit", "psnr-whole") not in by_attack
+    region = [float(r["value"]) for r in rows if (r["mimicry"], r["metric"]) == ("inpaint", "psnr")]
+    whole = [float(r["value"]) for r in rows if (r["mimicry"], r["metric"]) == ("inpaint", "psnr-whole")]
+    assert len(region) == len(whole) == 2 and region != whole

@@ -49,7 +49,7 @@ from cloakbench.core.registry import Registry
 NEEDS = frozenset({"diffusion_noise", "prompt", "target", "clean_target"})
 #: What reference mode may add to a step; see the module docstring.
 REFERENCE_COSTS = ("trainable_unet", "target_encode", "target_forward", "image_forward")
-#: What a protection is, declared by its class (``family = "sds"``): the listing, the demo and the
+#: What a protection is, declared by its class (``family = "sds"``): the demo's list and the
 #: reference-cost model read it, so no list of names elsewhere needs a new method added to it.
 FAMILIES = {
     "baseline": "no perturbation, or random noise of the same budget: the reference points",

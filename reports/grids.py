@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cloakbench.core.schema import PER_IMAGE_ATTACK_PAIRS
+from cloakbench.core.schema import PER_IMAGE_ATTACK_PAIRS, Pair
 from cloakbench.reports.leaderboard import budgets
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label
 
@@ -117,7 +117,7 @@ class ImageLookup:
             keep &= rows["run_seed"].isin([self.run_seed, ""])
         self.rows = rows[keep]
         # Images that were protected one by one (not the "concept" pseudo-image of set attacks).
-        self.images = set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"])
+        self.images = set(run.rows[run.rows["pair"] == Pair.PROTECTED_VS_CLEAN.value]["image"])
         self._pixels: dict[str, tuple[np.ndarray | None, str]] = {}
         self._uris: dict[str, str] = {}
 
@@ -130,12 +130,14 @@ class ImageLookup:
     def clean(self, image: str) -> str:
         rows = self.rows
         base = (rows["image"] == image) & (rows["protection"] == NO_PROTECTION) & (rows["attack"] == "")
-        return self._first(base & (rows["pair"] == "protected_vs_clean")) or self._first(base)
+        return self._first(base & (rows["pair"] == Pair.PROTECTED_VS_CLEAN.value)) or self._first(base)
 
     def protected(self, image: str, protection: str, budget: str | None = None) -> str:
         rows = self.rows
         selection = (
-            (rows["image"] == image) & (rows["protection"] == protection) & (rows["pair"] == "protected_vs_clean")
+            (rows["image"] == image)
+            & (rows["protection"] == protection)
+            & (rows["pair"] == Pair.PROTECTED_VS_CLEAN.value)
         )
         if budget is not None:
             selection &= rows["protection_setting"] == budget

@@ -36,13 +36,14 @@ from typing import Any
 
 import pandas as pd
 
+from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports import palette, stats
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
 from cloakbench.reports.stats import EMPTY, Estimate, bootstrap, cluster_bootstrap, mean_over_groups
 
-STRENGTH_PAIR = "attack_vs_clean_attack"
-IMPERCEPTIBILITY_PAIR = "protected_vs_clean"
+STRENGTH_PAIR = Pair.ATTACK_VS_CLEAN_ATTACK.value
+IMPERCEPTIBILITY_PAIR = Pair.PROTECTED_VS_CLEAN.value
 STRENGTH_PREFERENCE = ("lpips", "clip-sim", "ssim", "psnr")
 IMPERCEPTIBILITY_PREFERENCE = ("psnr", "lpips", "ssim")
 IMPERCEPTIBILITY_LEADER_COLUMNS = 2
@@ -269,7 +270,7 @@ def mark_column(
 
 def memory_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
     """``(metric, label)`` of the memory figures that differ between protections, as measured in this run."""
-    cost = _ok(rows[rows["pair"] == "cost"])
+    cost = _ok(rows[rows["pair"] == Pair.COST.value])
     cuda = cost[cost["metric"] == CUDA_PEAK_METRIC]
     if (cuda["value"] > 0).any():
         return [(CUDA_PEAK_METRIC, "CUDA peak")]
@@ -283,7 +284,7 @@ def memory_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
 
 def cost_cells(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> dict[str, Any]:
     """Protect time per image (mean over protect cells) and the largest of each memory figure."""
-    cost = _ok(rows[(rows["pair"] == "cost") & (rows["attack"] == "")])
+    cost = _ok(rows[(rows["pair"] == Pair.COST.value) & (rows["attack"] == "")])
     wall = cost[cost["metric"] == "wall_s"]["value"]
     time_cell = (
         {"text": fmt.seconds(float(wall.mean())), "title": f"mean over {len(wall)} protect cell(s)"}

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.core.images import write_atomic
-from cloakbench.core.schema import COLUMNS
+from cloakbench.core.schema import COLUMNS, Pair
 from cloakbench.reports.run import Run, RunFolderError, load_run
 
 logger = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
     runs = [load_run(path) for path in paths]
     _check_metrics(runs)
     _check_methods(runs)
-    images = [set(run.rows[run.rows["pair"] == "protected_vs_clean"]["image"]) - {""} for run in runs]
+    images = [set(run.rows[run.rows["pair"] == Pair.PROTECTED_VS_CLEAN.value]["image"]) - {""} for run in runs]
     if all(images) and not set.intersection(*images):
         raise IncomparableRuns(
             "cannot merge "

@@ -22,13 +22,14 @@ from typing import Any
 
 import pandas as pd
 
+from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports.leaderboard import NO_PROTECTION, budget_rows, budgets, cell, estimate, mark_column
 from cloakbench.reports.run import Run, shorten_paths
 
-PROTECTED_PAIR = "protected"
-GENERATIONS_PAIR = "generations"
-IDENTITY_PAIR = "generations_vs_concept"
+PROTECTED_PAIR = Pair.PROTECTED.value
+GENERATIONS_PAIR = Pair.GENERATIONS.value
+IDENTITY_PAIR = Pair.GENERATIONS_VS_CONCEPT.value
 #: The no-reference and identity metrics, in display order, with the pair each is read from.
 GENERATION_METRICS = (("brisque", GENERATIONS_PAIR), ("fdfr", GENERATIONS_PAIR), ("ism", IDENTITY_PAIR))
 FINETUNING_ATTACKS = ("lora", "dreambooth")

@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # no display, and no GUI backend picked up from the envir
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports import palette
 from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case
@@ -192,7 +193,7 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
 
 def cost_bars(run: Run) -> Plot | None:
     rows = run.rows
-    cost = _ok(rows[(rows["pair"] == "cost") & (rows["attack"] == "")])
+    cost = _ok(rows[(rows["pair"] == Pair.COST.value) & (rows["attack"] == "")])
     if cost.empty:
         return None
     memory, memory_label = memory_metric(rows)
@@ -307,7 +308,7 @@ def setting_curves(run: Run) -> Plot | None:
 
 def amplification(run: Run) -> Plot | None:
     rows = run.rows
-    values = _ok(rows[(rows["pair"] == "analysis") & (rows["metric"] == "amplification")])
+    values = _ok(rows[(rows["pair"] == Pair.ANALYSIS.value) & (rows["metric"] == "amplification")])
     if values.empty:
         return None
     protections = [p for p in run.protections() if (values["protection"] == p).any()]

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports.leaderboard import (
     CUDA_PEAK_METRIC,
+    IMPERCEPTIBILITY_PAIR,
+    STRENGTH_PAIR,
     Attacker,
     attackers,
     budget_rows,
@@ -30,10 +33,8 @@ from cloakbench.reports.leaderboard import (
 from cloakbench.reports.run import NO_PROTECTION, Run, attack_label, shorten_paths
 from cloakbench.reports.stats import per_image_means
 
-STRENGTH_PAIR = "attack_vs_clean_attack"
-VERSUS_CLEAN_PAIR = "attack_vs_clean"
-GENERATION_PAIR = "generations_vs_concept"
-IMPERCEPTIBILITY_PAIR = "protected_vs_clean"
+VERSUS_CLEAN_PAIR = Pair.ATTACK_VS_CLEAN.value
+GENERATION_PAIR = Pair.GENERATIONS_VS_CONCEPT.value
 PREFERRED_ORDER = ("psnr", "ssim", "ms-ssim", "lpips", "clip-sim", "linf", "l2", "fid", "kid")
 IMPERCEPTIBILITY_METRICS = ("psnr", "ssim", "lpips", "linf")
 MAX_OVER_IMAGES = {"linf"}
@@ -148,7 +149,7 @@ def _cost_rows(rows: pd.DataFrame, protection: str, attack: str | None, setting:
     The runner times an attack once for all its settings (cost rows with an empty setting);
     per-setting cost rows are used when they exist.
     """
-    cost = rows[(rows["pair"] == "cost") & (rows["protection"] == protection)]
+    cost = rows[(rows["pair"] == Pair.COST.value) & (rows["protection"] == protection)]
     if attack is None:
         return cost[cost["attack"] == ""]
     cost = cost[cost["attack"] == attack]

@@ -20,6 +20,7 @@ REGISTRY_WIDE = [
     "tests/test_golden_slices.py",
     "tests/test_robustness_ranges.py",
     "tests/test_demo_target.py",
+    "tests/test_listing.py",
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cloakbench.bench.profiling import parameter_storages, profile_phase, release_free_memory, warm_up
-from cloakbench.core.models import load_model
+from cloakbench.core.zoo import load_model
 from cloakbench.protections import PROTECTIONS
 
 pytestmark = [

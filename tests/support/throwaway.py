@@ -36,6 +36,7 @@ class Throwaway(PGDProtection):
 
     Config = ThrowawayConfig
     family = "encoder"
+    plain = "Pulls the picture's encoding towards nothing, so an editing model sees a blank."
     version = 1
 
     def direction(self, state, adversarial, draws):

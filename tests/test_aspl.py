@@ -143,9 +143,9 @@ def test_surrogate_batch_is_the_references(name, instances, tiny_model, clean8, 
     seen = []
     real = finetuning.encode_prompts
 
-    def spy(tokenizer, text_encoder, prompts, device, dtype):
+    def spy(tokenizer, text_encoder, prompts, device, dtype, **kwargs):
         seen.append(list(prompts))
-        return real(tokenizer, text_encoder, prompts, device, dtype)
+        return real(tokenizer, text_encoder, prompts, device, dtype, **kwargs)
 
     monkeypatch.setattr(finetuning, "encode_prompts", spy)
     protection = PROTECTIONS.get(name).from_overrides({**QUICK[name], "num_class_images": "2"})
@@ -213,9 +213,10 @@ def test_a_missing_reference_set_is_one_sentence(tmp_path):
 
 def test_the_instance_prompt_is_not_the_images_caption():
     """bench compare conditions a ``prompt`` setting on each image's caption; the instance prompt keeps "sks"."""
-    from cloakbench.bench.plan import protection_for_image
+    from cloakbench.bench.plan import adapted, protection_adaptation
 
     protection = PROTECTIONS.get("aspl")()
-    assert protection_for_image(protection, "a photo of a lighthouse").config.instance_prompt == (
+    assert protection_adaptation(protection, "a photo of a lighthouse") == ()  # no `prompt` setting to condition
+    assert adapted(protection, protection_adaptation(protection, "a photo of a lighthouse")).config.instance_prompt == (
         "a photo of sks person"
     )

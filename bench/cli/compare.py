@@ -170,7 +170,7 @@ def compare(
 
         torch.set_num_threads(max(1, threads))
     try:
-        file = read_config(config, "compare")
+        file = read_config(config, "compare", flags=compare)
         parse_cell_timeout(pick(cell_timeout, file, "cell_timeout", None))  # refused before any work
         check_device(pick(device, file, "device", "cpu"))  # a GPU that is not there: one sentence, no cell run
         spec = CompareSpec(
@@ -187,7 +187,7 @@ def compare(
             quick=quick or bool(file.get("quick", False)),
             force=force,
             overrides=with_reference_set(
-                merged_overrides(file, set_items or []), reference_set or file.get("reference_set")
+                merged_overrides(file, set_items or [], config), reference_set or file.get("reference_set")
             ),
             sweeps=merged_sweeps(file, sweep_items or []),
             seeds=parse_int_list(pick(seeds, file, "seeds", None), "--seeds"),

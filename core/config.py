@@ -60,8 +60,25 @@ def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
         return text
     if origin in (tuple, list):
         item = args[0] if args else str
-        return tuple(_parse_scalar(p.strip(), item, where) for p in text.split(",") if p.strip())
+        values = tuple(_parse_scalar(p.strip(), item, where) for p in text.split(",") if p.strip())
+        return check_list(values, where)
     return _parse_scalar(text, annotation, where)
+
+
+def check_list(values: tuple, where: str) -> tuple:
+    """A list setting given by the user: at least one value, each once.
+
+    An empty list (``--set sdedit.strengths=``) would fail every cell late, and a repeated value
+    (``strengths=0.3,0.3``) would make two rows of one cell; both are refused here.
+    """
+    if not values:
+        raise ConfigError(f"{where}: no value given; give at least one, e.g. {where.rsplit('.', 1)[-1]}=0.3")
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{where}: {value!r} is given twice; list each value once")
+        seen.add(value)
+    return values
 
 
 def describe_type(annotation: Any) -> str:
@@ -103,9 +120,10 @@ def check_typed(value: Any, annotation: Any, where: str) -> Any:
             raise bad
         item = args[0] if args else Any
         try:
-            return tuple(check_typed(v, item, where) for v in value)
+            values = tuple(check_typed(v, item, where) for v in value)
         except ConfigError:
             raise bad from None
+        return check_list(values, where)
     if annotation is bool:
         if not isinstance(value, bool):
             raise bad
@@ -315,9 +333,24 @@ def qualify_overrides(
     return resolved
 
 
-def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> list[int]:
+#: The seeds a torch generator takes (``torch.Generator.manual_seed``: a signed or unsigned 64-bit
+#: integer); a run seed seeds the model's random weights, so one outside this range is refused by name.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(value: Any, option: str) -> int:
+    """A run seed (``--seed``): a whole number in :data:`SEED_RANGE`, else one :class:`ConfigError` naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{option} {value!r}: expected a whole number, e.g. 0")
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        raise ConfigError(f"{option} {value}: a torch generator takes seeds from {low} to {high}; give a smaller seed")
+    return value
+
+
+def parse_int_list(text: Any, option: str, *, minimum: int | None = None, maximum: int | None = None) -> list[int]:
     """``"0,1,2"`` (or a TOML list of integers) -> ``[0, 1, 2]``; anything else is one :class:`ConfigError`
-    naming ``option`` (e.g. ``--seeds``). ``minimum``: the smallest value allowed. The one number-list
+    naming ``option`` (e.g. ``--seeds``). ``minimum``/``maximum``: the values allowed; an empty list is refused. The one number-list
     parser of every option (``--seeds``, ``bench perf --resolution/--batch``).
 
     >>> parse_int_list("0, 1,2", "--seeds")
@@ -334,6 +367,10 @@ def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> lis
         values = [int(str(item).strip()) for item in items]
     except ValueError:
         raise ConfigError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not values:  # "--seeds ''" would silently run the default seed
+        raise ConfigError(f"{option} {text!r}: no value given; give whole numbers separated by commas, e.g. 0,1,2")
     if minimum is not None and any(v < minimum for v in values):
         raise ConfigError(f"{option} {text!r}: every value must be at least {minimum}")
+    if maximum is not None and any(v > maximum for v in values):
+        raise ConfigError(f"{option} {text!r}: every value must be at most {maximum}")
     return values

@@ -56,6 +56,8 @@ class Mimicry(Component):
     # "image": the attack maps each image to an output; "set": it learns from the whole
     # image set (textual inversion) and returns generations, not one output per image.
     scope: ClassVar[str] = "image"
+    #: Runs on the model's inpainting UNet (``LDM.inpaint_unet``): a model without one is refused in the plan.
+    needs_inpaint_unet: ClassVar[bool] = False
 
     def settings(self) -> list[str]:
         """The settings this attack sweeps (strings for the ``setting`` column)."""
@@ -91,9 +93,13 @@ def expand_all_attacks(default_attack: str = "sdedit") -> list[str]:
 
 def parse_attack_spec(spec: str) -> tuple[list[str], str]:
     """``"jpeg+blur+sdedit"`` -> ``(["jpeg", "blur"], "sdedit")``; every name validated."""
-    parts = [p.strip() for p in spec.split("+") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in spec.split("+")]
+    if not any(parts):
         raise ValueError(f"empty attack spec {spec!r}")
+    if not all(parts):  # "sdedit+" would run SDEdit a second time, labelled as a purification chain
+        raise ValueError(
+            f"--attacks {spec!r}: a name is missing around '+'; write PURIFICATION+ATTACK, e.g. jpeg+sdedit"
+        )
     for part in parts:
         MIMICRY.get(part)
     for part in parts[:-1]:
@@ -112,7 +118,8 @@ def resolve_attacks(spec: str) -> list[str]:
             continue
         expanded = expand_all_attacks() if item == "all" else [item]
         for one in expanded:
-            parse_attack_spec(one)
+            purifications, attack = parse_attack_spec(one)
+            one = "+".join([*purifications, attack])  # "jpeg + sdedit" is "jpeg+sdedit": one chain, one label
             if one not in specs:
                 specs.append(one)
     if not specs:

@@ -199,6 +199,7 @@ class Inpaint(Mimicry):
     """
 
     version = 1
+    needs_inpaint_unet = True
 
     @dataclass(frozen=True)
     class Config:

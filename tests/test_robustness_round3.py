@@ -110,3 +110,93 @@ def test_config_attacks_as_a_list_is_a_comma_list(tmp_path):
     config = tmp_path / "exp.toml"
     config.write_text('[compare]\nattacks = ["sdedit", "sdeditt"]\n')
     assert_refused(compare(tmp_path, "--config", config), "sdeditt", "did you mean")
+
+
+# -- 2. sweeps, seeds, --set, attacks ------------------------------------------------------------
+def one_image(tmp_path):
+    return picture(tmp_path / "in" / "a.png").parent
+
+
+def test_repeated_sweep_of_one_field_is_refused(tmp_path):
+    result = compare(
+        tmp_path, "--images", one_image(tmp_path), "--methods", "none,noise",
+        "--sweep", "protection:noise.eps=4", "--sweep", "protection:noise.eps=8",
+    )  # fmt: skip
+    assert_refused(result, "--sweep protection:noise.eps is given twice", "protection:noise.eps=4,8")
+
+
+def test_a_plan_of_100000_cells_is_refused_without_yes(tmp_path):
+    eps = ",".join(str(v) for v in range(1, 201))  # 201 protections x (protect + sdedit) = 402 cells per seed
+    seeds = ",".join(str(s) for s in range(250))  # x 250 seeds = 100,500 cells
+    result = compare(
+        tmp_path, "--images", one_image(tmp_path), "--methods", "none,noise", "--attacks", "sdedit",
+        "--sweep", f"protection:noise.eps={eps}", "--seeds", seeds,
+    )  # fmt: skip
+    assert_refused(result, "this plan has 100,500 cells", "pass --yes or narrow it")
+    assert not (tmp_path / "run").exists()
+
+
+def test_count_cells_is_the_number_of_cells_the_plan_makes(tmp_path):
+    from cloakbench.bench.plan import Components, build_plan, count_cells
+    from cloakbench.bench.spec import CompareSpec
+    from cloakbench.core.datasets import load_dataset
+    from cloakbench.core.zoo import model_facts
+
+    picture(tmp_path / "in" / "b.png", seed=3)
+    spec = CompareSpec(
+        images=[str(one_image(tmp_path))], methods="none,noise", attacks="sdedit,jpeg+sdedit,textual-inversion",
+        model="tiny-random", seeds=[0, 1], sweeps={"protection:noise": {"eps": "4,8"}}, shard=(0, 1),
+    )  # fmt: skip
+    facts = model_facts("tiny-random")
+    intake = load_dataset(spec.images, facts.resolution)
+    components = Components.from_spec(spec)
+    assert count_cells(spec, components, intake) == len(build_plan(spec, components, facts, intake).cells) > 0
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+def test_seed_beyond_a_torch_generator_is_named(tmp_path, seed):
+    assert_refused(compare(tmp_path, "--seed", seed), f"--seed {seed}", "a torch generator takes seeds")
+
+
+def test_seeds_beyond_a_torch_generator_are_named(tmp_path):
+    assert_refused(compare(tmp_path, "--seeds", f"0,{2**64}"), "--seeds", "at most 18446744073709551615")
+
+
+def test_empty_seeds_are_refused(tmp_path):
+    assert_refused(compare(tmp_path, "--seeds", ""), "--seeds ''", "no value given")
+
+
+def test_empty_list_setting_is_refused(tmp_path):
+    assert_refused(compare(tmp_path, "--set", "sdedit.strengths="), "sdedit.strengths", "no value given")
+
+
+def test_duplicate_values_of_a_list_setting_are_refused(tmp_path):
+    assert_refused(compare(tmp_path, "--set", "sdedit.strengths=0.3,0.3"), "sdedit.strengths", "0.3 is given twice")
+
+
+def test_duplicate_values_in_a_config_list_are_refused(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("[set.sdedit]\nstrengths = [0.3, 0.3]\n")
+    assert_refused(compare(tmp_path, "--config", config), "exp.toml", "0.3 is given twice")
+
+
+@pytest.mark.parametrize("attacks", ["sdedit+", "+sdedit", "jpeg++sdedit"])
+def test_attack_chain_with_an_empty_name_is_refused(tmp_path, attacks):
+    assert_refused(compare(tmp_path, "--attacks", attacks), f"--attacks {attacks!r}", "a name is missing around '+'")
+
+
+def test_spaced_attack_chain_is_one_chain():
+    from cloakbench.mimicry.base import resolve_attacks
+
+    assert resolve_attacks("jpeg + sdedit,jpeg+sdedit") == ["jpeg+sdedit"]
+
+
+@pytest.mark.parametrize("timeout", ["1e12", "inf", "0"])
+def test_cell_timeout_out_of_range_names_its_range(tmp_path, timeout):
+    assert_refused(compare(tmp_path, "--cell-timeout", timeout), "--cell-timeout", "(0, 31536000]")
+
+
+def test_attack_model_without_an_inpainting_unet_is_refused_in_the_plan(tmp_path):
+    result = compare(tmp_path, "--images", one_image(tmp_path), "--attacks", "inpaint", "--attack-model", "toy-b")
+    assert_refused(result, "--attacks inpaint needs an inpainting UNet", "model toy-b has none", "--attack-model")
+    assert not (tmp_path / "run").exists()

@@ -201,6 +201,11 @@ def pick(flag: Any, config: dict, key: str, default: Any) -> Any:
     return config.get(key, default)
 
 
+#: The longest ``--cell-timeout``: a year. Longer is no timeout, and a deadline past the clock's range
+#: (``--cell-timeout 1e12``) failed every cell with "timestamp out of range".
+MAX_CELL_TIMEOUT_S = 365 * 24 * 3600
+
+
 def parse_cell_timeout(value: Any) -> float | None:
     """``--cell-timeout`` (or ``cell_timeout`` in the file): seconds, finite and > 0, or ``None``."""
     if value is None:
@@ -211,8 +216,10 @@ def parse_cell_timeout(value: Any) -> float | None:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"--cell-timeout {value!r}: expected a number of seconds, e.g. 600") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"--cell-timeout {value!r}: expected a finite number of seconds greater than 0, e.g. 600")
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_CELL_TIMEOUT_S:
+        raise ConfigError(
+            f"--cell-timeout {value!r}: expected seconds in (0, {MAX_CELL_TIMEOUT_S}] (at most a year), e.g. 600"
+        )
     return seconds
 
 

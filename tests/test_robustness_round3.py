@@ -200,3 +200,106 @@ def test_attack_model_without_an_inpainting_unet_is_refused_in_the_plan(tmp_path
     result = compare(tmp_path, "--images", one_image(tmp_path), "--attacks", "inpaint", "--attack-model", "toy-b")
     assert_refused(result, "--attacks inpaint needs an inpainting UNet", "model toy-b has none", "--attack-model")
     assert not (tmp_path / "run").exists()
+
+
+# -- 3. executors --------------------------------------------------------------------------------
+def fake_tasks(count: int):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(cell=SimpleNamespace(model="m", protection_key=f"p{i}", key=f"k{i}")) for i in range(count)]
+
+
+def test_local_workers_are_capped_at_the_cells_and_the_cores_and_it_is_said(monkeypatch):
+    from cloakbench.bench import executors
+    from cloakbench.bench.spec import CompareSpec
+
+    monkeypatch.setattr(executors, "available_cores", lambda: 4)
+    pool = executors.LocalPoolExecutor(CompareSpec(), None, None, workers=64, threads=1)
+    assert pool.pool_size(3) == 3 and pool.pool_size(100) == 4
+    assert executors.LocalPoolExecutor(CompareSpec(), None, None, workers=64, threads=2).pool_size(100) == 2
+    spawned = []
+    monkeypatch.setattr(pool, "_spawn", lambda: spawned.append(1))
+    events = pool.run(fake_tasks(3))
+    note = next(events)  # said before any worker starts
+    assert isinstance(note, executors.WorkerNote) and note.info["state"] == "capped", note
+    assert "--workers 64: starting 3 worker(s), for 3 cell(s) to run on 4 core(s)" in note.info["message"]
+    assert not spawned
+    events.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_ray_address_with_nothing_listening_is_one_sentence(tmp_path):
+    port = free_port()
+    result = compare(tmp_path, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}")
+    assert_refused(result, f"--ray-address 127.0.0.1:{port}", "no Ray cluster answers there", "ray start --head")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ray_address_that_is_no_address_is_refused(tmp_path):
+    assert_refused(compare(tmp_path, "--executor", "ray", "--ray-address", "headnode"), "expected auto, HOST:PORT")
+
+
+class GoneDriver:
+    """A worker's end of the pipe once the driver is dead: every send breaks, every receive ends."""
+
+    def send(self, message):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def recv(self):
+        raise EOFError
+
+
+@pytest.mark.parametrize("gone_at", ["ready", "recv"])
+def test_a_worker_whose_driver_is_gone_returns_quietly(monkeypatch, gone_at):
+    from cloakbench.bench import executors
+    from cloakbench.bench.spec import CompareSpec
+
+    monkeypatch.setattr(executors.Workspace, "open", staticmethod(lambda spec: object()))
+    monkeypatch.setattr(executors, "_worker_setup", lambda spec, threads: None)
+    connection = GoneDriver()
+    if gone_at == "recv":  # the ready message goes through, then the driver dies
+        sent = []
+        connection.send = sent.append
+    executors._pool_worker_main(connection, CompareSpec().to_dict(), 1, "local-0")
+
+
+def test_an_orphaned_worker_exits_when_its_driver_is_killed(tmp_path):
+    """A driver SIGKILLed (here: os._exit, which runs no cleanup) leaves its worker orphaned; the
+    worker's watch thread notices its parent is gone and exits, silently."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import multiprocessing, os, sys, time\n"
+        "def child(driver):\n"
+        "    from cloakbench.bench.executors import _exit_when_orphaned\n"
+        "    _exit_when_orphaned(driver)\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=child, args=(os.getpid(),))\n"
+        "    p.start(); print(p.pid, flush=True); time.sleep(0.5); os._exit(0)\n"
+    )
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:  # a file, not a pipe: the orphan keeps the pipe open until it exits
+        subprocess.run([sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT, timeout=120, env=os.environ)
+    child = int(log.read_text().split()[0])
+    for _ in range(600):  # the child checks every PARENT_CHECK_S; poll until it is gone (not a timing assertion)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the orphaned worker did not exit")
+    assert "Traceback" not in log.read_text(), log.read_text()

@@ -233,6 +233,8 @@ def compare(
                 elif kind == "start" and task is not None:
                     running[info.get("worker", "main")] = " ".join(f"{v}" for v in info["cell"].values())
                     progress.update(task, current=show_running())
+                elif kind == "worker" and info.get("state") == "capped":
+                    console.print(f"[yellow]{info['message']}[/]", highlight=False)
                 elif kind == "worker" and info.get("state") == "died":
                     running.pop(info["worker"], None)
                     console.print(

@@ -303,3 +303,13 @@ def test_an_orphaned_worker_exits_when_its_driver_is_killed(tmp_path):
         os.kill(child, 9)
         pytest.fail("the orphaned worker did not exit")
     assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_config_comma_list_keys_take_a_string_or_a_list(tmp_path):
+    from cloakbench.bench.cli.compare import compare as compare_command
+    from cloakbench.bench.cli.options import read_config
+
+    config = tmp_path / "exp.toml"
+    config.write_text('[compare]\nattack_models = "toy,toy-b"\nmethods = ["none", "noise"]\nseeds = [0, 1]\n')
+    read = read_config(config, "compare", flags=compare_command)
+    assert (read["attack_models"], read["methods"], read["seeds"]) == ("toy,toy-b", "none,noise", [0, 1])

@@ -133,6 +133,9 @@ def check_config_types(config: dict[str, Any], flags: Callable, path: Path) -> d
             continue
         expected = _flag_type(hints[FILE_KEY_FLAGS.get(key, key)])
         item = COMMA_LIST_KEYS.get(key)
+        if item is not None and isinstance(value, str):  # the comma list a flag takes: "a,b"
+            checked[key] = value
+            continue
         if item is not None and isinstance(value, list):
             check_typed(value, list[item], f"{path}: {key}")  # raises naming the file and key
             checked[key] = value if key == "seeds" else ",".join(value)

@@ -22,14 +22,24 @@ import torch
 
 from cloakbench.bench.execute import CellTask, Outcome, failure_outcome
 from cloakbench.bench.executors import Executor, SerialExecutor, Started, WorkerNote
-from cloakbench.bench.plan import Cell, Components, Plan, build_plan, describe_plan_change, is_widening
+from cloakbench.bench.plan import (
+    PLAN_CELL_LIMIT,
+    Cell,
+    Components,
+    Plan,
+    build_plan,
+    count_cells,
+    describe_plan_change,
+    is_widening,
+    variant_key,
+)
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.bench.store import RunStore, StoreError, network_filesystem
 from cloakbench.core import provenance
 from cloakbench.core.datasets import load_dataset
 from cloakbench.core.images import IntakeResult
 from cloakbench.core.schema import Pair
-from cloakbench.core.zoo import model_facts
+from cloakbench.core.zoo import ModelFacts, model_facts
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +140,31 @@ def with_worker(row: dict, worker: str) -> dict:
     return {**row, "note": f"{row['note']}; {note}" if row.get("note") else note}
 
 
+def check_attack_models(components: Components, attack_facts: dict[str, ModelFacts]) -> None:
+    """Refuse, before any cell, an attack that needs an inpainting UNet on a model without one: every
+    such cell would fail, and a rerun could not help (the model lacks the weights)."""
+    for attack_spec, setting in components.attack_variants:
+        _, attack = components.attacks[variant_key(attack_spec, setting)]
+        if not attack.needs_inpaint_unet:
+            continue
+        for name, facts in attack_facts.items():
+            if not facts.inpaint_unet:
+                raise StoreError(
+                    f"--attacks {attack_spec} needs an inpainting UNet, and model {name} has none (no inpaint_unet/ "
+                    "folder); give an --attack-model that has one, or drop it from --attacks"
+                )
+
+
 def run_compare(
-    spec: CompareSpec, on_event: Event | None = None, executor_factory: ExecutorFactory | None = None
+    spec: CompareSpec,
+    on_event: Event | None = None,
+    executor_factory: ExecutorFactory | None = None,
+    max_cells: int | None = PLAN_CELL_LIMIT,
 ) -> RunSummary:
-    """Plan, (re)run and record a compare grid; returns what happened."""
+    """Plan, (re)run and record a compare grid; returns what happened.
+
+    ``max_cells``: a plan of at least this many cells is refused before it is built (``None``: any size;
+    ``bench compare --yes``)."""
     started = time.perf_counter()
     emit = on_event or (lambda kind, info: None)
     if spec.deterministic:
@@ -145,10 +176,16 @@ def run_compare(
         name: facts if name == spec.model else model_facts(name, seed=spec.seed, allow_pickle=spec.allow_pickle)
         for name in spec.attack_model_names
     }
+    check_attack_models(components, attack_facts)
     intake = load_dataset(spec.images, facts.resolution)
     if not intake.images:
         reasons = "; ".join(s.reason for s in intake.skipped) or "no files found"
         raise StoreError(f"no usable images in {', '.join(spec.images)}: {reasons}")
+    if max_cells is not None and (cells := count_cells(spec, components, intake)) >= max_cells:
+        raise StoreError(
+            f"this plan has {cells:,} cells (at least {max_cells:,} needs a confirmation); pass --yes or "
+            "narrow it (fewer --sweep values, seeds, images or attacks)"
+        )
     plan = build_plan(spec, components, facts, intake, attack_facts)
     remote = network_filesystem(spec.out)
     if remote:

@@ -133,6 +133,9 @@ class _Queue:
     def __bool__(self) -> bool:
         return any(self.groups.values())
 
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.groups.values())
+
     def put_back(self, task: CellTask) -> None:
         self.groups.setdefault(cell_group(task), collections.deque()).appendleft(task)
 
@@ -157,11 +160,56 @@ def _worker_setup(spec: CompareSpec, threads: int) -> None:
 
 
 # -- one machine: a pool of processes ---------------------------------------------------
-def _pool_worker_main(connection, spec_data: dict, threads: int, name: str) -> None:
-    """A local worker process: load the workspace once, then run the cells it is sent."""
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a job's share), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Seconds between a local worker's checks that its driver is still alive.
+PARENT_CHECK_S = 1.0
+#: What a worker's pipe raises once the driver's end is gone (the driver was killed).
+DRIVER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A daemon thread of a local worker: exit quietly once the driver ``parent`` is gone.
+
+    A SIGKILLed driver cannot stop its workers (``daemon=True`` acts only on a normal exit), and a
+    worker in a long cell would finish it for nobody; its parent id changes when it is orphaned.
+    ``parent`` is the pid the driver gave at spawn: read here it could already be the reaper's.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
+
+
+def _pool_worker_main(connection, spec_data: dict, threads: int, name: str, driver_pid: int | None = None) -> None:
+    """A local worker process: load the workspace once, then run the cells it is sent.
+
+    When the driver is gone (its pipe closed or broken, or the worker orphaned: ``driver_pid``, the
+    driver's pid taken when it started the worker, is no longer the parent), the worker exits
+    quietly: no BrokenPipeError traceback from a process nobody waits for.
+    """
     # Ctrl-C reaches the whole process group: the driver stops the workers (close), so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    spec = CompareSpec.from_dict(spec_data)
+    if driver_pid is not None:
+        _exit_when_orphaned(driver_pid)
+    try:
+        _serve(connection, CompareSpec.from_dict(spec_data), threads, name)
+    except DRIVER_GONE:
+        return
+
+
+def _serve(connection, spec: CompareSpec, threads: int, name: str) -> None:
     _worker_setup(spec, threads)
     try:
         workspace = Workspace.open(spec)
@@ -171,10 +219,7 @@ def _pool_worker_main(connection, spec_data: dict, threads: int, name: str) -> N
     device = worker_device(spec.device)
     connection.send(("ready", os.getpid(), device))
     while True:
-        try:
-            task = connection.recv()
-        except EOFError:  # the driver went away
-            return
+        task = connection.recv()
         if task is None:
             return
         connection.send(("started", task.cell.key, os.getpid()))
@@ -188,7 +233,10 @@ class _PoolWorker:
         self.name = name
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_pool_worker_main, args=(child, spec.to_dict(), threads, name), name=name, daemon=True
+            target=_pool_worker_main,
+            args=(child, spec.to_dict(), threads, name, os.getpid()),
+            name=name,
+            daemon=True,
         )
         self.process.start()
         child.close()
@@ -254,6 +302,7 @@ class LocalPoolExecutor(_NoteTaker):
         self.broken_reason = ""
         self.deaths = 0
         self.startup_failures = 0
+        self.capped_said = False
 
     def _spawn(self) -> _PoolWorker:
         worker = _PoolWorker(self.context, self.spec, self.threads, f"local-{self.started}")
@@ -261,11 +310,28 @@ class LocalPoolExecutor(_NoteTaker):
         self.workers.append(worker)
         return worker
 
+    def pool_size(self, cells: int) -> int:
+        """The workers worth starting: ``--workers``, but no more than the cells to run (each worker
+        loads torch and the model) nor than the machine's cores can give ``threads`` threads each."""
+        cores = available_cores()
+        return max(1, min(self.workers_wanted, cells, max(1, cores // self.threads)))
+
     def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
         queue = _Queue(tasks)
         if not queue:
             return
-        while len(self.workers) < self.workers_wanted:
+        size = self.pool_size(len(queue))
+        if size < self.workers_wanted and not self.capped_said:
+            self.capped_said = True
+            yield WorkerNote(
+                {
+                    "worker": "local",
+                    "state": "capped",
+                    "message": f"--workers {self.workers_wanted}: starting {size} worker(s), for "
+                    f"{len(queue)} cell(s) to run on {available_cores()} core(s) at --threads {self.threads}",
+                }
+            )
+        while len(self.workers) < size:
             self._spawn()
         attempts: collections.Counter[str] = collections.Counter()
         run_name = self.spec.out.name
@@ -544,6 +610,35 @@ class RayExecutor(_NoteTaker):
             self.owns_ray = False
 
 
+#: Seconds to wait for a TCP answer from ``--ray-address`` before refusing it.
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse a ``--ray-address HOST:PORT`` (or ``ray://HOST:PORT``) where nothing answers within ``timeout``.
+
+    ``ray.init`` retries an address with no listener for minutes; one TCP connect, bounded, says
+    the same in seconds. ``auto`` (the cluster ``ray start`` made on this node) is left to Ray.
+    """
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://").rstrip("/")
+    host, _, port_text = target.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ExecutorError(
+            f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT, e.g. ray://head-node:10001"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise ExecutorError(
+            f"--ray-address {address}: no Ray cluster answers there ({reason}, waited at most {timeout:g} s); "
+            "start it with `ray start --head` or give the head node's address"
+        ) from None
+
+
 def executor_factory(
     kind: str,
     *,
@@ -569,6 +664,8 @@ def executor_factory(
         return lambda spec, components, intake: LocalPoolExecutor(
             spec, components, intake, workers=workers or 2, threads=threads
         )
+    if ray_address:
+        check_ray_address(ray_address)  # nothing listening there: one sentence now, not retries forever
     ray_module()  # say now, before any work, that Ray is missing
     return lambda spec, components, intake: RayExecutor(
         spec,

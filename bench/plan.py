@@ -376,6 +376,30 @@ class Plan:
         return [[c for c in self.cells if c.stage == stage] for stage in (0, 1, 2)]
 
 
+#: A plan this large is refused unless the user confirms it (``bench compare --yes``): a sweep typed
+#: with one value too many multiplies the grid, and 10^5 cells took 46 s to plan and a 35 MB manifest
+#: before the first cell ran (issue #30).
+PLAN_CELL_LIMIT = 100_000
+
+
+def count_cells(spec: CompareSpec, components: Components, intake: IntakeResult) -> int:
+    """How many cells :func:`build_plan` will make, counted without making them (nothing hashed).
+
+    Per run seed: a protect cell per protection variant and image of the shard; an attack cell per
+    attack variant, attack model and protection variant, and per image (``scope == "image"``) or
+    once in shard 0 (``scope == "set"``).
+    """
+    index, count = spec.shard
+    images = sum(1 for im in intake.images if int(im.pixel_hash, 16) % count == index)
+    protections = len(components.protection_variants)
+    per_protection = 0
+    for attack_spec, setting in components.attack_variants:
+        _, attack = components.attacks[variant_key(attack_spec, setting)]
+        per_protection += (1 if index == 0 else 0) if attack.scope == "set" else images
+    per_seed = protections * images + per_protection * protections * len(spec.attack_model_names)
+    return per_seed * len(spec.run_seeds)
+
+
 def build_plan(
     spec: CompareSpec,
     components: Components,

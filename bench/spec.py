@@ -91,5 +91,11 @@ def parse_sweep_options(items: list[str]) -> dict[str, dict[str, str]]:
         if not _ or "." not in key or not values.strip():
             raise ConfigError(f"--sweep {item!r}: expected NAME.FIELD=V1,V2,..., e.g. sds-.eps=4,8,16")
         name, field_name = key.rsplit(".", 1)
-        result.setdefault(name.strip(), {})[field_name.strip()] = values
+        fields = result.setdefault(name.strip(), {})
+        if field_name.strip() in fields:  # the last would silently win: one field is one axis
+            raise ConfigError(
+                f"--sweep {key.strip()} is given twice ({fields[field_name.strip()]} and {values}); "
+                f"give its values once, e.g. --sweep {key.strip()}={fields[field_name.strip()]},{values}"
+            )
+        fields[field_name.strip()] = values
     return result

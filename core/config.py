@@ -45,10 +45,8 @@ def _parse_scalar(text: str, kind: Any, where: str) -> Any:
 
 def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
     """Parse ``text`` as a value of ``annotation`` (str, int, float, bool, tuple, Optional, Literal)."""
-    if not isinstance(text, str):  # values from TOML are already typed
-        if isinstance(text, list):
-            return tuple(text)
-        return text
+    if not isinstance(text, str):  # values from TOML are already typed: check the type, never coerce silently
+        return check_typed(text, annotation, where)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -62,8 +60,87 @@ def parse_value(text: str | Any, annotation: Any, where: str) -> Any:
         return text
     if origin in (tuple, list):
         item = args[0] if args else str
-        return tuple(_parse_scalar(p.strip(), item, where) for p in text.split(",") if p.strip())
+        values = tuple(_parse_scalar(p.strip(), item, where) for p in text.split(",") if p.strip())
+        return check_list(values, where)
     return _parse_scalar(text, annotation, where)
+
+
+def check_list(values: tuple, where: str) -> tuple:
+    """A list setting given by the user: at least one value, each once.
+
+    An empty list (``--set sdedit.strengths=``) would fail every cell late, and a repeated value
+    (``strengths=0.3,0.3``) would make two rows of one cell; both are refused here.
+    """
+    if not values:
+        raise ConfigError(f"{where}: no value given; give at least one, e.g. {where.rsplit('.', 1)[-1]}=0.3")
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{where}: {value!r} is given twice; list each value once")
+        seen.add(value)
+    return values
+
+
+def describe_type(annotation: Any) -> str:
+    """``int`` -> ``a whole number``: how a message names the type a setting takes."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (tuple, list):
+        item = args[0] if args else str
+        return f"a list of {describe_type(item).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def check_typed(value: Any, annotation: Any, where: str) -> Any:
+    """A value that arrived typed (from a TOML file), checked against ``annotation``; lists become tuples.
+
+    TOML's ``true`` is no number and ``[0.3]`` no float: Python would let ``True / 255`` or a tuple
+    through, so each is refused here by name (docs/RELIABILITY.md, "Settings"), never coerced.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    bad = ConfigError(f"{where}: expected {describe_type(annotation)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return check_typed(value, option, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
+            raise bad
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        item = args[0] if args else Any
+        try:
+            values = tuple(check_typed(v, item, where) for v in value)
+        except ConfigError:
+            raise bad from None
+        return check_list(values, where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value  # a type TOML cannot spell (a tensor, a path): the component's own check decides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,13 +253,33 @@ def parse_set_options(items: list[str]) -> dict[str, dict[str, str]]:
 
 def load_toml(path: Path) -> dict[str, Any]:
     """Read an experiment file; its ``[set.NAME]`` tables become overrides like ``--set``."""
+    return read_toml_text(path, "config file", ConfigError)
+
+
+def read_toml_text(path: Path, what: str, error_type: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A TOML file as a table; a missing file, text that is not UTF-8 (a UTF-16 file from a Windows
+    editor) or bad TOML is one ``error_type`` naming ``what`` and the file. A UTF-8 byte-order mark
+    is accepted, as for manifests (core/datasets.py)."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise error_type(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error_type(f"{what} {path} is a folder; give a .toml file") from None
+    except OSError as error:
+        raise error_type(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        encoding = "UTF-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8"
+        raise error_type(
+            f"{what} {path} is {encoding} text (byte {error.start}: {raw[error.start : error.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+        raise error_type(f"{what} {path} is not valid TOML: {error}") from None
 
 
 def config_as_dict(config: Any) -> dict[str, Any]:
@@ -236,9 +333,24 @@ def qualify_overrides(
     return resolved
 
 
-def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> list[int]:
+#: The seeds a torch generator takes (``torch.Generator.manual_seed``: a signed or unsigned 64-bit
+#: integer); a run seed seeds the model's random weights, so one outside this range is refused by name.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(value: Any, option: str) -> int:
+    """A run seed (``--seed``): a whole number in :data:`SEED_RANGE`, else one :class:`ConfigError` naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{option} {value!r}: expected a whole number, e.g. 0")
+    low, high = SEED_RANGE
+    if not low <= value <= high:
+        raise ConfigError(f"{option} {value}: a torch generator takes seeds from {low} to {high}; give a smaller seed")
+    return value
+
+
+def parse_int_list(text: Any, option: str, *, minimum: int | None = None, maximum: int | None = None) -> list[int]:
     """``"0,1,2"`` (or a TOML list of integers) -> ``[0, 1, 2]``; anything else is one :class:`ConfigError`
-    naming ``option`` (e.g. ``--seeds``). ``minimum``: the smallest value allowed. The one number-list
+    naming ``option`` (e.g. ``--seeds``). ``minimum``/``maximum``: the values allowed; an empty list is refused. The one number-list
     parser of every option (``--seeds``, ``bench perf --resolution/--batch``).
 
     >>> parse_int_list("0, 1,2", "--seeds")
@@ -255,6 +367,10 @@ def parse_int_list(text: Any, option: str, *, minimum: int | None = None) -> lis
         values = [int(str(item).strip()) for item in items]
     except ValueError:
         raise ConfigError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not values:  # "--seeds ''" would silently run the default seed
+        raise ConfigError(f"{option} {text!r}: no value given; give whole numbers separated by commas, e.g. 0,1,2")
     if minimum is not None and any(v < minimum for v in values):
         raise ConfigError(f"{option} {text!r}: every value must be at least {minimum}")
+    if maximum is not None and any(v > maximum for v in values):
+        raise ConfigError(f"{option} {text!r}: every value must be at most {maximum}")
     return values

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cloakbench.core.config import read_toml_text
 from cloakbench.core.images import (
     ImageError,
     IntakeResult,
@@ -97,19 +97,44 @@ class Dataset(IntakeResult):
 
 
 def read_category_prompts(path: Path) -> dict[str, str]:
-    """``prompts.toml`` -> ``{category: prompt}`` (a ``[prompts]`` table, or top-level keys)."""
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
-        raise DatasetError(f'{path}: not valid TOML ({error}); expected [prompts] CATEGORY = "prompt"') from None
+    """``prompts.toml`` -> ``{category: prompt}`` (a ``[prompts]`` table, or top-level keys).
+
+    The file must be UTF-8 TOML whose table maps each category to a string; anything else is one
+    :class:`DatasetError` naming the file (core/config.py, :func:`read_toml_text`).
+    """
+    data = read_toml_text(path, "prompts file", DatasetError)
     table = data.get("prompts", data)
+    if not isinstance(table, dict):
+        raise DatasetError(
+            f'{path}: "prompts" must be a table of CATEGORY = "prompt", e.g. [prompts] then portrait = "a photo of ..."'
+        )
     bad = [key for key, value in table.items() if not isinstance(value, str)]
     if bad:
         raise DatasetError(
             f'{path}: the prompt of category {bad[0]!r} must be a string, e.g. {bad[0]} = "a photo of ..."'
         )
     return dict(table)
+
+
+def check_prompt_categories(path: Path, category_prompts: dict[str, str], categories: set[str]) -> None:
+    """Refuse a ``prompts.toml`` category that no image has: a typo (``landscpe``) would otherwise run
+    the ``landscape`` images without their prompt, without a word. Refused rather than warned,
+    because the file is an explicit list, as a manifest is (every problem in it is an error)."""
+    from cloakbench.core.registry import suggest
+
+    known = sorted(c for c in categories if c)
+    for category in category_prompts:
+        if category not in categories:
+            have = (
+                f"the categories here are: {', '.join(known)}"
+                if known
+                else "no image here has a category (categories are subfolders, DIR/<category>/*.png, "
+                "or a manifest's category column)"
+            )
+            raise DatasetError(
+                f"{path}: category {category!r} matches no image{suggest(category, known)}; {have}. "
+                "Fix the name or remove the line"
+            )
 
 
 def working_mask(
@@ -196,6 +221,7 @@ def load_manifest(path: Path, size: int) -> Dataset:
         dataset.info[image.pixel_hash] = ImageInfo(category, prompt, mask, mask_hash)
     if not dataset.images:
         raise DatasetError(f"manifest {path} lists no images; add rows under the header")
+    check_prompt_categories(prompts_file, category_prompts, {i.category for i in dataset.info.values()})
     return dataset
 
 
@@ -224,6 +250,8 @@ def load_dataset(sources: list[str] | str, size: int) -> Dataset:
             for image in intake.images:
                 category = _category_of(image.name) if path.is_dir() else ""
                 part.info[image.pixel_hash] = ImageInfo(category, category_prompts.get(category, ""))
+            if category_prompts:
+                check_prompt_categories(prompts_file, category_prompts, {i.category for i in part.info.values()})
         _merge(dataset, part)
     return dataset
 

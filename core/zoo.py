@@ -49,6 +49,9 @@ class ModelFacts:
     resolution: int
     family: str = "eps-unet"
     latent_channels: int | None = 4
+    #: Whether the model has the inpainting UNet the inpaint attack runs on (a folder's optional
+    #: ``inpaint_unet/``; every random-weights entry builds one): a plan checks it before any cell.
+    inpaint_unet: bool = True
 
     def identity(self, dtype: str | torch.dtype) -> dict:
         """The same dict :meth:`LDM.identity` gives once the model is built."""
@@ -120,7 +123,9 @@ class ZooEntry:
             index = read_json(self.folder / "model_index.json")
             unet = read_json(self.folder / "unet" / "config.json")
             resolution = int(index.get("cloakbench_resolution", unet.get("sample_size", 0)))
-            return ModelFacts(self.name, sha256_file(pixel_preflight(self.folder)), resolution, self.family, None)
+            return ModelFacts(
+                self.name, sha256_file(pixel_preflight(self.folder)), resolution, self.family, None, inpaint_unet=False
+            )
         weights = preflight(self.folder, allow_pickle=allow_pickle)
         return folder_facts(self.folder, self.name, weights, self.family)
 
@@ -138,7 +143,12 @@ def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str 
     family = family or folder_family(folder)
     vae = read_json(component_folder(folder, "vae") / "config.json")
     return ModelFacts(
-        name, sha256_files(weights.values()), folder_resolution(folder), family, int(vae.get("latent_channels", 4))
+        name,
+        sha256_files(weights.values()),
+        folder_resolution(folder),
+        family,
+        int(vae.get("latent_channels", 4)),
+        inpaint_unet="inpaint_unet" in weights,
     )
 
 

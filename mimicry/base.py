@@ -101,6 +101,8 @@ class Mimicry(Component):
     adaptive: ClassVar[bool] = False
     # Changes the model the rest of the chain runs with (adapt_model), e.g. a hardened encoder.
     adapts_model: ClassVar[bool] = False
+    #: Runs on the model's inpainting UNet (``LDM.inpaint_unet``): a model without one is refused in the plan.
+    needs_inpaint_unet: ClassVar[bool] = False
 
     def settings(self) -> list[str]:
         """The settings this attack sweeps (strings for the ``setting`` column)."""
@@ -172,9 +174,13 @@ def parse_attack_spec(spec: str) -> tuple[list[str], str]:
     the last name, which is the attack: a per-image one (``sdedit``) or a fine-tuning one
     (``lora``, ``dreambooth``, ``textual-inversion``).
     """
-    parts = [p.strip() for p in spec.split("+") if p.strip()]
-    if not parts:
+    parts = [p.strip() for p in spec.split("+")]
+    if not any(parts):
         raise ValueError(f"empty attack spec {spec!r}")
+    if not all(parts):  # "sdedit+" would run SDEdit a second time, labelled as a purification chain
+        raise ValueError(
+            f"--attacks {spec!r}: a name is missing around '+'; write PURIFICATION+ATTACK, e.g. jpeg+sdedit"
+        )
     for part in parts:
         MIMICRY.get(part)
     for part in parts[:-1]:
@@ -199,7 +205,8 @@ def resolve_attacks(spec: str) -> list[str]:
         else:
             expanded = [item]
         for one in expanded:
-            parse_attack_spec(one)
+            purifications, attack = parse_attack_spec(one)
+            one = "+".join([*purifications, attack])  # "jpeg + sdedit" is "jpeg+sdedit": one chain, one label
             if one not in specs:
                 specs.append(one)
     if not specs:

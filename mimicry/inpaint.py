@@ -200,6 +200,7 @@ class Inpaint(Mimicry):
 
     # 2: strength rows on the repainted region (metrics/masked.py); the outputs are unchanged.
     version = 2
+    needs_inpaint_unet = True
 
     @dataclass(frozen=True)
     class Config:

@@ -1,5 +1,6 @@
-"""Property-based tests (Hypothesis): settings values and damaged image bytes never give a traceback,
-and nothing ``bench protect`` writes is outside the budget.
+"""Property-based tests (Hypothesis): settings values, damaged image bytes, TOML files (``--config``
+and ``prompts.toml``, any TOML type for every key) and manifests never give a traceback, and
+nothing ``bench protect`` writes is outside the budget.
 
 The default run keeps each property to a few examples (seconds); ``pytest -m fuzz`` runs the
 same properties with many more (the ``fuzz`` profile below).
@@ -20,6 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cloakbench.bench.cli.app import app
+from cloakbench.bench.cli.options import FILE_KEYS
 from cloakbench.core.config import ConfigError, apply_overrides, setting_range
 from cloakbench.core.images import MIN_SIDE, load_images
 from cloakbench.protections import PROTECTIONS
@@ -164,6 +166,163 @@ def _protect_property(profile):
 
     return prop
 
+
+# -- TOML files: every key of a --config file and of a prompts.toml, any TOML type ------------------
+def toml_value(value) -> str:
+    """``value`` written as TOML (the few types the strategies below draw)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string of printable text is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+
+
+text = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters='"\\'), max_size=8)
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(-(2**65), 2**65),
+    st.floats(allow_nan=True, allow_infinity=True),
+    text,
+    st.sampled_from(["0,1", "sdedit", "tiny-random", "cpu", "all", "", "none", "0.3", "false"]),
+)
+toml_values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(text, scalars, max_size=2))
+
+
+def check_config_file(folder, body: str) -> None:
+    """A --config file is refused naming the file, or every value it gives has its flag's declared type."""
+    from cloakbench.bench.cli.compare import compare
+    from cloakbench.bench.cli.options import check_file_overrides, merged_sweeps, read_config
+    from cloakbench.core.config import check_seed
+
+    path = folder / "exp.toml"
+    path.write_text(body, encoding="utf-8")
+    try:
+        config = read_config(path, "compare", flags=compare)
+        check_file_overrides(config.get("set") or {}, path)
+        merged_sweeps(config, [])
+        if "seed" in config:
+            check_seed(config["seed"], "--seed")
+    except ConfigError as error:
+        assert str(path) in str(error) or "--" in str(error), str(error)  # the file, or the flag it stands for
+        return
+    types = {"quick": bool, "seed": int, "cell_timeout": (int, float), "prompt": str, "model": str, "out": str}
+    for key, kind in types.items():
+        if key in config:
+            assert isinstance(config[key], kind) and not (kind is not bool and isinstance(config[key], bool)), key
+    for key in ("methods", "attacks", "metrics", "device", "dtype"):
+        assert key not in config or isinstance(config[key], str), key
+    assert "images" not in config or all(isinstance(i, str) for i in config["images"])
+
+
+def _config_property(profile):
+    keys = st.sampled_from(sorted(FILE_KEYS["compare"]) + ["seeed", "eps"])
+    set_fields = st.sampled_from(["strengths", "steps", "guidance_scale", "latent", "eta", "nope"])
+
+    @profile
+    @example(top={"quick": "false"}, section={}, set_table={"strengths": [0.3, 0.3]})
+    @example(top={"seed": "abc"}, section={"images": "pix"}, set_table={"steps": True})
+    @given(
+        top=st.dictionaries(keys, toml_values, max_size=3),
+        section=st.dictionaries(keys, toml_values, max_size=3),
+        set_table=st.dictionaries(set_fields, toml_values, max_size=2),
+    )
+    def prop(tmp_path_factory, top, section, set_table):
+        top = {k: v for k, v in top.items() if not isinstance(v, dict)}  # a table at the top is a section
+        lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+        lines += ["[compare]"] + [f"{k} = {toml_value(v)}" for k, v in section.items()]
+        lines += ["[set.sdedit]"] + [f"{k} = {toml_value(v)}" for k, v in set_table.items()]
+        check_config_file(tmp_path_factory.mktemp("toml"), "\n".join(lines) + "\n")
+
+    return prop
+
+
+def _prompts_file_property(profile):
+    @profile
+    @example(table={"landscpe": "a hill"}, wrapped=True, encoding="utf-8")
+    @example(table={"prompts": "a photo"}, wrapped=False, encoding="utf-16")
+    @given(
+        table=st.dictionaries(st.sampled_from(["cat", "dog", "prompts", "", "cät"]), toml_values, max_size=3),
+        wrapped=st.booleans(),
+        encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
+    )
+    def prop(tmp_path_factory, table, wrapped, encoding):
+        from cloakbench.core.datasets import DatasetError, load_dataset
+
+        folder = tmp_path_factory.mktemp("prompts")
+        (folder / "cat").mkdir()
+        (folder / "cat" / "a.png").write_bytes(FILES["PNG"])
+        body = "\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items()) + "\n"
+        (folder / "prompts.toml").write_text(("[prompts]\n" if wrapped else "") + body, encoding=encoding)
+        try:
+            dataset = load_dataset([str(folder)], 64)
+        except DatasetError as error:
+            assert "prompts.toml" in str(error), str(error)
+            return
+        (image,) = dataset.images
+        prompts = table.get("prompts", table) if not wrapped else table
+        assert dataset.of(image).prompt == (prompts.get("cat", "") if isinstance(prompts, dict) else "")
+
+    return prop
+
+
+# -- manifests: any columns, rows, paths and encodings ---------------------------------------------
+def _manifest_property(profile):
+    cells = st.one_of(
+        st.sampled_from(["a.png", "b.png", "missing.png", "sub", "", "../a.png", "a.png ", "mask.png", "big.png"]),
+        text,
+    )
+    columns = st.lists(st.sampled_from(["path", "prompt", "category", "mask", "extra", " path"]), max_size=4)
+
+    @profile
+    @example(header=["path", "mask"], rows=[["a.png", "big.png"]], encoding="utf-8")
+    @example(header=["path"], rows=[["sub"]], encoding="utf-16")
+    @given(header=columns, rows=st.lists(st.lists(cells, max_size=5), max_size=4), encoding=st.sampled_from(
+        ["utf-8", "utf-8-sig", "utf-16", "latin-1"]))  # fmt: skip
+    def prop(tmp_path_factory, header, rows, encoding):
+        import csv
+
+        from cloakbench.core.datasets import DatasetError, load_manifest
+
+        folder = tmp_path_factory.mktemp("manifest")
+        (folder / "a.png").write_bytes(FILES["PNG"])
+        (folder / "b.png").write_bytes(valid_file("PNG", seed=1))
+        Image.new("L", (70, 50), 255).save(folder / "mask.png")
+        Image.new("L", (20, 20), 255).save(folder / "big.png")  # a mask of another size
+        (folder / "sub").mkdir()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        path = folder / "list.csv"
+        try:
+            path.write_bytes(buffer.getvalue().encode(encoding))
+        except UnicodeEncodeError:
+            return  # latin-1 cannot spell the drawn text
+        try:
+            dataset = load_manifest(path, 64)
+        except DatasetError as error:
+            assert str(path) in str(error), str(error)
+            return
+        assert 1 <= len(dataset.images) <= len(rows)
+        for image in dataset.images:
+            info = dataset.of(image)
+            assert info.mask is None or tuple(info.mask.shape) == (1, 64, 64)
+
+    return prop
+
+
+test_config_files_are_refused_or_typed = _config_property(QUICK)
+test_prompts_files_are_refused_or_read = _prompts_file_property(QUICK)
+test_manifests_are_refused_naming_the_file_or_read = _manifest_property(QUICK)
+test_config_files_long = pytest.mark.fuzz(_config_property(LONG))
+test_prompts_files_long = pytest.mark.fuzz(_prompts_file_property(LONG))
+test_manifests_long = pytest.mark.fuzz(_manifest_property(LONG))
 
 test_settings_values_are_refused_or_in_range = _settings_property(QUICK)
 test_damaged_image_bytes_are_skipped_with_a_reason = _intake_property(QUICK)

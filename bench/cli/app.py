@@ -106,7 +106,10 @@ app = typer.Typer(
 
 def user_error(message: str) -> typer.Exit:
     """Print a one-line error (no traceback) and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # The message is plain text: "[set.sdedit]" or "[compare]" must print as written, not as markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code=2)
 
 

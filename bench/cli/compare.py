@@ -19,7 +19,7 @@ from cloakbench.bench.cli.options import (
     read_config,
     with_reference_set,
 )
-from cloakbench.core.config import parse_int_list
+from cloakbench.core.config import SEED_RANGE, check_seed, parse_int_list
 
 DEFAULT_MODEL = "toy"
 
@@ -119,6 +119,9 @@ def compare(
     ),
     quick: bool = typer.Option(False, "--quick", help="Shrink every step count: a smoke run in seconds."),
     force: bool = typer.Option(False, "--force", help="Accept a changed plan for an existing run folder."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Run a plan of 100,000 cells or more (refused without it: a sweep may explode the grid)."
+    ),
     cell_timeout: float | None = typer.Option(
         None, "--cell-timeout", help="Seconds before a cell is marked failed(timeout). [default: no limit]"
     ),
@@ -179,6 +182,7 @@ def compare(
     from cloakbench.bench.cli.options import parse_cell_timeout
     from cloakbench.bench.compare import run_compare
     from cloakbench.bench.executors import ExecutorError, executor_factory
+    from cloakbench.bench.plan import PLAN_CELL_LIMIT
     from cloakbench.bench.spec import CompareSpec
     from cloakbench.bench.store import StoreError
     from cloakbench.core.config import ConfigError
@@ -192,7 +196,7 @@ def compare(
 
         torch.set_num_threads(max(1, threads))
     try:
-        file = read_config(config, "compare")
+        file = read_config(config, "compare", flags=compare)
         parse_cell_timeout(pick(cell_timeout, file, "cell_timeout", None))  # refused before any work
         check_device(pick(device, file, "device", "cpu"))  # a GPU that is not there: one sentence, no cell run
         spec = CompareSpec(
@@ -204,15 +208,17 @@ def compare(
             out=Path(pick(out, file, "out", "runs/compare")),
             device=pick(device, file, "device", "cpu"),
             dtype=pick(dtype, file, "dtype", "float32"),
-            seed=int(pick(seed, file, "seed", 0)),
+            seed=check_seed(pick(seed, file, "seed", 0), "--seed"),
             prompt=pick(prompt, file, "prompt", "a photo"),
             quick=quick or bool(file.get("quick", False)),
             force=force,
             overrides=with_reference_set(
-                merged_overrides(file, set_items or []), reference_set or file.get("reference_set")
+                merged_overrides(file, set_items or [], config), reference_set or file.get("reference_set")
             ),
             sweeps=merged_sweeps(file, sweep_items or []),
-            seeds=parse_int_list(pick(seeds, file, "seeds", None), "--seeds"),
+            seeds=parse_int_list(
+                pick(seeds, file, "seeds", None), "--seeds", minimum=SEED_RANGE[0], maximum=SEED_RANGE[1]
+            ),
             attack_models=parse_name_list(attack_model or file.get("attack_models", file.get("attack_model"))),
             cell_timeout_s=pick(cell_timeout, file, "cell_timeout", None),
             mask_dir=str(mask_dir) if mask_dir else file.get("mask_dir"),
@@ -249,6 +255,8 @@ def compare(
                 elif kind == "start" and task is not None:
                     running[info.get("worker", "main")] = " ".join(f"{v}" for v in info["cell"].values())
                     progress.update(task, current=show_running())
+                elif kind == "worker" and info.get("state") == "capped":
+                    console.print(f"[yellow]{info['message']}[/]", highlight=False)
                 elif kind == "worker" and info.get("state") == "died":
                     running.pop(info["worker"], None)
                     console.print(
@@ -279,6 +287,7 @@ def compare(
                     ray_address=ray_address,
                     gpus_per_worker=gpus_per_worker,
                 ),
+                max_cells=None if yes else PLAN_CELL_LIMIT,
             )
         if report and attacker_pool is not None:  # the report's worst case over the chosen attackers
             from cloakbench.bench.cli.report import parse_pool

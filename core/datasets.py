@@ -250,7 +250,7 @@ def load_dataset(sources: list[str] | str, size: int) -> Dataset:
             for image in intake.images:
                 category = _category_of(image.name) if path.is_dir() else ""
                 part.info[image.pixel_hash] = ImageInfo(category, category_prompts.get(category, ""))
-            if category_prompts:
+            if category_prompts and prompts_file is not None:
                 check_prompt_categories(prompts_file, category_prompts, {i.category for i in part.info.values()})
         _merge(dataset, part)
     return dataset

@@ -73,7 +73,7 @@ def compare(
         None,
         "--reference-set",
         help="Clean photos of the same subject, not protected, on which ASPL and FSMG train their "
-        "surrogate (Anti-DreamBooth's set A). Without it they train on the images they protect.",
+        "surrogate (Anti-DreamBooth's set A). [default: none: they train on the images they protect]",
     ),
     model: str | None = typer.Option(
         None,

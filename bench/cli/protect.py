@@ -292,7 +292,7 @@ def protect(
         None,
         "--reference-set",
         help="Clean photos of the same subject, not to be published, on which aspl and fsmg train their "
-        "surrogate (Anti-DreamBooth's set A). Without it they train on the images they protect.",
+        "surrogate (Anti-DreamBooth's set A). [default: none: they train on the images they protect]",
     ),
     profile: str | None = typer.Option(
         None,

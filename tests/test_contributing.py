@@ -24,6 +24,7 @@ REGISTRY_WIDE = [
 ]
 
 
+@pytest.mark.slow  # two subprocesses, about 2 min: `make test-slow`
 def test_a_throwaway_protection_passes_every_registry_wide_test_with_no_other_file_edited(tmp_path):
     golden = tmp_path / "slices.json"
     shutil.copy(ROOT / "tests" / "golden" / "slices.json", golden)

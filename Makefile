@@ -23,8 +23,9 @@ lint: env
 	.venv/bin/lint-imports
 	.venv/bin/mypy
 
+# Two worker processes of one torch thread each: the two cores, without threads fighting.
 test: lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2
 
 test-slow: env
 	.venv/bin/python -m pytest -m slow

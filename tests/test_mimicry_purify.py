@@ -51,6 +51,8 @@ def test_all_purifications_are_registered():
         "pdm-pure",
         "pdm-pure-uncond",
         "impress",
+        "encoder-harden",  # a model stage: it hands the chain a hardened encoder (docs/MIMICRY.md)
+        "counter-pgd",
     }
 
 

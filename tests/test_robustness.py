@@ -300,23 +300,26 @@ def test_a_damaged_manifest_is_named(tmp_path):
 
 
 def test_a_full_disk_is_one_sentence(tmp_path, monkeypatch):
-    from cloakbench.core import images
+    from cloakbench.core import images, io
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(images, "write_atomic", full)  # save_png writes through it
+    # Every file goes through core.io.write_atomic (bench protect's output and sidecar, save_png).
+    monkeypatch.setattr(io, "write_atomic", full)
+    monkeypatch.setattr(images, "write_atomic", full)
     picture(tmp_path / "a.png")
     result = run("protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "o")
     assert_sentence(result, 2, "disk is full", "a.png.png", "rerun")
 
 
 def test_a_read_only_disk_is_one_sentence(tmp_path, monkeypatch):
-    from cloakbench.core import images
+    from cloakbench.core import images, io
 
     def read_only(path, data):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
+    monkeypatch.setattr(io, "write_atomic", read_only)
     monkeypatch.setattr(images, "write_atomic", read_only)
     picture(tmp_path / "a.png")
     result = run("protect", tmp_path / "a.png", "--method", "none", "--model", "tiny-random", "--out", tmp_path / "o")

@@ -109,7 +109,8 @@ def user_error(message: str) -> typer.Exit:
     from rich.markup import escape
 
     # The message is plain text: "[set.sdedit]" or "[compare]" must print as written, not as markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    # soft_wrap: the terminal wraps the sentence; rich would break a long path mid-word.
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 

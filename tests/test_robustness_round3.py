@@ -267,7 +267,10 @@ def test_a_worker_whose_driver_is_gone_returns_quietly(monkeypatch, gone_at):
     if gone_at == "recv":  # the ready message goes through, then the driver dies
         sent = []
         connection.send = sent.append
-    executors._pool_worker_main(connection, CompareSpec().to_dict(), 1, "local-0")
+    # It returns (raising nothing: no BrokenPipeError or EOFError traceback in the worker's log).
+    assert executors._pool_worker_main(connection, CompareSpec().to_dict(), 1, "local-0") is None
+    if gone_at == "recv":
+        assert sent and sent[0][0] == "ready", "the worker said it was ready before its driver went away"
 
 
 def test_an_orphaned_worker_exits_when_its_driver_is_killed(tmp_path):

@@ -120,7 +120,9 @@ def test_pool_executors_give_the_serial_rows(kind, image_dir, tmp_path, serial_r
     assert notes and all(note.startswith(f"worker {kind}-") and "cpu" in note for note in notes)
 
 
-@pytest.mark.parametrize("kind", ["local", "ray"])
+# The Ray variant (about a minute: a private Ray, an actor restart) runs with `make test-slow`;
+# the local pool's kill is in the default suite.
+@pytest.mark.parametrize("kind", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_a_worker_killed_mid_cell_costs_only_a_rerun(kind, image_dir, tmp_path, serial_kill_grid_rows):
     if kind == "ray":
         pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'cloakbench[ray]')")
@@ -168,6 +170,7 @@ def test_a_worker_killed_mid_cell_costs_only_a_rerun(kind, image_dir, tmp_path, 
         assert starts.count(killed[0]) == 2, "the killed cell was run again"
 
 
+@pytest.mark.slow  # three worker deaths in a row, about a minute: `make test-slow`
 def test_a_cell_whose_worker_always_dies_is_recorded_failed(image_dir, tmp_path):
     """The retry limit: the same cell killed on every attempt fails with a reason; the rest is done."""
     made: list = []

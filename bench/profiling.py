@@ -133,9 +133,11 @@ def _warm_up(model, prompt: str) -> None:
     images.requires_grad_(True)
     latents = model.encode(images, mode="mean")
     timesteps = torch.full((1,), model.num_train_timesteps // 2, device=model.device, dtype=torch.long)
-    noise = model.predict_noise(latents, timesteps, model.encode_prompt(prompt, 1))
+    # The family's own path and prediction (ε-UNet or flow transformer), so every family warms up.
+    noise = torch.randn(latents.shape, generator=generator, device=model.device, dtype=model.dtype)
+    predicted = model.predict(model.add_noise(latents, timesteps, noise), timesteps, model.encode_prompt(prompt, 1))
     decoded = model.decode(latents)
-    (noise.float().square().mean() + decoded.float().mean()).backward()
+    (predicted.float().square().mean() + decoded.float().mean()).backward()
     images.grad = None
     for module in model.modules().values():
         module.zero_grad(set_to_none=True)

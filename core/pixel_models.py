@@ -27,7 +27,6 @@ Other pixel models:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +194,17 @@ class PixelDiffusion:
         return self.reverse(self.noise_to(images, timesteps[0], generator), timesteps, generator)
 
 
+def pixel_folder_resolution(folder: Path) -> int:
+    """A pixel-model folder's working size: ``cloakbench_resolution`` in its model_index.json, else
+    the UNet's ``sample_size`` (a broken JSON file is named, not a traceback)."""
+    from cloakbench.core.folders import read_json
+
+    index = read_json(Path(folder) / "model_index.json")
+    if "cloakbench_resolution" in index:
+        return int(index["cloakbench_resolution"])
+    return int(read_json(Path(folder) / "unet" / "config.json")["sample_size"])
+
+
 def pixel_preflight(folder: Path) -> Path:
     """Check a pixel-model folder before any work; return its UNet weights file.
 
@@ -267,8 +277,7 @@ def load_pixel_model(
     )
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
-    index = json.loads((folder / "model_index.json").read_text())
-    resolution = int(index.get("cloakbench_resolution", unet.config.sample_size))
+    resolution = pixel_folder_resolution(folder)
     log.info("loaded pixel diffusion model %s from %s", name, folder)
     return PixelDiffusion(
         name=name if name in PIXEL_FOLDERS else folder.name,

@@ -118,14 +118,11 @@ class ZooEntry:
         self.check_folder()
         assert self.folder is not None
         if self.family == "pixel-ddpm":
-            from cloakbench.core.pixel_models import pixel_preflight
+            from cloakbench.core.pixel_models import pixel_folder_resolution, pixel_preflight
 
-            index = read_json(self.folder / "model_index.json")
-            unet = read_json(self.folder / "unet" / "config.json")
-            resolution = int(index.get("cloakbench_resolution", unet.get("sample_size", 0)))
-            return ModelFacts(
-                self.name, sha256_file(pixel_preflight(self.folder)), resolution, self.family, None, inpaint_unet=False
-            )
+            weights = pixel_preflight(self.folder)
+            resolution = pixel_folder_resolution(self.folder)
+            return ModelFacts(self.name, sha256_file(weights), resolution, self.family, None, inpaint_unet=False)
         weights = preflight(self.folder, allow_pickle=allow_pickle)
         return folder_facts(self.folder, self.name, weights, self.family)
 

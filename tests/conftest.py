@@ -19,18 +19,12 @@ def pytest_sessionstart(session):
     package): a module file added since the last install is not importable until it is rebuilt. Say so
     once, up front, instead of letting tests fail on an ImportError."""
     import importlib.util
-    import tomllib
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    missing = []
-    for package in packages:
-        folder = root.joinpath(*package.split(".")[1:])
-        for source in sorted(folder.glob("*.py")):
-            name = package if source.stem == "__init__" else f"{package}.{source.stem}"
-            if importlib.util.find_spec(name) is None:
-                missing.append(str(source.relative_to(root)))
+    from tests.support.package import ROOT, package_modules
+
+    missing = [
+        str(source.relative_to(ROOT)) for name, source in package_modules() if importlib.util.find_spec(name) is None
+    ]
     if missing:
         pytest.exit(
             f"{', '.join(missing)} not in the editable install: run `make env` (it rebuilds the install's "

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import tomllib
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+from tests.support.package import package_modules
 
 
 def modules_with_examples() -> list[str]:
-    found = []
-    for package in PACKAGES:
-        for source in sorted(ROOT.joinpath(*package.split(".")[1:]).glob("*.py")):
-            if ">>> " in source.read_text():
-                found.append(package if source.stem == "__init__" else f"{package}.{source.stem}")
-    return found
+    return [name for name, source in package_modules() if ">>> " in source.read_text()]
 
 
 MODULES = modules_with_examples()

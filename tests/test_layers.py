@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.package import package_folders, package_modules
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-
-
-def package_folders() -> list[Path]:
-    """Every folder of the installed package, from pyproject's explicit ``packages`` list."""
-    return [ROOT.joinpath(*name.split(".")[1:]) for name in SETUPTOOLS["packages"]]
 
 
 def lint(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -99,11 +96,7 @@ def test_module_names_are_file_paths():
     """The rule of the layout: ``cloakbench.X.Y`` is ``X/Y.py`` for every module of the package."""
     import importlib.util
 
-    for folder in package_folders():
-        for source in folder.glob("*.py"):
-            relative = source.relative_to(ROOT).with_suffix("")
-            parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
-            name = ".".join(["cloakbench", *parts])
-            spec = importlib.util.find_spec(name)  # finds the file without running the module
-            assert spec is not None and spec.origin is not None, name
-            assert Path(spec.origin).resolve() == source.resolve(), name
+    for name, source in package_modules():
+        spec = importlib.util.find_spec(name)  # finds the file without running the module
+        assert spec is not None and spec.origin is not None, name
+        assert Path(spec.origin).resolve() == source.resolve(), name

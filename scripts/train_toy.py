@@ -647,6 +647,11 @@ def export(args, work: Path, tokenizer) -> Path:
     return out
 
 
+def parse_stage_minutes(text: str) -> dict[str, float]:
+    """``--stage-minutes unet=55,vae=40`` -> ``{"unet": 55.0, "vae": 40.0}`` (the toy trainers' time caps)."""
+    return {stage: float(minutes) for stage, minutes in (item.split("=") for item in text.split(",") if item)}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(ROOT / "runs" / "toy-train"))
@@ -697,7 +702,7 @@ def parse_args(argv=None):
     parser.add_argument("--inpaint-steps", type=int, default=1500)
     parser.add_argument("--inpaint-lr", type=float, default=3e-4)
     args = parser.parse_args(argv)
-    fixed = {k: float(v) for k, v in (item.split("=") for item in args.stage_minutes.split(",") if item)}
+    fixed = parse_stage_minutes(args.stage_minutes)
     args.stage_minutes_fixed = fixed
     args.stage_minutes = lambda stage: (
         fixed.get(stage) or (args.budget_minutes * BUDGET_SHARES[stage] if args.budget_minutes else None)

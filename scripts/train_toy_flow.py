@@ -82,6 +82,7 @@ from train_toy import (  # noqa: E402  (scripts/train_toy.py: the toy's shared t
     cosine_lr,
     load_checkpoint,
     load_vae_folder,
+    parse_stage_minutes,
     save_checkpoint,
     tokenize,
 )
@@ -369,7 +370,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=6e-4)
     args = parser.parse_args(argv)
-    args.stage_minutes = {k: float(v) for k, v in (item.split("=") for item in args.stage_minutes.split(",") if item)}
+    args.stage_minutes = parse_stage_minutes(args.stage_minutes)
     return args
 
 

@@ -120,9 +120,9 @@ class ZooEntry:
         if self.family == "pixel-ddpm":
             from cloakbench.core.pixel_models import pixel_folder_resolution, pixel_preflight
 
-            weights = pixel_preflight(self.folder)
+            unet_weights = pixel_preflight(self.folder)
             resolution = pixel_folder_resolution(self.folder)
-            return ModelFacts(self.name, sha256_file(weights), resolution, self.family, None, inpaint_unet=False)
+            return ModelFacts(self.name, sha256_file(unet_weights), resolution, self.family, None, inpaint_unet=False)
         weights = preflight(self.folder, allow_pickle=allow_pickle)
         return folder_facts(self.folder, self.name, weights, self.family)
 

@@ -11,7 +11,7 @@ reads, then the method's config and version, the model, the seed, what intake di
 metadata carried (:mod:`cloakbench.core.metadata`), full or the tile grid, the budget and
 PSNR/SSIM measured on the saved file (re-read from disk), wall-clock and peak memory.
 
-While it works it shows pictures x tiles x steps (:mod:`cloakbench.bench.protect_progress`);
+While it works it shows pictures x tiles x steps (:mod:`cloakbench.bench.cli.protect_progress`);
 ``--dry-run`` measures one step and prints the plan with the estimated time and memory. A
 re-run skips every picture whose output and sidecar are complete and valid.
 """
@@ -184,8 +184,8 @@ def plan_work(planned, images, bundle, *, out: Path, fmt: str, quality: int, str
 
 
 def job_of(work: Work, batch_size: int):
+    from cloakbench.bench.cli.protect_progress import Job
     from cloakbench.bench.fullsize import progress_units, steps_of
-    from cloakbench.bench.protect_progress import Job
 
     plan = work.size_plan
     steps = steps_of(work.plan.protection)
@@ -201,7 +201,7 @@ def print_dry_run(works, jobs, probe: dict, bundle, target) -> None:
     """The plan: pictures, tiles, steps, estimated time and memory (from one measured step)."""
     from rich.table import Table
 
-    from cloakbench.bench.protect_progress import duration, estimate_seconds
+    from cloakbench.bench.cli.protect_progress import duration, estimate_seconds
     from cloakbench.reports.format import nbytes
 
     table = Table(title="bench protect --dry-run: the plan (nothing is written)", title_justify="left")
@@ -375,8 +375,8 @@ def protect(
     Example: bench protect --images ./my_art --out ./protected
     """
     from cloakbench.bench import fullsize, sidecar
+    from cloakbench.bench.cli.protect_progress import ProtectProgress
     from cloakbench.bench.profiling import profile_phase, reset_peak_rss
-    from cloakbench.bench.protect_progress import ProtectProgress
     from cloakbench.bench.target import describe_target
     from cloakbench.core import provenance
     from cloakbench.core.budget import budget_spent

@@ -138,7 +138,7 @@ def summary(
 
 def write(path: Path, record: dict[str, Any]) -> None:
     """Strict JSON (a non-finite number is written as null), atomically."""
-    from cloakbench.core import images
+    from cloakbench.core import io
 
     text = json.dumps(finite_or_none(record), indent=1, allow_nan=False, ensure_ascii=False)
-    images.write_atomic(path, (text + "\n").encode())
+    io.write_atomic(path, (text + "\n").encode())

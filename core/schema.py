@@ -72,6 +72,16 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
+#: The columns that identify one observation of a cell (which image, protection, attack, setting,
+#: seed, models, pair and metric); the others carry its value and what is said of it.
+OBSERVATION_COLUMNS: tuple[str, ...] = tuple(
+    c
+    for c in COLUMNS
+    if c
+    not in {"run", "cell", "image_name", "category", "value", "unit", "higher_is_better", "status", "note", "artifact"}
+)
+
+
 class Row(TypedDict, total=False):
     """One tidy row (see :data:`COLUMNS`); ``value`` is ``None`` unless ``status == "ok"``."""
 

@@ -42,28 +42,14 @@ from typing import Any
 
 import pandas as pd
 
-from cloakbench.core.images import write_atomic
-from cloakbench.core.schema import COLUMNS, Pair
+from cloakbench.core.io import write_atomic
+from cloakbench.core.schema import COLUMNS, OBSERVATION_COLUMNS, Pair
 from cloakbench.reports.run import Run, RunFolderError, load_run
 
 logger = logging.getLogger(__name__)
 
-#: What identifies a row's observation, beside its cell key.
-IDENTITY_COLUMNS = (
-    "image",
-    "protection",
-    "protection_setting",
-    "purification",
-    "mimicry",
-    "attack_setting",
-    "setting",
-    "run_seed",
-    "seed",
-    "protect_model",
-    "attack_model",
-    "pair",
-    "metric",
-)
+#: What identifies a row's observation, beside its cell key (core/schema.py).
+IDENTITY_COLUMNS = OBSERVATION_COLUMNS
 
 
 class IncomparableRuns(RunFolderError):

@@ -69,7 +69,8 @@ def check(
     from cloakbench.bench.check import ATTACKS, run_check, table_rows
     from cloakbench.bench.target import describe_target
     from cloakbench.core.config import ConfigError
-    from cloakbench.core.images import ImageError, load_image_file, to_uint8_array, write_atomic
+    from cloakbench.core.images import ImageError, load_image_file, to_uint8_array
+    from cloakbench.core.io import write_atomic
     from cloakbench.core.ldm import ModelError
     from cloakbench.core.registry import RegistryError
     from cloakbench.core.zoo import load_model

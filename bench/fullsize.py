@@ -37,6 +37,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from cloakbench.core.zoo import vae_downsampling
 from cloakbench.protections.engine import project, round_within_budget
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,17 @@ class SizePlan:
 
 
 def pixel_multiple(model) -> int:
-    """The multiple image sides must have: the VAE's downsampling factor, and at least 8."""
-    vae = getattr(model, "vae", None)
-    factor = 8
-    if vae is not None and hasattr(vae, "config") and hasattr(vae.config, "block_out_channels"):
-        factor = math.lcm(factor, 2 ** (len(vae.config.block_out_channels) - 1))
-    return factor
+    """The multiple image sides must have: the VAE's downsampling factor, and at least 8.
+
+    ``model`` is a loaded bundle or its :class:`~cloakbench.core.zoo.ModelFacts` (which carry the
+    factor), so a picture can be planned before the model has loaded.
+    """
+    factor = getattr(model, "vae_downsampling", None)
+    if factor is None:
+        vae = getattr(model, "vae", None)
+        config = getattr(vae, "config", None)
+        factor = vae_downsampling(dict(config) if config is not None else None)
+    return math.lcm(8, factor)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -52,6 +52,9 @@ class ModelFacts:
     #: Whether the model has the inpainting UNet the inpaint attack runs on (a folder's optional
     #: ``inpaint_unet/``; every random-weights entry builds one): a plan checks it before any cell.
     inpaint_unet: bool = True
+    #: The VAE's downsampling factor (1: no VAE, a pixel-space model): the multiple a full-size
+    #: picture's sides are padded to, known before the model loads (``bench protect``'s first ETA).
+    vae_downsampling: int = 1
 
     def identity(self, dtype: str | torch.dtype) -> dict:
         """The same dict :meth:`LDM.identity` gives once the model is built."""
@@ -108,12 +111,14 @@ class ZooEntry:
             reason = self.unavailable() if self.unavailable is not None else None
             if reason:
                 raise ModelError(reason)
+            configs = self.random_configs()
             return ModelFacts(
                 self.name,
-                architectures.random_weights_hash(self.random_configs(), seed),
+                architectures.random_weights_hash(configs, seed),
                 self.resolution,
                 self.family,
                 self.latent_channels,
+                vae_downsampling=vae_downsampling(configs.get("vae")),
             )
         self.check_folder()
         assert self.folder is not None
@@ -128,6 +133,13 @@ class ZooEntry:
 
 
 ZOO: Registry[ZooEntry] = Registry("model")
+
+
+def vae_downsampling(vae_config: dict | None) -> int:
+    """Pixels per latent along a side: 2 per down block after the first (diffusers' ``AutoencoderKL``)."""
+    if not vae_config or "block_out_channels" not in vae_config:
+        return 1
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 def register(entry: ZooEntry) -> ZooEntry:
@@ -146,6 +158,7 @@ def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str 
         family,
         int(vae.get("latent_channels", 4)),
         inpaint_unet="inpaint_unet" in weights,
+        vae_downsampling=vae_downsampling(vae),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +11,9 @@ import torch
 # Offline by construction: no test may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# bench protect remembers this machine's rates for its first ETA (bench/protect_rates.py): tests
+# write them to a folder of their own, never the user's cache.
+os.environ["CLOAKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="cloakbench-test-cache-")
 # Tiny models gain nothing from threads, and CI shares two cores: one thread keeps tests fast.
 torch.set_num_threads(1)
 

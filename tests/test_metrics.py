@@ -117,6 +117,40 @@ def test_ssim_map_cropped_to_valid_windows_is_skimage(pair):
         assert cropped[i].item() == pytest.approx(_skimage_ssim(outputs[i], references[i]), abs=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 37, 90), (1, 3, 12, 12)])
+def test_ssim_separable_window_is_torchmetrics_2d_window(shape):
+    """The registry's two 1-D passes give torchmetrics' 2-D Gaussian SSIM map (border cropped) to float64 rounding.
+
+    Both before the float32 the metric returns (so a wrong weight, a dropped clamp or a
+    misaligned shift fails at 1e-12, not only at float32's 1e-7).
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from cloakbench.metrics import fidelity
+
+    generator = torch.Generator().manual_seed(7)
+    references = torch.rand(shape, generator=generator, dtype=torch.float64)
+    outputs = (references + 0.1 * torch.randn(shape, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    outputs[..., :6, :6] = references[..., :6, :6] = 0.5  # a flat patch: the variance clamp matters there
+    _, full = structural_similarity_index_measure(
+        outputs, references, gaussian_kernel=True, kernel_size=11, sigma=1.5, data_range=1.0,
+        reduction="none", return_full_image=True,
+    )  # fmt: skip
+    expected = full[..., 5:-5, 5:-5].flatten(1).mean(1)
+    window = fidelity.gaussian_window()
+    x, y = outputs, references
+    means = [fidelity.gaussian_filter_valid(v, window) for v in (x, y, x * x, y * y, x * y)]
+    assert means[0].shape[-2:] == (shape[-2] - 10, shape[-1] - 10)
+    value = metric("ssim")(outputs, references)
+    assert torch.allclose(value.double(), expected, rtol=0, atol=1e-7)
+    mean_x, mean_y, mean_xx, mean_yy, mean_xy = means
+    ssim_map = ((2 * mean_x * mean_y + 1e-4) * (2 * (mean_xy - mean_x * mean_y) + 9e-4)) / (
+        (mean_x**2 + mean_y**2 + 1e-4)
+        * ((mean_xx - mean_x**2).clamp(min=0) + (mean_yy - mean_y**2).clamp(min=0) + 9e-4)
+    )
+    assert torch.allclose(ssim_map.flatten(1).mean(1), expected, rtol=0, atol=1e-12)
+
+
 def test_budget_metrics_in_255_units(pair):
     clean, _ = pair
     generator = torch.Generator().manual_seed(1)

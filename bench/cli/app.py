@@ -147,4 +147,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m cloakbench.bench.cli.app``: this file runs as ``__main__``, but the commands
+    # registered themselves on the imported module's ``app``; run that one.
+    from cloakbench.bench.cli.app import main as registered_main
+
+    sys.exit(registered_main())

@@ -153,8 +153,25 @@ class Work:
     done: bool
 
 
-def plan_work(planned, images, bundle, *, out: Path, fmt: str, quality: int, strip: bool, seed: int, max_pixels: int):
-    """Every (method, picture) with its output paths, settings key and size plan; done ones marked."""
+def plan_work(
+    planned,
+    images,
+    facts,
+    *,
+    dtype: str,
+    device: str,
+    out: Path,
+    fmt: str,
+    quality: int,
+    strip: bool,
+    seed: int,
+    max_pixels: int,
+):
+    """Every (method, picture) with its output paths, settings key and size plan; done ones marked.
+
+    From the model's :class:`~cloakbench.core.zoo.ModelFacts`, before it loads: a second run
+    whose pictures are all done never loads the model, and the first ETA needs no model.
+    """
     from cloakbench.bench import fullsize, sidecar
     from cloakbench.core.config import config_as_dict
 
@@ -168,8 +185,8 @@ def plan_work(planned, images, bundle, *, out: Path, fmt: str, quality: int, str
                 method=plan.name,
                 version=plan.protection.version,
                 config=config_as_dict(plan.protection.config),
-                model=bundle.identity(),
-                device=str(bundle.device),
+                model=facts.identity(dtype),
+                device=device,
                 seed=seed,
                 format=fmt,
                 quality=quality if fmt == "jpeg" else None,
@@ -178,7 +195,7 @@ def plan_work(planned, images, bundle, *, out: Path, fmt: str, quality: int, str
             )
             output = out / plan.name / output_name(image, fmt)
             side = out / plan.name / sidecar_name(image)
-            size_plan = fullsize.plan_for(plan.protection, *image.pixels.shape[-2:], bundle, max_pixels)
+            size_plan = fullsize.plan_for(plan.protection, *image.pixels.shape[-2:], facts, max_pixels)
             works.append(Work(plan, image, output, side, key, size_plan, sidecar.is_complete(side, output, key)))
     return works
 
@@ -195,6 +212,36 @@ def job_of(work: Work, batch_size: int):
         tiles, pixels = len(plan.origins), min(batch_size, len(plan.origins)) * plan.tile_height * plan.tile_width
     label = f"{work.plan.name} {output_name(work.image, 'png')[: -len('.png')]}"
     return Job(label, progress_units(plan, steps, batch_size), tiles, steps, pixels)
+
+
+def rate_key_of(work: Work, facts, device: str) -> str:
+    """The key of this picture's rate (:mod:`cloakbench.bench.protect_rates`)."""
+    import torch
+
+    from cloakbench.bench import protect_rates
+
+    protection = work.plan.protection
+    return protect_rates.rate_key(
+        facts.weights_hash, work.plan.name, protection.version, device, torch.get_num_threads()
+    )
+
+
+def early_estimate(pending: list[Work], jobs, facts, device: str):
+    """The run's time from earlier rates of each method (an ``EarlyEstimate``), or ``None`` if one has none.
+
+    All or nothing: an estimate that silently left out a method would read as the whole run's.
+    """
+    from cloakbench.bench import protect_rates
+    from cloakbench.bench.cli.protect_progress import EarlyEstimate
+
+    total, sources = 0.0, set()
+    for work, job in zip(pending, jobs):
+        rate = protect_rates.lookup(rate_key_of(work, facts, device))
+        if rate is None:
+            return None
+        total += job.units * job.pixels_per_unit * rate.seconds_per_pixel
+        sources.add(rate.source)
+    return EarlyEstimate(total, "; ".join(sorted(sources)))
 
 
 def print_dry_run(works, jobs, probe: dict, bundle, target) -> None:
@@ -374,8 +421,8 @@ def protect(
 
     Example: bench protect --images ./my_art --out ./protected
     """
-    from cloakbench.bench import fullsize, sidecar
-    from cloakbench.bench.cli.protect_progress import ProtectProgress
+    from cloakbench.bench import fullsize, protect_rates, sidecar
+    from cloakbench.bench.cli.protect_progress import ProtectProgress, duration
     from cloakbench.bench.profiling import profile_phase, reset_peak_rss
     from cloakbench.bench.target import describe_target
     from cloakbench.core import provenance
@@ -387,7 +434,7 @@ def protect(
     from cloakbench.core.ldm import ModelError
     from cloakbench.core.metadata import encode
     from cloakbench.core.registry import RegistryError
-    from cloakbench.core.zoo import load_model
+    from cloakbench.core.zoo import load_model, model_facts
 
     if threads is not None:
         import torch
@@ -415,13 +462,15 @@ def protect(
         raise user_error(str(error)) from None
     target = describe_target(model)
     with ProtectProgress(console) as progress:
-        progress.status(f"loading the model '{model}' and your pictures")
+        progress.status("reading your pictures")
         try:
-            bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+            # The model's facts, not the model: its loading takes longer than anything before the
+            # first step, and a run whose pictures are all done never needs it.
+            facts = model_facts(model, allow_pickle=allow_pickle)
             # At its own size: bench protect publishes the whole picture, never a crop.
             intake = load_images(
                 sources,
-                bundle.resolution,
+                facts.resolution,
                 keep_size=True,
                 metadata=not strip_metadata,
                 colour="srgb" if strip_metadata else "keep",
@@ -443,10 +492,13 @@ def protect(
                 f"[yellow]--format jpeg: re-encoding at quality {quality} changes pixels beyond the perturbation "
                 "and weakens it; the sidecar records how much, and `bench check` measures what survives[/]"
             )
+        device_name = str(check_device(device))
         works = plan_work(
             planned,
             intake.images,
-            bundle,
+            facts,
+            dtype=dtype,
+            device=device_name,
             out=out,
             fmt=fmt_name,
             quality=quality,
@@ -454,9 +506,27 @@ def protect(
             seed=seed,
             max_pixels=max_pixels,
         )
+        pending = [work for work in works if not work.done]
+        jobs = [job_of(work, batch_size) for work in (works if dry_run else pending)]
+        early = None
+        if pending and not dry_run:
+            early = early_estimate(pending, jobs, facts, device_name)
+            progress.expect(jobs, early)
+            if early is not None:
+                progress.print(
+                    f"estimate before the model has loaded: about {duration(early.seconds)} ({progress.total} units "
+                    f"at {early.source}; measured again after the first step)",
+                    highlight=False,
+                    markup=False,
+                )
+        if pending or dry_run:
+            progress.status(f"loading the model '{model}'")
+            try:
+                bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+            except (ConfigError, ModelError, RegistryError, ValueError) as error:
+                raise user_error(str(error)) from None
         if dry_run:
             progress.status("measuring one step for the estimate")
-            jobs = [job_of(work, batch_size) for work in works]
             largest = max(range(len(works)), key=lambda i: jobs[i].pixels_per_unit)
             probe = fullsize.measure_first_step(
                 works[largest].plan.protection,
@@ -470,7 +540,6 @@ def protect(
         print_dry_run(works, jobs, probe, bundle, target)
         return
 
-    pending = [work for work in works if not work.done]
     for plan in planned:  # the output folder exists before the first picture is protected
         (out / plan.name).mkdir(parents=True, exist_ok=True)
     versions = provenance.versions()
@@ -481,7 +550,7 @@ def protect(
         for work in works:
             if work.done:
                 progress.skipped(f"skipped {work.output}: already protected with these settings (sidecar valid)")
-        progress.set_jobs([job_of(work, batch_size) for work in pending])
+        progress.expect(jobs, early)
         for work, job in zip(pending, progress.jobs):
             plan, image, protection = work.plan, work.image, work.plan.protection
             if protection.analysis_only and plan.name not in warned_analysis:
@@ -500,6 +569,10 @@ def protect(
                     tile_batch=batch_size,
                     on_progress=progress.hook,
                 )
+            # This machine's rate, for the next run's first ETA (per unit of progress and pixel).
+            protect_rates.record(
+                rate_key_of(work, facts, device_name), record.wall_s / (job.units * job.pixels_per_unit)
+            )
             data, encode_notes = encode(
                 to_uint8_array(result.protected), fmt_name, quality=quality, metadata=image.metadata
             )

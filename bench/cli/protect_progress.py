@@ -6,23 +6,29 @@ estimate from the recent speed). Elsewhere (a log file, CI) one line per picture
 stays readable. Either way, once the first step has been measured, one line gives the
 estimated total: each picture's units (batches x steps, :func:`cloakbench.bench.fullsize.progress_units`)
 times the first step's time, scaled by the pixels a step of that picture processes.
+
+Before that — while the model loads, which takes longer than a step — the bar already shows
+an ETA marked ``≈``, from a rate measured earlier (:mod:`cloakbench.bench.protect_rates`):
+an :class:`EarlyEstimate` counting down until the measured speed takes over.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 @dataclass
@@ -51,6 +57,42 @@ def estimate_seconds(jobs: list[Job], seconds_per_unit: float, pixels_per_unit: 
     return sum(job.units * seconds_per_unit * job.pixels_per_unit / max(1, pixels_per_unit) for job in jobs)
 
 
+@dataclass
+class EarlyEstimate:
+    """The work's total time from an earlier rate, and since when it counts down (``time.perf_counter``)."""
+
+    seconds: float
+    source: str
+    since: float = field(default_factory=time.perf_counter)
+
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - (time.perf_counter() - self.since))
+
+
+def clock(seconds: float) -> str:
+    """``0:01:08``: rich's time-remaining format."""
+    return str(datetime.timedelta(seconds=max(0, round(seconds))))
+
+
+class TimeLeftColumn(ProgressColumn):
+    """Rich's time remaining once it has a speed; before, the early estimate marked ``≈`` (or ``-:--:--``)."""
+
+    # A second is the display's resolution; rich redraws the column at most this often.
+    max_refresh = 0.5
+
+    def __init__(self, progress: ProtectProgress):
+        super().__init__()
+        self.owner = progress
+
+    def render(self, task) -> Text:
+        if task.time_remaining is not None and task.completed:
+            return Text(clock(task.time_remaining), style="progress.remaining")
+        early = self.owner.early
+        if early is None:
+            return Text("-:--:--", style="progress.remaining")
+        return Text("≈" + clock(early.remaining()), style="progress.remaining")
+
+
 class ProtectProgress:
     """The progress display of one ``bench protect`` run (a context manager)."""
 
@@ -67,6 +109,7 @@ class ProtectProgress:
         self.unit_started = 0.0
         self.estimated = False
         self.tiles_done = 0
+        self.early: EarlyEstimate | None = None
 
     def __enter__(self) -> ProtectProgress:
         if self.terminal:
@@ -78,7 +121,7 @@ class ProtectProgress:
                 TextColumn("steps {task.fields[tiles]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TimeLeftColumn(self),
                 console=self.console,
                 # The lines printed above the bar stay; the bar itself goes when done (the
                 # loading phase's bar would otherwise stay on screen above the work's).
@@ -95,6 +138,14 @@ class ProtectProgress:
         self.total = sum(job.units for job in jobs)
         if self.progress is not None:
             self.progress.update(self.task, total=max(1, self.total), completed=0)
+
+    def expect(self, jobs: list[Job], early: EarlyEstimate | None) -> None:
+        """The pictures to protect, known before the model loads, and the early ETA (``None``: no rate yet).
+
+        The next display of the same run is given the same estimate, so its countdown continues.
+        """
+        self.set_jobs(jobs)
+        self.early = early
 
     def __exit__(self, *exc) -> None:
         if self.progress is not None:

@@ -9,6 +9,7 @@ VinAIResearch/Anti-DreamBooth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from cloakbench.core.config import bounded
 from cloakbench.protections.base import PROTECTIONS
@@ -26,11 +27,18 @@ class ASPLConfig(SurrogatePGDConfig):
         (``bench perf`` times one step, the engine runs ``steps``).
     max_f_train_steps: surrogate DreamBooth steps per round (3, ``--max_f_train_steps=3``).
     max_adv_train_steps: PGD steps per round (6, ``--max_adv_train_steps=6``).
+    surrogate_profile: "default" trains the surrogates as the paper describes them (gradient
+        norm clipped to 1, the model's dtype, every image in turn); "reference" as
+        ``train_one_epoch`` of ``attacks/aspl.py`` runs: its clipping a no-op (lines 387, 470),
+        pure bf16 weights and optimiser state (lines 407-412), images read from index 0 on every
+        call so only instance and class images 0-2 are used (line 418). ``protections/surrogate.py``
+        gives the detail; ``--profile reference`` selects it.
     """
 
     steps: int = bounded(300, 0, 1_000_000)
     max_f_train_steps: int = bounded(3, 0, 100000)
     max_adv_train_steps: int = bounded(6, 1, 100000)
+    surrogate_profile: Literal["default", "reference"] = "default"
 
 
 @PROTECTIONS.register("aspl")
@@ -67,6 +75,8 @@ class ASPL(SurrogateProtection):
 
     Config = ASPLConfig
     version = 2
+    # The reference code's quirks where they change results (ASPLConfig.surrogate_profile).
+    PROFILES = {"reference": {"surrogate_profile": "reference"}}
     QUICK = {
         "steps": 2,
         "max_f_train_steps": 1,
@@ -80,6 +90,9 @@ class ASPL(SurrogateProtection):
         self.start_surrogate(state)
         state.round_surrogate = None
         return state
+
+    def reference_quirks(self) -> bool:
+        return self.config.surrogate_profile == "reference"
 
     def surrogate_for_step(self, state: PGDState):
         return state.round_surrogate

@@ -27,20 +27,38 @@ for GPUs where a full fine-tune runs out of memory: rank-``r`` adapters on the U
 attention projections, the text encoder frozen (the reference can add text-encoder adapters;
 omitted here to keep one adapter site).
 
-Deliberate differences (docs/PROTECTIONS.md, "Anti-DreamBooth as the authors ran it"): the
-gradient norm is clipped to 1 — the reference *means* to (``aspl.py:470``) but passes an
-``itertools.chain`` that the optimiser's construction already consumed (line 387), so its
-clipping is a no-op; the surrogate trains in the model's dtype, not the reference's pure bf16
-(``aspl.py:407-412``, where at lr 5e-7 almost no weight changes). The reference restarts at instance image 0 on every call
-(``train_dataset[step % len(train_dataset)]``), so with 3 steps per call a set of 4 never
-trains on its 4th image; here the round robin continues across calls, so every image is used.
+Deliberate differences (docs/PROTECTIONS.md, "Anti-DreamBooth as the authors ran it"), each
+reproduced by ASPL's ``surrogate_profile = "reference"`` (:meth:`Surrogate.of`'s
+``reference_quirks``) where it changes results:
+
+- clipping: the gradient norm is clipped to 1. ``train_one_epoch`` *means* to
+  (``aspl.py:470``) but passes ``params_to_optimize``, an ``itertools.chain`` that building the
+  optimiser already consumed (line 387): ``clip_grad_norm_`` sees no parameter, a no-op. The
+  reference profile does not clip (``max_grad_norm`` 0).
+- precision: the surrogate trains in the model's dtype. The reference casts the UNet, text
+  encoder and VAE to bf16 (``aspl.py:407-412``) and trains them so, AdamW state included (no
+  fp32 master weights): at lr 5e-7 an update of ~5e-7 per weight is below half a bf16 ulp of
+  almost every weight, so ~0.5 % of them change at all. The reference profile keeps the
+  surrogate's copies in bf16 (:attr:`Surrogate.weight_dtype`); the losses are taken in fp32 as
+  the reference's ``.float()`` (lines 455-463). The shared VAE is not cast: its latents are.
+- data order: the round robin goes on across calls, so every image and class image is used.
+  The reference builds a fresh dataset every call and reads ``train_dataset[step %
+  len(train_dataset)]`` (``aspl.py:418``; ``len`` = max(class, instance images), lines 51, 58;
+  instance ``index % n``, class ``index % n_class``, lines 77, 88): with 3 steps per call only
+  instance images 0–2 and class images 0–2 are ever drawn. The reference profile restarts so
+  (:attr:`Surrogate.restart_each_call`).
+
+FSMG's surrogate is trained by diffusers' ``train_dreambooth.py``, where none of these occur:
+the clipped parameters are a fresh chain (``train_dreambooth.py:987-992``), accelerate's bf16
+mixed precision keeps fp32 weights (lines 804-808, 860-862), and the data loader cycles every
+class image (lines 446, 795-799).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -93,6 +111,10 @@ class Surrogate:
     #: Instance images per step (each with one class image): 1 in ASPL's train_one_epoch, 2 in FSMG's
     #: ``train_dreambooth.py --train_batch_size=2`` with prior preservation (collate_fn: 2 + 2).
     instance_batch: int = 1
+    #: dtype of the surrogate's weights, inputs and optimiser state (None: the model's). ASPL's reference: bf16.
+    weight_dtype: torch.dtype | None = None
+    #: Every :meth:`train` call reads images from index 0, as ``aspl.py:418`` does (else the round robin goes on).
+    restart_each_call: bool = False
     cursor: int = 0
     loss_trace: list[float] = field(default_factory=list)
 
@@ -107,9 +129,19 @@ class Surrogate:
         train_text_encoder: bool,
         generator: torch.Generator,
         lora_rank: int = 0,
+        reference_quirks: bool = False,
         **settings,
     ) -> Surrogate:
-        """A surrogate starting from the model's weights: full fine-tune, or LoRA with ``lora_rank > 0``."""
+        """A surrogate starting from the model's weights: full fine-tune, or LoRA with ``lora_rank > 0``.
+
+        ``reference_quirks``: train as ``train_one_epoch`` of ``attacks/aspl.py`` does (module
+        docstring): no clipping, bf16 weights, data restarting at index 0 every call; with
+        ``lora_rank > 0`` as ``attacks/aspl_lora.py`` does, which clips for real (lines 496-500).
+        """
+        if reference_quirks:
+            settings = {**settings, "weight_dtype": torch.bfloat16, "restart_each_call": True}
+            if lora_rank == 0:  # aspl_lora.py:496-500 clips a fresh chain: its clipping is real
+                settings["max_grad_norm"] = 0.0
         if model.text_encoder is None or model.tokenizer is None or model.conditioning_override is not None:
             raise ValueError(f"the surrogate needs a text-conditioned SD-style model; model {model.name} has none")
         unet = copy.deepcopy(model.unet)
@@ -123,6 +155,11 @@ class Surrogate:
             if train_text_encoder:
                 text_encoder.requires_grad_(True)
                 parameters += list(text_encoder.parameters())
+        if settings.get("weight_dtype") is not None:  # aspl.py:411-412 (aspl_lora.py:433-434, adapters too)
+            # torch's Module.to: in place, so ``parameters`` stay these modules' weights (diffusers' override
+            # only adds a warning about modules to keep in fp32, of which an SD UNet has none).
+            torch.nn.Module.to(unet, settings["weight_dtype"])
+            torch.nn.Module.to(text_encoder, settings["weight_dtype"])
         return cls(model, unet, text_encoder, parameters, instance_prompt, class_prompt, learning_rate, **settings)
 
     def clone(self) -> Surrogate:
@@ -130,30 +167,24 @@ class Surrogate:
         unet, text_encoder = copy.deepcopy(self.unet), copy.deepcopy(self.text_encoder)
         # deepcopy keeps requires_grad, so the copies' trainable parameters are exactly the originals'
         parameters = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
-        return Surrogate(
-            self.model,
-            unet,
-            text_encoder,
-            parameters,
-            self.instance_prompt,
-            self.class_prompt,
-            self.learning_rate,
-            self.prior_loss_weight,
-            self.weight_decay,
-            self.max_grad_norm,
-            self.instance_batch,
-            self.cursor,
-        )
+        return replace(self, unet=unet, text_encoder=text_encoder, parameters=parameters, loss_trace=[])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the surrogate computes in: its weights' (``weight_dtype``), else the model's."""
+        return self.weight_dtype or self.model.dtype
 
     def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
         model = self.model
         return finetuning.encode_prompts(
-            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, model.dtype, flow=model.is_flow
+            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, self.dtype, flow=model.is_flow
         )
 
     def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per image ``(N,)``: ``mean ‖ε − ε_θ'(z_t, t, τ'(instance prompt))‖²`` with the surrogate's θ', τ'."""
         embeds = self.prompt_embeds(self.instance_prompt, latents.shape[0])
+        # In the surrogate's dtype (the reference's PGD runs its bf16 models, aspl.py:500-505); the loss in fp32.
+        latents, noise = latents.to(self.dtype), noise.to(self.dtype)
         return finetuning.denoising_loss(self.model, self.unet, latents, timesteps, noise, embeds)
 
     def train(
@@ -165,27 +196,26 @@ class Surrogate:
         if steps <= 0:
             return []
         model = self.model
-        device, dtype = model.device, model.dtype
+        device, dtype = model.device, self.dtype
         optimizer = torch.optim.AdamW(
             self.parameters, lr=self.learning_rate, betas=(0.9, 0.999), weight_decay=self.weight_decay, eps=1e-8
         )
         losses = []
         count = self.instance_batch
-        for _ in range(steps):
-            indices = [self.cursor + k for k in range(count)]
-            self.cursor += count
-            batch = images[[i % images.shape[0] for i in indices]]
+        for step in range(steps):
+            instance_indices, class_indices = self.batch_indices(step, images.shape[0], prior_images.shape[0])
+            batch = images[instance_indices]
             prompts = [self.instance_prompt] * count
             if prior_images.shape[0] > 0:
                 # Instances first, then as many class images (train_dreambooth.py collate_fn:493-506).
-                batch = torch.cat([batch, prior_images[[i % prior_images.shape[0] for i in indices]]])
+                batch = torch.cat([batch, prior_images[class_indices]])
                 prompts += [self.class_prompt] * count
-            with torch.no_grad():
-                posterior = model.posterior(batch.detach().to(device, dtype))
+            with torch.no_grad():  # the shared VAE in the model's dtype; its latents in the surrogate's
+                posterior = model.posterior(batch.detach().to(device, model.dtype))
             latents = posterior.mean + posterior.std * randn_tensor(
-                posterior.mean.shape, generator=generator, device=device, dtype=dtype
+                posterior.mean.shape, generator=generator, device=device, dtype=model.dtype
             )
-            latents = model.scale_latents(latents)
+            latents = model.scale_latents(latents).to(dtype)
             noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
             timesteps = torch.randint(
                 0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
@@ -203,6 +233,23 @@ class Surrogate:
             losses.append(float(loss.detach()))
         self.loss_trace += losses
         return losses
+
+    def batch_indices(self, step: int, instances: int, class_images: int) -> tuple[list[int], list[int]]:
+        """Instance and class-image indices of step ``step`` of a :meth:`train` call (advances ``cursor``).
+
+        Default: the round robin goes on across calls. ``restart_each_call``: the reference's
+        ``train_dataset[step % len(train_dataset)]`` on a fresh dataset (``aspl.py:418``), ``len``
+        = max(instances, class images) (lines 51, 58), instance ``index % n``, class
+        ``index % n_class`` (lines 77, 88).
+        """
+        count = self.instance_batch
+        if self.restart_each_call:
+            length = max(instances, class_images)
+            positions = [(step * count + k) % length for k in range(count)]
+        else:
+            positions = [self.cursor + k for k in range(count)]
+            self.cursor += count
+        return [i % instances for i in positions], [i % max(class_images, 1) for i in positions]
 
 
 # -- the protections' shared part ------------------------------------------------------------
@@ -327,9 +374,18 @@ class SurrogateProtection(PGDProtection):
             train_text_encoder=config.train_text_encoder,
             generator=state.training_generator,
             lora_rank=config.lora_rank,
+            reference_quirks=self.reference_quirks(),
             prior_loss_weight=config.prior_loss_weight,
             instance_batch=config.surrogate_batch,
         )
+
+    def reference_quirks(self) -> bool:
+        """Whether the surrogate trains with the reference code's quirks (module docstring).
+
+        False here: FSMG's reference trains its surrogate with ``train_dreambooth.py``, which has
+        none of them. ASPL answers its ``surrogate_profile`` setting.
+        """
+        return False
 
     def surrogate_for_step(self, state: PGDState) -> Surrogate:
         return state.surrogate

@@ -40,7 +40,7 @@ from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports import palette, stats
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
-from cloakbench.reports.stats import EMPTY, Estimate, bootstrap, cluster_bootstrap, mean_over_groups
+from cloakbench.reports.stats import EMPTY, Estimate, bootstrap, mean_over_groups, over_images
 
 STRENGTH_PAIR = Pair.ATTACK_VS_CLEAN_ATTACK.value
 IMPERCEPTIBILITY_PAIR = Pair.PROTECTED_VS_CLEAN.value
@@ -52,10 +52,6 @@ IMPERCEPTIBILITY_LEADER_COLUMNS = 2
 SAVED_PER_STEP_METRICS = ("saved_bytes_per_step",)
 WORKING_MEMORY_METRICS = ("working_rss_bytes",)
 CUDA_PEAK_METRIC = "peak_cuda_allocated_bytes"
-
-
-#: Below this many images the note says that a percentile interval describes the spread only.
-FEW_IMAGES = 5
 
 
 class AttackerPoolError(ValueError):
@@ -165,7 +161,7 @@ def attacker_rows(rows: pd.DataFrame, attacker: Attacker) -> pd.DataFrame:
 def estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
     """Mean of per-image means of the ok rows, with the cluster-bootstrap interval over images."""
     selected = _ok(rows[(rows["pair"] == pair) & (rows["metric"] == metric)])
-    return cluster_bootstrap(selected["value"].astype(float), selected["image"])
+    return over_images(selected["value"].astype(float), selected["image"])
 
 
 def naive_estimate(rows: pd.DataFrame, pair: str, metric: str) -> Estimate:
@@ -215,7 +211,7 @@ def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
         return {"text": "—", "ci": "", "n_text": "", "title": "no ok rows", "css": "missing", "mark": "", "value": None}
     interval = f"{fmt.number(found.low, metric)}–{fmt.number(found.high, metric)}" if found.has_interval else ""
     title = f"mean of {found.n} per-image mean(s) over {found.rows} row(s) (images × seeds × settings)"
-    title += f"; {stats.INTERVAL_METHOD}: {interval}" if interval else "; no interval (one image, or infinite values)"
+    title += f"; {found.method}: {interval}" if interval else "; no interval (one image, or infinite values)"
     if extra:
         title = f"{extra}; {title}"
     return {
@@ -499,7 +495,7 @@ def headline(entries: list[dict[str, Any]], label: str) -> str:
 
 
 def _interval_example(budget: Budget, worst: WorstCase, rows: pd.DataFrame) -> str:
-    """One sentence setting a cell's cluster interval beside the bootstrap of the same rows as independent draws."""
+    """One sentence setting a cell's interval over images beside the bootstrap of the same rows as independent draws."""
     found = worst.estimate
     metric = str(rows["metric"].iloc[0]) if not rows.empty else ""
     naive = naive_estimate(rows, STRENGTH_PAIR, metric)
@@ -511,13 +507,13 @@ def _interval_example(budget: Budget, worst: WorstCase, rows: pd.DataFrame) -> s
 
     text = (
         f"For example, {budget.name}'s worst case ({worst.attacker.name}): {span(found)} with n = {found.n} "
-        f"images; bootstrapping its {naive.n} image × seed rows as independent draws would give {span(naive)} "
+        f"images ({found.method}); bootstrapping its {naive.n} image × seed rows as independent draws would give {span(naive)} "
         f"({(naive.high - naive.low) / (found.high - found.low):.0%} of the width)."
     )
-    if found.n < FEW_IMAGES:
+    if found.method == stats.STUDENT_T:
         text += (
-            f" With {found.n} images a percentile interval can only span the per-image means: it describes "
-            "their spread, it is no 95 % guarantee; more images give an interval that means it."
+            f" Below {stats.STUDENT_T_BELOW} images the interval is Student's t on the per-image means: a bootstrap "
+            "over so few images could not leave their range and would claim more than they hold."
         )
     return text
 

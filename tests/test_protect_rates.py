@@ -75,7 +75,7 @@ def test_the_second_run_estimates_before_loading_and_a_finished_run_never_loads(
     said = " ".join(second.output.split())  # the console wraps lines at 80 columns
     assert "estimate before the model has loaded" in said and "your last 1 run(s)" in said
 
-    import cloakbench.core.zoo as zoo
+    from cloakbench.core import zoo
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a run whose pictures are all done loaded the model")

@@ -19,17 +19,35 @@ from cloakbench.reports.leaderboard import Attacker, cell, mark_column, pooled_o
 from tests.test_report_leaderboard import write_sweep_run
 
 
-def test_with_two_images_the_cluster_interval_is_wider_than_the_image_seed_bootstrap():
-    # Two images × three seeds: the seeds of an image agree closely, the images differ.
-    values = [0.920, 0.921, 0.922, 0.940, 0.941, 0.942]
-    images = ["a"] * 3 + ["b"] * 3
-    clustered, naive = stats.cluster_bootstrap(values, images), stats.bootstrap(values)
-    assert (clustered.n, clustered.rows, naive.n) == (2, 6, 6)
-    assert clustered.mean == pytest.approx(np.mean(values))
-    # Two clusters: the resampled means are a, (a+b)/2 or b, so the 95 % interval is [a, b].
-    assert (clustered.low, clustered.high) == pytest.approx((0.921, 0.941))
-    assert clustered.high - clustered.low > naive.high - naive.low
-    assert stats.cluster_bootstrap([0.5, 0.6], ["a", "a"]).has_interval is False  # one image: no interval
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_with_two_images_the_interval_is_wider_than_the_image_seed_bootstrap(seeds):
+    # Two images × seeds: the seeds of an image agree closely, the images differ.
+    values = [v for base in (0.920, 0.940) for v in (base + 0.001 * s for s in range(seeds))]
+    images = [name for name in ("a", "b") for _ in range(seeds)]
+    found, naive = stats.over_images(values, images), stats.bootstrap(values)
+    assert (found.n, found.rows, naive.n) == (2, 2 * seeds, 2 * seeds)
+    assert found.mean == pytest.approx(np.mean(values)) and found.method == stats.STUDENT_T
+    # Student's t with one degree of freedom on the two per-image means: mean ± 12.706 · s / √2.
+    a, b = 0.920 + 0.0005 * (seeds - 1), 0.940 + 0.0005 * (seeds - 1)
+    half = 12.7062047 * np.std([a, b], ddof=1) / np.sqrt(2)
+    assert (found.low, found.high) == pytest.approx(((a + b) / 2 - half, (a + b) / 2 + half))
+    assert found.high - found.low > naive.high - naive.low
+    assert stats.over_images([0.5, 0.6], ["a", "a"]).has_interval is False  # one image: no interval
+
+
+def test_from_twenty_images_the_interval_is_the_cluster_bootstrap_and_close_to_t():
+    rng = np.random.default_rng(3)
+    means = rng.normal(0.8, 0.05, size=stats.STUDENT_T_BELOW)
+    names = [f"image{i:02d}" for i in range(means.size)]
+    found = stats.from_image_means(names, means, rows=means.size)
+    assert found.method == stats.CLUSTER_BOOTSTRAP
+    seeds_apart = stats.from_image_means(names, means[:-1], rows=means.size - 1)
+    assert seeds_apart.method == stats.STUDENT_T
+    # The percentile bootstrap of the mean resamples whole images: its interval stays inside their range,
+    # and at 20 images it is within a third of the t interval's width.
+    low, high = stats.student_t_interval(means)
+    assert means.min() <= found.low < found.high <= means.max()
+    assert abs((found.high - found.low) - (high - low)) < (high - low) / 3
 
 
 def _brute_force_wilcoxon(d):
@@ -70,7 +88,7 @@ def test_the_mark_is_a_paired_test_against_the_best():
     best = base
     close = base + np.array([0.02, -0.01, 0.015, -0.012, 0.01, -0.008, 0.006, -0.004])  # as good, up to noise
     worse = base + 0.05 + rng.uniform(0, 0.01, 8)  # higher similarity on every image = weaker
-    estimates = [stats.cluster_bootstrap(v, images) for v in (best, close, worse)]
+    estimates = [stats.over_images(v, images) for v in (best, close, worse)]
     # Overlapping intervals would call "worse" tied too: the images differ much more than the protections.
     assert estimates[2].overlaps(estimates[0])
     cells = [cell(e, "ssim") for e in estimates]
@@ -106,7 +124,9 @@ def test_the_leaderboard_note_sets_both_intervals_side_by_side(tmp_path):
     board = leaderboard(load_run(write_sweep_run(tmp_path / "run")))
     example = board["interval_example"]
     assert "with n = 2 images" in example and "as independent draws would give" in example
+    assert stats.STUDENT_T in example and "Student's t" in example  # the method the cell used, and why
     assert board["interval_method"] == stats.INTERVAL_METHOD
     for row in board["rows"][1:]:
         for found in [*row["attacks"], row["mean"], row["worst"], *row["impercept"]]:
-            assert found["n_text"] == "n=2" and stats.INTERVAL_METHOD in found["title"]
+            # Every cell names its own method: two images are below the t threshold.
+            assert found["n_text"] == "n=2" and f"{stats.STUDENT_T}:" in found["title"]

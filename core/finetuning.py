@@ -87,7 +87,11 @@ def encode_prompts(
     the model's own where not given. ``(N, 77, D)`` token states, or a
     :class:`~cloakbench.core.ldm.TextConditioning` for SD 3 and SDXL (``LDM.condition``)."""
     return model.condition(
-        list(prompts), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2
+        list(prompts),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
     )
 
 
@@ -159,7 +163,9 @@ def generate_images(
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if model.is_flow or model.is_sdxl:
-        encoders = dict(text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2)
+        encoders = dict(
+            text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2
+        )
         if model.is_sdxl:
             from diffusers import StableDiffusionXLPipeline
 

@@ -251,11 +251,7 @@ def finetune(
         timesteps = torch.randint(
             0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
         ).to(device)
-        embeds = (
-            finetuning.encode_prompts(model, prompts, **encoders)
-            if train_text_encoder
-            else fixed_embeds
-        )
+        embeds = finetuning.encode_prompts(model, prompts, **encoders) if train_text_encoder else fixed_embeds
         per_sample = finetuning.denoising_loss(model, unet, latents, timesteps, noise, embeds)
         loss = finetuning.prior_preserving_loss(per_sample, batch, config.prior_loss_weight)
         loss.backward()

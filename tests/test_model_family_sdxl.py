@@ -40,6 +40,15 @@ def saved_sdxl(sdxl_model, tmp_path_factory):
     return sdxl_model.save_pretrained(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
 
 
+@pytest.fixture(scope="module")
+def diffusers_sdxl(sdxl_model, tmp_path_factory):
+    """The folder diffusers' own ``StableDiffusionXLPipeline.save_pretrained`` writes: SDXL's layout and
+    model_index.json exactly as a downloaded SDXL has them, no cloakbench keys."""
+    folder = tmp_path_factory.mktemp("sdxl") / "diffusers-sdxl"
+    sdxl_model.text2img_pipeline().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # -- the independent implementation (the modules called directly) ---------------------------------
 def token_ids(tokenizer, prompt):
     return tokenizer(
@@ -202,6 +211,19 @@ def test_saved_sdxl_folder_has_sdxl_layout_and_loads_back(saved_sdxl, sdxl_model
     assert facts.inpaint_unet and facts.latent_channels == 4 and facts.family == "eps-unet"
 
 
+def test_a_folder_saved_by_diffusers_sdxl_pipeline_loads(diffusers_sdxl, sdxl_model):
+    from cloakbench.core.zoo import load_model
+
+    index = json.loads((diffusers_sdxl / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline" and not any(k.startswith("cloakbench") for k in index)
+    loaded = load_model(str(diffusers_sdxl))
+    assert loaded.is_sdxl and loaded.force_zeros_for_empty_prompt and loaded.resolution == 64
+    latents, steps = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([300])
+    with torch.no_grad():
+        expected = sdxl_model.predict(latents, steps, sdxl_model.encode_prompt("a photo"))
+        torch.testing.assert_close(loaded.predict(latents, steps, loaded.encode_prompt("a photo")), expected)
+
+
 def test_an_sdxl_folder_without_its_second_encoder_is_named(saved_sdxl, tmp_path):
     import shutil
 
@@ -214,7 +236,7 @@ def test_an_sdxl_folder_without_its_second_encoder_is_named(saved_sdxl, tmp_path
         load_model(str(broken))
 
 
-def test_bench_protect_runs_on_an_sdxl_folder(saved_sdxl, tmp_path):
+def test_bench_protect_runs_on_an_sdxl_folder(diffusers_sdxl, tmp_path):
     from cloakbench.bench.cli.app import app
 
     pictures = tmp_path / "pictures"
@@ -230,7 +252,7 @@ def test_bench_protect_runs_on_an_sdxl_folder(saved_sdxl, tmp_path):
             "--images",
             str(pictures),
             "--model",
-            str(saved_sdxl),
+            str(diffusers_sdxl),
             "--quick",
             "--out",
             str(out),

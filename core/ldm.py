@@ -409,6 +409,7 @@ class LDM:
             # (``pipeline_stable_diffusion_xl_inpaint.py``, ``num_channels_unet == 4``).
             from diffusers import StableDiffusionXLInpaintPipeline
 
+            _quiet_empty_fp32_warning()
             pipe = StableDiffusionXLInpaintPipeline(**self.xl_pipeline_components(unet=self.inpaint_unet))
             pipe.set_progress_bar_config(disable=True)
             return pipe
@@ -577,6 +578,20 @@ def bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution:
         family=family,
         **extra,
     )
+
+
+@functools.cache
+def _quiet_empty_fp32_warning() -> None:
+    """Drop diffusers' "modules … that should be kept in float32: []" warning, which its SDXL inpaint
+    pipeline triggers on every call by casting the VAE for ``force_upcast`` (``_encode_vae_image``):
+    with an empty list there is nothing kept in float32 to warn about. Other warnings pass."""
+    import logging
+
+    class EmptyListOnly(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "should be kept in float32: []" not in record.getMessage()
+
+    logging.getLogger("diffusers.models.modeling_utils").addFilter(EmptyListOnly())
 
 
 @functools.cache

@@ -260,3 +260,56 @@ def test_bench_protect_runs_on_an_sdxl_folder(diffusers_sdxl, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert list(out.rglob("*.png")), result.output
+
+
+# -- the attacks run through diffusers' SDXL pipelines -----------------------------------------------
+def test_sdedit_is_diffusers_sdxl_img2img_with_its_own_prompt_encoding(sdxl_model, clean8):
+    """SDEdit's output equals StableDiffusionXLImg2ImgPipeline called with the prompt string (the
+    pipeline encodes it and computes the size ids itself), same generator, same latents."""
+    from cloakbench.mimicry import MIMICRY
+    from cloakbench.mimicry.base import AttackContext
+
+    attack = MIMICRY.get("sdedit").from_overrides({"steps": "10", "strengths": "0.3", "guidance_scale": "3"})
+    got = attack(
+        clean8, sdxl_model, generator=torch.Generator().manual_seed(5), context=AttackContext(prompt="a photo")
+    )
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        latents = sdxl_model.encode(clean8, mode="sample", generator=generator)
+        expected = sdxl_model.img2img_pipeline()(
+            prompt=["a photo"] * 2,
+            image=latents,
+            strength=0.3,
+            num_inference_steps=10,
+            guidance_scale=3.0,
+            eta=0.0,
+            generator=generator,
+            output_type="pt",
+        ).images
+    assert type(sdxl_model.img2img_pipeline()).__name__ == "StableDiffusionXLImg2ImgPipeline"
+    torch.testing.assert_close(got, expected)
+
+
+def test_lora_adapts_only_the_unet_attention_projections(sdxl_model, clean8, tmp_path):
+    """train_dreambooth_lora_sdxl.py's defaults: adapters on the UNet's to_k/to_q/to_v/to_out.0, the text
+    encoders frozen; the adapter file loads into StableDiffusionXLPipeline."""
+    from safetensors.torch import load_file
+
+    from cloakbench.mimicry import MIMICRY
+    from cloakbench.mimicry.base import AttackContext
+    from cloakbench.mimicry.lora import ADAPTER_FILE
+
+    attack = MIMICRY.get("lora").from_overrides(
+        {"steps": "2", "k": "1", "sample_steps": "2", "num_class_images": "1", "class_sample_steps": "2"}
+    )
+    before = [p.detach().clone() for p in sdxl_model.text_encoder_2.parameters()]
+    out = attack(
+        clean8, sdxl_model, generator=torch.Generator().manual_seed(0), context=AttackContext(work_dir=str(tmp_path))
+    )
+    assert out.shape == (1, 3, 64, 64)
+    keys = list(load_file(str(tmp_path / ADAPTER_FILE)))
+    assert keys and all(k.startswith("unet.") for k in keys)
+    assert {k.split(".lora")[0].rsplit(".", 1)[-1] for k in keys} <= {"to_q", "to_k", "to_v", "0"}
+    assert all(torch.equal(a, b) for a, b in zip(before, sdxl_model.text_encoder_2.parameters()))
+    pipe = sdxl_model.text2img_pipeline()
+    pipe.load_lora_weights(str(tmp_path), weight_name=ADAPTER_FILE)

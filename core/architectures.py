@@ -1,6 +1,8 @@
 """Model architectures built from configs with seeded random weights (nothing to download).
 
 - ``tiny-random``: small Stable-Diffusion-shaped components (64², 4 latent channels) for tests.
+- ``tiny-random-sdxl``: small SDXL-shaped components (two CLIP text encoders, the second with a
+  projection; a UNet with SDXL's ``text_time`` added embedding) for tests.
 - ``sd15-arch`` / ``sd21-arch`` / ``sdxl-arch``: the published architectures at real size, for
   cost measurement (``bench perf``) where no weights are needed.
 
@@ -105,6 +107,99 @@ def tiny_random(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
     return bundle("tiny-random", parts, device, dtype, random_weights_hash(tiny_configs(), seed), TINY_RESOLUTION)
 
 
+# -- tiny-random-sdxl ---------------------------------------------------------------
+def tiny_sdxl_configs() -> dict[str, dict]:
+    """Small configs with SDXL base's component layout (stabilityai/stable-diffusion-xl-base-1.0).
+
+    Two text encoders of different widths, as SDXL's CLIP ViT-L (768) and OpenCLIP bigG (1280):
+    here 32 and 48, so the UNet's ``cross_attention_dim`` is their sum (80; SDXL's 2048), and the
+    second is a ``CLIPTextModelWithProjection`` whose projected pooled vector (48; SDXL's 1280)
+    joins the six size ids in the added embedding: ``projection_class_embeddings_input_dim =
+    6 · addition_time_embed_dim + 48`` (SDXL's 6 · 256 + 1280 = 2816). The UNet's blocks follow
+    SDXL's pattern (no attention in the first level, linear projections); the VAE has 4 latent
+    channels and SDXL VAE's ``scaling_factor`` 0.13025.
+    """
+    vae = dict(tiny_configs()["vae"], scaling_factor=0.13025)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+    )
+    text_2 = dict(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=48,
+    )
+    unet = dict(
+        sample_size=TINY_RESOLUTION // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=8,
+        cross_attention_dim=text["hidden_size"] + text_2["hidden_size"],
+        attention_head_dim=(2, 4),
+        transformer_layers_per_block=(1, 2),
+        use_linear_projection=True,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + text_2["projection_dim"],
+    )
+    return {"vae": vae, "unet": unet, "text": text, "text_2": text_2}
+
+
+def build_sdxl_components(configs: dict[str, dict], seed: int) -> dict:
+    """Seeded random SDXL-shaped components from ``configs`` (see :func:`tiny_sdxl_configs`): the VAE, the
+    UNet, ``text_encoder`` (``CLIPTextModel``), ``text_encoder_2`` (``CLIPTextModelWithProjection``) and
+    a tokenizer for each (the project's; SDXL ships two CLIP tokenizers of one vocabulary)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = project_tokenizer(), project_tokenizer()
+
+    def text_config(settings: dict) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **settings,
+        )
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**configs["vae"])
+        unet = UNet2DConditionModel(**configs["unet"])
+        text_encoder = CLIPTextModel(text_config(configs["text"]))
+        text_encoder_2 = CLIPTextModelWithProjection(text_config(configs["text_2"]))
+    return dict(
+        vae=vae,
+        unet=unet,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scaling_factor=configs["vae"]["scaling_factor"],
+        # SDXL base's model_index.json sets it: guidance's unconditional branch is zeros.
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def tiny_random_sdxl(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> LDM:
+    """Seeded tiny random SDXL-shaped model (64², latent 8² × 4, two text encoders) for tests."""
+    configs = tiny_sdxl_configs()
+    parts = build_sdxl_components(configs, seed)
+    return bundle("tiny-random-sdxl", parts, device, dtype, random_weights_hash(configs, seed), TINY_RESOLUTION)
+
+
 # -- the real architectures with random weights -------------------------------------
 SD_VAE = dict(
     in_channels=3,
@@ -204,20 +299,16 @@ def real_architecture(
     override = None
     if text_cfg is None:
         # SDXL's two text encoders only run once per prompt, never inside a PGD step, so
-        # the cost benchmark feeds seeded embeddings of the true shapes instead.
+        # the cost benchmark feeds seeded embeddings of the true shapes instead; the size ids
+        # come from the working size in LDM.predict, as for a loaded SDXL folder.
+        from cloakbench.core.ldm import TextConditioning
+
         generator = torch.Generator().manual_seed(seed)
         hidden = torch.randn(1, 77, unet_cfg["cross_attention_dim"], generator=generator)
         pooled = torch.randn(1, 1280, generator=generator)
-        time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
 
         def override(batch: int, _dev=torch.device(device), _dt=dtype) -> dict:
-            return {
-                "encoder_hidden_states": hidden.to(_dev, _dt).expand(batch, -1, -1),
-                "added_cond_kwargs": {
-                    "text_embeds": pooled.to(_dev, _dt).expand(batch, -1),
-                    "time_ids": time_ids.to(_dev, _dt).expand(batch, -1),
-                },
-            }
+            return {"encoder_hidden_states": TextConditioning(hidden.to(_dev, _dt), pooled.to(_dev, _dt)).expand(batch)}
 
     return bundle(
         name,

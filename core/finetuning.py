@@ -16,6 +16,12 @@ each other (docs/ARCHITECTURE.md, layers), so what both compute lives here, once
   projections through ``peft``, as diffusers' ``examples/dreambooth/train_dreambooth_lora.py``;
 - :func:`generate_images`: text-to-image sampling at fixed seeds (class images, generations);
 - :func:`encode_prompts`: the text embedding through a (possibly fine-tuned) text encoder.
+
+An SDXL-shaped model (``LDM.is_sdxl``) has two text encoders; every function here takes the second
+(``text_encoder_2``) beside the first, and the UNet call adds SDXL's pooled vector and size ids in
+``LDM.predict``. LoRA on SDXL's UNet goes on the same projections: diffusers'
+``examples/dreambooth/train_dreambooth_lora_sdxl.py`` (huggingface/diffusers at 58eb52c0) line 1225,
+``unet_target_modules = ["to_k", "to_q", "to_v", "to_out.0"]``.
 """
 
 from __future__ import annotations
@@ -74,17 +80,19 @@ def prior_preserving_loss(per_sample: torch.Tensor, instance_count: int, prior_l
     return instance + prior_loss_weight * per_sample[instance_count:].mean()
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], device, dtype, *, flow: bool = False):
-    """``τ(prompt)`` for each prompt, ``(N, 77, D)``, through ``text_encoder`` (gradients kept);
-    with ``flow``, SD 3's :class:`~cloakbench.core.ldm.TextConditioning` (token states and pooled vector)."""
-    from cloakbench.core.ldm import flow_text_conditioning
-
-    ids = tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(device)
-    if flow:
-        return flow_text_conditioning(text_encoder, ids).to(dtype)
-    return text_encoder(ids)[0].to(dtype)
+def encode_prompts(
+    model, prompts: Sequence[str], *, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None
+):
+    """``τ(prompt)`` for each prompt through ``text_encoder`` (and SDXL's ``text_encoder_2``), gradients kept;
+    the model's own where not given. ``(N, 77, D)`` token states, or a
+    :class:`~cloakbench.core.ldm.TextConditioning` for SD 3 and SDXL (``LDM.condition``)."""
+    return model.condition(
+        list(prompts),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+    )
 
 
 def add_lora(unet, rank: int, *, generator: torch.Generator, alpha: float | None = None) -> list[torch.nn.Parameter]:
@@ -139,19 +147,40 @@ def generate_images(
     unet: Any = None,
     text_encoder: Any = None,
     tokenizer: Any = None,
+    text_encoder_2: Any = None,
+    tokenizer_2: Any = None,
 ) -> torch.Tensor:
     """``len(prompts)`` images ``(N, 3, R, R)`` in ``[0, 1]``; image ``i`` from a CPU generator seeded ``seeds[i]``.
 
     CPU generators make the initial noise identical on every device, so two fine-tuned
     models (clean-trained and protected-trained) sampled with the same seeds start from the
-    same noise. ``unet``/``text_encoder``/``tokenizer`` replace the model's own when given.
+    same noise. ``unet``/``text_encoder``/``tokenizer`` (and SDXL's ``text_encoder_2``/``tokenizer_2``)
+    replace the model's own when given. SDXL samples with ``StableDiffusionXLPipeline``, SD 3 with
+    ``StableDiffusion3Pipeline``, both fed the conditioning computed here (:func:`encode_prompts`).
     """
     from diffusers import StableDiffusionPipeline
 
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if model.is_flow:
-        return _generate_flow_images(model, prompts, seeds, steps, guidance_scale, unet, text_encoder, tokenizer)
+    if model.is_flow or model.is_sdxl:
+        encoders = dict(
+            text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2
+        )
+        if model.is_sdxl:
+            from diffusers import StableDiffusionXLPipeline
+
+            replace = {key: value for key, value in encoders.items() if value is not None}
+            pipe = StableDiffusionXLPipeline(**model.xl_pipeline_components(unet=unet, **replace))
+        else:
+            from diffusers import StableDiffusion3Pipeline
+
+            components = model.flow_pipeline_components(transformer=unet)
+            components.update(
+                text_encoder=text_encoder if text_encoder is not None else model.text_encoder,
+                tokenizer=tokenizer if tokenizer is not None else model.tokenizer,
+            )
+            pipe = StableDiffusion3Pipeline(**components)
+        return _generate_from_conditioning(model, pipe, prompts, seeds, steps, guidance_scale, encoders)
     components = model.pipeline_components(unet=unet)
     if text_encoder is not None:
         components["text_encoder"] = text_encoder
@@ -172,26 +201,28 @@ def generate_images(
         ).images.to(torch.float32)
 
 
-def _generate_flow_images(model, prompts, seeds, steps, guidance_scale, transformer, text_encoder, tokenizer):
-    """:func:`generate_images` for a flow model: diffusers' ``StableDiffusion3Pipeline`` (Euler on the
-    flow scheduler) with the conditioning computed here, through the (possibly fine-tuned) text encoder."""
-    from diffusers import StableDiffusion3Pipeline
+def _generate_from_conditioning(model, pipe, prompts, seeds, steps, guidance_scale, encoders):
+    """:func:`generate_images` through an SD 3 or SDXL pipeline fed the conditioning computed here, through the
+    (possibly fine-tuned or token-extended) encoders; the negative branch as ``LDM.negative_conditioning``
+    does it (the empty prompt, or zeros where the model sets ``force_zeros_for_empty_prompt``)."""
+    from cloakbench.core.ldm import TextConditioning, conditioning_kwargs
 
-    components = model.flow_pipeline_components(transformer=transformer)
-    text_encoder = text_encoder if text_encoder is not None else model.text_encoder
-    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-    components.update(text_encoder=text_encoder, tokenizer=tokenizer)
-    pipe = StableDiffusion3Pipeline(**components)
     pipe.set_progress_bar_config(disable=True)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+    def encode(texts):
+        return encode_prompts(model, texts, **encoders)
+
     with torch.no_grad():
-        conditional = encode_prompts(tokenizer, text_encoder, prompts, model.device, model.dtype, flow=True)
-        kwargs = {"prompt_embeds": conditional.hidden, "pooled_prompt_embeds": conditional.pooled}
+        conditional = encode(prompts)
+        negative = None
         if guidance_scale > 1.0:
-            empty = encode_prompts(tokenizer, text_encoder, [""] * len(prompts), model.device, model.dtype, flow=True)
-            kwargs |= {"negative_prompt_embeds": empty.hidden, "negative_pooled_prompt_embeds": empty.pooled}
+            if model.force_zeros_for_empty_prompt:
+                negative = TextConditioning(torch.zeros_like(conditional.hidden), torch.zeros_like(conditional.pooled))
+            else:
+                negative = encode([""] * len(prompts))
         return pipe(
-            **kwargs,
+            **conditioning_kwargs(conditional, negative),
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             generator=generators,

@@ -21,6 +21,8 @@ from cloakbench.core.provenance import sha256_files
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: An SD 3-layout folder (one CLIP encoder; the second CLIP and T5 are not read).
 FLOW_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+#: An SDXL-layout folder: two CLIP text encoders and their tokenizers (stabilityai/stable-diffusion-xl-base-1.0).
+SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 
@@ -33,6 +35,22 @@ def folder_family(folder: Path) -> str:
     if str(index.get("_class_name", "")).startswith("StableDiffusion3") or (folder / "transformer").is_dir():
         return "flow-transformer"
     return "eps-unet"
+
+
+def folder_is_sdxl(folder: Path) -> bool:
+    """An SDXL-layout folder: a ``StableDiffusionXL…`` pipeline class in model_index.json, or a UNet
+    beside a ``text_encoder_2/`` folder (SDXL's second CLIP encoder)."""
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
+    if str(index.get("_class_name", "")).startswith("StableDiffusionXL"):
+        return True
+    return (folder / "text_encoder_2").is_dir() and (folder / "unet").is_dir()
+
+
+def folder_components(folder: Path) -> tuple[str, ...]:
+    """The sub-folders a folder of this layout must have (SD 1.x/2.x, SDXL or SD 3)."""
+    if folder_family(folder) == "flow-transformer":
+        return FLOW_COMPONENTS
+    return SDXL_COMPONENTS if folder_is_sdxl(folder) else COMPONENTS
 
 
 def check_shared_vae(folder: Path, weights: Path) -> None:
@@ -95,15 +113,14 @@ def preflight(folder: Path, *, allow_pickle: bool = False) -> dict[str, Path]:
     if not folder.is_dir():
         raise ModelError(f"model path {folder} is not a folder of a diffusers model; {how}")
     found: dict[str, Path] = {}
-    components = FLOW_COMPONENTS if folder_family(folder) == "flow-transformer" else COMPONENTS
-    for part in components + ("inpaint_unet",):
+    for part in folder_components(folder) + ("inpaint_unet",):
         sub = component_folder(folder, part)
         optional = part == "inpaint_unet"
         if not sub.is_dir():
             if optional:
                 continue
             raise ModelError(f"model folder {folder} is missing {sub}/ ; {how}")
-        if part in ("tokenizer", "scheduler"):
+        if part in ("tokenizer", "tokenizer_2", "scheduler"):
             needed = ["scheduler_config.json"] if part == "scheduler" else []
             for name in needed:
                 if not (sub / name).exists():
@@ -168,6 +185,8 @@ def load_folder(
         "transformer": SD3Transformer2DModel,
         "vae": AutoencoderKL,
         "text_encoder": CLIPTextModelWithProjection if flow else CLIPTextModel,
+        # SDXL's second encoder: token states and the projected pooled vector (``text_embeds``).
+        "text_encoder_2": CLIPTextModelWithProjection,
         "inpaint_unet": UNet2DConditionModel,
     }
     parts: dict[str, Any] = {}
@@ -194,9 +213,13 @@ def load_folder(
                 "copy it again from the model's original download"
             ) from None
     parts["tokenizer"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
+    if "text_encoder_2" in parts:
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(str(folder / "tokenizer_2"), local_files_only=True)
+        # The SDXL pipelines' default (their __init__) when model_index.json does not say.
+        parts["force_zeros_for_empty_prompt"] = bool(index.get("force_zeros_for_empty_prompt", True))
     # The model's own latent factors: model_index.json's when it has them (a shared VAE's config
     # carries the other model's), else the VAE config's, as diffusers' pipelines read them.
-    index = read_json(folder / "model_index.json") if (folder / "model_index.json").exists() else {}
     vae_config = parts["vae"].config
     parts["scaling_factor"] = float(index.get("scaling_factor") or vae_config.get("scaling_factor") or 0.18215)
     parts["shift_factor"] = float(index.get("shift_factor") or vae_config.get("shift_factor") or 0.0)

@@ -29,12 +29,14 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class TextConditioning:
-    """A flow transformer's text conditioning: token states ``(N, L, D)`` and the pooled vector ``(N, P)``.
+    """Text conditioning with a pooled vector: token states ``(N, L, D)`` and the pooled vector ``(N, P)``.
 
     SD 3's MMDiT reads both (``SD3Transformer2DModel.forward``: ``encoder_hidden_states`` and
-    ``pooled_projections``); an ε-UNet reads the token states only, so its bundle hands out a
-    plain tensor. ``expand`` and ``shape`` behave as on the token-state tensor, so code that
-    only passes conditioning along does not need to know which it holds.
+    ``pooled_projections``); SDXL's UNet reads the token states as ``encoder_hidden_states`` and
+    the pooled vector as ``added_cond_kwargs["text_embeds"]`` (:meth:`LDM.predict` adds the
+    size ids). An SD 1.x/2.x ε-UNet reads the token states only, so its bundle hands out a
+    plain tensor. ``expand``, ``shape`` and row slicing behave as on the token-state tensor, so
+    code that only passes conditioning along does not need to know which it holds.
     """
 
     hidden: torch.Tensor
@@ -49,6 +51,9 @@ class TextConditioning:
 
     def to(self, *args, **kwargs) -> TextConditioning:
         return TextConditioning(self.hidden.to(*args, **kwargs), self.pooled.to(*args, **kwargs))
+
+    def __getitem__(self, rows) -> TextConditioning:
+        return TextConditioning(self.hidden[rows], self.pooled[rows])
 
 
 @dataclass
@@ -65,6 +70,12 @@ class LDM:
     the timestep it reads; :meth:`predict` runs it. ``unet`` holds the denoiser of either
     family — a ``UNet2DConditionModel`` (``eps-unet``) or an ``SD3Transformer2DModel``
     (``flow-transformer``; also reachable as :attr:`denoiser`).
+
+    An SDXL-shaped ε-UNet (:attr:`is_sdxl`: ``addition_embed_type="text_time"``) is the same
+    family with richer conditioning: two CLIP text encoders (``text_encoder``,
+    ``text_encoder_2``) give :class:`TextConditioning`, and :meth:`predict` — the one place the
+    UNet is called — adds ``added_cond_kwargs`` (the pooled vector and the size ids of the
+    working size, :meth:`add_time_ids`), so no protection or attack needs to know.
     """
 
     name: str
@@ -83,6 +94,11 @@ class LDM:
     family: str = EPS_UNET
     source: str = ""
     conditioning_override: Callable[[int], dict] | None = None
+    #: SDXL's second text encoder (``CLIPTextModelWithProjection``: token states and the pooled vector) and its tokenizer.
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+    #: SDXL base's model_index.json flag: the unconditional branch of guidance is zeros, not the empty prompt.
+    force_zeros_for_empty_prompt: bool = False
     _prompt_cache: dict = field(default_factory=dict, repr=False)
 
     # -- ranges and latents -------------------------------------------------
@@ -140,36 +156,107 @@ class LDM:
     def denoiser(self) -> Any:
         return self.unet
 
+    @property
+    def is_sdxl(self) -> bool:
+        """An SDXL-shaped ε-UNet: it adds SDXL's pooled-text and size embedding (``addition_embed_type
+        "text_time"``, ``UNet2DConditionModel.get_aug_embed``), so it reads :class:`TextConditioning`."""
+        return getattr(getattr(self.unet, "config", None), "addition_embed_type", None) == "text_time"
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell: ``2 ** (len(block_out_channels) − 1)``, as diffusers' pipelines compute it."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def can_inpaint(self) -> bool:
+        """Whether the ``inpaint`` attack can run: an inpainting UNet (``inpaint_unet/``), or a pipeline that
+        inpaints with the base denoiser by latent blending (SD 3's; SDXL's with its 4-channel base UNet)."""
+        return self.inpaint_unet is not None or self.is_flow or self.is_sdxl
+
     # -- conditioning -------------------------------------------------------
     def encode_prompt(self, prompt: str, batch: int = 1) -> torch.Tensor:
         """Text conditioning ``c`` of ``prompt``, cached per prompt: ``(batch, 77, D)`` token states
-        (eps-unet), or a :class:`TextConditioning` (flow-transformer: SD 3's penultimate CLIP
-        states and pooled vector, :func:`flow_text_conditioning`)."""
+        (SD 1.x/2.x-shaped eps-unet), or a :class:`TextConditioning` (flow-transformer: SD 3's
+        penultimate CLIP states and pooled vector, :func:`flow_text_conditioning`; SDXL: both
+        encoders' penultimate states and the second's pooled vector, :func:`sdxl_text_conditioning`)."""
         if prompt not in self._prompt_cache:
             if self.conditioning_override is not None:
                 self._prompt_cache[prompt] = self.conditioning_override(1)["encoder_hidden_states"]
             else:
-                tokens = self.tokenizer(
-                    [prompt],
-                    padding="max_length",
-                    max_length=self.tokenizer.model_max_length,
-                    truncation=True,
-                    return_tensors="pt",
-                )
                 with torch.no_grad():
-                    if self.is_flow:
-                        hidden = flow_text_conditioning(self.text_encoder, tokens.input_ids.to(self.device))
-                    else:
-                        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
-                self._prompt_cache[prompt] = hidden.to(self.dtype)
+                    self._prompt_cache[prompt] = self.condition([prompt])
         return self._prompt_cache[prompt].expand(batch, -1, -1)
 
-    def unet_extra_kwargs(self, batch: int) -> dict:
-        """Extra UNet inputs some architectures need (SDXL's ``added_cond_kwargs``)."""
-        if self.conditioning_override is None:
-            return {}
-        extra = self.conditioning_override(batch)
-        return {k: v for k, v in extra.items() if k != "encoder_hidden_states"}
+    def condition(
+        self,
+        prompts,
+        *,
+        text_encoder: Any = None,
+        text_encoder_2: Any = None,
+        tokenizer: Any = None,
+        tokenizer_2: Any = None,
+    ):
+        """The conditioning of ``prompts`` (a list) in the bundle's dtype, gradients kept, through the given
+        (fine-tuned or token-extended) encoders and tokenizers or the bundle's own. The one place each
+        layout's conditioning is computed: CLIP's last token states (SD 1.x/2.x), SD 3's
+        (:func:`flow_text_conditioning`) or SDXL's (:func:`sdxl_text_conditioning`)."""
+        text_encoder = text_encoder if text_encoder is not None else self.text_encoder
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if self.is_sdxl:
+            encoders = (text_encoder, text_encoder_2 if text_encoder_2 is not None else self.text_encoder_2)
+            tokenizers = (tokenizer, tokenizer_2 if tokenizer_2 is not None else self.tokenizer_2)
+            if any(part is None for part in encoders + tokenizers):
+                raise ModelError(
+                    f"{self.name} is SDXL-shaped: it needs text_encoder, text_encoder_2, tokenizer and tokenizer_2"
+                )
+            return sdxl_text_conditioning(tokenizers, encoders, prompts, self.device).to(self.dtype)
+        ids = tokenize(tokenizer, prompts).to(self.device)
+        if self.is_flow:
+            return flow_text_conditioning(text_encoder, ids).to(self.dtype)
+        return text_encoder(ids)[0].to(self.dtype)
+
+    def negative_conditioning(self, batch: int):
+        """The unconditional branch of classifier-free guidance: the empty prompt's conditioning, or zeros
+        where the model sets ``force_zeros_for_empty_prompt`` (SDXL base does, in model_index.json; diffusers'
+        SDXL pipelines then use zeros when no negative prompt is given, ``pipeline_stable_diffusion_xl.py``
+        lines 424–427)."""
+        empty = self.encode_prompt("", batch)
+        if not self.force_zeros_for_empty_prompt:
+            return empty
+        if isinstance(empty, TextConditioning):
+            return TextConditioning(torch.zeros_like(empty.hidden), torch.zeros_like(empty.pooled))
+        return torch.zeros_like(empty)
+
+    def add_time_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """SDXL's size conditioning of ``latents`` ``(N, C, h, w)``: ``(N, 6)`` rows ``original_size +
+        crops_coords_top_left + target_size = (H, W, 0, 0, H, W)``, ``H, W`` the working size in pixels.
+
+        What diffusers' SDXL pipelines pass when no size is given: ``original_size = target_size =
+        (height, width)`` and crop ``(0, 0)`` (``pipeline_stable_diffusion_xl.py`` lines 731–734 and
+        1035–1036; the img2img pipeline reads ``height, width`` off the latents, lines 1297–1304 of
+        ``pipeline_stable_diffusion_xl_img2img.py``), and what ``train_dreambooth_lora_sdxl.py``
+        (``compute_time_ids``, lines 1477–1480) computes for an image already at the training size
+        with no crop — the harness's images are at the working size and never cropped.
+        """
+        height, width = (int(size) * self.vae_scale_factor for size in latents.shape[-2:])
+        ids = torch.tensor([height, width, 0, 0, height, width], device=latents.device, dtype=latents.dtype)
+        return ids.expand(latents.shape[0], -1)
+
+    def unet_conditioning(self, conditioning, latents: torch.Tensor) -> dict:
+        """The ε-UNet's conditioning keywords for ``latents``: ``encoder_hidden_states``, and for SDXL
+        ``added_cond_kwargs = {"text_embeds": pooled, "time_ids": add_time_ids(latents)}`` (diffusers
+        ``pipeline_stable_diffusion_xl.py`` lines 1126 and 1208)."""
+        if not self.is_sdxl:
+            return {"encoder_hidden_states": conditioning}
+        if not isinstance(conditioning, TextConditioning):
+            raise ModelError(
+                f"{self.name} is SDXL-shaped: its UNet needs the pooled text vector with the token states "
+                "(a TextConditioning from encode_prompt or condition), not token states alone"
+            )
+        return {
+            "encoder_hidden_states": conditioning.hidden,
+            "added_cond_kwargs": {"text_embeds": conditioning.pooled, "time_ids": self.add_time_ids(latents)},
+        }
 
     def predict_noise(
         self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, prompt_embeds: torch.Tensor, unet: Any = None
@@ -190,12 +277,7 @@ class LDM:
         """
         net = unet if unet is not None else self.unet
         if not self.is_flow:
-            return net(
-                noisy_latents,
-                timesteps,
-                encoder_hidden_states=conditioning,
-                **self.unet_extra_kwargs(noisy_latents.shape[0]),
-            ).sample
+            return net(noisy_latents, timesteps, **self.unet_conditioning(conditioning, noisy_latents)).sample
         return net(
             noisy_latents,
             encoder_hidden_states=conditioning.hidden,
@@ -244,7 +326,7 @@ class LDM:
 
     def flow_pipeline_components(self, transformer: Any = None) -> dict:
         """SD 3 pipeline components: one CLIP encoder in ``text_encoder``; the second CLIP and T5
-        slots are empty (the bundle passes precomputed conditioning, :meth:`flow_prompt_kwargs`)."""
+        slots are empty (the bundle passes precomputed conditioning, :meth:`pipeline_prompt_kwargs`)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         return dict(
@@ -259,15 +341,33 @@ class LDM:
             tokenizer_3=None,
         )
 
-    def flow_prompt_kwargs(self, prompt: str, batch: int, guidance_scale: float) -> dict:
-        """The SD 3 pipelines' ``prompt_embeds`` / ``pooled_prompt_embeds`` (and the negative ones
-        when guidance runs), computed by :meth:`encode_prompt` exactly as the protections see them."""
-        conditional = self.encode_prompt(prompt, batch)
-        kwargs = {"prompt_embeds": conditional.hidden, "pooled_prompt_embeds": conditional.pooled}
-        if guidance_scale > 1.0:
-            empty = self.encode_prompt("", batch)
-            kwargs |= {"negative_prompt_embeds": empty.hidden, "negative_pooled_prompt_embeds": empty.pooled}
-        return kwargs
+    def xl_pipeline_components(self, unet: Any = None, **replace) -> dict:
+        """SDXL pipeline components: both encoders and tokenizers (``replace`` swaps any, e.g. a concept's
+        token-extended copies), DDIM from the model's schedule, ``force_zeros_for_empty_prompt`` as the
+        model says, no watermarker (it would change the pixels every metric reads)."""
+        from diffusers import DDIMScheduler
+
+        components = dict(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer=self.tokenizer,
+            tokenizer_2=self.tokenizer_2,
+            unet=unet if unet is not None else self.unet,
+            scheduler=DDIMScheduler.from_config(self.scheduler.config),
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
+            add_watermarker=False,
+        )
+        return components | replace
+
+    def pipeline_prompt_kwargs(self, prompt: str, batch: int, guidance_scale: float) -> dict:
+        """An SD 3 or SDXL pipeline's ``prompt_embeds`` / ``pooled_prompt_embeds`` (and the negative ones
+        when guidance runs), computed by :meth:`encode_prompt` exactly as the protections see them; the
+        negative ones by :meth:`negative_conditioning` (the empty prompt, or SDXL base's zeros)."""
+        return conditioning_kwargs(
+            self.encode_prompt(prompt, batch),
+            self.negative_conditioning(batch) if guidance_scale > 1.0 else None,
+        )
 
     def img2img_pipeline(self):
         """diffusers' img2img pipeline whose ``image`` is always latents (the caller encodes):
@@ -279,6 +379,14 @@ class LDM:
             from diffusers import StableDiffusion3Img2ImgPipeline
 
             pipe = StableDiffusion3Img2ImgPipeline(**self.flow_pipeline_components())
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
+        if self.is_sdxl:
+            # SDXL's img2img takes ``image`` as latents when it has 4 channels, SDXL's width
+            # (``pipeline_stable_diffusion_xl_img2img.py``, ``prepare_latents``: ``image.shape[1] == 4``).
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            pipe = StableDiffusionXLImg2ImgPipeline(**self.xl_pipeline_components())
             pipe.set_progress_bar_config(disable=True)
             return pipe
         pipe = _latent_img2img_class().from_components(**self.pipeline_components())
@@ -294,6 +402,17 @@ class LDM:
             pipe = StableDiffusion3InpaintPipeline(**self.flow_pipeline_components())
             pipe.set_progress_bar_config(disable=True)
             return pipe
+        if self.is_sdxl:
+            # SDXL's inpainting pipeline: with a 9-channel inpainting UNet (an inpaint_unet/ folder) it
+            # conditions on the mask and masked latents; with the 4-channel base UNet it repaints by
+            # blending the re-noised known latents outside the mask after every step
+            # (``pipeline_stable_diffusion_xl_inpaint.py``, ``num_channels_unet == 4``).
+            from diffusers import StableDiffusionXLInpaintPipeline
+
+            _quiet_empty_fp32_warning()
+            pipe = StableDiffusionXLInpaintPipeline(**self.xl_pipeline_components(unet=self.inpaint_unet))
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         from diffusers import StableDiffusionInpaintPipeline
 
         if self.inpaint_unet is None:
@@ -303,6 +422,12 @@ class LDM:
         return pipe
 
     def text2img_pipeline(self):
+        if self.is_sdxl:
+            from diffusers import StableDiffusionXLPipeline
+
+            pipe = StableDiffusionXLPipeline(**self.xl_pipeline_components())
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline(**self.pipeline_components())
@@ -314,6 +439,7 @@ class LDM:
             "vae": self.vae,
             ("transformer" if self.is_flow else "unet"): self.unet,
             "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
             "inpaint_unet": self.inpaint_unet,
         }
         return {k: v for k, v in parts.items() if isinstance(v, torch.nn.Module)}
@@ -327,25 +453,26 @@ class LDM:
     def save_pretrained(self, folder: Path) -> Path:
         """Write a diffusers-style folder (safetensors only) that :func:`load_model` reads back."""
         folder = Path(folder)
-        for part in ("vae", "unet", "text_encoder", "inpaint_unet"):
+        for part in ("vae", "unet", "text_encoder", "text_encoder_2", "inpaint_unet"):
             module = getattr(self, part)
             if module is not None:
                 name = "transformer" if part == "unet" and self.is_flow else part
                 module.save_pretrained(folder / name, safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "tokenizer")
+        if self.tokenizer_2 is not None:
+            self.tokenizer_2.save_pretrained(folder / "tokenizer_2")
         self.scheduler.save_pretrained(folder / "scheduler")
-        (folder / "model_index.json").write_text(
-            json.dumps(
-                {
-                    "_class_name": "StableDiffusion3Pipeline" if self.is_flow else "StableDiffusionPipeline",
-                    "cloakbench_family": self.family,
-                    "cloakbench_resolution": self.resolution,
-                    "scaling_factor": self.scaling_factor,
-                    "shift_factor": self.shift_factor,
-                },
-                indent=1,
-            )
-        )
+        pipeline = "StableDiffusion3Pipeline" if self.is_flow else "StableDiffusionPipeline"
+        index = {
+            "_class_name": "StableDiffusionXLPipeline" if self.is_sdxl else pipeline,
+            "cloakbench_family": self.family,
+            "cloakbench_resolution": self.resolution,
+            "scaling_factor": self.scaling_factor,
+            "shift_factor": self.shift_factor,
+        }
+        if self.is_sdxl:
+            index["force_zeros_for_empty_prompt"] = self.force_zeros_for_empty_prompt
+        (folder / "model_index.json").write_text(json.dumps(index, indent=1))
         return folder
 
 
@@ -372,6 +499,36 @@ def sd_noise_schedule():
     )
 
 
+def tokenize(tokenizer, prompts) -> torch.Tensor:
+    """Token ids ``(N, L)`` of ``prompts``, padded to and truncated at the tokenizer's length, as every
+    diffusers pipeline tokenizes a prompt."""
+    return tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def conditioning_kwargs(conditional: TextConditioning, negative: TextConditioning | None) -> dict:
+    """An SD 3 or SDXL pipeline's precomputed-conditioning keywords: ``prompt_embeds``,
+    ``pooled_prompt_embeds`` and, when ``negative`` is given (guidance on), the negative ones."""
+    kwargs = {"prompt_embeds": conditional.hidden, "pooled_prompt_embeds": conditional.pooled}
+    if negative is not None:
+        kwargs |= {"negative_prompt_embeds": negative.hidden, "negative_pooled_prompt_embeds": negative.pooled}
+    return kwargs
+
+
+def sdxl_text_conditioning(tokenizers, text_encoders, prompts, device) -> TextConditioning:
+    """SDXL's conditioning from its two CLIP encoders (diffusers ``StableDiffusionXLPipeline.encode_prompt``,
+    ``pipeline_stable_diffusion_xl.py`` lines 381–421 with ``clip_skip=None``): each encoder's penultimate
+    token states ``hidden_states[-2]``, concatenated on the feature axis (768 + 1280 = 2048 in SDXL),
+    and the pooled vector of the last encoder, ``CLIPTextModelWithProjection``'s projected ``text_embeds``
+    (line 411: "only ALWAYS interested in the pooled output of the final text encoder")."""
+    states = []
+    for tokenizer, text_encoder in zip(tokenizers, text_encoders):
+        out = text_encoder(tokenize(tokenizer, prompts).to(device), output_hidden_states=True)
+        states.append(out.hidden_states[-2])
+    return TextConditioning(torch.cat(states, dim=-1), out.text_embeds)
+
+
 def flow_text_conditioning(text_encoder, input_ids: torch.Tensor) -> TextConditioning:
     """SD 3's conditioning from one CLIP encoder with a projection: the penultimate layer's token
     states and the projected pooled vector (diffusers ``StableDiffusion3Pipeline._get_clip_prompt_embeds``
@@ -389,6 +546,7 @@ def flow_noise_schedule(shift: float = 3.0):
 
 def bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution: int, **extra) -> LDM:
     """An :class:`LDM` of ``parts`` (``vae``, ``unet``, optional ``text_encoder``, ``tokenizer``, ``inpaint_unet``,
+    SDXL's ``text_encoder_2``, ``tokenizer_2``, ``force_zeros_for_empty_prompt``,
     ``scaling_factor``, ``shift_factor``, ``family``, ``scheduler``) on ``device`` in ``dtype``, frozen; the
     scheduler defaults to Stable Diffusion's DDPM schedule for ``eps-unet``."""
     device = torch.device(device)
@@ -411,12 +569,29 @@ def bundle(name: str, parts: dict, device, dtype, weights_hash: str, resolution:
         text_encoder=freeze(parts.get("text_encoder"), device, dtype),
         tokenizer=parts.get("tokenizer"),
         inpaint_unet=freeze(parts.get("inpaint_unet"), device, dtype),
+        text_encoder_2=freeze(parts.get("text_encoder_2"), device, dtype),
+        tokenizer_2=parts.get("tokenizer_2"),
+        force_zeros_for_empty_prompt=bool(parts.get("force_zeros_for_empty_prompt", False)),
         scheduler=scheduler,
         scaling_factor=parts.get("scaling_factor", 0.18215),
         shift_factor=float(parts.get("shift_factor") or 0.0),
         family=family,
         **extra,
     )
+
+
+@functools.cache
+def _quiet_empty_fp32_warning() -> None:
+    """Drop diffusers' "modules … that should be kept in float32: []" warning, which its SDXL inpaint
+    pipeline triggers on every call by casting the VAE for ``force_upcast`` (``_encode_vae_image``):
+    with an empty list there is nothing kept in float32 to warn about. Other warnings pass."""
+    import logging
+
+    class EmptyListOnly(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "should be kept in float32: []" not in record.getMessage()
+
+    logging.getLogger("diffusers.models.modeling_utils").addFilter(EmptyListOnly())
 
 
 @functools.cache

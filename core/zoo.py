@@ -27,6 +27,7 @@ from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER
 from cloakbench.core.folders import (
     component_folder,
     folder_family,
+    folder_is_sdxl,
     folder_resolution,
     load_folder,
     preflight,
@@ -49,8 +50,9 @@ class ModelFacts:
     resolution: int
     family: str = "eps-unet"
     latent_channels: int | None = 4
-    #: Whether the model has the inpainting UNet the inpaint attack runs on (a folder's optional
-    #: ``inpaint_unet/``; every random-weights entry builds one): a plan checks it before any cell.
+    #: Whether the inpaint attack can run on the model (``LDM.can_inpaint``): a folder's optional
+    #: ``inpaint_unet/``, or a layout whose inpainting pipeline repaints with the base denoiser
+    #: (SD 3, SDXL); every random-weights entry can. A plan checks it before any cell.
     inpaint_unet: bool = True
     #: The VAE's downsampling factor (1: no VAE, a pixel-space model): the multiple a full-size
     #: picture's sides are padded to, known before the model loads (``bench protect``'s first ETA).
@@ -151,13 +153,14 @@ def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str 
     """The facts of a preflighted diffusers folder: weights hash, working size, family, latent width."""
     family = family or folder_family(folder)
     vae = read_json(component_folder(folder, "vae") / "config.json")
+    blending = family == FLOW_TRANSFORMER or folder_is_sdxl(folder)
     return ModelFacts(
         name,
         sha256_files(weights.values()),
         folder_resolution(folder),
         family,
         int(vae.get("latent_channels", 4)),
-        inpaint_unet="inpaint_unet" in weights,
+        inpaint_unet="inpaint_unet" in weights or blending,
         vae_downsampling=vae_downsampling(vae),
     )
 
@@ -215,6 +218,15 @@ _random(
     architectures.TINY_RESOLUTION,
     16,
     FLOW_TRANSFORMER,
+)
+_random(
+    "tiny-random-sdxl",
+    "Seeded tiny random SDXL-shaped model (64², latent 8² × 4; two CLIP text encoders, the second with a "
+    "projection; a UNet with SDXL's text_time added embedding) for tests; builds in about a second.",
+    architectures.tiny_random_sdxl,
+    architectures.tiny_sdxl_configs,
+    architectures.TINY_RESOLUTION,
+    4,
 )
 _random(
     "sd15-arch",

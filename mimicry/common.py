@@ -51,7 +51,7 @@ def predict_guided_noise(
     conditional = model.predict_noise(latents, steps, model.encode_prompt(prompt, batch))
     if guidance_scale <= 1.0:
         return conditional
-    unconditional = model.predict_noise(latents, steps, model.encode_prompt("", batch))
+    unconditional = model.predict_noise(latents, steps, model.negative_conditioning(batch))
     return unconditional + guidance_scale * (conditional - unconditional)
 
 

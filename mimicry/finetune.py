@@ -113,11 +113,13 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
-    """A fine-tuned private copy: the UNet, the text encoder (a copy when trained) and the losses."""
+    """A fine-tuned private copy: the UNet, the text encoder(s) (copies when trained) and the losses."""
 
     unet: torch.nn.Module
     text_encoder: torch.nn.Module
     loss_trace: list[float]
+    #: SDXL's second text encoder (a copy when trained; None for a one-encoder model).
+    text_encoder_2: torch.nn.Module | None = None
 
 
 def is_large(model) -> bool:
@@ -198,7 +200,8 @@ def finetune(
     """Train ``parameters`` (of ``unet``, a private copy) on ``images`` with the DreamBooth loss.
 
     ``train_text_encoder`` trains a deep copy of the text encoder too (its parameters join
-    the optimiser). The VAE posterior of every image (and its mirror) is computed once; a
+    the optimiser; SDXL's two encoders both, as ``train_dreambooth_lora_sdxl.py`` trains both
+    with ``--train_text_encoder``, lines 1236–1246). The VAE posterior of every image (and its mirror) is computed once; a
     fresh latent is sampled from it every step, as encoding each step would give.
     """
     from diffusers.utils.torch_utils import randn_tensor
@@ -206,10 +209,14 @@ def finetune(
     if steps < 1:
         raise ValueError(f"fine-tuning needs steps >= 1, got {steps}")
     device, dtype = model.device, model.dtype
-    text_encoder = model.text_encoder
+    text_encoder, text_encoder_2 = model.text_encoder, model.text_encoder_2
     if train_text_encoder:
         text_encoder = copy.deepcopy(model.text_encoder).requires_grad_(True)
         parameters = list(parameters) + [p for p in text_encoder.parameters() if p.requires_grad]
+        if text_encoder_2 is not None:
+            text_encoder_2 = copy.deepcopy(text_encoder_2).requires_grad_(True)
+            parameters += [p for p in text_encoder_2.parameters() if p.requires_grad]
+    encoders = dict(text_encoder=text_encoder, text_encoder_2=text_encoder_2)
     optimizer = torch.optim.AdamW(
         parameters, lr=learning_rate, betas=(0.9, 0.999), weight_decay=config.weight_decay, eps=1e-8
     )
@@ -229,9 +236,7 @@ def finetune(
     prompts = [instance_prompt] * batch + ([class_prompt] * batch if use_prior else [])
     if not train_text_encoder:
         with torch.no_grad():
-            fixed_embeds = finetuning.encode_prompts(
-                model.tokenizer, text_encoder, prompts, device, dtype, flow=model.is_flow
-            )
+            fixed_embeds = finetuning.encode_prompts(model, prompts, **encoders)
     loss_trace: list[float] = []
     for step in range(steps):
         flipped = (torch.rand(batch, generator=generator, device=generator.device) < config.flip_p).long().cpu()
@@ -246,11 +251,7 @@ def finetune(
         timesteps = torch.randint(
             0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
         ).to(device)
-        embeds = (
-            finetuning.encode_prompts(model.tokenizer, text_encoder, prompts, device, dtype, flow=model.is_flow)
-            if train_text_encoder
-            else fixed_embeds
-        )
+        embeds = finetuning.encode_prompts(model, prompts, **encoders) if train_text_encoder else fixed_embeds
         per_sample = finetuning.denoising_loss(model, unet, latents, timesteps, noise, embeds)
         loss = finetuning.prior_preserving_loss(per_sample, batch, config.prior_loss_weight)
         loss.backward()
@@ -261,7 +262,9 @@ def finetune(
         loss_trace.append(float(loss.detach()))
     unet.requires_grad_(False).eval()
     text_encoder.requires_grad_(False).eval()
-    return FinetuneResult(unet, text_encoder, loss_trace)
+    if text_encoder_2 is not None:
+        text_encoder_2.requires_grad_(False).eval()
+    return FinetuneResult(unet, text_encoder, loss_trace, text_encoder_2)
 
 
 class FinetuneAttack(Mimicry):
@@ -334,6 +337,7 @@ class FinetuneAttack(Mimicry):
             guidance_scale=config.guidance_scale,
             unet=result.unet,
             text_encoder=result.text_encoder,
+            text_encoder_2=result.text_encoder_2,
         )
         context.notes["loss_trace"] = result.loss_trace
         for key, value in {

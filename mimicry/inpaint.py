@@ -162,7 +162,7 @@ def inpaint_any_width(
     else:
         latents = scheduler.add_noise(model.encode(pixels, mode="sample", generator=generator), noise, timesteps[:1])
     conditional = model.encode_prompt(prompt, batch)
-    unconditional = model.encode_prompt("", batch)
+    unconditional = model.negative_conditioning(batch)
     for t in timesteps:
         net_input = scheduler.scale_model_input(latents, t)
         net_input = torch.cat([net_input, latent_mask, masked_latents], dim=1)
@@ -250,7 +250,7 @@ class Inpaint(Mimicry):
         pipe = model.inpaint_pipeline()
         note(context, self.name, "loop", "diffusers StableDiffusion3InpaintPipeline (latent blending)")
         return pipe(
-            **model.flow_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
+            **model.pipeline_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
             image=images,
             mask_image=masks,
             height=height,
@@ -286,9 +286,17 @@ class Inpaint(Mimicry):
             )
             note(context, self.name, "loop", "cloakbench (latents wider than SD's 4)")
         else:
+            # SDXL: StableDiffusionXLInpaintPipeline fed the bundle's conditioning (LDM.inpaint_pipeline).
+            prompt = (
+                model.pipeline_prompt_kwargs(context.prompt, batch, self.config.guidance_scale)
+                if model.is_sdxl
+                else {"prompt": [context.prompt] * batch}
+            )
             pipe = model.inpaint_pipeline()
+            if model.is_sdxl:
+                note(context, self.name, "loop", f"diffusers {type(pipe).__name__}")
             generated = pipe(
-                prompt=[context.prompt] * batch,
+                **prompt,
                 image=images,
                 mask_image=masks,
                 height=height,

@@ -20,6 +20,19 @@ sigma_sqrt`` and the EDM preconditioning (``model_pred·(−σ) + z_t`` against 
 of ``core/finetuning.py``'s ``denoising_loss`` with this loop's uniform ``t``. Deliberate
 difference: the rate and steps are the model-scaled recipe below (the script's 1e-4 is for SD 3
 at 1024²), as for the ε family. Adapters are saved with ``StableDiffusion3Pipeline.save_lora_weights``.
+
+On SDXL the recipe is diffusers' ``examples/dreambooth/train_dreambooth_lora_sdxl.py``
+(huggingface/diffusers at 58eb52c0): adapters on the UNet's ``["to_k", "to_q", "to_v", "to_out.0"]``
+(line 1225) with ``LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian")`` (lines
+1206–1212), rank 4 (line 660), the two text encoders frozen unless ``--train_text_encoder``
+(line 437, off by default; this attack never trains them), ε-MSE at ``t ~ U{0..T−1}`` (lines
+1700–1703, 1835) with the UNet called with ``added_cond_kwargs`` — the second encoder's pooled
+vector and ``compute_time_ids(original_size, crop) = original_size + crop + (R, R)`` (lines
+1477–1480; called per image at lines 1728–1733, the UNet call at 1741–1753), which for the harness's uncropped images at the working size is
+``LDM.add_time_ids``. Deliberate differences: the model-scaled recipe below instead of the
+script's rate 1e-4 (line 493), batch 4 (line 442) and AdamW weight decay 1e-4 (line 572), so
+the three families share one recipe; adapters are saved with ``StableDiffusionXLPipeline.save_lora_weights``
+(line 1968).
 """
 
 from __future__ import annotations
@@ -79,8 +92,16 @@ class DreamBoothLoRA(FinetuneAttack):
         return unet, finetuning.add_lora(unet, self.config.rank, generator=generator)
 
     def save(self, result: FinetuneResult, work_dir: Path) -> list[Path]:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        if getattr(result.unet.config, "addition_embed_type", None) == "text_time":  # an SDXL UNet
+            StableDiffusionXLPipeline.save_lora_weights(
+                str(work_dir),
+                unet_lora_layers=finetuning.lora_state_dict(result.unet),
+                weight_name=ADAPTER_FILE,
+                safe_serialization=True,
+            )
+            return [work_dir / ADAPTER_FILE]
         if getattr(result.unet.config, "joint_attention_dim", None) is not None:  # an SD 3 transformer
             from diffusers import StableDiffusion3Pipeline
             from peft.utils import get_peft_model_state_dict

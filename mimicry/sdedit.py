@@ -106,11 +106,18 @@ class SDEdit(StrengthSweep):
         if model.is_flow:
             return self.flow_edit(latents, strength, model, generator, context).to(images.device, torch.float32)
         pipe = model.img2img_pipeline()
+        # SDXL: StableDiffusionXLImg2ImgPipeline fed the bundle's conditioning (its pooled vector;
+        # the pipeline adds the size ids of the latents' working size, as LDM.predict does).
+        prompt = (
+            model.pipeline_prompt_kwargs(context.prompt, images.shape[0], self.config.guidance_scale)
+            if model.is_sdxl
+            else {"prompt": [context.prompt] * images.shape[0]}
+        )
         # Latents are passed in, so the pipeline skips its own encode and the posterior sample
         # above uses the caller's generator in the same order diffusers would (the pipeline
         # takes latents of any width: LDM.img2img_pipeline).
         output = pipe(
-            prompt=[context.prompt] * images.shape[0],
+            **prompt,
             image=latents,
             strength=strength,
             num_inference_steps=steps,
@@ -144,7 +151,7 @@ class SDEdit(StrengthSweep):
         pipe = model.img2img_pipeline()
         height, width = (size * pipe.vae_scale_factor for size in latents.shape[-2:])
         out = pipe(
-            **model.flow_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
+            **model.pipeline_prompt_kwargs(context.prompt, batch, self.config.guidance_scale),
             image=latents,
             strength=strength,
             num_inference_steps=steps,

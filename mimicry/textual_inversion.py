@@ -9,6 +9,13 @@ Threat model: the mimic trains a concept token on all published images of an art
 (``scope = "set"``) and generates new images with it; a protection works if generations
 from the protected-trained token are worse (further from the concept) than from the
 clean-trained one.
+
+On SDXL (two text encoders) the token is learned as diffusers' ``examples/textual_inversion/
+textual_inversion_sdxl.py`` (huggingface/diffusers at 58eb52c0) learns it: added to both tokenizers
+(lines 676–682), a new row in both encoders' embedding matrices (703–713), both rows trained by one
+AdamW (769–781) with every other row restored after each step (980–990), the UNet conditioned on
+both encoders' penultimate states and the second's pooled vector with the size ids (933–955); the
+second row is saved beside the first as ``learned_embeds_2.safetensors`` (1101–1112).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import torch
 from cloakbench.core.config import bounded
 from cloakbench.core.finetuning import generate_images
 from cloakbench.core.images import check_images
-from cloakbench.core.ldm import flow_text_conditioning
 from cloakbench.mimicry.base import MIMICRY, AttackContext, Mimicry
 from cloakbench.mimicry.common import epoch_batches, note
 from cloakbench.mimicry.textual_inversion_templates import TEMPLATES
@@ -33,6 +39,8 @@ from cloakbench.mimicry.textual_inversion_templates import TEMPLATES
 log = logging.getLogger(__name__)
 
 EMBEDDING_FILE = "learned_embeds.safetensors"
+#: SDXL's second encoder's row (textual_inversion_sdxl.py line 1111).
+EMBEDDING_FILE_2 = "learned_embeds_2.safetensors"
 
 
 @dataclass
@@ -44,11 +52,29 @@ class TrainedConcept:
     tokenizer: Any
     text_encoder: Any
     loss_trace: list[float]
+    #: SDXL's second tokenizer and encoder copies with the token's row (None for a one-encoder model).
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    token_id_2: int | None = None
 
     @property
     def embedding(self) -> torch.Tensor:
         """The learned row, ``(D,)`` float32 on the CPU."""
         return self.text_encoder.get_input_embeddings().weight[self.token_id].detach().float().cpu().clone()
+
+    @property
+    def embedding_2(self) -> torch.Tensor:
+        """SDXL's second encoder's learned row, ``(D₂,)`` float32 on the CPU."""
+        return self.text_encoder_2.get_input_embeddings().weight[self.token_id_2].detach().float().cpu().clone()
+
+    def encoders(self, device=None, dtype=None) -> dict:
+        """The concept's tokenizers and encoders as ``LDM.condition`` and ``generate_images`` take them."""
+        parts = {"tokenizer": self.tokenizer, "text_encoder": self.text_encoder}
+        if self.text_encoder_2 is not None:
+            parts |= {"tokenizer_2": self.tokenizer_2, "text_encoder_2": self.text_encoder_2}
+        if device is not None:
+            parts = {k: v.to(device, dtype) if isinstance(v, torch.nn.Module) else v for k, v in parts.items()}
+        return parts
 
 
 def add_concept_token(model, token: str, initializer: str):
@@ -62,16 +88,21 @@ def add_concept_token(model, token: str, initializer: str):
     """
     if model.text_encoder is None or model.tokenizer is None:
         raise ValueError(f"textual inversion needs a text encoder and tokenizer; model {model.name} has none")
-    if token in model.tokenizer.get_vocab():
+    return extend_vocabulary(model.tokenizer, model.text_encoder, token, initializer)
+
+
+def extend_vocabulary(base_tokenizer, base_text_encoder, token: str, initializer: str):
+    """:func:`add_concept_token` on one tokenizer and encoder (SDXL's second gets its own row the same way)."""
+    if token in base_tokenizer.get_vocab():
         raise ValueError(f"token {token!r} is already in the tokenizer's vocabulary; choose another concept token")
-    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer = copy.deepcopy(base_tokenizer)
     if tokenizer.add_tokens(token) != 1:
         raise ValueError(f"token {token!r} is already in the tokenizer's vocabulary; choose another concept token")
     token_id = tokenizer.convert_tokens_to_ids(token)
     init_ids = tokenizer(initializer, add_special_tokens=False).input_ids
     if not init_ids:
         raise ValueError(f"initializer {initializer!r} tokenizes to nothing")
-    text_encoder = copy.deepcopy(model.text_encoder).to(torch.float32)
+    text_encoder = copy.deepcopy(base_text_encoder).to(torch.float32)
     old = text_encoder.get_input_embeddings().weight.detach()
     if token_id != old.shape[0]:
         raise ValueError(f"new token id {token_id} does not follow the embedding matrix ({old.shape[0]} rows)")
@@ -110,12 +141,22 @@ def train_embedding(
     if not templates or any("{}" not in t for t in templates):
         raise ValueError(f"every training template needs a '{{}}' for the token; got {templates}")
     tokenizer, text_encoder, token_id = add_concept_token(model, token, initializer)
-    embeddings = text_encoder.get_input_embeddings()
-    original = embeddings.weight.detach().clone()
-    frozen_rows = torch.ones(original.shape[0], dtype=torch.bool, device=original.device)
-    frozen_rows[token_id] = False
-    embeddings.weight.requires_grad_(True)
-    optimizer = torch.optim.AdamW([embeddings.weight], lr=learning_rate, weight_decay=weight_decay)
+    concept = TrainedConcept(token, token_id, tokenizer, text_encoder, [])
+    if model.is_sdxl:  # SDXL: a row in both encoders (textual_inversion_sdxl.py lines 676–713)
+        concept.tokenizer_2, concept.text_encoder_2, concept.token_id_2 = extend_vocabulary(
+            model.tokenizer_2, model.text_encoder_2, token, initializer
+        )
+    # (embedding matrix, its original, the rows that stay fixed) per encoder
+    tables = []
+    for encoder, row in ((text_encoder, token_id), (concept.text_encoder_2, concept.token_id_2)):
+        if encoder is None:
+            continue
+        weight = encoder.get_input_embeddings().weight
+        frozen = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+        frozen[row] = False
+        weight.requires_grad_(True)
+        tables.append((weight, weight.detach().clone(), frozen))
+    optimizer = torch.optim.AdamW([t[0] for t in tables], lr=learning_rate, weight_decay=weight_decay)
 
     device, dtype = model.device, model.dtype
     with torch.no_grad():
@@ -149,27 +190,29 @@ def train_embedding(
             noisy = model.scheduler.add_noise(latents, noise, timesteps)
         choice = torch.randint(0, len(templates), (batch_size,), generator=generator, device=generator.device).tolist()
         prompts = [templates[c].format(token) for c in choice]
-        ids = tokenizer(
-            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(device)
+        # The model's own conditioning through the concept's encoders: for SD 3 and SDXL the new token
+        # reaches both the token states and the pooled vector (LDM.condition).
+        conditioning = model.condition(prompts, **concept.encoders())
+        prediction_out = model.predict(noisy, timesteps, conditioning)
         if model.is_flow:
-            # SD 3's conditioning: the new token reaches both the token states and the pooled vector.
-            prediction_out = model.predict(noisy, timesteps, flow_text_conditioning(text_encoder, ids).to(dtype))
             target = model.prediction_target(latents, noise)
         else:
-            hidden = text_encoder(ids)[0].to(dtype)
-            prediction_out = model.predict_noise(noisy, timesteps, hidden)
             target = noise if prediction == "epsilon" else model.scheduler.get_velocity(latents, noise, timesteps)
         loss = torch.nn.functional.mse_loss(prediction_out.float(), target.float())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            embeddings.weight[frozen_rows] = original[frozen_rows]
+            for weight, original, frozen in tables:
+                weight[frozen] = original[frozen]
         loss_trace.append(float(loss.detach()))
-    embeddings.weight.requires_grad_(False)
-    text_encoder.requires_grad_(False).eval()
-    return TrainedConcept(token, token_id, tokenizer, text_encoder, loss_trace)
+    for weight, _, _ in tables:
+        weight.requires_grad_(False)
+    for encoder in (text_encoder, concept.text_encoder_2):
+        if encoder is not None:
+            encoder.requires_grad_(False).eval()
+    concept.loss_trace = loss_trace
+    return concept
 
 
 def save_embedding(path: Path, token: str, vector: torch.Tensor) -> Path:
@@ -304,18 +347,19 @@ class TextualInversion(Mimicry):
         if not context.work_dir:
             log.warning("textual-inversion: no context.work_dir; embedding written to %s", work_dir)
         path = save_embedding(work_dir / EMBEDDING_FILE, config.token, concept.embedding)
+        if concept.text_encoder_2 is not None:
+            save_embedding(work_dir / EMBEDDING_FILE_2, config.token, concept.embedding_2)
         prompts = [config.prompts[i % len(config.prompts)].format(config.token) for i in range(config.k)]
         seeds = [base_seed + i for i in range(config.k)]
         with torch.no_grad():
-            if model.is_flow:  # StableDiffusion3Pipeline with the concept's private text encoder
+            if model.is_flow or model.is_sdxl:  # SD 3's or SDXL's pipeline with the concept's private encoders
                 generations = generate_images(
                     model,
                     prompts,
                     seeds,
                     steps=config.sample_steps,
                     guidance_scale=config.guidance_scale,
-                    text_encoder=concept.text_encoder.to(model.device, model.dtype),
-                    tokenizer=concept.tokenizer,
+                    **concept.encoders(model.device, model.dtype),
                 )
             else:
                 generations = generate(

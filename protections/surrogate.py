@@ -117,6 +117,8 @@ class Surrogate:
     restart_each_call: bool = False
     cursor: int = 0
     loss_trace: list[float] = field(default_factory=list)
+    #: SDXL's second text encoder copy (None for a one-encoder model).
+    text_encoder_2: torch.nn.Module | None = None
 
     @classmethod
     def of(
@@ -146,28 +148,52 @@ class Surrogate:
             raise ValueError(f"the surrogate needs a text-conditioned SD-style model; model {model.name} has none")
         unet = copy.deepcopy(model.unet)
         text_encoder = copy.deepcopy(model.text_encoder)
+        # SDXL's second encoder is a copy too, trained beside the first (None for a one-encoder model).
+        text_encoder_2 = copy.deepcopy(model.text_encoder_2)
+        encoders = [e for e in (text_encoder, text_encoder_2) if e is not None]
         if lora_rank > 0:
             parameters = finetuning.add_lora(unet, lora_rank, generator=generator)
-            text_encoder.requires_grad_(False)
+            for encoder in encoders:
+                encoder.requires_grad_(False)
         else:
             unet.requires_grad_(True)
             parameters = list(unet.parameters())
             if train_text_encoder:
-                text_encoder.requires_grad_(True)
-                parameters += list(text_encoder.parameters())
+                for encoder in encoders:
+                    encoder.requires_grad_(True)
+                    parameters += list(encoder.parameters())
         if settings.get("weight_dtype") is not None:  # aspl.py:411-412 (aspl_lora.py:433-434, adapters too)
             # torch's Module.to: in place, so ``parameters`` stay these modules' weights (diffusers' override
             # only adds a warning about modules to keep in fp32, of which an SD UNet has none).
-            torch.nn.Module.to(unet, settings["weight_dtype"])
-            torch.nn.Module.to(text_encoder, settings["weight_dtype"])
-        return cls(model, unet, text_encoder, parameters, instance_prompt, class_prompt, learning_rate, **settings)
+            for module in (unet, *encoders):
+                torch.nn.Module.to(module, settings["weight_dtype"])
+        return cls(
+            model,
+            unet,
+            text_encoder,
+            parameters,
+            instance_prompt,
+            class_prompt,
+            learning_rate,
+            text_encoder_2=text_encoder_2,
+            **settings,
+        )
 
     def clone(self) -> Surrogate:
         """``f' = f.clone()`` (ASPL): independent copies of the weights, same settings and cursor."""
         unet, text_encoder = copy.deepcopy(self.unet), copy.deepcopy(self.text_encoder)
+        text_encoder_2 = copy.deepcopy(self.text_encoder_2)
+        modules = [m for m in (unet, text_encoder, text_encoder_2) if m is not None]
         # deepcopy keeps requires_grad, so the copies' trainable parameters are exactly the originals'
-        parameters = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
-        return replace(self, unet=unet, text_encoder=text_encoder, parameters=parameters, loss_trace=[])
+        parameters = [p for m in modules for p in m.parameters() if p.requires_grad]
+        return replace(
+            self,
+            unet=unet,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            parameters=parameters,
+            loss_trace=[],
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -176,9 +202,13 @@ class Surrogate:
 
     def prompt_embeds(self, prompt: str, batch: int) -> torch.Tensor:
         model = self.model
-        return finetuning.encode_prompts(
-            model.tokenizer, self.text_encoder, [prompt] * batch, model.device, self.dtype, flow=model.is_flow
-        )
+        # In the surrogate's dtype: the bf16 reference profile's UNet takes bf16 states (aspl.py:411-412).
+        return finetuning.encode_prompts(model, [prompt] * batch, **self.encoders).to(self.dtype)
+
+    @property
+    def encoders(self) -> dict:
+        """The surrogate's text encoder copies, as :func:`finetuning.encode_prompts` takes them."""
+        return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
 
     def denoising_loss(self, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per image ``(N,)``: ``mean ‖ε − ε_θ'(z_t, t, τ'(instance prompt))‖²`` with the surrogate's θ', τ'."""
@@ -220,9 +250,7 @@ class Surrogate:
             timesteps = torch.randint(
                 0, model.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
             ).to(device)
-            embeds = finetuning.encode_prompts(
-                model.tokenizer, self.text_encoder, prompts, device, dtype, flow=model.is_flow
-            )
+            embeds = finetuning.encode_prompts(model, prompts, **self.encoders).to(dtype)
             per_sample = finetuning.denoising_loss(model, self.unet, latents, timesteps, noise, embeds)
             loss = finetuning.prior_preserving_loss(per_sample, count, self.prior_loss_weight)
             loss.backward()

@@ -143,9 +143,9 @@ def test_surrogate_batch_is_the_references(name, instances, tiny_model, clean8, 
     seen = []
     real = finetuning.encode_prompts
 
-    def spy(tokenizer, text_encoder, prompts, device, dtype, **kwargs):
+    def spy(model, prompts, **kwargs):
         seen.append(list(prompts))
-        return real(tokenizer, text_encoder, prompts, device, dtype, **kwargs)
+        return real(model, prompts, **kwargs)
 
     monkeypatch.setattr(finetuning, "encode_prompts", spy)
     protection = PROTECTIONS.get(name).from_overrides({**QUICK[name], "num_class_images": "2"})

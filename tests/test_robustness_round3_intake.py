@@ -180,3 +180,34 @@ def test_protect_on_an_empty_folder_names_it(tmp_path):
     result = run("protect", "--images", empty, "--model", "tiny-random", "--quick", "--out", tmp_path / "o")
     assert_refused(result, "empty_folder holds no images")
     assert "see the reasons above" not in result.output
+
+
+# -- plan size -------------------------------------------------------------------------------------
+def huge_plan_args(tmp_path, out):
+    eps = ",".join(str(v) for v in range(1, 201))
+    seeds = ",".join(str(s) for s in range(250))  # 201 x 2 x 250 = 100,500 cells
+    return ("compare", "--model", "tiny-random", "--quick", "--methods", "none,noise", "--attacks", "sdedit",
+            "--metrics", "psnr", "--out", out, "--no-report", "--sweep", f"protection:noise.eps={eps}",
+            "--seeds", seeds)  # fmt: skip
+
+
+def test_plan_size_refusal_gives_the_time_at_the_rate_measured_in_the_run_folder(tmp_path):
+    picture(tmp_path / "pics" / "a.png", size=(48, 48))
+    out = tmp_path / "run"
+    small = run("compare", "--model", "tiny-random", "--quick", "--methods", "none,noise", "--attacks", "identity",
+                "--metrics", "psnr", "--out", out, "--no-report", "--images", tmp_path / "pics", "--threads", 1)  # fmt: skip
+    assert small.exit_code == 0, small.output
+    rows = (out / "rows.csv").read_text()
+    from cloakbench.bench.store import measured_cell_seconds
+
+    mean, count = measured_cell_seconds(out)
+    assert count >= 2 and mean > 0
+    result = run(*huge_plan_args(tmp_path, out), "--images", tmp_path / "pics", "--force")
+    assert_refused(result, "this plan has 100,500 cells", "one cell at a time", f"measured over {count:,} finished cells in", "pass --yes or narrow it")
+    assert (out / "rows.csv").read_text() == rows  # nothing lost
+
+
+def test_plan_size_refusal_says_when_no_rate_is_measured(tmp_path):
+    picture(tmp_path / "pics" / "a.png", size=(48, 48))
+    result = run(*huge_plan_args(tmp_path, tmp_path / "fresh"), "--images", tmp_path / "pics")
+    assert_refused(result, "this plan has 100,500 cells", "no rate measured yet", "pass --yes or narrow it")

@@ -2,8 +2,11 @@
 
 The loader opens PNG, JPEG and WebP by content (never by extension), forces a full
 decode (a truncated file is an error, never grey-filled), refuses decompression bombs
-from the header before decoding, applies EXIF orientation, composites alpha on white,
-scales 16-bit to 8-bit explicitly, converts CMYK / palette / grayscale to RGB, and
+from the header before decoding, opens regular files only (a FIFO would block; a folder is
+said to be one), reads no hidden file or folder (``.ipynb_checkpoints/``) and no output folder
+(a ``bench compare`` run folder, ``bench protect``'s ``--out``) inside the inputs, takes an
+animated file's first frame (noted), applies EXIF orientation, composites alpha on white,
+scales 16-bit to 8-bit explicitly (a 16-bit RGB PNG's reduction noted), converts CMYK / palette / grayscale to RGB, and
 brings each image to the model's square working size by a recorded transform (resize
 the short side, centre crop) — or, with ``keep_size=True`` (``bench protect``), keeps it at
 its own size and aspect ratio. ``bench protect`` also asks for the file's metadata (EXIF,
@@ -212,6 +215,41 @@ def _open_checked(path: Path) -> Image.Image:
     return image
 
 
+def png_bit_depth(path: Path) -> int | None:
+    """The bit depth per sample of a PNG's IHDR chunk (bytes 24 of the file), or ``None`` if not a PNG.
+
+    Pillow decodes a 16-bit-per-channel RGB(A) PNG straight to 8-bit ``RGB``/``RGBA`` (keeping the
+    high byte of each sample), so its mode alone does not say that a reduction happened."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def note_not_plain(opened: Image.Image, path: Path, notes: list[str]) -> str:
+    """Note what a still 8-bit picture loses from this file (animation, 16-bit samples); the mode to record.
+
+    An animated WebP/APNG is used by its first frame (a protection of a still; the published file is a
+    still), said here so the sidecar and the run's notes carry it. A 16-bit RGB PNG, which Pillow decodes
+    at 8 bits, is recorded as ``RGB;16`` with the reduction noted (16-bit grey is scaled in :func:`to_rgb`).
+    """
+    mode = str(opened.mode)
+    frames = int(getattr(opened, "n_frames", 1) or 1)
+    if getattr(opened, "is_animated", False) and frames > 1:
+        notes.append(f"animated {opened.format} ({frames} frames): the first frame is used, the output is a still")
+    if opened.format == "PNG" and png_bit_depth(path) == 16 and mode in ("RGB", "RGBA"):
+        notes.append(
+            f"16 bits per channel ({mode}, {16 * len(mode)}-bit) reduced to 8 bits per channel "
+            "(the high byte of each sample kept)"
+        )
+        mode = f"{mode};16"
+    return mode
+
+
 def orient(image: Image.Image, notes: list[str]) -> Image.Image:
     """Apply the EXIF orientation (the pixels come out upright), noting it."""
     transposed = ImageOps.exif_transpose(image)
@@ -372,7 +410,8 @@ def load_image_file(
     try:
         with _open_checked(path) as opened:
             original = opened.size
-            source_format, source_mode = str(opened.format or ""), str(opened.mode)
+            source_format = str(opened.format or "")
+            source_mode = note_not_plain(opened, path, notes)
             found = read_metadata(opened) if (metadata or colour != "ignore") else None
             upright = orient(opened, notes)
             if found is not None:

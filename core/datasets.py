@@ -272,7 +272,12 @@ def load_manifest(path: Path, size: int) -> Dataset:
                 raise DatasetError(f"{where}: mask {row['mask']} {reason}")
             upright = image.upright_size or image.original_size
             mask, mask_hash = working_mask(
-                mask_path, upright, size, where, row["mask"], stored_size=tuple(image.original_size)
+                mask_path,
+                upright,
+                size,
+                where,
+                row["mask"],
+                stored_size=(int(image.original_size[0]), int(image.original_size[1])),
             )
         dataset.images.append(image)
         dataset.info[image.pixel_hash] = ImageInfo(category, prompt, mask, mask_hash)

@@ -511,9 +511,7 @@ def _inside(path: Path, folders: list[Path]) -> Path | None:
     return None
 
 
-def _walk_folder(
-    root: Path, exclude: list[Path], skipped: list[Skipped]
-) -> list[tuple[str, Path | None, str]]:
+def _walk_folder(root: Path, exclude: list[Path], skipped: list[Skipped]) -> list[tuple[str, Path | None, str]]:
     """Every regular, visible file under ``root``, sorted; what is left out goes to ``skipped``.
 
     Left out: hidden files and folders (a dot name: ``.ipynb_checkpoints/``, ``.DS_Store``, our own
@@ -530,9 +528,7 @@ def _walk_folder(
             if sub.startswith("."):
                 skipped.append(Skipped(str(path), f"{path}: a hidden folder, not read as images"))
             elif (path / RUN_FOLDER_MARKER).is_file():
-                skipped.append(
-                    Skipped(str(path), f"{path}: a bench compare run folder (its outputs are not inputs)")
-                )
+                skipped.append(Skipped(str(path), f"{path}: a bench compare run folder (its outputs are not inputs)"))
             elif (outside := _inside(path, exclude)) is not None:
                 skipped.append(
                     Skipped(str(path), f"{path}: inside the --out folder {outside} (outputs are not inputs)")

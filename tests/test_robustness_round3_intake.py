@@ -81,7 +81,10 @@ def test_mask_that_selects_no_pixel_is_refused_naming_it(tmp_path):
     mask_file(tmp_path / "blank.png", (48, 48))
     (tmp_path / "m.csv").write_text("path,mask\na.png,blank.png\n")
     assert_refused(
-        compare(tmp_path, "--images", tmp_path / "m.csv"), "row 2", "mask blank.png selects no pixel", "paint the region"
+        compare(tmp_path, "--images", tmp_path / "m.csv"),
+        "row 2",
+        "mask blank.png selects no pixel",
+        "paint the region",
     )
 
 
@@ -89,13 +92,17 @@ def test_mask_that_selects_no_pixel_is_refused_naming_it(tmp_path):
 def test_manifest_row_naming_a_folder_says_it_is_a_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "m.csv").write_text("path\nsub\n")
-    assert_refused(compare(tmp_path, "--images", tmp_path / "m.csv"), "row 2", "image sub is a folder", "not an image file")
+    assert_refused(
+        compare(tmp_path, "--images", tmp_path / "m.csv"), "row 2", "image sub is a folder", "not an image file"
+    )
 
 
 def test_manifest_row_naming_a_fifo_is_refused_not_opened(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "m.csv").write_text("path\npipe.png\n")
-    assert_refused(compare(tmp_path, "--images", tmp_path / "m.csv"), "row 2", "a FIFO (named pipe), not a regular file")
+    assert_refused(
+        compare(tmp_path, "--images", tmp_path / "m.csv"), "row 2", "a FIFO (named pipe), not a regular file"
+    )
 
 
 def test_manifest_pointing_outside_its_folder_records_no_absolute_path(tmp_path):
@@ -136,7 +143,9 @@ def test_a_fifo_named_like_an_image_is_skipped_with_the_reason(tmp_path):
     os.mkfifo(tmp_path / "art" / "b.png")
     intake = load_images([str(tmp_path / "art")], 32)  # returns: the FIFO is never opened
     assert [im.name for im in intake.images] == ["a"]
-    assert [s.reason for s in intake.skipped] == [f"{tmp_path / 'art' / 'b.png'}: a FIFO (named pipe), not a regular file; only regular files are read as images"]
+    assert [s.reason for s in intake.skipped] == [
+        f"{tmp_path / 'art' / 'b.png'}: a FIFO (named pipe), not a regular file; only regular files are read as images"
+    ]
     direct = load_images([str(tmp_path / "art" / "b.png")], 32)
     assert not direct.images and "a FIFO (named pipe)" in direct.skipped[0].reason
 
@@ -203,7 +212,13 @@ def test_plan_size_refusal_gives_the_time_at_the_rate_measured_in_the_run_folder
     mean, count = measured_cell_seconds(out)
     assert count >= 2 and mean > 0
     result = run(*huge_plan_args(tmp_path, out), "--images", tmp_path / "pics", "--force")
-    assert_refused(result, "this plan has 100,500 cells", "one cell at a time", f"measured over {count:,} finished cells in", "pass --yes or narrow it")
+    assert_refused(
+        result,
+        "this plan has 100,500 cells",
+        "one cell at a time",
+        f"measured over {count:,} finished cells in",
+        "pass --yes or narrow it",
+    )
     assert (out / "rows.csv").read_text() == rows  # nothing lost
 
 

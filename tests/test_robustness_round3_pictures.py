@@ -66,7 +66,9 @@ def test_a_16_bit_png_records_its_reduction_to_8_bits(tmp_path):
     source = png_16bit_rgb(tmp_path / "deep.png", array16)
     record = protect(source, tmp_path / "out")
     assert record["intake"]["mode"] == "RGB;16"
-    assert any("16 bits per channel (RGB, 48-bit) reduced to 8 bits per channel" in n for n in record["intake"]["notes"])
+    assert any(
+        "16 bits per channel (RGB, 48-bit) reduced to 8 bits per channel" in n for n in record["intake"]["notes"]
+    )
     loaded = load_image_file(source, 32, keep_size=True)
     levels = np.round(loaded.pixels.permute(1, 2, 0).numpy() * 255).astype(np.int32)
     assert np.abs(levels - (array16 >> 8)).max() <= 1  # the high byte of each sample

@@ -67,7 +67,13 @@ def test_a_run_interrupted_before_rows_csv_says_rerun_the_command(finished, tmp_
         done = db.execute("SELECT COUNT(*) FROM cells WHERE state = 'done'").fetchone()[0]
     assert done >= 2
     result = run("report", interrupted)
-    assert_refused(result, "holds an interrupted run", f"journal holds {done} finished cell(s)", f"rerun `{command}`", "to resume it")
+    assert_refused(
+        result,
+        "holds an interrupted run",
+        f"journal holds {done} finished cell(s)",
+        f"rerun `{command}`",
+        "to resume it",
+    )
     assert "rows.csv is missing" not in result.output
 
 

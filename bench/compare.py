@@ -34,7 +34,7 @@ from cloakbench.bench.plan import (
     variant_key,
 )
 from cloakbench.bench.spec import CompareSpec
-from cloakbench.bench.store import RunStore, StoreError, network_filesystem
+from cloakbench.bench.store import RunStore, StoreError, measured_cell_seconds, network_filesystem, say_duration
 from cloakbench.core import provenance
 from cloakbench.core.datasets import load_dataset
 from cloakbench.core.images import IntakeResult
@@ -155,6 +155,21 @@ def check_attack_models(components: Components, attack_facts: dict[str, ModelFac
                 )
 
 
+def plan_time_estimate(cells: int, out: Path) -> str:
+    """How long ``cells`` cells take one after another at the rate measured in ``out``'s journal, saying
+    where the rate comes from; "no rate measured yet" when ``out`` has no finished cell with a time.
+
+    Cells of one plan differ (a protect cell costs more than a PSNR), so this is an order of magnitude."""
+    measured = measured_cell_seconds(out)
+    if measured is None:
+        return f"no rate measured yet: {out} holds no finished cell to time"
+    mean, count = measured
+    return (
+        f"≈ {say_duration(cells * mean)} one cell at a time, at the {mean:.2g} s per cell measured over "
+        f"{count:,} finished cells in {out}"
+    )
+
+
 def run_compare(
     spec: CompareSpec,
     on_event: Event | None = None,
@@ -183,8 +198,8 @@ def run_compare(
         raise StoreError(f"no usable images in {', '.join(spec.images)}: {reasons}")
     if max_cells is not None and (cells := count_cells(spec, components, intake)) >= max_cells:
         raise StoreError(
-            f"this plan has {cells:,} cells (at least {max_cells:,} needs a confirmation); pass --yes or "
-            "narrow it (fewer --sweep values, seeds, images or attacks)"
+            f"this plan has {cells:,} cells ({plan_time_estimate(cells, spec.out)}; at least {max_cells:,} needs "
+            "a confirmation); pass --yes or narrow it (fewer --sweep values, seeds, images or attacks)"
         )
     plan = build_plan(spec, components, facts, intake, attack_facts)
     remote = network_filesystem(spec.out)

@@ -302,6 +302,43 @@ class RunStore:
         return path
 
 
+def measured_cell_seconds(run_dir: Path) -> tuple[float, int] | None:
+    """The mean wall-clock seconds of the finished cells in ``run_dir``'s journal, and how many.
+
+    Read from the cells' own ``cost``/``wall_s`` rows (what :mod:`cloakbench.bench.profiling`
+    measured as each cell ran), read-only and without the run's lock; ``None`` when the folder
+    holds no journal or no finished cell with a time (nothing measured yet).
+    """
+    journal = Path(run_dir) / "journal.sqlite"
+    if not journal.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+        try:
+            found = db.execute(
+                "SELECT rows.row FROM rows JOIN cells ON cells.key = rows.cell WHERE cells.state = 'done' "
+                "AND rows.row LIKE '%\"wall_s\"%'"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    seconds = []
+    for (text,) in found:
+        row = json.loads(text)
+        if row.get("pair") == "cost" and row.get("metric") == "wall_s" and isinstance(row.get("value"), int | float):
+            seconds.append(float(row["value"]))
+    return (sum(seconds) / len(seconds), len(seconds)) if seconds else None
+
+
+def say_duration(seconds: float) -> str:
+    """``90`` -> ``1.5 min``; seconds, minutes, hours or days, whichever reads best."""
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size if unit == "days" else seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 #: Filesystem types of ``/proc/mounts`` on which SQLite's locking is unreliable.
 NETWORK_FILESYSTEMS = (
     "nfs",

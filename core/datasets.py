@@ -28,6 +28,17 @@ a folder keeps the intake's rule of skipping a bad file with its reason.
 
 Masks (1 = repaint, as the inpainting attack takes them) are brought to the working
 size by the same resize-and-centre-crop as their image, then binarised at 0.5.
+A mask is drawn on the picture as a viewer shows it: an image with an EXIF orientation is
+used upright, and its mask must have the upright picture's size (the mask file's own EXIF
+orientation is applied too). A mask of the *stored* orientation of a quarter-turned image is
+refused with the reason rather than turned: for the mirrored and half-turned orientations the
+two sizes are equal, so a turn guessed from the size could not be applied consistently.
+A mask that selects no pixel at the working size is refused (inpainting it would return its
+input and measure nothing).
+
+Paths in what a run records (manifest.json, rows, the report) are relative to the manifest's
+folder; an image outside it (an absolute path, ``../``) is recorded by its file name alone, so a
+shared report does not hold the author's file system.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cloakbench.core.config import read_toml_text
 from cloakbench.core.images import (
@@ -49,6 +60,7 @@ from cloakbench.core.images import (
     Skipped,
     load_image_file,
     load_images,
+    regular_file_error,
     to_working_size,
 )
 
@@ -138,26 +150,66 @@ def check_prompt_categories(path: Path, category_prompts: dict[str, str], catego
 
 
 def working_mask(
-    path: Path, image_size: tuple[int, int], size: int, where: str, shown: str | None = None
+    path: Path,
+    image_size: tuple[int, int],
+    size: int,
+    where: str,
+    shown: str | None = None,
+    stored_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, str]:
     """A mask file as a ``(1, size, size)`` binary tensor, transformed like its image; and its hash.
 
     ``shown``: how the error names the mask (the manifest's own text); the path by default.
+    ``image_size`` is the upright picture's size; ``stored_size`` (when the image carries an EXIF
+    orientation) the size as stored, named in the refusal of a mask drawn on the stored pixels.
     """
     shown = shown or str(path)
     try:
         with Image.open(path) as opened:
-            picture = opened.convert("L")
-    except (OSError, ValueError) as error:
+            picture = (ImageOps.exif_transpose(opened) or opened).convert("L")
+    except (OSError, ValueError, SyntaxError) as error:
         raise DatasetError(f"{where}: mask {shown} cannot be read ({error})") from None
     if picture.size != image_size:
+        width, height = picture.size
+        if stored_size is not None and picture.size == stored_size and stored_size != image_size:
+            raise DatasetError(
+                f"{where}: mask {shown} is {width}x{height}, the image file's stored orientation, but the image "
+                f"carries an EXIF orientation and is used upright ({image_size[0]}x{image_size[1]}); draw the mask "
+                "on the upright picture (as a viewer shows it)"
+            )
         raise DatasetError(
-            f"{where}: mask {shown} is {picture.size[0]}x{picture.size[1]} but the image is "
+            f"{where}: mask {shown} is {width}x{height} but the image is "
             f"{image_size[0]}x{image_size[1]}; give a mask of the image's size"
         )
     working = to_working_size(picture, size, [], str(path))
     binary = (np.asarray(working, dtype=np.float32) / 255.0 >= 0.5).astype(np.float32)
+    if not binary.any():
+        raise DatasetError(
+            f"{where}: mask {shown} selects no pixel (none is 128 or brighter at the {size}x{size} working size), "
+            "so inpainting would return its input; paint the region to repaint white, or drop the mask"
+        )
     return torch.from_numpy(binary)[None], hashlib.sha256(binary.tobytes()).hexdigest()
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a manifest's path cannot be read as a file (missing, a folder, a FIFO ...), or ``None``."""
+    if not path.exists() and not path.is_symlink():
+        return f"does not exist (looked for {path})"
+    if path.is_dir():
+        return f"is a folder ({path}), not an image file; list the files inside it, one per row"
+    reason = regular_file_error(path)
+    if reason is not None:
+        return reason.removeprefix(f"{path}: ") + f" ({path})"
+    return None
+
+
+def recorded_path(image_path: Path, base: Path) -> str:
+    """How a run records a manifest's image: relative to the manifest's folder, or by file name
+    when the image lies outside it, never an absolute path (a shared report would leak it)."""
+    try:
+        return image_path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return image_path.name
 
 
 def load_manifest(path: Path, size: int) -> Dataset:
@@ -197,12 +249,14 @@ def load_manifest(path: Path, size: int) -> Dataset:
                 f"{seen_paths[image_path]}); list each image once"
             )
         seen_paths[image_path] = line
-        if not image_path.is_file():
-            raise DatasetError(f"{where}: image {row['path']} does not exist (looked for {image_path})")
+        if (reason := _not_a_file(image_path)) is not None:
+            raise DatasetError(f"{where}: image {row['path']} {reason}")
+        recorded = recorded_path(image_path, base)
         try:
-            image = load_image_file(image_path, size, name=Path(row["path"]).with_suffix("").as_posix())
+            image = load_image_file(image_path, size, name=Path(recorded).with_suffix("").as_posix())
         except ImageError as error:
             raise DatasetError(f"{where}: {error}") from None
+        image.source = recorded
         if image.pixel_hash in seen_pixels:
             raise DatasetError(
                 f"{where}: {row['path']} has the same pixels as row {seen_pixels[image.pixel_hash]}; "
@@ -214,9 +268,17 @@ def load_manifest(path: Path, size: int) -> Dataset:
         mask, mask_hash = None, ""
         if row.get("mask"):
             mask_path = base / row["mask"]
-            if not mask_path.is_file():
-                raise DatasetError(f"{where}: mask {row['mask']} does not exist (looked for {mask_path.resolve()})")
-            mask, mask_hash = working_mask(mask_path, image.original_size, size, where, row["mask"])
+            if (reason := _not_a_file(mask_path.resolve())) is not None:
+                raise DatasetError(f"{where}: mask {row['mask']} {reason}")
+            upright = image.upright_size or image.original_size
+            mask, mask_hash = working_mask(
+                mask_path,
+                upright,
+                size,
+                where,
+                row["mask"],
+                stored_size=(int(image.original_size[0]), int(image.original_size[1])),
+            )
         dataset.images.append(image)
         dataset.info[image.pixel_hash] = ImageInfo(category, prompt, mask, mask_hash)
     if not dataset.images:

@@ -2,8 +2,11 @@
 
 The loader opens PNG, JPEG and WebP by content (never by extension), forces a full
 decode (a truncated file is an error, never grey-filled), refuses decompression bombs
-from the header before decoding, applies EXIF orientation, composites alpha on white,
-scales 16-bit to 8-bit explicitly, converts CMYK / palette / grayscale to RGB, and
+from the header before decoding, opens regular files only (a FIFO would block; a folder is
+said to be one), reads no hidden file or folder (``.ipynb_checkpoints/``) and no output folder
+(a ``bench compare`` run folder, ``bench protect``'s ``--out``) inside the inputs, takes an
+animated file's first frame (noted), applies EXIF orientation, composites alpha on white,
+scales 16-bit to 8-bit explicitly (a 16-bit RGB PNG's reduction noted), converts CMYK / palette / grayscale to RGB, and
 brings each image to the model's square working size by a recorded transform (resize
 the short side, centre crop) — or, with ``keep_size=True`` (``bench protect``), keeps it at
 its own size and aspect ratio. ``bench protect`` also asks for the file's metadata (EXIF,
@@ -17,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +70,9 @@ class LoadedImage:
     resized: str | None = None
     #: The source's EXIF/ICC/XMP/IPTC when intake was asked to keep them (``bench protect``).
     metadata: SourceMetadata | None = None
+    #: Width and height after EXIF orientation, before any resize: the picture as a viewer shows it
+    #: (``original_size`` is the stored orientation). A mask is drawn on this picture.
+    upright_size: tuple[int, int] | None = None
 
     def intake_record(self) -> dict:
         """What intake did to this picture, for sidecars and manifests (JSON-ready)."""
@@ -207,6 +215,41 @@ def _open_checked(path: Path) -> Image.Image:
     return image
 
 
+def png_bit_depth(path: Path) -> int | None:
+    """The bit depth per sample of a PNG's IHDR chunk (bytes 24 of the file), or ``None`` if not a PNG.
+
+    Pillow decodes a 16-bit-per-channel RGB(A) PNG straight to 8-bit ``RGB``/``RGBA`` (keeping the
+    high byte of each sample), so its mode alone does not say that a reduction happened."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def note_not_plain(opened: Image.Image, path: Path, notes: list[str]) -> str:
+    """Note what a still 8-bit picture loses from this file (animation, 16-bit samples); the mode to record.
+
+    An animated WebP/APNG is used by its first frame (a protection of a still; the published file is a
+    still), said here so the sidecar and the run's notes carry it. A 16-bit RGB PNG, which Pillow decodes
+    at 8 bits, is recorded as ``RGB;16`` with the reduction noted (16-bit grey is scaled in :func:`to_rgb`).
+    """
+    mode = str(opened.mode)
+    frames = int(getattr(opened, "n_frames", 1) or 1)
+    if getattr(opened, "is_animated", False) and frames > 1:
+        notes.append(f"animated {opened.format} ({frames} frames): the first frame is used, the output is a still")
+    if opened.format == "PNG" and png_bit_depth(path) == 16 and mode in ("RGB", "RGBA"):
+        notes.append(
+            f"16 bits per channel ({mode}, {16 * len(mode)}-bit) reduced to 8 bits per channel "
+            "(the high byte of each sample kept)"
+        )
+        mode = f"{mode};16"
+    return mode
+
+
 def orient(image: Image.Image, notes: list[str]) -> Image.Image:
     """Apply the EXIF orientation (the pixels come out upright), noting it."""
     transposed = ImageOps.exif_transpose(image)
@@ -341,6 +384,7 @@ def _finish(
         source_format=source_format,
         source_mode=source_mode,
         resized=resized,
+        upright_size=(int(rgb.size[0]), int(rgb.size[1])),
     )
 
 
@@ -366,7 +410,8 @@ def load_image_file(
     try:
         with _open_checked(path) as opened:
             original = opened.size
-            source_format, source_mode = str(opened.format or ""), str(opened.mode)
+            source_format = str(opened.format or "")
+            source_mode = note_not_plain(opened, path, notes)
             found = read_metadata(opened) if (metadata or colour != "ignore") else None
             upright = orient(opened, notes)
             if found is not None:
@@ -424,8 +469,93 @@ def load_sample(name: str, size: int, *, keep_size: bool = False) -> LoadedImage
     )
 
 
-def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
+#: A folder holding this file is a ``bench compare`` run folder (bench/store.py's journal): its
+#: artifacts are outputs, never inputs, even when ``--out`` lies inside ``--images``.
+RUN_FOLDER_MARKER = "journal.sqlite"
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for the reason it is skipped)."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "not a regular file"
+
+
+def regular_file_error(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as an image file, or ``None`` for a regular file.
+
+    Only regular files are opened: opening a FIFO named like an image blocks forever, and a
+    folder is not "missing", it is a folder."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{path}: no such file or folder"
+    except OSError as error:
+        return f"{path}: cannot be read ({error.strerror or error})"
+    if stat.S_ISDIR(mode):
+        return f"{path}: is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return f"{path}: {_file_kind(mode)}, not a regular file; only regular files are read as images"
+    return None
+
+
+def _inside(path: Path, folders: list[Path]) -> Path | None:
+    resolved = path.resolve()
+    for folder in folders:
+        if resolved == folder or folder in resolved.parents:
+            return folder
+    return None
+
+
+def _walk_folder(root: Path, exclude: list[Path], skipped: list[Skipped]) -> list[tuple[str, Path | None, str]]:
+    """Every regular, visible file under ``root``, sorted; what is left out goes to ``skipped``.
+
+    Left out: hidden files and folders (a dot name: ``.ipynb_checkpoints/``, ``.DS_Store``, our own
+    temp files; hidden files are dropped quietly, hidden folders named once), run folders of
+    ``bench compare`` (:data:`RUN_FOLDER_MARKER`), the ``exclude`` folders (an ``--out`` inside
+    the inputs) and anything that is not a regular file (a FIFO would block the intake)."""
+    entries: list[tuple[str, Path | None, str]] = []
+    # Symlinked folders are not descended (as rglob did before): no loops.
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        kept = []
+        for sub in sorted(subfolders):
+            path = here / sub
+            if sub.startswith("."):
+                skipped.append(Skipped(str(path), f"{path}: a hidden folder, not read as images"))
+            elif (path / RUN_FOLDER_MARKER).is_file():
+                skipped.append(Skipped(str(path), f"{path}: a bench compare run folder (its outputs are not inputs)"))
+            elif (outside := _inside(path, exclude)) is not None:
+                skipped.append(
+                    Skipped(str(path), f"{path}: inside the --out folder {outside} (outputs are not inputs)")
+                )
+            else:
+                kept.append(sub)
+        subfolders[:] = kept
+        for name in sorted(files):
+            path = here / name
+            if name.startswith("."):
+                continue
+            reason = regular_file_error(path)
+            if reason is not None:
+                if path.is_symlink() and not path.exists():
+                    reason = f"{path}: a broken symbolic link"
+                skipped.append(Skipped(str(path), reason))
+                continue
+            entries.append((str(path.relative_to(root).with_suffix("")), path, ""))
+    return sorted(entries, key=lambda entry: str(entry[1]))
+
+
+def _expand_sources(
+    sources: list[str], exclude: list[Path] | None = None, skipped: list[Skipped] | None = None
+) -> list[tuple[str, Path | None, str]]:
     """``(name, path or None for a sample, sample name)`` in a sorted, deterministic order."""
+    outs = [Path(folder).expanduser().resolve() for folder in exclude or []]
+    left_out = skipped if skipped is not None else []
     entries: list[tuple[str, Path | None, str]] = []
     for source in sources:
         if source == "samples":
@@ -433,17 +563,20 @@ def _expand_sources(sources: list[str]) -> list[tuple[str, Path | None, str]]:
             continue
         path = Path(source).expanduser()
         if path.is_dir():
-            # Every regular file is offered to the loader, which judges by content;
-            # hidden files (.DS_Store, our own temp files) are not images.
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            entries += [(str(p.relative_to(path).with_suffix("")), p, "") for p in files]
+            entries += _walk_folder(path, outs, left_out)
         else:
             entries.append((path.stem, path, ""))
     return entries
 
 
 def load_images(
-    sources: list[str] | str, size: int, *, keep_size: bool = False, metadata: bool = False, colour: str = "ignore"
+    sources: list[str] | str,
+    size: int,
+    *,
+    keep_size: bool = False,
+    metadata: bool = False,
+    colour: str = "ignore",
+    exclude: list[Path] | None = None,
 ) -> IntakeResult:
     """Load every image named by ``sources`` (folders, files, or ``samples``) at ``size``.
 
@@ -454,20 +587,21 @@ def load_images(
     ``metadata`` and ``colour``: see :func:`load_image_file` (``bench protect`` asks for both).
 
     Bad files and duplicates (same pixels) are skipped with a reason; order is sorted
-    by name within each source so runs are reproducible on any file system.
+    by name within each source so runs are reproducible on any file system. ``exclude``: folders
+    whose files are never inputs (``bench protect --out`` inside ``--images``), skipped with the reason.
     """
     if isinstance(sources, str):
         sources = [sources]
     loaded: list[LoadedImage] = []
     skipped: list[Skipped] = []
     seen: dict[str, str] = {}
-    for name, path, sample in _expand_sources(sources):
+    for name, path, sample in _expand_sources(sources, exclude, skipped):
         where = str(path) if path is not None else f"skimage.data.{sample}"
         try:
             if path is None:
                 image = load_sample(sample, size, keep_size=keep_size)
-            elif not path.exists():
-                raise ImageError(f"{path}: no such file or folder")
+            elif (reason := regular_file_error(path)) is not None:
+                raise ImageError(reason)
             else:
                 image = load_image_file(path, size, name=name, keep_size=keep_size, metadata=metadata, colour=colour)
         except ImageError as error:

@@ -35,6 +35,16 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 REPORT_NAME = "report.html"
 
 
+def _models_line(manifest: dict[str, Any], model: dict[str, Any]) -> str:
+    """The run's model, or every (name, weights) of a merged folder that met several (reports/merge.py)."""
+    merged = [m for m in manifest.get("models") or [] if isinstance(m, dict)]
+    if len(merged) > 1:
+        return "; ".join(
+            f"{m.get('shown_as') or m.get('name', '—')}, weights {str(m.get('weights_hash', '?'))[:16]}" for m in merged
+        )
+    return f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}"
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -80,10 +90,7 @@ def manifest_view(run: Run) -> dict[str, Any]:
         ("started (UTC)", manifest.get("created_utc", "—")),
         ("finished (UTC)", manifest.get("finished_utc") or "not finished"),
         ("device", manifest.get("device", "—")),
-        (
-            "model",
-            f"{model.get('name', '—')} ({model.get('dtype', '?')}), weights {str(model.get('weights_hash', '?'))[:16]}",
-        ),
+        ("model", _models_line(manifest, model)),
         ("git commit", commit),
         ("seeds" if len(seeds) > 1 else "seed", ", ".join(map(str, seeds)) or "—"),
         ("protections", names("protections")),

@@ -27,6 +27,12 @@ computations under one name (README, "The report"):
 - a protection or attack of the same name at a different version, or with different
   settings that the rows do not tell apart (no ``protection_setting``);
 - no image in common, so no protection's numbers can be set side by side.
+
+**Models are identified by weights, not name.** Two runs of one model name with different
+weights (``tiny-random`` under two weight seeds, a folder retrained in place) measured two
+models: their rows' ``protect_model``/``attack_model`` become ``NAME@<first 12 hex of the
+weights hash>`` so the report never pools them, and the merged manifest's ``models`` lists
+every (name, weights hash) with the runs that used it.
 """
 
 from __future__ import annotations
@@ -222,6 +228,7 @@ def _merged_manifest(runs: list[Run], dropped: list[int]) -> dict[str, Any]:
             "model": (run.manifest.get("model") or {}).get("name", "")
             if isinstance(run.manifest.get("model"), dict)
             else "",
+            "weights_hash": _model_of(run)[1],
             "device": str(run.manifest.get("device", "")),
             "created_utc": str(run.manifest.get("created_utc", "")),
             "duplicate_cells": count,
@@ -229,6 +236,38 @@ def _merged_manifest(runs: list[Run], dropped: list[int]) -> dict[str, Any]:
         for run, count in zip(runs, dropped)
     ]
     return manifest
+
+
+def _model_of(run: Run) -> tuple[str, str]:
+    model = run.manifest.get("model")
+    if not isinstance(model, dict):
+        return "", ""
+    return str(model.get("name") or ""), str(model.get("weights_hash") or "")
+
+
+def _separate_models(runs: list[Run]) -> list[dict[str, Any]]:
+    """Relabel the rows of a model name that has different weights in different runs (``NAME@hash12``);
+    the models met, with their weights hashes and runs, for the merged manifest."""
+    hashes: dict[str, set[str]] = {}
+    for run in runs:
+        name, weights = _model_of(run)
+        if name:
+            hashes.setdefault(name, set()).add(weights)
+    models: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        name, weights = _model_of(run)
+        if not name:
+            continue
+        shown = name
+        if len(hashes[name]) > 1:
+            shown = f"{name}@{weights[:12]}"
+            for column in ("protect_model", "attack_model"):
+                run.rows.loc[run.rows[column] == name, column] = shown
+        entry = models.setdefault(
+            (name, weights), {"name": name, "weights_hash": weights, "shown_as": shown, "runs": []}
+        )
+        entry["runs"].append(str(run.manifest.get("run") or run.run_dir.name))
+    return list(models.values())
 
 
 def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
@@ -253,11 +292,13 @@ def merge_runs(run_dirs: list[str | Path], out_dir: str | Path) -> Run:
         )
     for index, run in enumerate(runs):
         run.rows["source"] = index
+    models = _separate_models(runs)  # before deduplication: a model's identity is part of a row's
     rows, dropped = _deduplicated(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     linked = _link_artifacts(runs, rows, out_dir)
     write_rows(rows, out_dir / "rows.csv")
     manifest = _merged_manifest(runs, dropped)
+    manifest["models"] = models
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     logger.info(
         "merged %d run(s) into %s: %d row(s), %d duplicate cell(s) counted once, %d artifact(s) linked",

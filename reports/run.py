@@ -181,7 +181,17 @@ def read_rows(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in rows.columns:
             rows[column] = ""
-    rows["value"] = pd.to_numeric(rows["value"].replace("", math.nan), errors="coerce")
+    values = pd.to_numeric(rows["value"].replace("", math.nan), errors="coerce")
+    # A hand-edited value that is not a number ("12,5 dB") would drop out of every mean silently.
+    bad = values.isna() & (rows["value"].str.strip() != "") & (rows["value"].str.lower() != "nan")
+    if bad.any():
+        first = int(bad.idxmax())
+        raise RunFolderError(
+            f"{path}, line {first + 2}: value {rows['value'].iloc[first]!r} is not a number "
+            f"({int(bad.sum())} such value(s) in all); write it with a decimal point and no unit "
+            "(e.g. 12.5), or leave it empty, then rerun `bench report`"
+        )
+    rows["value"] = values
     rows["attack"] = [attack_label(p, m) for p, m in zip(rows["purification"], rows["mimicry"])]
     rows["setting_group"] = [setting_group(setting) for setting in rows["setting"]]
     # A set attack's set-level rows (FID over all generations) carry no setting: same group.
@@ -235,11 +245,46 @@ def _fill_models(rows: pd.DataFrame, manifest: dict[str, Any]) -> None:
     rows.loc[(rows["attack_model"] == "") & (rows["attack"] != ""), "attack_model"] = name
 
 
+#: The run journal of a run folder (bench/store.py): cells and their rows, before rows.csv is written.
+JOURNAL_FILE = "journal.sqlite"
+
+
+def _missing_rows_sentence(run_dir: Path) -> str:
+    """Why a folder without rows.csv cannot be reported: not a run, or a run interrupted before its
+    rows.csv was written (its journal holds the finished cells; rerunning the command resumes it)."""
+    journal = run_dir / JOURNAL_FILE
+    if not journal.is_file():
+        return f"{run_dir} is not a run folder: rows.csv is missing"
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=2)
+        try:
+            done = db.execute("SELECT COUNT(*) FROM cells WHERE state = 'done'").fetchone()[0]
+        finally:
+            db.close()
+        finished = f"its journal holds {done} finished cell(s)"
+    except sqlite3.Error:
+        finished = "it holds a journal"
+    command = ""
+    manifest_path = run_dir / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            command = str(read_manifest(manifest_path).get("command") or "")
+        except RunFolderError:
+            command = ""
+    how = f"rerun `{command}`" if command else "rerun the bench compare command that made it"
+    return (
+        f"{run_dir} holds an interrupted run: rows.csv is not written yet ({finished}); {how} to resume it "
+        "(finished cells are reused), then `bench report`"
+    )
+
+
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     rows_path = run_dir / "rows.csv"
     if not rows_path.is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder: rows.csv is missing")
+        raise RunFolderError(_missing_rows_sentence(run_dir))
     manifest_path = run_dir / "manifest.json"
     manifest: dict[str, Any] = {}
     if manifest_path.is_file():

@@ -59,6 +59,14 @@ def sidecar_name(image) -> str:
     return base_name(image) + ".json"
 
 
+def no_images_sentence(sources: list[str], skipped: list) -> str:
+    """Why nothing is left to protect: the folders named, with "holds no images" when nothing was skipped."""
+    named = ", ".join(str(source) for source in sources)
+    if not skipped:
+        return f"{named} holds no images (PNG, JPEG or WebP files); give a folder or files that hold some"
+    return f"none of the files in {named} could be used as an image (see the reasons above)"
+
+
 def check_unique_outputs(images, fmt: str = "png") -> None:
     """Refuse two inputs that would write the same output file, naming both."""
     from cloakbench.core.config import ConfigError
@@ -474,6 +482,7 @@ def protect(
                 keep_size=True,
                 metadata=not strip_metadata,
                 colour="srgb" if strip_metadata else "keep",
+                exclude=[out],  # an --out inside --images: its outputs are never protected again
             )
             check_unique_outputs(intake.images, fmt_name)
         except (ConfigError, ImageError, ModelError, RegistryError, ValueError) as error:
@@ -481,7 +490,7 @@ def protect(
         for skipped in intake.skipped:
             progress.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
         if not intake.images:
-            raise user_error("none of the given files could be used as an image (see the reasons above)")
+            raise user_error(no_images_sentence(sources, intake.skipped))
         progress.print(
             f"[{'green' if target.real else 'yellow'}]model:[/] {target.sentence}", highlight=False, markup=True
         )

@@ -13,7 +13,8 @@ protect's first estimate"). So the bar starts with an estimate from a rate measu
 The line printed says which; the step measured on this run then replaces it. A rate is
 seconds per PGD step per pixel processed (time ∝ pixels, the assumption of
 :func:`cloakbench.bench.cli.protect_progress.estimate_seconds`), keyed by what sets it: the
-model's weights hash, the method and its version, the device and the torch thread count.
+model's weights hash, the method and its version, the device, the torch thread count and
+whether the picture runs whole or in tiles.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ class Rate:
     source: str
 
 
-def rate_key(weights_hash: str, method: str, version: int, device: str, threads: int) -> str:
-    return f"{weights_hash}|{method}|v{version}|{device}|threads={threads}"
+def rate_key(weights_hash: str, method: str, version: int, device: str, threads: int, mode: str) -> str:
+    """``mode``: ``full`` (the picture in one pass) or ``tiles`` (the model's squares in batches): their
+    costs per pixel differ (attention grows faster than the pixels), so each has its own rate."""
+    return f"{weights_hash}|{method}|v{version}|{device}|threads={threads}|{mode}"
 
 
 def user_rates_file() -> Path:

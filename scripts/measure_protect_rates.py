@@ -8,8 +8,9 @@ model has loaded (docs/PERFORMANCE.md, "bench protect's first estimate").
 
     python scripts/measure_protect_rates.py --out benchmarks/protect_rates.json
 
-The picture is scikit-image's astronaut at 384x256 (six 128² tiles on toy); ``--steps``
-shortens the PGD loop (a rate is per step, so the figure does not depend on it).
+The picture is scikit-image's astronaut at 384x256, protected whole and, with ``--max-pixels``
+below its size, in tiles (rates differ by mode); ``--steps`` shortens the PGD loop (a rate is per
+step; the first step's setup, included in the rate, weighs more with fewer steps).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--model", default="toy")
     parser.add_argument("--methods", default=",".join(demo_protections()))
     parser.add_argument("--threads", default="1,2", help="torch thread counts to measure (comma-separated)")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cloakbench-rates-") as work:
         picture = Path(work) / "astronaut.png"
@@ -60,13 +61,14 @@ def main() -> None:
         environment = {**os.environ, "CLOAKBENCH_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
         for threads in args.threads.split(","):
             for method in args.methods.split(","):
-                command = [
-                    sys.executable, "-m", "cloakbench.bench.cli.app", "protect", str(picture), "--method", method,
-                    "--model", args.model, "--steps", str(args.steps), "--threads", threads,
-                    "--out", str(Path(work) / f"out-{threads}"),
-                ]  # fmt: skip
-                print(f"{method} ({threads} thread(s)) ...", flush=True)
-                subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)
+                for mode, max_pixels in (("full", 1024 * 1024), ("tiles", 128 * 128)):
+                    command = [
+                        sys.executable, "-m", "cloakbench.bench.cli.app", "protect", str(picture), "--method", method,
+                        "--model", args.model, "--steps", str(args.steps), "--threads", threads,
+                        "--max-pixels", str(max_pixels), "--out", str(Path(work) / f"out-{threads}-{mode}"),
+                    ]  # fmt: skip
+                    print(f"{method} ({threads} thread(s), {mode}) ...", flush=True)
+                    subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)
         measured = json.loads((cache / "protect_rates.json").read_text())["rates"]
     rates = {key: sorted(values)[len(values) // 2] for key, values in measured.items()}
     record = {

@@ -15,7 +15,7 @@ from cloakbench.bench.cli.app import app
 
 def test_user_rates_win_over_the_shipped_ones_and_keep_the_median_of_the_last_few(tmp_path):
     user, shipped = tmp_path / "mine.json", tmp_path / "shipped.json"
-    key = protect_rates.rate_key("sha", "sds-", 1, "cpu", 1)
+    key = protect_rates.rate_key("sha", "sds-", 1, "cpu", 1, "tiles")
     assert protect_rates.lookup(key, user_file=user, shipped_file=shipped) is None
     shipped.write_text(json.dumps({"schema": 1, "machine": "a 2-core test box", "rates": {key: 4e-6}}))
     rate = protect_rates.lookup(key, user_file=user, shipped_file=shipped)
@@ -26,13 +26,13 @@ def test_user_rates_win_over_the_shipped_ones_and_keep_the_median_of_the_last_fe
     assert kept == [2e-6, 9e-6, 3e-6, 5e-6, 7e-6]  # the last KEEP, oldest dropped
     rate = protect_rates.lookup(key, user_file=user, shipped_file=shipped)
     assert rate is not None and rate.seconds_per_pixel == 5e-6 and "your last 5 run(s)" in rate.source
-    other = protect_rates.rate_key("sha", "sds-", 1, "cpu", 2)  # another thread count is another rate
+    other = protect_rates.rate_key("sha", "sds-", 1, "cpu", 2, "tiles")  # another thread count is another rate
     assert protect_rates.lookup(other, user_file=user, shipped_file=tmp_path / "absent.json") is None
 
 
 def test_a_rate_file_of_another_schema_is_not_read(tmp_path):
     user = tmp_path / "mine.json"
-    key = protect_rates.rate_key("sha", "noise", 1, "cpu", 1)
+    key = protect_rates.rate_key("sha", "noise", 1, "cpu", 1, "full")
     user.write_text(json.dumps({"schema": 99, "rates": {key: [1.0]}}))
     assert protect_rates.lookup(key, user_file=user, shipped_file=tmp_path / "absent.json") is None
 
@@ -47,8 +47,9 @@ def test_the_shipped_rates_name_their_machine_and_cover_the_demo_on_toy():
     for method in demo_protections():
         version = PROTECTIONS.get(method).version
         for threads in (1, 2):
-            key = protect_rates.rate_key(weights, method, version, "cpu", threads)
-            assert shipped["rates"].get(key, 0) > 0, key
+            for mode in ("full", "tiles"):
+                key = protect_rates.rate_key(weights, method, version, "cpu", threads, mode)
+                assert shipped["rates"].get(key, 0) > 0, key
 
 
 @pytest.fixture()

@@ -230,7 +230,7 @@ def rate_key_of(work: Work, facts, device: str) -> str:
 
     protection = work.plan.protection
     return protect_rates.rate_key(
-        facts.weights_hash, work.plan.name, protection.version, device, torch.get_num_threads()
+        facts.weights_hash, work.plan.name, protection.version, device, torch.get_num_threads(), work.size_plan.mode
     )
 
 

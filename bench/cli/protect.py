@@ -310,6 +310,13 @@ def protect(
     quick: bool = typer.Option(
         False, "--quick", help="Only a few steps: checks the setup in minutes; the result is NOT a real protection."
     ),
+    protector: Path | None = typer.Option(
+        None,
+        "--protector",
+        help="For --method amortized: the protector folder (bench train-protector's --out); the same as "
+        "--set amortized.protector=PATH. [default: models/protector-<model>, shipped for toy]",
+        show_default=False,
+    ),
     fmt: OutputFormat = typer.Option(
         OutputFormat.png,
         "--format",
@@ -388,6 +395,7 @@ def protect(
     from cloakbench.core.metadata import encode
     from cloakbench.core.registry import RegistryError
     from cloakbench.core.zoo import load_model
+    from cloakbench.protections import ProtectionUnavailable
 
     if threads is not None:
         import torch
@@ -406,7 +414,7 @@ def protect(
             steps=steps,
             quick=quick,
             profile=profile,
-            set_items=list(set_items or []),
+            set_items=list(set_items or []) + ([f"amortized.protector={protector}"] if protector else []),
             reference_set=reference_set,
         )
         notes = {plan.name: plan.protection.row_note() for plan in planned}
@@ -418,6 +426,8 @@ def protect(
         progress.status(f"loading the model '{model}' and your pictures")
         try:
             bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
+            for plan in planned:  # a missing amortized protector: its file and how to train one, before any work
+                getattr(plan.protection, "check_available", lambda model: None)(bundle)
             # At its own size: bench protect publishes the whole picture, never a crop.
             intake = load_images(
                 sources,
@@ -427,7 +437,7 @@ def protect(
                 colour="srgb" if strip_metadata else "keep",
             )
             check_unique_outputs(intake.images, fmt_name)
-        except (ConfigError, ImageError, ModelError, RegistryError, ValueError) as error:
+        except (ConfigError, ImageError, ModelError, RegistryError, ValueError, ProtectionUnavailable) as error:
             raise user_error(str(error)) from None
         for skipped in intake.skipped:
             progress.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)

@@ -285,6 +285,18 @@ def _run_stage(stage: list, store: RunStore, executor: Executor, tally: _Tally, 
             continue
         if task is None:
             missing = [ref.name for ref, artifacts in zip(cell.images, inputs) if artifacts is None]
+            # A protection unavailable here (no trained protector for the model) leaves its attacks
+            # unavailable too, with its reason, rather than failed: a rerun cannot help.
+            unavailable = [
+                (store.cell_state(key) or ("", ""))[1]
+                for key, artifacts in zip(cell.inputs, inputs)
+                if artifacts is None and any(row.get("status") == "unavailable" for row in store.cell_rows(key))
+            ]
+            if unavailable:
+                reason = f"protection {cell.protection} is unavailable: {unavailable[0]}"
+                outcome = failure_outcome(cell, store.run_name, reason, status="unavailable")
+                tally.record(store, outcome, cell)
+                continue
             tally.record(
                 store,
                 failure_outcome(

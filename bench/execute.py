@@ -48,6 +48,7 @@ from cloakbench.core.schema import Pair, Row
 from cloakbench.core.zoo import load_model
 from cloakbench.metrics import MetricUnavailable, masked
 from cloakbench.metrics.analysis import encoder_analysis
+from cloakbench.protections import ProtectionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
                 artifacts, rows = protect(workspace, cell)
             else:
                 artifacts, rows = attack(workspace, task)
+    except ProtectionUnavailable as error:  # e.g. no trained protector for this model: say which file
+        return failure_outcome(cell, run, str(error), status="unavailable", protect_model=workspace.spec.model)
     except Exception as error:
         log.debug("%s", traceback.format_exc())
         return failure_outcome(cell, run, failure_reason(error, workspace.model), protect_model=workspace.spec.model)

@@ -58,7 +58,13 @@ FAMILIES = {
     "sds": "score distillation: the denoiser's Jacobian dropped (Xue et al.'s SDS(+), SDS(-), SDST)",
     "fine-tuning": "made against fine-tuning, with a surrogate trained per image (Anti-DreamBooth's FSMG, ASPL)",
     "latent": "perturbs the latent, not the picture: analysis only (sds-z)",
+    "amortized": "a perturbation generator trained once on a model, protecting in one forward pass (amortized)",
 }
+
+
+class ProtectionUnavailable(RuntimeError):
+    """A protection that cannot run with this model here (e.g. no trained protector for it): the
+    message names the missing file and how to make it; the cell is *unavailable*, not failed."""
 
 
 class Protection(Component):

@@ -21,6 +21,11 @@ mean and name are shown beside the mean over attackers. The attacker pool is eve
 the run unless ``--attacker-pool`` names some (an attack label takes all its settings,
 ``label@setting`` one setting).
 
+**Cost axis**: every row says how its protection is computed (``kind``: per-image optimisation,
+amortized, or a baseline; from its family), and :func:`cost_axis` sets worst-case strength
+against protect time per image, so a generator that protects in one forward pass is read
+beside the per-image PGD methods it amortizes (the report's "Strength vs cost" figure).
+
 **Memory** is what differs between protections: the CUDA peak allocated during the cell on a
 GPU; on a CPU, the bytes saved for backward per step and the cell's working memory above its
 starting RSS. Never the process's lifetime peak RSS (the weights dominate it; it is the same
@@ -37,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from cloakbench.core.schema import Pair
+from cloakbench.protections import PROTECTIONS
 from cloakbench.reports import format as fmt
 from cloakbench.reports import palette, stats
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
@@ -304,6 +310,61 @@ def cost_cells(rows: pd.DataFrame, memory: list[tuple[str, str]]) -> dict[str, A
     }
 
 
+#: How each kind of protection is computed, for the cost axis (from its family, protections/base.py).
+KINDS = {
+    "baseline": "baseline (no optimisation)",
+    "per-image": "per-image optimisation (PGD steps on every picture)",
+    "amortized": "amortized (a generator trained once, one forward pass per picture)",
+}
+
+
+def protection_kind(name: str) -> str:
+    """``amortized``, ``baseline`` or ``per-image``: what a protection pays per picture."""
+    if name not in PROTECTIONS.names():  # a run folder may name a protection this install lacks
+        return "per-image"
+    family = PROTECTIONS.get(name).family
+    return family if family in ("baseline", "amortized") else "per-image"
+
+
+def cost_axis(entries: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """The trade-off of strength against protect time per image, per-image and amortized side by side.
+
+    ``points``: one per non-reference row with both a time and a worst case, cheapest first;
+    ``summary``: for each amortized row, its time and worst case beside the strongest per-image
+    row's (the one ranked first), with the time ratio.
+    """
+    points = [
+        {
+            "name": e["name"],
+            "protection": e["protection"],
+            "kind": e["kind"],
+            "color": e["color"],
+            "time_s": e["time_s"],
+            "worst": e["worst"].get("value"),
+            "low": e["worst"].get("low"),
+            "high": e["worst"].get("high"),
+        }
+        for e in entries
+        if not e["is_reference"] and e.get("time_s") and e["worst"].get("value") is not None
+    ]
+    points.sort(key=lambda p: p["time_s"])
+    per_image = [e for e in entries if e["kind"] == "per-image" and e["worst"].get("value") is not None]
+    amortized = [e for e in entries if e["kind"] == "amortized" and e["worst"].get("value") is not None]
+    sentences = []
+    if per_image and amortized and label:
+        strongest = per_image[0]  # entries are ranked: the first per-image row is the strongest
+        for entry in amortized:
+            if not entry.get("time_s") or not strongest.get("time_s"):
+                continue
+            ratio = strongest["time_s"] / entry["time_s"]
+            sentences.append(
+                f"{entry['name']} protects in {fmt.seconds(entry['time_s'])} per image, "
+                f"{ratio:,.0f}× less time than {strongest['name']} ({fmt.seconds(strongest['time_s'])}); "
+                f"worst-case {label} {entry['worst']['text']} against {strongest['worst']['text']}."
+            )
+    return {"points": points, "summary": " ".join(sentences), "kinds": KINDS}
+
+
 #: More attackers than this and the leaderboard shows one column per attack label (its strongest setting).
 MAX_ATTACKER_COLUMNS = 6
 
@@ -346,6 +407,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
             "name": budget.name,
             "is_reference": reference,
             "color": palette.method_color(budget.protection),  # the same colour as in every figure
+            "kind": protection_kind(budget.protection),
             "n_images": len({i for i in mine[mine["pair"] == IMPERCEPTIBILITY_PAIR]["image"] if i}),
         }
         impercept = [estimate(mine, IMPERCEPTIBILITY_PAIR, m) for m in impercept_metrics]
@@ -436,6 +498,7 @@ def leaderboard(run: Run, pool: list[str] | None = None) -> dict[str, Any]:
         "strength_label": strength_label,
         "sort": _sort_text(strength_label, strength_higher) if strength_metric else "",
         "headline": headline(entries, strength_label),
+        "cost_axis": cost_axis(entries, strength_label),
         "strength_direction": strength_direction,
         "impercept_columns": impercept_columns,
         "memory_labels": [label for _, label in memory],

@@ -25,7 +25,7 @@ import pandas as pd
 from cloakbench.core.schema import Pair
 from cloakbench.reports import format as fmt
 from cloakbench.reports import palette
-from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, worst_case
+from cloakbench.reports.leaderboard import attackers, budget_rows, budgets, estimate, leaderboard, worst_case
 from cloakbench.reports.run import GENERATIONS, NO_PROTECTION, Run, attack_label
 from cloakbench.reports.tables import IMPERCEPTIBILITY_PAIR, STRENGTH_PAIR, memory_metric
 
@@ -188,6 +188,71 @@ def strength_vs_imperceptibility(run: Run, pool: list[str] | None = None) -> Plo
         f"strength ({y_metric}) against imperceptibility ({x_metric}) per protection and budget",
         figure,
         name="strength_vs_imperceptibility",
+    )
+
+
+#: Marker of each kind of protection on the cost axis (reports.leaderboard.protection_kind).
+KIND_MARKERS = {"per-image": "o", "amortized": "*", "baseline": "s"}
+
+
+def strength_vs_cost(run: Run, pool: list[str] | None = None) -> Plot | None:
+    """Worst-case strength against protect time per image (log scale): the cost axis of the leaderboard.
+
+    One point per protection and budget, its marker saying how it is computed (per-image PGD,
+    amortized, baseline); y error bars are the worst case's 95 % cluster-bootstrap interval.
+    The same points as ``reports.leaderboard.cost_axis``.
+    """
+    board = leaderboard(run, pool)
+    points = board["cost_axis"]["points"]
+    if not points:
+        return None
+    figure, axes = plt.subplots(figsize=(6.8, 4.6))
+    seen_kinds = set()
+    for point in points:
+        kind = point["kind"]
+        low, high = point["low"], point["high"]
+        yerr = [[0.0], [0.0]] if low is None or high is None else [[point["worst"] - low], [high - point["worst"]]]
+        axes.errorbar(
+            [point["time_s"]],
+            [point["worst"]],
+            yerr=yerr,
+            fmt=KIND_MARKERS.get(kind, "o"),
+            ms=11 if kind == "amortized" else 6,
+            color=point["color"],
+            capsize=3,
+        )
+        axes.annotate(
+            _safe(point["name"]),
+            (point["time_s"], point["worst"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=7,
+        )
+        seen_kinds.add(kind)
+    for kind in ("per-image", "amortized", "baseline"):  # the legend says what the markers mean
+        if kind in seen_kinds:
+            axes.plot([], [], KIND_MARKERS[kind], color="#555555", label=kind)
+    axes.set_xscale("log")
+    higher = _higher(run.rows, board["strength_metric"])
+    y_hint = "" if higher is None else ("  (↓ stronger protection)" if higher else "  (↑ stronger protection)")
+    axes.set_xlabel("protect time per image, s (log scale)  (← cheaper)")
+    axes.set_ylabel(f"worst-case {board['strength_label']}{y_hint}", fontsize=9)
+    axes.grid(alpha=0.3, which="both")
+    axes.margins(x=0.2, y=0.15)
+    axes.legend(fontsize=8, loc="best", title="how it is computed", title_fontsize=8)
+    caption = (
+        "The cost axis: each point is one protection at one budget; x = its mean wall-clock protect time per "
+        "image in this run (log scale), y = its worst case over the attacker pool (as in the leaderboard, "
+        "interval: 95 % cluster bootstrap over images). Stars are amortized protectors (one forward pass of a "
+        "trained generator), circles per-image optimisation (PGD steps on every picture), squares baselines. "
+        + board["cost_axis"]["summary"]
+    )
+    return Plot(
+        "Strength vs cost",
+        caption,
+        "worst-case strength against protect time per image, per protection",
+        figure,
+        name="strength_vs_cost",
     )
 
 
@@ -457,6 +522,10 @@ def all_plots(run: Run, pool: list[str] | None = None, *, encode: bool = True) -
             lambda r: strength_vs_imperceptibility(r, pool),
             "Strength vs imperceptibility: needs ok similarity rows for both protected_vs_clean and "
             "attack_vs_clean_attack.",
+        ),
+        (
+            lambda r: strength_vs_cost(r, pool),
+            "Strength vs cost: needs protect-phase time rows and a worst case (attack_vs_clean_attack rows).",
         ),
         (cost_bars, "Cost per protection: no protect-phase cost rows."),
         (setting_curves, "Similarity per setting: no attack was run at two or more numeric settings."),

@@ -496,3 +496,31 @@ def test_embedded_json_is_strict(sweep_report):
     data = json.loads(parse(report).json_text, parse_constant=refuse)
     none = data["leaderboard"]["rows"][0]
     assert none["impercept"][0]["value"] == "inf"  # PSNR of identical images, as a string
+
+
+def test_the_cost_axis_sets_amortized_beside_per_image_protections(tmp_path):
+    """Strength against protect time per image: each row says how it is computed, and the summary's time
+    ratio is the ratio of the protect cells' mean wall_s (computed here from rows.csv)."""
+    from cloakbench.reports.plots import strength_vs_cost
+
+    run_dir = write_fake_run(tmp_path / "run")
+    table = pd.read_csv(run_dir / "rows.csv", dtype=str, keep_default_na=False)
+    table.loc[table["protection"] == "noise", "protection"] = "amortized"  # the noise rows stand in for one
+    table.to_csv(run_dir / "rows.csv", index=False)
+    board = leaderboard(load_run(run_dir))
+    kinds = {row["protection"]: row["kind"] for row in board["rows"]}
+    assert kinds == {"none": "baseline", "amortized": "amortized", "photoguard": "per-image"}
+    points = board["cost_axis"]["points"]
+    assert [p["protection"] for p in points] == sorted(
+        (p["protection"] for p in points), key=lambda name: next(q["time_s"] for q in points if q["protection"] == name)
+    )
+    cost = table[(table["pair"] == "cost") & (table["metric"] == "wall_s") & (table["mimicry"] == "")]
+    seconds = cost.assign(value=cost["value"].astype(float)).groupby("protection")["value"].mean()
+    ratio = seconds["photoguard"] / seconds["amortized"]
+    assert f"{ratio:,.0f}× less time than photoguard" in board["cost_axis"]["summary"]
+    plot = strength_vs_cost(load_run(run_dir))
+    assert plot is not None and plot.name == "strength_vs_cost"
+    assert plot.figure.axes[0].get_xscale() == "log"
+    plot.encode()
+    html = write_report(run_dir).read_text()
+    assert "Strength vs cost" in html and "(amortized)" in html and "Cost axis" in html

@@ -213,3 +213,16 @@ def test_an_attack_computed_from_other_published_bytes_is_recomputed(
         summary = run_compare(spec_for(run_dir, image_dir))
     assert "computed from inputs that have changed" in caplog.text
     assert summary.computed == 1  # the one attack that read the swapped PNG; its protect cell stays reused
+
+
+def test_a_missing_amortized_protector_makes_its_cells_unavailable_naming_the_file(tmp_path, image_dir):
+    missing = tmp_path / "no-protector"
+    spec = spec_for(
+        tmp_path / "run", image_dir, methods="none,amortized", overrides={"amortized": {"protector": str(missing)}}
+    )
+    summary = run_compare(spec)
+    assert (summary.failed, summary.unavailable) == (0, 6)  # 3 protect cells and the 3 attacks on them
+    rows = [r for r in read_rows(tmp_path / "run") if r["protection"] == "amortized"]
+    assert rows and all(r["status"] == "unavailable" for r in rows)
+    assert all(str(missing / "generator.safetensors") in r["note"] for r in rows)
+    assert all("bench train-protector" in r["note"] for r in rows)

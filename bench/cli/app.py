@@ -139,6 +139,7 @@ from cloakbench.bench.cli import (  # noqa: E402,F401  (bench models, bench repo
     plot,
     protect,
     report,
+    train_protector,
 )
 
 

@@ -365,6 +365,13 @@ def protect(
     quick: bool = typer.Option(
         False, "--quick", help="Only a few steps: checks the setup in minutes; the result is NOT a real protection."
     ),
+    protector: Path | None = typer.Option(
+        None,
+        "--protector",
+        help="For --method amortized: the protector folder (bench train-protector's --out); the same as "
+        "--set amortized.protector=PATH. [default: models/protector-<model>, shipped for toy]",
+        show_default=False,
+    ),
     fmt: OutputFormat = typer.Option(
         OutputFormat.png,
         "--format",
@@ -443,6 +450,7 @@ def protect(
     from cloakbench.core.metadata import encode
     from cloakbench.core.registry import RegistryError
     from cloakbench.core.zoo import load_model, model_facts
+    from cloakbench.protections import ProtectionUnavailable
 
     if threads is not None:
         import torch
@@ -461,7 +469,7 @@ def protect(
             steps=steps,
             quick=quick,
             profile=profile,
-            set_items=list(set_items or []),
+            set_items=list(set_items or []) + ([f"amortized.protector={protector}"] if protector else []),
             reference_set=reference_set,
         )
         notes = {plan.name: plan.protection.row_note() for plan in planned}
@@ -485,7 +493,7 @@ def protect(
                 exclude=[out],  # an --out inside --images: its outputs are never protected again
             )
             check_unique_outputs(intake.images, fmt_name)
-        except (ConfigError, ImageError, ModelError, RegistryError, ValueError) as error:
+        except (ConfigError, ImageError, ModelError, RegistryError, ValueError, ProtectionUnavailable) as error:
             raise user_error(str(error)) from None
         for skipped in intake.skipped:
             progress.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
@@ -532,7 +540,9 @@ def protect(
             progress.status(f"loading the model '{model}'")
             try:
                 bundle = load_model(model, device=device, dtype=dtype, allow_pickle=allow_pickle)
-            except (ConfigError, ModelError, RegistryError, ValueError) as error:
+                for plan in planned:  # a missing amortized protector: its file and how to train one, before any work
+                    getattr(plan.protection, "check_available", lambda model: None)(bundle)
+            except (ConfigError, ModelError, RegistryError, ValueError, ProtectionUnavailable) as error:
                 raise user_error(str(error)) from None
         if dry_run:
             progress.status("measuring one step for the estimate")

@@ -2,7 +2,8 @@
 
 One module per method, under its paper's name (``advdm.py`` holds AdvDM and AdvDM(−),
 ``mist.py``, ``photoguard.py``, ``texture.py``, ``encoder.py``, ``sds.py`` holds SDS(+)
-and SDS(−), ``sdst.py``, ``sds_z.py``, ``fsmg.py``, ``aspl.py``, ``noise.py``, ``none.py``; their
+and SDS(−), ``sdst.py``, ``sds_z.py``, ``fsmg.py``, ``aspl.py``, ``noise.py``, ``none.py``, ``external.py`` (another tool's
+files, scored by the leaderboard); their
 surrogate ``surrogate.py``); the shared PGD loop is
 ``engine.py``, the losses ``losses.py``, the reference implementation's extra costs
 ``reference_costs.py``. Importing this package registers every protection in
@@ -17,6 +18,7 @@ from cloakbench.protections import none, noise  # noqa: F401  (register)
 from cloakbench.protections import advdm, mist, photoguard, texture, encoder  # noqa: F401  (register)
 from cloakbench.protections import sds, sdst, sds_z  # noqa: F401  (register)
 from cloakbench.protections import fsmg, aspl  # noqa: F401  (register)
+from cloakbench.protections import external  # noqa: F401  (registers: another tool's files, --protected)
 # isort: on
 
 __all__ = ["PROTECTIONS", "Protection", "demo_protections", "publishable_protections"]

@@ -58,6 +58,7 @@ FAMILIES = {
     "sds": "score distillation: the denoiser's Jacobian dropped (Xue et al.'s SDS(+), SDS(-), SDST)",
     "fine-tuning": "made against fine-tuning, with a surrogate trained per image (Anti-DreamBooth's FSMG, ASPL)",
     "latent": "perturbs the latent, not the picture: analysis only (sds-z)",
+    "external": "computed by another tool and read from files (bench leaderboard run --protected)",
 }
 
 
@@ -68,6 +69,8 @@ class Protection(Component):
     reference_costs: ClassVar[tuple[str, ...]] = ()
     # Analysis-only entries (e.g. the latent attack ``sds-z``) are left out of ``all``.
     analysis_only: ClassVar[bool] = False
+    #: Reads another tool's outputs from files (``external``): scored by the leaderboard, never run by ``all``.
+    reads_files: ClassVar[bool] = False
     #: One of :data:`FAMILIES`; every registered protection declares it (a registry-wide test checks).
     family: ClassVar[str] = ""
     #: One sentence in plain words for an artist (``bench list`` shows it first, the maths with --verbose).
@@ -105,7 +108,7 @@ PROTECTIONS: Registry[type[Protection]] = Registry("protection")
 
 def publishable_protections() -> list[str]:
     """What ``--methods all`` means: every protection an artist could publish."""
-    return [name for name, cls in PROTECTIONS.items() if not cls.analysis_only]
+    return [name for name, cls in PROTECTIONS.items() if not cls.analysis_only and not cls.reads_files]
 
 
 def demo_protections() -> list[str]:

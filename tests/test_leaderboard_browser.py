@@ -53,8 +53,12 @@ def test_every_column_sorts_without_errors_or_network(tmp_path):
             page.fill("input.filter", "photoguard")
             visible = page.eval_on_selector_all("table.board tbody tr:not([hidden])", "n => n.length")
             assert visible == 3
-            page.goto(page.locator("table.board tbody tr:not([hidden]) a").first.get_attribute("href") and
-                      (index.parent / page.locator("table.board tbody tr:not([hidden]) a").first.get_attribute("href")).as_uri())
+            page.goto(
+                page.locator("table.board tbody tr:not([hidden]) a").first.get_attribute("href")
+                and (
+                    index.parent / page.locator("table.board tbody tr:not([hidden]) a").first.get_attribute("href")
+                ).as_uri()
+            )
             broken = page.eval_on_selector_all("img", "n => n.filter(x => !(x.complete && x.naturalWidth > 0)).length")
             images = page.eval_on_selector_all("img", "n => n.length")
         finally:

@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the whole suite).
-.PHONY: env lint demo test test-slow bench-test perf-check paper-table
+.PHONY: env lint demo test test-slow bench-test perf-check paper-table leaderboard
 
 env:
 	bash scripts/setup_env.sh
@@ -42,3 +42,10 @@ perf-check: env
 paper-table: env
 	.venv/bin/python configs/paper_table_data.py runs/paper-table-data
 	.venv/bin/bench compare --config configs/paper_table.toml --threads 1 $(if $(QUICK),--quick --out runs/paper-table-quick,)
+
+# The v1-toy leaderboard protocol (protocols/v1-toy.toml) for every protection make demo runs (the
+# registry's list: the fine-tuning family, over 10 min per toy image, is left out), entries under
+# leaderboard/v1-toy/, the static site in site/. Resumable (runs/leaderboard/v1-toy).
+leaderboard: env
+	.venv/bin/bench leaderboard run --protocol v1-toy --threads 1
+	.venv/bin/bench leaderboard render leaderboard/v1-toy --out site

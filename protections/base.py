@@ -59,6 +59,7 @@ FAMILIES = {
     "fine-tuning": "made against fine-tuning, with a surrogate trained per image (Anti-DreamBooth's FSMG, ASPL)",
     "latent": "perturbs the latent, not the picture: analysis only (sds-z)",
     "amortized": "a perturbation generator trained once on a model, protecting in one forward pass (amortized)",
+    "external": "computed by another tool and read from files (bench leaderboard run --protected)",
 }
 
 
@@ -74,6 +75,8 @@ class Protection(Component):
     reference_costs: ClassVar[tuple[str, ...]] = ()
     # Analysis-only entries (e.g. the latent attack ``sds-z``) are left out of ``all``.
     analysis_only: ClassVar[bool] = False
+    #: Reads another tool's outputs from files (``external``): scored by the leaderboard, never run by ``all``.
+    reads_files: ClassVar[bool] = False
     #: One of :data:`FAMILIES`; every registered protection declares it (a registry-wide test checks).
     family: ClassVar[str] = ""
     #: One sentence in plain words for an artist (``bench list`` shows it first, the maths with --verbose).
@@ -111,7 +114,7 @@ PROTECTIONS: Registry[type[Protection]] = Registry("protection")
 
 def publishable_protections() -> list[str]:
     """What ``--methods all`` means: every protection an artist could publish."""
-    return [name for name, cls in PROTECTIONS.items() if not cls.analysis_only]
+    return [name for name, cls in PROTECTIONS.items() if not cls.analysis_only and not cls.reads_files]
 
 
 def demo_protections() -> list[str]:

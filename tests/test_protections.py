@@ -19,7 +19,8 @@ from cloakbench.protections.base import FAMILIES, NEEDS, REFERENCE_COSTS, Protec
 from cloakbench.protections.engine import PGDProtection, image_generators, round_within_budget, with_profile
 from cloakbench.protections.photoguard import PhotoGuard
 
-ALL = PROTECTIONS.names()
+# ``external`` reads another tool's files (bench leaderboard run --protected; tests/test_leaderboard.py): no method to run here.
+ALL = [n for n in PROTECTIONS.names() if not PROTECTIONS.get(n).reads_files]
 PAPER_METHODS = [n for n in ALL if n not in ("none", "noise")]
 STEPS = 2
 

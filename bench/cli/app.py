@@ -133,6 +133,7 @@ def _root(
 from cloakbench.bench.cli import (  # noqa: E402,F401  (bench models, bench report)
     check,
     compare,
+    leaderboard,
     listing,
     models,
     perf,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, noise_path
+from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, inpaints_with_own_denoiser, noise_path
 
 #: Stable Diffusion's DDPM schedule: scaled-linear β from 0.00085 to 0.012 over 1000 steps.
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
@@ -135,6 +135,11 @@ class LDM:
     @property
     def is_flow(self) -> bool:
         return self.family == FLOW_TRANSFORMER
+
+    @property
+    def can_inpaint(self) -> bool:
+        """An inpainting UNet, or a family that inpaints with its own denoiser (as ``ModelFacts.can_inpaint``)."""
+        return self.inpaint_unet is not None or inpaints_with_own_denoiser(self.family)
 
     @property
     def denoiser(self) -> Any:

@@ -23,7 +23,7 @@ import torch
 
 from cloakbench.core import architectures
 from cloakbench.core.devices import check_device, parse_dtype
-from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER
+from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER, inpaints_with_own_denoiser
 from cloakbench.core.folders import (
     component_folder,
     folder_family,
@@ -52,6 +52,12 @@ class ModelFacts:
     #: Whether the model has the inpainting UNet the inpaint attack runs on (a folder's optional
     #: ``inpaint_unet/``; every random-weights entry builds one): a plan checks it before any cell.
     inpaint_unet: bool = True
+
+    @property
+    def can_inpaint(self) -> bool:
+        """Whether the inpaint attack can run: an inpainting UNet, or a family that inpaints with its
+        own denoiser (:func:`~cloakbench.core.families.inpaints_with_own_denoiser`)."""
+        return self.inpaint_unet or inpaints_with_own_denoiser(self.family)
 
     def identity(self, dtype: str | torch.dtype) -> dict:
         """The same dict :meth:`LDM.identity` gives once the model is built."""

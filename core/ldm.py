@@ -33,7 +33,7 @@ class TextConditioning:
 
     SD 3's MMDiT reads both (``SD3Transformer2DModel.forward``: ``encoder_hidden_states`` and
     ``pooled_projections``); an ε-UNet reads the token states only, so its bundle hands out a
-    plain tensor. ``expand`` and ``shape`` behave as on the token-state tensor, so code that
+    plain tensor. ``expand``, ``shape`` and batch slices (``[:1]``) behave as on the token-state tensor, so code that
     only passes conditioning along does not need to know which it holds.
     """
 
@@ -46,6 +46,12 @@ class TextConditioning:
 
     def expand(self, batch: int, *_) -> TextConditioning:
         return TextConditioning(self.hidden.expand(batch, -1, -1), self.pooled.expand(batch, -1))
+
+    def __getitem__(self, rows: slice) -> TextConditioning:
+        """Batch rows, as ``tensor[rows]`` on the token states (e.g. ``[:1]``: the first prompt's)."""
+        if not isinstance(rows, slice):
+            raise TypeError(f"TextConditioning takes a slice of batch rows (e.g. [:1]), not {rows!r}")
+        return TextConditioning(self.hidden[rows], self.pooled[rows])
 
     def to(self, *args, **kwargs) -> TextConditioning:
         return TextConditioning(self.hidden.to(*args, **kwargs), self.pooled.to(*args, **kwargs))

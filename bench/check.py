@@ -212,7 +212,7 @@ def run_check(
             attack = cls.from_overrides(quick_component(cls) if quick else None)
             try:
                 attack.check_available()
-                if name == "inpaint" and not getattr(model, "can_inpaint", False):
+                if name == "inpaint" and not model.can_inpaint:
                     raise AttackUnavailable(f"the model {model.name} has no inpainting UNet")
             except AttackUnavailable as error:
                 result.skipped.append(f"{name}: unavailable ({error})")

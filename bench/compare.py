@@ -142,13 +142,14 @@ def with_worker(row: dict, worker: str) -> dict:
 
 def check_attack_models(components: Components, attack_facts: dict[str, ModelFacts]) -> None:
     """Refuse, before any cell, an attack that needs an inpainting UNet on a model without one: every
-    such cell would fail, and a rerun could not help (the model lacks the weights)."""
+    such cell would fail, and a rerun could not help (the model lacks the weights). A flow model
+    inpaints with its own transformer (``ModelFacts.can_inpaint``) and is not refused."""
     for attack_spec, setting in components.attack_variants:
         _, attack = components.attacks[variant_key(attack_spec, setting)]
         if not attack.needs_inpaint_unet:
             continue
         for name, facts in attack_facts.items():
-            if not facts.inpaint_unet:
+            if not facts.can_inpaint:
                 raise StoreError(
                     f"--attacks {attack_spec} needs an inpainting UNet, and model {name} has none (no inpaint_unet/ "
                     "folder); give an --attack-model that has one, or drop it from --attacks"

@@ -49,6 +49,16 @@ FAMILIES = {
 LATENT_FAMILIES = (EPS_UNET, FLOW_TRANSFORMER)
 
 
+def inpaints_with_own_denoiser(family: str) -> bool:
+    """Whether ``family`` inpaints with its ordinary denoiser, needing no separate inpainting model.
+
+    SD 3's ``StableDiffusion3InpaintPipeline`` with a 16-input-channel transformer repaints by
+    latent blending (the known latents re-noised to each σ are put back outside the mask), so a
+    flow model inpaints with its own transformer; the ε family's inpaint pipeline needs SD's
+    9-channel inpainting UNet (an ``inpaint_unet/`` folder)."""
+    return family == FLOW_TRANSFORMER
+
+
 @dataclass(frozen=True)
 class NoisePath:
     """The forward process and prediction target of one family, on a ``T``-step training grid."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, noise_path
+from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, inpaints_with_own_denoiser, noise_path
 
 #: Stable Diffusion's DDPM schedule: scaled-linear β from 0.00085 to 0.012 over 1000 steps.
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
@@ -53,6 +53,10 @@ class TextConditioning:
         return TextConditioning(self.hidden.to(*args, **kwargs), self.pooled.to(*args, **kwargs))
 
     def __getitem__(self, rows) -> TextConditioning:
+        """Batch rows, as ``tensor[rows]`` on the token states (``[:1]``: the first prompt's; a list or an
+        index tensor of rows). An integer is refused: it would drop the batch dimension of both parts."""
+        if isinstance(rows, int):
+            raise TypeError(f"TextConditioning takes a slice of batch rows (e.g. [:1]), not the integer {rows}")
         return TextConditioning(self.hidden[rows], self.pooled[rows])
 
 
@@ -170,8 +174,9 @@ class LDM:
     @property
     def can_inpaint(self) -> bool:
         """Whether the ``inpaint`` attack can run: an inpainting UNet (``inpaint_unet/``), or a pipeline that
-        inpaints with the base denoiser by latent blending (SD 3's; SDXL's with its 4-channel base UNet)."""
-        return self.inpaint_unet is not None or self.is_flow or self.is_sdxl
+        inpaints with the base denoiser by latent blending (SD 3's, :func:`~cloakbench.core.families.inpaints_with_own_denoiser`;
+        SDXL's with its 4-channel base UNet). ``ModelFacts.can_inpaint`` says the same before loading."""
+        return self.inpaint_unet is not None or inpaints_with_own_denoiser(self.family) or self.is_sdxl
 
     # -- conditioning -------------------------------------------------------
     def encode_prompt(self, prompt: str, batch: int = 1) -> torch.Tensor:

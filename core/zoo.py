@@ -23,7 +23,7 @@ import torch
 
 from cloakbench.core import architectures
 from cloakbench.core.devices import check_device, parse_dtype
-from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER
+from cloakbench.core.families import FAMILIES, FLOW_TRANSFORMER, inpaints_with_own_denoiser
 from cloakbench.core.folders import (
     component_folder,
     folder_family,
@@ -50,13 +50,22 @@ class ModelFacts:
     resolution: int
     family: str = "eps-unet"
     latent_channels: int | None = 4
-    #: Whether the inpaint attack can run on the model (``LDM.can_inpaint``): a folder's optional
-    #: ``inpaint_unet/``, or a layout whose inpainting pipeline repaints with the base denoiser
-    #: (SD 3, SDXL); every random-weights entry can. A plan checks it before any cell.
+    #: Whether the model has an inpainting UNet (a folder's optional ``inpaint_unet/``; every
+    #: random-weights entry builds one). :attr:`can_inpaint`, which a plan checks before any cell,
+    #: also counts the models that inpaint by blending (``LDM.can_inpaint`` says the same once loaded).
     inpaint_unet: bool = True
+    #: The model's inpainting pipeline repaints with its base denoiser by latent blending (SD 3's
+    #: flow transformer; SDXL's 4-channel UNet): the inpaint attack runs without an ``inpaint_unet/``.
+    inpaints_by_blending: bool = False
     #: The VAE's downsampling factor (1: no VAE, a pixel-space model): the multiple a full-size
     #: picture's sides are padded to, known before the model loads (``bench protect``'s first ETA).
     vae_downsampling: int = 1
+
+    @property
+    def can_inpaint(self) -> bool:
+        """Whether the inpaint attack can run: an inpainting UNet, or a family that inpaints with its
+        own denoiser (:func:`~cloakbench.core.families.inpaints_with_own_denoiser`)."""
+        return self.inpaint_unet or self.inpaints_by_blending or inpaints_with_own_denoiser(self.family)
 
     def identity(self, dtype: str | torch.dtype) -> dict:
         """The same dict :meth:`LDM.identity` gives once the model is built."""
@@ -160,7 +169,8 @@ def folder_facts(folder: Path, name: str, weights: dict[str, Path], family: str 
         folder_resolution(folder),
         family,
         int(vae.get("latent_channels", 4)),
-        inpaint_unet="inpaint_unet" in weights or blending,
+        inpaint_unet="inpaint_unet" in weights,
+        inpaints_by_blending=blending,
         vae_downsampling=vae_downsampling(vae),
     )
 

@@ -20,6 +20,7 @@ import jinja2
 
 from cloakbench.core.io import write_atomic
 from cloakbench.reports import format as fmt
+from cloakbench.reports.encoder_study import encoder_study
 from cloakbench.reports.grids import AMPLIFY, COLUMNS, build_grids
 from cloakbench.reports.leaderboard import leaderboard
 from cloakbench.reports.merge import merge_runs
@@ -234,6 +235,7 @@ def render(run: Run, pool: list[str] | None = None) -> str:
         "n_rows": len(run.rows),
         "noreference": noreference_panel(run),
         "finetuning": finetuning_panel(run),
+        "encoder_study": encoder_study(run),
         "not_shown": not_shown(run),
         # Machine-readable copy of the summary, for scripts that scrape reports (never executed:
         # the CSP allows no script, and the type is not JavaScript).

@@ -208,7 +208,13 @@ def test_saved_sdxl_folder_has_sdxl_layout_and_loads_back(saved_sdxl, sdxl_model
         got = loaded.predict(latents, steps, loaded.encode_prompt("a photo"))
     torch.testing.assert_close(got, expected)
     facts = model_facts(str(saved_sdxl))
-    assert facts.inpaint_unet and facts.latent_channels == 4 and facts.family == "eps-unet"
+    assert (
+        facts.can_inpaint
+        and not facts.inpaint_unet
+        and facts.inpaints_by_blending
+        and facts.latent_channels == 4
+        and facts.family == "eps-unet"
+    )
 
 
 def test_a_folder_saved_by_diffusers_sdxl_pipeline_loads(diffusers_sdxl, sdxl_model):

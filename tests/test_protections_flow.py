@@ -206,3 +206,26 @@ def test_the_epsilon_target_fails_the_advdm_check(flow_model, clean8):
     got = direction_of("advdm", flow_model, clean8, draws)
     wrong = advdm_gradient(flow_model, clean8, draws, target_of=lambda latents, noise: noise)
     assert cosine(got, wrong) < AGREEMENT
+
+
+# -- reference mode on the flow family: the reference's extra costs, the fair update ----------------
+@pytest.mark.parametrize("name", ["advdm", "mist", "texture", "sdst-"])
+def test_reference_mode_gives_the_fair_update_on_the_flow_family(name, flow_model, clean8):
+    """The reference's extra target/image forwards condition on the first prompt's text (SD 3's
+    token states and pooled vector, ``TextConditioning[:1]``); the update stays the fair one and
+    the transformer leaves the step frozen, without gradients."""
+    fair = PROTECTIONS.get(name).from_overrides({"steps": "2"})
+    reference = PROTECTIONS.get(name).from_overrides({"steps": "2", "reference_mode": "true"})
+    assert torch.equal(
+        fair(clean8, flow_model, generator=generator(4)), reference(clean8, flow_model, generator=generator(4))
+    )
+    assert all(p.requires_grad is False and p.grad is None for p in flow_model.unet.parameters())
+
+
+def test_text_conditioning_slices_batch_rows_only(flow_model):
+    conditioning = flow_model.encode_prompt("a photo", 2)
+    first = conditioning[:1]
+    assert first.hidden.shape[0] == 1 and first.pooled.shape[0] == 1
+    assert torch.equal(first.hidden, conditioning.hidden[:1]) and torch.equal(first.pooled, conditioning.pooled[:1])
+    with pytest.raises(TypeError, match="slice of batch rows"):
+        conditioning[0]

@@ -316,3 +316,26 @@ def test_config_comma_list_keys_take_a_string_or_a_list(tmp_path):
     config.write_text('[compare]\nattack_models = "toy,toy-b"\nmethods = ["none", "noise"]\nseeds = [0, 1]\n')
     read = read_config(config, "compare", flags=compare_command)
     assert (read["attack_models"], read["methods"], read["seeds"]) == ("toy,toy-b", "none,noise", [0, 1])
+
+
+def test_a_flow_model_inpaints_with_its_own_transformer_and_is_not_refused():
+    """SD 3's inpaint pipeline repaints with the 16-channel transformer by latent blending: toy-flow
+    has no inpaint_unet/ folder and still can inpaint; toy-b (ε family, no folder) cannot (#23)."""
+    from cloakbench.core.zoo import model_facts
+
+    flow = model_facts("toy-flow")
+    assert flow.inpaint_unet is False and flow.can_inpaint is True
+    eps = model_facts("toy-b")
+    assert eps.inpaint_unet is False and eps.can_inpaint is False
+
+
+def test_inpaint_on_a_flow_model_computes_its_cell(tmp_path):
+    result = run("compare", "--model", "toy-flow", "--quick", "--methods", "none", "--metrics", "psnr",
+                 "--attacks", "inpaint", "--images", one_image(tmp_path), "--out", tmp_path / "run",
+                 "--no-report", "--threads", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "rows.csv").open()))
+    edits = [r for r in rows if r["mimicry"] == "inpaint" and r["metric"] == "psnr"]
+    assert edits and all(r["status"] == "ok" and float(r["value"]) > 0 for r in edits), edits

@@ -25,6 +25,8 @@
 #   5. a short bench compare on the GPU (toy model, shipped images, sds-/advdm/photoguard,
 #      sdedit, psnr/ssim) -> gpu_<GPU>_compare/ (rows.csv)
 #   6. the CUDA-marked tests (pytest -m cuda) -> gpu_<GPU>_logs/pytest_cuda.xml
+#   and gpu_<GPU>_images_per_hour.json (scripts/images_per_hour.py: SDS(-) and AdvDM, 512², batch 1
+#   and 4, fp32 and bf16; --dry-run writes it from a tiny CPU run through the same path)
 #   and gpu_<GPU>_summary.json: the machine, each group's status and seconds.
 # <GPU> is the device name in lower case with dashes (e.g. nvidia-h200). Each configuration
 # runs in its own fresh process (bench perf's subprocess isolation on CUDA).
@@ -161,10 +163,30 @@ if [ $dry_run -eq 1 ]; then
   done
   # The CUDA runs use bench perf's subprocess isolation; exercise that path on the CPU
   # (CLOAKBENCH_GPU_CHECK_SMOKE=0 leaves it out: the fast test of this script does).
-  if [ "${CLOAKBENCH_GPU_CHECK_SMOKE:-1}" != "0" ] && ! "$bench" perf --arch tiny-random --resolution 64 --methods sds- --mode fair,reference --steps 1 --warmup 0 \
-      --repeats 1 --threads 1 --isolation subprocess --json "$logs/perf_tiny-random_smoke.json" \
-      >"$logs/perf_subprocess_smoke.log" 2>&1; then
-    echo "dry run: the subprocess smoke test failed (log: $logs/perf_subprocess_smoke.log)" >&2
+  # The images/hour table's path too: sds- and advdm, batch 1 and 2, with and without bf16
+  # autocast, tiny on the CPU (the GPU run reads the 512² batch 1 / batch 4 files instead).
+  if [ "${CLOAKBENCH_GPU_CHECK_SMOKE:-1}" != "0" ]; then
+    if ! "$bench" perf --arch tiny-random --resolution 64 --methods sds-,advdm --batch 1,2 --opt none,bf16 \
+        --mode fair,reference --steps 1 --warmup 0 --repeats 1 --threads 1 --isolation subprocess \
+        --json "$logs/perf_tiny-random_smoke.json" >"$logs/perf_subprocess_smoke.log" 2>&1; then
+      echo "dry run: the subprocess smoke test failed (log: $logs/perf_subprocess_smoke.log)" >&2
+      status=1
+    elif ! "$python" scripts/images_per_hour.py "${prefix}_images_per_hour.json" "$logs/perf_tiny-random_smoke.json"; then
+      status=1
+    fi
+  fi
+fi
+
+# 512² images per hour of SDS(-) and AdvDM, batch 1 and batch 4 (the largest measured), fp32 and bf16.
+if [ $dry_run -eq 0 ]; then
+  hour_inputs=()
+  for name in perf_sd15-arch_512_b1 perf_sd15-arch_512_b4 perf_sd15_512_b1; do
+    [ -s "${prefix}_${name}.json" ] && hour_inputs+=("${prefix}_${name}.json")
+  done
+  if [ ${#hour_inputs[@]} -gt 0 ]; then
+    "$python" scripts/images_per_hour.py "${prefix}_images_per_hour.json" "${hour_inputs[@]}" || status=1
+  else
+    echo "images per hour: no perf file was written" >&2
     status=1
   fi
 fi

@@ -36,6 +36,8 @@ class RunProtections:
     ``overrides`` are ``--set``'s qualified overrides (``{("protection", "sds-"): {...}}``), as
     :func:`cloakbench.core.config.qualify_overrides` gives them; ``quick`` applies each
     protection's quick settings first, as ``--quick`` does for the run's own protect cells.
+    ``model`` may be ``None`` where only :meth:`names` and :meth:`settings_identity` are read
+    (the plan, which keys cells before any model is loaded).
     """
 
     def __init__(self, model, *, quick: bool = False, overrides: Mapping[tuple[str, str], dict] | None = None):
@@ -64,8 +66,13 @@ class RunProtections:
             self._built[name] = cls.from_overrides(settings)
         return self._built[name]
 
+    def settings_identity(self, name: str) -> dict[str, Any]:
+        """The protection's name, version and config as the copier runs it (no model: the plan
+        reads this before any model is loaded, and the tool's model is in the cell's key already)."""
+        return self._protection(name).identity()
+
     def identity(self, name: str) -> dict[str, Any]:
-        return {**self._protection(name).identity(), "model": self.model.identity()}
+        return {**self.settings_identity(name), "model": self.model.identity()}
 
     def protect(self, name: str, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
         """Protect at the tool model's resolution, publish as 8-bit, return at the images' size."""

@@ -8,7 +8,10 @@ canonical JSON over what determines its output (docs/RELIABILITY.md, "Store"):
   hash and dtype, and the cell's seed;
 - an **attack** cell: the keys of the protect cells whose published PNGs it attacks, the
   purifications' and the attack's identities, the model the attack runs on, the seed, the
-  prompt, whether a mask folder is used and the hash of the image's own mask. Protect
+  prompt, whether a mask folder is used and the hash of the image's own mask; for a chain
+  with an adaptive stage that runs public protection code (``encoder-harden``'s training
+  pairs), the configured identities of those protections too, so a ``--set`` on one of
+  them changes the key (:func:`copier_identities`). Protect
   cells are deterministic, so naming them by key names the published bytes without
   computing them.
 
@@ -44,6 +47,7 @@ import cloakbench
 from cloakbench import metrics as metric_pkg
 from cloakbench import mimicry as mimicry_pkg
 from cloakbench import protections as protection_pkg
+from cloakbench.bench.copier import RunProtections
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError, canonical_json, config_fields, qualify_overrides
 from cloakbench.core.images import IntakeResult
@@ -162,6 +166,23 @@ def adapted(component: Any, adaptation: Adaptation) -> Any:
     if not adaptation:
         return component
     return type(component)(dataclasses.replace(component.config, **dict(adaptation)))
+
+
+def copier_identities(stages: list[Mimicry], public: RunProtections) -> list[dict[str, Any]]:
+    """The configured identities (name, version, config) of the public protections a chain runs.
+
+    ``encoder-harden`` trains on pairs made by the protections of its ``against`` with the run's
+    ``--quick`` and ``--set`` settings (:class:`~cloakbench.bench.copier.RunProtections`), which
+    need not be among ``--methods``: its own identity names only ``against``, so without these a
+    ``--set sds-.steps=50`` would reuse cells attacked with an encoder trained on other pairs.
+    Empty for every chain without such a stage (their keys are unchanged).
+    """
+    try:
+        return [public.settings_identity(name) for stage in stages for name in stage.copier_protections(public)]
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -432,6 +453,8 @@ def build_plan(
     all_refs = tuple(refs[im.pixel_hash] for im in images)
     cells: list[Cell] = []
     protect_keys: dict[tuple[int, str, str], str] = {}
+    # The public protection code as an adaptive copier runs it (no model needed for its settings).
+    public = RunProtections(None, quick=spec.quick, overrides=qualify_overrides(spec.overrides, REGISTRIES))
     for run_seed in spec.run_seeds:
         for name, setting in components.protection_variants:
             protection = components.protections[variant_key(name, setting)]
@@ -510,6 +533,9 @@ def build_plan(
                         }
                         if single is not None and has_mask:
                             chain["mask"] = single.mask
+                        copier = copier_identities([*resolved_purifications, resolved_attack], public)
+                        if copier:
+                            chain["copier_protections"] = copier
                         kind = "set-attack" if attack.scope == "set" else "attack"
                         key = key_of({"kind": kind, "inputs": list(inputs), **chain, "seed": seed})
                         if name == NO_PROTECTION:
@@ -525,7 +551,13 @@ def build_plan(
             for n, s in components.protection_variants
         ],
         "attacks": [
-            {"spec": a, "setting": s, "purifications": [p.identity() for p in ps], "attack": at.identity()}
+            {
+                "spec": a,
+                "setting": s,
+                "purifications": [p.identity() for p in ps],
+                "attack": at.identity(),
+                **({"copier_protections": found} if (found := copier_identities([*ps, at], public)) else {}),
+            }
             for (a, s), (ps, at) in zip(components.attack_variants, components.attacks.values())
         ],
         "metrics": [m.identity() for m in components.metrics],

@@ -44,8 +44,13 @@ class PublicProtections(Protocol):
         ``none`` and ``noise``)."""
         ...
 
+    def settings_identity(self, name: str) -> dict[str, Any]:
+        """The protection's name, version and config as the copier runs it; refuses an unknown name
+        (``ValueError`` naming the known ones). Needs no model: the plan keys cells with it."""
+        ...
+
     def identity(self, name: str) -> dict[str, Any]:
-        """What a cache key needs: the protection's name, version, config and the tool's model."""
+        """What a cache key needs: :meth:`settings_identity` and the tool's model."""
         ...
 
     def protect(self, name: str, images: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
@@ -119,6 +124,14 @@ class Mimicry(Component):
     def adapt_model(self, model, *, generator: torch.Generator, context: AttackContext):
         """The model the rest of the chain runs with (``model`` itself unless ``adapts_model``)."""
         return model
+
+    def copier_protections(self, public: PublicProtections) -> list[str]:
+        """The public protections this stage runs (``encoder-harden``'s training pairs); none by default.
+
+        The plan puts their configured identities into the key of every cell of the chain, so a
+        ``--set`` on one of them (``sds-.steps=50``) makes new cells instead of reusing stale ones.
+        """
+        return []
 
     def __call__(
         self, images: torch.Tensor, model, *, generator: torch.Generator, context: AttackContext

@@ -126,14 +126,18 @@ class EncoderHarden(Mimicry):
 
     # -- what the copier trains against -------------------------------------------------
     def protection_names(self, context: AttackContext) -> list[str]:
-        known = self.public_protections(context).names()
+        return self.copier_protections(self.public_protections(context))
+
+    def copier_protections(self, public: PublicProtections) -> list[str]:
+        """The protections of ``against`` (``all``: every public tool), each name checked, in order."""
+        known = public.names()
         wanted = [n.strip() for n in self.config.against.split(",") if n.strip()]
         if wanted == ["all"]:
             return known
         if not wanted:
             raise ValueError("encoder-harden.against is empty; name a protection, a comma list, or all")
         for name in wanted:
-            self.public_protections(context).identity(name)  # refuses an unknown name, naming the known ones
+            public.settings_identity(name)  # refuses an unknown name, naming the known ones
         return list(dict.fromkeys(wanted))
 
     def pictures(self, model, context: AttackContext) -> torch.Tensor:

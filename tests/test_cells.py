@@ -71,3 +71,39 @@ def test_clean_and_protected_twins_share_the_attack_seed(planned):
     for cell in attacks:
         by_image.setdefault(cell.images[0].pixel_hash, set()).add(cell.seed)
     assert all(len(seeds) == 1 for seeds in by_image.values())
+
+
+def test_an_encoder_harden_cell_keys_the_protections_it_trains_against(tmp_path):
+    """encoder-harden's pairs come from the protections of ``against`` with the run's ``--set``: a
+    setting of one of them changes the keys of its chain's cells (a stale encoder is never reused),
+    a setting of another protection changes no key, and chains without it keep their keys."""
+    images = [str(write_images(tmp_path / "in", count=2))]
+    facts = model_facts("tiny-random")
+    intake = load_images(images, facts.resolution)
+
+    def keys(against: str, overrides: dict) -> dict[tuple[str, str, str], str]:
+        spec = CompareSpec(
+            images=images,
+            methods="noise",
+            attacks="sdedit,encoder-harden+sdedit",
+            model="tiny-random",
+            quick=True,
+            out=tmp_path / "run",
+            overrides={"encoder-harden": {"against": against}, **overrides},
+        )
+        plan = build_plan(spec, Components.from_spec(spec), facts, intake)
+        return {(c.attack, c.protection, c.images[0].pixel_hash): c.key for c in plan.cells if c.kind == "attack"}
+
+    def changed(before: dict, after: dict) -> set[str]:
+        assert before.keys() == after.keys()
+        return {cell[0] for cell in before if before[cell] != after[cell]}
+
+    # sds- is not among --methods: only the copier runs it.
+    base = keys("sds-", {})
+    assert changed(base, keys("sds-", {"sds-": {"steps": "2"}})) == {"encoder-harden+sdedit"}
+    assert changed(base, keys("sds-", {"mist": {"steps": "2"}})) == set()
+    # against = all: every public protection's settings count.
+    every = keys("all", {})
+    assert changed(every, keys("all", {"mist": {"steps": "2"}})) == {"encoder-harden+sdedit"}
+    # the protections' identities, not only their names, are in the key: another against, other keys
+    assert changed(base, keys("mist", {})) == {"encoder-harden+sdedit"}

@@ -261,6 +261,7 @@ def test_impress_lpips_uses_the_found_backbone(tmp_path, monkeypatch, tiny_model
         ("upscale-bicubic", {}),
         ("diffpure-latent", {"steps": "2"}),
         ("impress", {"distance": "l2", "steps": "2"}),
+        ("counter-pgd", {"steps": "2"}),  # adaptive: the copier's PGD from the published image
     ],
 )
 def test_purifications_deterministic_shape_range(name, overrides, tiny_model, images):

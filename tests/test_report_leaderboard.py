@@ -524,3 +524,110 @@ def test_the_cost_axis_sets_amortized_beside_per_image_protections(tmp_path):
     plot.encode()
     html = write_report(run_dir).read_text()
     assert "Strength vs cost" in html and "(amortized)" in html and "Cost axis" in html
+
+
+#: Per-image SSIM of the edit of the protected image vs of the clean one (higher = weaker
+#: protection), for four images, per protection and attacker. ``broken`` holds against every
+#: fixed attacker but encoder-harden undoes it, beyond noise's adaptive worst case; ``holds``
+#: is worst hit by a fixed attacker and beats noise under the adaptive ones; ``level`` is
+#: above noise's mean but its interval overlaps noise's.
+ADAPTIVE_CASE = {
+    "noise": {
+        "sdedit": [0.99, 0.99, 0.98, 0.99],
+        "jpeg+sdedit": [0.98, 0.98, 0.99, 0.98],
+        "encoder-harden+sdedit": [0.93, 0.94, 0.92, 0.93],
+        "counter-pgd+sdedit": [0.965, 0.97, 0.975, 0.97],
+    },
+    "broken": {
+        "sdedit": [0.70, 0.72, 0.68, 0.70],
+        "jpeg+sdedit": [0.75, 0.76, 0.74, 0.75],
+        "encoder-harden+sdedit": [0.99, 0.985, 0.995, 0.99],
+        "counter-pgd+sdedit": [0.80, 0.82, 0.78, 0.80],
+    },
+    "holds": {
+        "sdedit": [0.60, 0.62, 0.58, 0.60],
+        "jpeg+sdedit": [0.88, 0.86, 0.90, 0.88],
+        "encoder-harden+sdedit": [0.70, 0.72, 0.68, 0.70],
+        "counter-pgd+sdedit": [0.75, 0.73, 0.77, 0.75],
+    },
+    "level": {
+        "sdedit": [0.50, 0.52, 0.48, 0.50],
+        "jpeg+sdedit": [0.55, 0.56, 0.54, 0.55],
+        "encoder-harden+sdedit": [0.92, 1.0, 0.98, 1.02],
+        "counter-pgd+sdedit": [0.60, 0.61, 0.59, 0.60],
+    },
+}
+
+
+@pytest.mark.parametrize("higher", [True, False], ids=["similarity", "distance"])
+def test_adaptive_worst_cases_pick_each_pools_strongest_attacker_and_flag_against_noise(higher):
+    """Hand-built rows: the worst case of each pool is its own attacker (value and interval of that
+    attacker's rows), and a protection is flagged when its adaptive worst case is weaker than noise's,
+    separated when the intervals do not overlap. As a distance (``1 − SSIM``, lower = weaker) the
+    same attackers and flags must come out."""
+    from cloakbench.reports.leaderboard import adaptive_worst_cases, attackers
+    from cloakbench.reports.run import Run
+    from cloakbench.reports.stats import over_images
+
+    metric = "ssim" if higher else "one-minus-ssim"
+    images = ["a", "b", "c", "d"]
+    rows = []
+    for protection, by_attacker in ADAPTIVE_CASE.items():
+        for label, values in by_attacker.items():
+            *purification, mimicry = label.split("+")
+            for image, value in zip(images, values):
+                base = dict.fromkeys(COLUMNS, "")
+                rows.append(
+                    dict(
+                        base,
+                        image=image,
+                        image_name=image,
+                        protection=protection,
+                        purification="+".join(purification),
+                        mimicry=mimicry,
+                        setting="0.3",
+                        setting_group="0.3",
+                        pair="attack_vs_clean_attack",
+                        metric=metric,
+                        value=value if higher else 1 - value,
+                        higher_is_better="1" if higher else "0",
+                        status="ok",
+                    )
+                )
+    run = Run(Path("."), {}, pd.DataFrame(rows))
+    pool = attackers(run)
+    assert {a.name for a in pool} == {f"{label}@0.3" for label in ADAPTIVE_CASE["noise"]}
+    found = adaptive_worst_cases(run, pool, metric, higher)
+    assert found is not None
+    assert set(found["adaptive"]) == {"encoder-harden+sdedit@0.3", "counter-pgd+sdedit@0.3"}
+    assert set(found["non_adaptive"]) == {"sdedit@0.3", "jpeg+sdedit@0.3"}
+
+    def expected(protection: str, label: str) -> Estimate:
+        values = ADAPTIVE_CASE[protection][label]
+        return over_images([v if higher else 1 - v for v in values], images)
+
+    noise = expected("noise", "counter-pgd+sdedit")  # noise's adaptive worst case
+    assert found["noise"]["value"] == pytest.approx(noise.mean)
+    by_name = {row["name"]: row for row in found["rows"]}
+    assert set(by_name) == {"noise", "broken", "holds", "level"}
+    # (non-adaptive worst, adaptive worst) per protection, read off ADAPTIVE_CASE's means
+    chosen = {
+        "noise": ("sdedit", "counter-pgd+sdedit"),
+        "broken": ("jpeg+sdedit", "encoder-harden+sdedit"),
+        "holds": ("jpeg+sdedit", "counter-pgd+sdedit"),
+        "level": ("jpeg+sdedit", "encoder-harden+sdedit"),
+    }
+    for protection, labels in chosen.items():
+        for shown, label in zip(by_name[protection]["cells"], labels):
+            truth = expected(protection, label)
+            assert shown["attacker"] == f"{label}@0.3", (protection, shown["attacker"])
+            assert shown["value"] == pytest.approx(truth.mean)
+            assert (shown["low"], shown["high"]) == pytest.approx((truth.low, truth.high))
+            assert shown["low"] < shown["value"] < shown["high"]
+    flags = {name: (row["below_noise"], row["separated"]) for name, row in by_name.items()}
+    assert flags == {
+        "noise": (False, False),  # the control itself is never flagged
+        "broken": (True, True),
+        "holds": (False, False),
+        "level": (True, False),  # weaker than noise on the mean, intervals overlap
+    }

@@ -116,7 +116,8 @@ class EncoderHarden(Mimicry):
     "Adaptive attackers").
     """
 
-    version = 1
+    # 2: its default `against=all` includes the amortized protector (issue 25), so its pairs changed.
+    version = 2
     is_purification = True  # a stage before the attack
     adaptive = True
     adapts_model = True

@@ -47,6 +47,9 @@ def test_check_prints_the_table_and_writes_its_page(tmp_path):
     assert "downscale 2048 px: not needed" in result.output
     assert "random weights" in result.output
     assert all(len(line) <= 80 for line in result.output.splitlines()), "fits 80 columns"
+    # ... whole: rich crops a table wider than the console, so every column's header must show entire.
+    header = " ".join(line for line in result.output.splitlines() if "file as" in line or "PSNR" in line)
+    assert header.split().count("resize") == 2 and header.split().count("inpaint") == 2, header
     folder = out / "noise" / "x.png.png.check"
     page = (folder / "check.html").read_text()
     assert "JPEG q75" in page and "random weights" in page and "data:image/webp;base64," in page

@@ -118,7 +118,10 @@ def check(
         title="bench check: the change, and SSIM of each attack's output on the protected file vs on the "
         "original (lower = stronger; 1 = no effect)",
         title_justify="left",
-        box=box.SIMPLE_HEAD,  # no vertical rules: eight columns fit 80 characters
+        # No vertical rules, one space before each column (none after): eight columns fit 80 characters.
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0, 0, 1),
+        pad_edge=False,
     )
     for key, header in columns:
         if key == "file":

@@ -23,7 +23,10 @@ from cloakbench.protections import PROTECTIONS
 PER_IMAGE = [
     name
     for name in PROTECTIONS.names()
-    if not getattr(PROTECTIONS.get(name), "learns_from_batch", False) and name != "none"
+    # (external reads another tool's files: it computes nothing to batch)
+    if not getattr(PROTECTIONS.get(name), "learns_from_batch", False)
+    and name != "none"
+    and not PROTECTIONS.get(name).reads_files
 ]
 
 

@@ -188,7 +188,9 @@ def verify(
     work: Path | None = typer.Option(None, "--work", help="Scratch run folder. [default: runs/verify/ENTRY]"),
     draft: bool = typer.Option(False, "--draft", help="Verify an entry of a draft protocol."),
     device: str = typer.Option("cpu", "--device", help="torch device."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch. [default: torch's own, all cores]"
+    ),
     executor: str = typer.Option("serial", "--executor", help=EXECUTOR_HELP),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes (local, ray)."),
 ) -> None:

@@ -103,8 +103,15 @@ def train_protector_command(
     eps: float = typer.Option(16.0, "--eps", min=1.0, max=255.0, help="L∞ budget, 8-bit units."),
     learning_rate: float = typer.Option(1e-3, "--lr", min=1e-7, help="Adam's learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the crops, the objective's draws and the init."),
-    minutes: float | None = typer.Option(None, "--minutes", min=0.1, help="Stop (resumably) after this long."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    minutes: float | None = typer.Option(
+        None,
+        "--minutes",
+        min=0.1,
+        help="Stop (resumably) after this many minutes of training. [default: no limit, run every step]",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch. [default: torch's own, all cores]"
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
 ) -> None:
     """Train an amortized protector for MODEL on pictures, resumable; writes its card and checksums."""

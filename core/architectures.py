@@ -40,6 +40,18 @@ def project_tokenizer():
 TINY_RESOLUTION = 64
 
 
+def tiny_text_config(width: int) -> dict:
+    """A two-layer CLIP text encoder of ``width`` (MLP 2x, 4 heads, 77 tokens): the tiny bundles' encoders."""
+    return dict(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=width,
+    )
+
+
 def tiny_configs() -> dict[str, dict]:
     """Small SD-shaped configs: VAE downsampling 8 with 4 latent channels, as in SD."""
     vae = dict(
@@ -65,14 +77,7 @@ def tiny_configs() -> dict[str, dict]:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     )
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-    )
+    text = tiny_text_config(32)
     return {"vae": vae, "unet": unet, "text": text}
 
 
@@ -120,22 +125,8 @@ def tiny_sdxl_configs() -> dict[str, dict]:
     channels and SDXL VAE's ``scaling_factor`` 0.13025.
     """
     vae = dict(tiny_configs()["vae"], scaling_factor=0.13025)
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-    )
-    text_2 = dict(
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=48,
-    )
+    text = tiny_text_config(32)
+    text_2 = tiny_text_config(48)
     unet = dict(
         sample_size=TINY_RESOLUTION // 8,
         in_channels=4,
@@ -364,14 +355,7 @@ def tiny_flow_configs() -> dict[str, dict]:
         pooled_projection_dim=32,
         pos_embed_max_size=16,
     )
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-    )
+    text = tiny_text_config(32)
     return {"vae": vae, "transformer": transformer, "text": text, "scheduler": {"shift": 3.0}}
 
 

@@ -37,7 +37,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from cloakbench.core.zoo import vae_downsampling
 from cloakbench.protections.engine import project, round_within_budget
 
 log = logging.getLogger(__name__)
@@ -98,11 +97,9 @@ def pixel_multiple(model) -> int:
     ``model`` is a loaded bundle or its :class:`~cloakbench.core.zoo.ModelFacts` (which carry the
     factor), so a picture can be planned before the model has loaded.
     """
-    factor = getattr(model, "vae_downsampling", None)
+    factor = getattr(model, "vae_downsampling", None)  # the facts carry it
     if factor is None:
-        vae = getattr(model, "vae", None)
-        config = getattr(vae, "config", None)
-        factor = vae_downsampling(dict(config) if config is not None else None)
+        factor = model.vae_scale_factor if getattr(model, "vae", None) is not None else 1  # pixel models have none
     return math.lcm(8, factor)
 
 

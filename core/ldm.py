@@ -27,6 +27,14 @@ class ModelError(RuntimeError):
     """Missing, partial or unsafe weights; raised in preflight, before any work starts."""
 
 
+def vae_downsampling(vae_config) -> int:
+    """Pixels per latent along a side: 2 per down block after the first (diffusers' ``AutoencoderKL``);
+    1 without a VAE (a pixel-space model). ``vae_config``: the VAE's config, or its dict, or ``None``."""
+    if not vae_config or "block_out_channels" not in vae_config:
+        return 1
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
 @dataclass(frozen=True)
 class TextConditioning:
     """Text conditioning with a pooled vector: token states ``(N, L, D)`` and the pooled vector ``(N, P)``.
@@ -169,7 +177,7 @@ class LDM:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent cell: ``2 ** (len(block_out_channels) − 1)``, as diffusers' pipelines compute it."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_downsampling(self.vae.config)
 
     @property
     def can_inpaint(self) -> bool:

@@ -34,7 +34,7 @@ from cloakbench.core.folders import (
     read_json,
     resolve_hub_cache,
 )
-from cloakbench.core.ldm import LDM, ModelError
+from cloakbench.core.ldm import LDM, ModelError, vae_downsampling
 from cloakbench.core.provenance import PROJECT_ROOT, sha256_file, sha256_files
 from cloakbench.core.registry import Registry
 
@@ -144,13 +144,6 @@ class ZooEntry:
 
 
 ZOO: Registry[ZooEntry] = Registry("model")
-
-
-def vae_downsampling(vae_config: dict | None) -> int:
-    """Pixels per latent along a side: 2 per down block after the first (diffusers' ``AutoencoderKL``)."""
-    if not vae_config or "block_out_channels" not in vae_config:
-        return 1
-    return 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 def register(entry: ZooEntry) -> ZooEntry:

@@ -473,7 +473,7 @@ def protect(
             reference_set=reference_set,
         )
         notes = {plan.name: plan.protection.row_note() for plan in planned}
-        check_device(device)
+        device_name = str(check_device(device))
     except (ConfigError, ModelError, RegistryError, ValueError) as error:
         raise user_error(str(error)) from None
     target = describe_target(model)
@@ -509,7 +509,6 @@ def protect(
                 f"[yellow]--format jpeg: re-encoding at quality {quality} changes pixels beyond the perturbation "
                 "and weakens it; the sidecar records how much, and `bench check` measures what survives[/]"
             )
-        device_name = str(check_device(device))
         works = plan_work(
             planned,
             intake.images,

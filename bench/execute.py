@@ -49,8 +49,13 @@ from cloakbench.core.zoo import load_model
 from cloakbench.metrics import MetricUnavailable, masked
 from cloakbench.metrics.analysis import encoder_analysis
 from cloakbench.protections import ProtectionUnavailable
+from cloakbench.protections.engine import GeneratorArg, image_generators
 
 log = logging.getLogger(__name__)
+
+
+#: The cost row that says how many images were protected in the cell's batch (1: alone).
+BATCH_METRIC = "batch_images"
 
 
 class CellTimeout(Exception):
@@ -221,7 +226,7 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
     try:
         with time_limit(workspace.spec.cell_timeout_s):
             if cell.kind == "protect":
-                artifacts, rows = protect(workspace, cell)
+                ((artifacts, rows),) = protect_batch(workspace, [cell])
             else:
                 artifacts, rows = attack(workspace, task)
     except ProtectionUnavailable as error:  # e.g. no trained protector for this model: say which file
@@ -230,6 +235,32 @@ def run_cell(workspace: Workspace, task: CellTask) -> Outcome:
         log.debug("%s", traceback.format_exc())
         return failure_outcome(cell, run, failure_reason(error, workspace.model), protect_model=workspace.spec.model)
     return Outcome(cell.key, "done", artifacts, rows)
+
+
+def run_cells(workspace: Workspace, tasks: list[CellTask]) -> list[Outcome]:
+    """Run a batch the executor formed (``bench/batching.py``): protect cells of one protection
+    and model in one call, anything else (or a batch of one) cell by cell.
+
+    A batch that raises is run again cell by cell, with a warning: an out-of-memory batch
+    (``--batch-size auto`` sized it from one image's peak) then still finishes, and any other
+    error is reported on the cell it belongs to, with that cell's own reason.
+    """
+    if len(tasks) < 2:
+        return [run_cell(workspace, task) for task in tasks]
+    cells = [task.cell for task in tasks]
+    try:
+        limit = workspace.spec.cell_timeout_s
+        with time_limit(limit * len(cells) if limit else None):
+            published = protect_batch(workspace, cells)
+    except Exception as error:
+        log.warning(
+            "a batch of %d %s cells failed (%s); running them one at a time",
+            len(cells),
+            cells[0].protection,
+            failure_reason(error, workspace.model),
+        )
+        return [run_cell(workspace, task) for task in tasks]
+    return [Outcome(cell.key, "done", artifacts, rows) for cell, (artifacts, rows) in zip(cells, published)]
 
 
 # -- rows ---------------------------------------------------------------------------
@@ -331,27 +362,57 @@ def analysis_rows(model: LDM, base: dict, clean: torch.Tensor, protected: torch.
 
 
 # -- the two kinds of cell -----------------------------------------------------------
-def protect(workspace: Workspace, cell: Cell) -> tuple[list[Artifact], list[Row]]:
-    """Protect one image; publish it as an 8-bit PNG; measure what was published."""
-    model, image = workspace.model, workspace.images[cell.images[0].pixel_hash]
-    (protection,) = workspace.components.chain(cell)  # as the plan resolved it
-    clean = image.pixels.unsqueeze(0).to(model.device, model.dtype)
+def cell_generators(workspace: Workspace, cells: list[Cell], clean: torch.Tensor) -> GeneratorArg:
+    """What the protection is given as ``generator``: the cell's seeded generator for one cell;
+    for a batch, each image the generator it would get alone (``image_generators`` of it with its
+    own cell's seed), so a batch draws exactly the random numbers of its cells run one by one."""
+    if len(cells) == 1:
+        return workspace.generator(cells[0].seed)
+    return [image_generators(clean[i : i + 1], workspace.generator(cell.seed))[0] for i, cell in enumerate(cells)]
+
+
+def protect_batch(workspace: Workspace, cells: list[Cell]) -> list[tuple[list[Artifact], list[Row]]]:
+    """Protect the images of ``cells`` (one protection, one model) in one call; publish each as an
+    8-bit PNG; measure what was published. One cell is the unbatched case.
+
+    Cost rows are per image: the batch's wall time divided by its size (``wall_s``), the batch's
+    memory figures as measured (the peak of the whole batch), and ``batch_images``, the batch size,
+    so a cost read from a batched run says what it is.
+    """
+    model = workspace.model
+    images = [workspace.images[cell.images[0].pixel_hash] for cell in cells]
+    (protection,) = workspace.components.chain(cells[0])  # as the plan resolved it; one protection per batch
+    clean = torch.stack([image.pixels for image in images]).to(model.device, model.dtype)
     with profile_phase(
         "protect", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
     ) as record:
-        protected = protection(clean, model, generator=workspace.generator(cell.seed))
+        protected = protection(clean, model, generator=cell_generators(workspace, cells, clean))
     protected = quantize_8bit(protected.detach().float().cpu())
-    artifact = workspace.artifacts.put(png_bytes(protected[0]), ".png")
-    saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
-    base = base_row(
-        cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path, note=protection.row_note()
-    )
-    rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
-    rows += noreference_rows(workspace.components.metrics, workspace.metric_availability, base, saved)
-    rows += cost_rows(base, record)
-    if cell.protection != NO_PROTECTION:
-        rows += analysis_rows(model, base, image.pixels.unsqueeze(0), saved)
-    return [artifact], rows
+    record.wall_s /= len(cells)
+    results = []
+    for index, (cell, image) in enumerate(zip(cells, images)):
+        artifact = workspace.artifacts.put(png_bytes(protected[index]), ".png")
+        saved = read_png(workspace.artifacts.path(artifact)).unsqueeze(0)  # measure what was published
+        base = base_row(
+            cell, workspace.spec.out.name, workspace.spec.model, artifact=artifact.path, note=protection.row_note()
+        )
+        rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
+        rows += noreference_rows(workspace.components.metrics, workspace.metric_availability, base, saved)
+        rows += cost_rows(base, record)
+        rows.append(
+            {
+                **base,
+                "pair": Pair.COST.value,
+                "metric": BATCH_METRIC,
+                "value": float(len(cells)),
+                "unit": "images",
+                "higher_is_better": 0,
+            }
+        )
+        if cell.protection != NO_PROTECTION:
+            rows += analysis_rows(model, base, image.pixels.unsqueeze(0), saved)
+        results.append(([artifact], rows))
+    return results
 
 
 def attack(workspace: Workspace, task: CellTask) -> tuple[list[Artifact], list[Row]]:

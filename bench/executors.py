@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Protocol
 
-from cloakbench.bench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cell
+from cloakbench.bench.batching import BatchSizer, take_batch
+from cloakbench.bench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cells
 from cloakbench.bench.plan import Components
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.images import IntakeResult
@@ -85,23 +86,29 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """Runs every cell in this process, in plan order. The model is loaded on the first cell
-    that needs computing, so a run whose cells are all cached loads no model."""
+    """Runs every cell in this process, in plan order, except that a batch (``--batch-size``,
+    bench/batching.py) gathers the later cells of its group. The model is loaded on the first
+    cell that needs computing, so a run whose cells are all cached loads no model."""
 
     name = "serial"
 
     def __init__(self, spec: CompareSpec, components: Components, intake: IntakeResult):
         self.spec, self.components, self.intake = spec, components, intake
         self.workspace: Workspace | None = None
+        self.sizer = BatchSizer(spec.batch_size, spec.device)
 
     def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
-        for task in tasks:
+        pending = collections.deque(tasks)
+        while pending:
+            batch = take_batch(pending, self.sizer, cell_group, batchable)
             if self.workspace is None:
                 self.workspace = Workspace.open(self.spec, components=self.components, intake=self.intake)
-            yield Started(task, "main")
-            outcome = run_cell(self.workspace, task)
-            outcome.worker = f"main ({worker_device(self.spec.device)})"
-            yield outcome
+            for task in batch:
+                yield Started(task, "main")
+            for task, outcome in zip(batch, run_cells(self.workspace, batch)):
+                outcome.worker = f"main ({worker_device(self.spec.device)})"
+                self.sizer.observe(cell_group(task), outcome.rows)
+                yield outcome
 
     def close(self) -> None:
         self.workspace = None
@@ -122,6 +129,13 @@ def cell_group(task: CellTask) -> tuple[str, str]:
     return task.cell.model, task.cell.protection_key
 
 
+def batchable(task: CellTask) -> bool:
+    """A protect cell whose protection protects each image as if alone (bench/batching.py)."""
+    from cloakbench.protections import PROTECTIONS
+
+    return task.cell.kind == "protect" and PROTECTIONS.get(task.cell.protection).batches_across_cells()
+
+
 class _Queue:
     """Pending tasks by group, plan order kept inside each group."""
 
@@ -139,12 +153,12 @@ class _Queue:
     def put_back(self, task: CellTask) -> None:
         self.groups.setdefault(cell_group(task), collections.deque()).appendleft(task)
 
-    def next_for(self, last_group: tuple[str, str] | None) -> CellTask:
-        """The next task of the worker's last group, else of the largest group left."""
+    def next_for(self, last_group: tuple[str, str] | None, sizer: BatchSizer) -> list[CellTask]:
+        """The next batch of the worker's last group, else of the largest group left."""
         group = self.groups.get(last_group) if last_group else None
         if not group:
             group = max(self.groups.values(), key=len)
-        return group.popleft()
+        return take_batch(group, sizer, cell_group, batchable)
 
 
 def _worker_setup(spec: CompareSpec, threads: int) -> None:
@@ -219,13 +233,13 @@ def _serve(connection, spec: CompareSpec, threads: int, name: str) -> None:
     device = worker_device(spec.device)
     connection.send(("ready", os.getpid(), device))
     while True:
-        task = connection.recv()
-        if task is None:
+        batch = connection.recv()
+        if batch is None:
             return
-        connection.send(("started", task.cell.key, os.getpid()))
-        outcome = run_cell(workspace, task)
-        outcome.worker = f"{name} ({device})"
-        connection.send(("outcome", outcome))
+        connection.send(("started", [task.cell.key for task in batch], os.getpid()))
+        for outcome in run_cells(workspace, batch):
+            outcome.worker = f"{name} ({device})"
+            connection.send(("outcome", outcome))
 
 
 class _PoolWorker:
@@ -242,7 +256,7 @@ class _PoolWorker:
         child.close()
         self.ready = False
         self.gone = False
-        self.task: CellTask | None = None
+        self.tasks: list[CellTask] = []  # the batch it runs (empty: idle)
         self.last_group: tuple[str, str] | None = None
         self.pid = self.process.pid
 
@@ -295,6 +309,7 @@ class LocalPoolExecutor(_NoteTaker):
         if workers < 1:
             raise ExecutorError(f"--workers {workers}: give at least 1 worker")
         self.spec, self.workers_wanted, self.threads = spec, workers, threads
+        self.sizer = BatchSizer(spec.batch_size, spec.device, workers=workers)
         self.notes: list[WorkerNote] = []  # said by the helpers below, yielded by run()
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_PoolWorker] = []
@@ -334,21 +349,26 @@ class LocalPoolExecutor(_NoteTaker):
         while len(self.workers) < size:
             self._spawn()
         attempts: collections.Counter[str] = collections.Counter()
+        group_of_key: dict[str, tuple[str, str]] = {}
         run_name = self.spec.out.name
-        while queue or any(w.task is not None for w in self.workers):
+        while queue or any(w.tasks for w in self.workers):
             for worker in self.workers:
-                if worker.ready and worker.task is None and queue:
-                    task = queue.next_for(worker.last_group)
-                    worker.task, worker.last_group = task, cell_group(task)
-                    attempts[task.cell.key] += 1
-                    yield Started(task, worker.name)
-                    worker.connection.send(task)
+                if worker.ready and not worker.tasks and queue:
+                    batch = queue.next_for(worker.last_group, self.sizer)
+                    worker.tasks, worker.last_group = list(batch), cell_group(batch[0])
+                    for task in batch:
+                        attempts[task.cell.key] += 1
+                        group_of_key[task.cell.key] = cell_group(task)
+                        yield Started(task, worker.name)
+                    worker.connection.send(batch)
             if not self.workers:
                 raise ExecutorError(f"no worker process could open the run: {self.broken_reason}")
             waitables = [w.connection for w in self.workers] + [w.process.sentinel for w in self.workers]
             wait_for(waitables, timeout=1.0)
             for worker in list(self.workers):
                 outcomes = self._drain(worker)
+                for outcome in outcomes:
+                    self.sizer.observe(group_of_key[outcome.key], outcome.rows)
                 yield from self.said()
                 yield from outcomes
                 if worker.gone or (not worker.process.is_alive() and not worker.connection.poll()):
@@ -371,13 +391,15 @@ class LocalPoolExecutor(_NoteTaker):
                             "worker": worker.name,
                             "state": "running",
                             "pid": message[2],
-                            "cell": worker.task.cell.label if worker.task else {},
+                            "cell": worker.tasks[0].cell.label if worker.tasks else {},
                         },
                     )
                 elif kind == "outcome":
-                    worker.task = None
-                    self.note({"worker": worker.name, "state": "idle"})
-                    outcomes.append(message[1])
+                    outcome = message[1]
+                    worker.tasks = [task for task in worker.tasks if task.cell.key != outcome.key]
+                    if not worker.tasks:
+                        self.note({"worker": worker.name, "state": "idle"})
+                    outcomes.append(outcome)
                 elif kind == "broken":
                     self.broken_reason = message[1]
         except (EOFError, OSError):
@@ -403,8 +425,7 @@ class LocalPoolExecutor(_NoteTaker):
         self.deaths += 1
         log.warning("worker %s (pid %s) died (%s)", worker.name, worker.pid, how)
         self.note({"worker": worker.name, "state": "died", "how": how})
-        task = worker.task
-        if task is not None:
+        for task in reversed(worker.tasks):  # the batch it held: each cell back in the queue (order kept), or failed
             if attempts[task.cell.key] >= MAX_CELL_ATTEMPTS:
                 yield failure_outcome(
                     task.cell,
@@ -415,7 +436,7 @@ class LocalPoolExecutor(_NoteTaker):
                 )
             else:
                 queue.put_back(task)
-        if queue or any(w.task is not None for w in self.workers) or len(self.workers) == 0:
+        if queue or any(w.tasks for w in self.workers) or len(self.workers) == 0:
             self._spawn()
 
     def close(self) -> None:
@@ -439,10 +460,11 @@ class _RayWorker:
     def describe(self) -> tuple[int, str]:
         return os.getpid(), self.device
 
-    def run(self, task: CellTask) -> Outcome:
-        outcome = run_cell(self.workspace, task)
-        outcome.worker = f"{self.name} ({self.device})"
-        return outcome
+    def run(self, batch: list[CellTask]) -> list[Outcome]:
+        outcomes = run_cells(self.workspace, batch)
+        for outcome in outcomes:
+            outcome.worker = f"{self.name} ({self.device})"
+        return outcomes
 
 
 def ray_module():
@@ -492,6 +514,7 @@ class RayExecutor(_NoteTaker):
         if not 0 <= self.gpus_per_worker <= 64:
             raise ExecutorError(f"--gpus-per-worker {gpus_per_worker}: give a number of GPUs in [0, 64], e.g. 0.5")
         self.max_restarts = max_restarts
+        self.sizer = BatchSizer(spec.batch_size, spec.device, workers=workers or 1)
         self.notes: list[WorkerNote] = []
         self.actors: list[tuple[str, Any]] = []
         self.owns_ray = False
@@ -545,58 +568,65 @@ class RayExecutor(_NoteTaker):
             while len(self.actors) < (self.workers_wanted or 1):
                 self._spawn()
         ray, run_name = self.ray, self.spec.out.name
-        running: dict[Any, tuple[tuple[str, Any], CellTask]] = {}
+        running: dict[Any, tuple[tuple[str, Any], list[CellTask]]] = {}
         last_group: dict[str, tuple[str, str]] = {}
         idle = list(self.actors)
         attempts: collections.Counter[str] = collections.Counter()
         while queue or running:
             while idle and queue:
                 name, actor = idle.pop(0)
-                task = queue.next_for(last_group.get(name))
-                last_group[name] = cell_group(task)
-                attempts[task.cell.key] += 1
-                yield Started(task, name)
-                running[actor.run.remote(task)] = ((name, actor), task)
+                batch = queue.next_for(last_group.get(name), self.sizer)
+                last_group[name] = cell_group(batch[0])
+                for task in batch:
+                    attempts[task.cell.key] += 1
+                    yield Started(task, name)
+                running[actor.run.remote(batch)] = ((name, actor), batch)
             finished, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             yield from self.said()
             for reference in finished:
-                worker, task = running.pop(reference)
+                worker, batch = running.pop(reference)
                 try:
-                    outcome = ray.get(reference)
+                    outcomes = ray.get(reference)
                 except ray.exceptions.RayActorError as error:
-                    # Ray spent its restarts and retries on this cell: record it, replace the actor.
+                    # Ray spent its restarts and retries on this batch: record it, replace the actor.
                     log.warning("worker %s died running a cell, retries spent: %s", worker[0], error)
                     self.note({"worker": worker[0], "state": "died", "how": "retries spent"})
                     self.actors.remove(worker)
                     worker = self._spawn()
-                    outcome = failure_outcome(
-                        task.cell,
-                        run_name,
-                        f"error: the Ray worker running this cell died {self.max_restarts + 1} "
-                        "times; see the Ray logs for the cause",
-                        protect_model=self.spec.model,
-                    )
+                    outcomes = [
+                        failure_outcome(
+                            task.cell,
+                            run_name,
+                            f"error: the Ray worker running this cell died {self.max_restarts + 1} "
+                            "times; see the Ray logs for the cause",
+                            protect_model=self.spec.model,
+                        )
+                        for task in batch
+                    ]
                 except ray.exceptions.RayError as error:
                     reason = str(error).splitlines()[0]
                     # Ray's memory monitor killed the worker (the node ran low on memory, maybe
                     # because of other jobs): Ray restarts the actor but does not retry the call,
-                    # so the cell goes back in the queue, up to the same limit as a death.
-                    if (
-                        isinstance(error, ray.exceptions.OutOfMemoryError)
-                        and attempts[task.cell.key] < MAX_CELL_ATTEMPTS
+                    # so the cells go back in the queue, up to the same limit as a death.
+                    if isinstance(error, ray.exceptions.OutOfMemoryError) and all(
+                        attempts[task.cell.key] < MAX_CELL_ATTEMPTS for task in batch
                     ):
-                        log.warning("worker %s was killed by Ray's memory monitor; cell rerun: %s", worker[0], reason)
+                        log.warning("worker %s was killed by Ray's memory monitor; cells rerun: %s", worker[0], reason)
                         self.note({"worker": worker[0], "state": "died", "how": "Ray's memory monitor"})
-                        queue.put_back(task)
+                        for task in reversed(batch):
+                            queue.put_back(task)
                         idle.append(worker)
                         continue
                     status = "oom" if isinstance(error, ray.exceptions.OutOfMemoryError) else "error"
-                    outcome = failure_outcome(
-                        task.cell, run_name, f"{status}: Ray: {reason}", protect_model=self.spec.model
-                    )
+                    outcomes = [
+                        failure_outcome(task.cell, run_name, f"{status}: Ray: {reason}", protect_model=self.spec.model)
+                        for task in batch
+                    ]
                 idle.append(worker)
                 yield from self.said()
-                yield outcome
+                for task, outcome in zip(batch, outcomes):
+                    self.sizer.observe(cell_group(task), outcome.rows)
+                    yield outcome
 
     def close(self) -> None:
         for _, actor in self.actors:

@@ -49,6 +49,8 @@ class CompareSpec:
     mask_dir: str | None = None
     allow_pickle: bool = False
     deterministic: bool = False
+    #: Protect cells per batch: 1 (one image at a time), N, or "auto" (bench/batching.py). Not in any cell key.
+    batch_size: int | str = 1
     shard: tuple[int, int] = (0, 1)
     write_report: bool = True
     command: str = ""

@@ -77,6 +77,9 @@ class Protection(Component):
     analysis_only: ClassVar[bool] = False
     #: Reads another tool's outputs from files (``external``): scored by the leaderboard, never run by ``all``.
     reads_files: ClassVar[bool] = False
+    #: Learns from the whole batch (a surrogate fine-tuned on every image it is given), so an image's
+    #: perturbation depends on the others: never batched across cells (:meth:`batches_across_cells`).
+    learns_from_batch: ClassVar[bool] = False
     #: One of :data:`FAMILIES`; every registered protection declares it (a registry-wide test checks).
     family: ClassVar[str] = ""
     #: One sentence in plain words for an artist (``bench list`` shows it first, the maths with --verbose).
@@ -103,6 +106,17 @@ class Protection(Component):
 
     def __call__(self, images: torch.Tensor, model, *, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def batches_across_cells(cls) -> bool:
+        """Whether ``bench compare --batch-size`` may protect several cells' images in one call.
+
+        It may when each image is protected as if alone: its randomness comes from its own
+        generator (``generator`` may then be a list, one per image: ``protections/engine.py``,
+        ``image_generators``) and nothing is learnt across the batch. The kernels still see the
+        batch: docs/PERFORMANCE.md, "Batching", says what that changes (last-bit rounding).
+        """
+        return not cls.learns_from_batch and not cls.reads_files
 
     def row_note(self) -> str:
         """What the protect row's ``note`` says of how this protection ran (``""``: nothing to say)."""

@@ -23,10 +23,8 @@ from cloakbench.protections import PROTECTIONS
 PER_IMAGE = [
     name
     for name in PROTECTIONS.names()
-    # (external reads another tool's files: it computes nothing to batch)
-    if not getattr(PROTECTIONS.get(name), "learns_from_batch", False)
-    and name != "none"
-    and not PROTECTIONS.get(name).reads_files
+    # the registry's own flag: what bench compare --batch-size batches (external reads files)
+    if PROTECTIONS.get(name).batches_across_cells() and name != "none"
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cloakbench.bench.batching import BatchSizer
 from cloakbench.bench.compare import run_compare
 from cloakbench.bench.executors import (
     ExecutorError,
@@ -212,13 +213,14 @@ def test_queue_keeps_a_worker_on_its_group():
     def task(key, protection):
         return CellTask(Cell(key, "protect", protection, 0, (ImageRef("a", "h"),), model="m"))
 
+    one = BatchSizer(1)  # batches of one cell (bench compare's default)
     queue = _Queue([task("1", "a"), task("2", "b"), task("3", "a"), task("4", "b"), task("5", "b")])
-    first = queue.next_for(None)
+    (first,) = queue.next_for(None, one)
     assert first.cell.key == "2", "an idle worker with no group takes the largest group"
-    assert queue.next_for(cell_group(first)).cell.key == "4"
-    assert queue.next_for(("m", "a")).cell.key == "1"
+    assert [t.cell.key for t in queue.next_for(cell_group(first), one)] == ["4"]
+    assert [t.cell.key for t in queue.next_for(("m", "a"), one)] == ["1"]
     queue.put_back(first)
-    assert queue.next_for(("m", "b")).cell.key == "2", "a task put back runs next in its group"
+    assert [t.cell.key for t in queue.next_for(("m", "b"), one)] == ["2"], "a task put back runs next in its group"
 
 
 def test_executor_flags_are_checked_before_any_work():

@@ -136,6 +136,13 @@ def compare(
         help="Allow pickle weights (.bin/.ckpt), loaded with torch.load(weights_only=True) only.",
     ),
     deterministic: bool = typer.Option(False, "--deterministic", help="torch.use_deterministic_algorithms(True)."),
+    batch_size: str | None = typer.Option(
+        None,
+        "--batch-size",
+        help="Protect cells of one protection and model in batches: N images, or auto (as many as half "
+        "the free memory holds, from the first cell's measured working set; docs/PERFORMANCE.md, "
+        '"Batching"). Cell keys do not change. [default: 1, one image at a time]',
+    ),
     shard: str = typer.Option("0/1", "--shard", help="Run only shard I of N (by image hash), for job arrays."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
     attacker_pool: str | None = typer.Option(
@@ -179,6 +186,7 @@ def compare(
     Exit status: 0 every cell done or unavailable by design (missing weights); 1 a cell
     failed (its rows are kept and the summary names it); 2 a usage error or bad input.
     """
+    from cloakbench.bench.batching import parse_batch_size
     from cloakbench.bench.cli.options import parse_cell_timeout
     from cloakbench.bench.compare import run_compare
     from cloakbench.bench.executors import ExecutorError, executor_factory
@@ -224,6 +232,7 @@ def compare(
             mask_dir=str(mask_dir) if mask_dir else file.get("mask_dir"),
             allow_pickle=allow_pickle,
             deterministic=deterministic,
+            batch_size=parse_batch_size(pick(batch_size, file, "batch_size", 1)),
             shard=parse_shard(shard),
             write_report=report and attacker_pool is None,  # with a pool, the report is written below
             command=shlex.join(["bench"] + sys.argv[1:]),

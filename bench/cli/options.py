@@ -68,6 +68,7 @@ FILE_KEYS: dict[str, frozenset[str]] = {
             "attack_models",
             "attack_model",
             "reference_set",
+            "batch_size",
         }
     ),
 }

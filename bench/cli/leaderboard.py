@@ -260,3 +260,14 @@ def images(
     except _errors() as error:
         raise user_error(str(error)) from None
     console.print(f"{len(loaded.image_hashes)} image(s) in {folder}", highlight=False)
+    # How to make the images of a built-in entry with bench protect elsewhere (docs/LEADERBOARD.md).
+    budgets = " ".join(f"{b:g}" for b in loaded.budgets)
+    budget = "--eps B" if loaded.budget_field == "eps" else f"--set METHOD.{loaded.budget_field}=B"
+    settings = " --set METHOD.FIELD=VALUE (the protocol's [protections.settings])" if loaded.protection_settings else ""
+    console.print(
+        f"a built-in entry's images: for B in {budgets}: bench protect {folder} --method METHOD --model "
+        f"{loaded.model} {budget} --seed {loaded.seeds[0]} --compare-seeds{settings} --out DIR/B; then bench "
+        f"leaderboard run --protocol {protocol}{' --draft' if draft else ''} --protected DIR --tool NAME",
+        highlight=False,
+        markup=False,
+    )

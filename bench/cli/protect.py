@@ -14,6 +14,10 @@ PSNR/SSIM measured on the saved file (re-read from disk), wall-clock and peak me
 While it works it shows pictures x tiles x steps (:mod:`cloakbench.bench.cli.protect_progress`);
 ``--dry-run`` measures one step and prints the plan with the estimated time and memory. A
 re-run skips every picture whose output and sidecar are complete and valid.
+
+``--compare-seeds`` seeds each picture as ``bench compare`` and ``bench leaderboard run`` seed a
+protect cell (:func:`picture_seed`), so ``bench protect`` elsewhere publishes the very pixels a
+built-in leaderboard entry publishes (docs/LEADERBOARD.md, "Reproducing a built-in entry").
 """
 
 from __future__ import annotations
@@ -148,9 +152,24 @@ def plan_methods(
     return planned
 
 
+def picture_seed(seed: int, image, method: str, compare_seeds: bool) -> int:
+    """The seed one picture is protected with: ``--seed`` itself, or with ``--compare-seeds`` the seed
+    ``bench compare --seed SEED`` gives the protect cell of this picture and method
+    (:func:`cloakbench.bench.plan.derive_seed` of the seed, the picture's pixel hash and the method's name).
+
+    The pixel hash is of the picture as read here, at its own size: for a picture at the model's
+    working size (``bench leaderboard images`` writes them so) it is the hash compare's cell uses.
+    """
+    if not compare_seeds:
+        return seed
+    from cloakbench.bench.plan import derive_seed
+
+    return derive_seed(seed, image.pixel_hash, method)
+
+
 @dataclasses.dataclass
 class Work:
-    """One picture under one method: where it goes, its settings key, and whether it is already done."""
+    """One picture under one method: where it goes, its seed and settings key, and whether it is already done."""
 
     plan: PlannedMethod
     image: Any
@@ -159,6 +178,7 @@ class Work:
     key: str
     size_plan: Any
     done: bool
+    seed: int = 0
 
 
 def plan_work(
@@ -174,8 +194,9 @@ def plan_work(
     strip: bool,
     seed: int,
     max_pixels: int,
+    compare_seeds: bool = False,
 ):
-    """Every (method, picture) with its output paths, settings key and size plan; done ones marked.
+    """Every (method, picture) with its output paths, seed, settings key and size plan; done ones marked.
 
     From the model's :class:`~cloakbench.core.zoo.ModelFacts`, before it loads: a second run
     whose pictures are all done never loads the model, and the first ETA needs no model.
@@ -186,6 +207,7 @@ def plan_work(
     works = []
     for plan in planned:
         for image in images:
+            used_seed = picture_seed(seed, image, plan.name, compare_seeds)
             key = sidecar.settings_key(
                 schema=sidecar.SCHEMA,
                 pixels=image.pixel_hash,
@@ -195,7 +217,7 @@ def plan_work(
                 config=config_as_dict(plan.protection.config),
                 model=facts.identity(dtype),
                 device=device,
-                seed=seed,
+                seed=used_seed,
                 format=fmt,
                 quality=quality if fmt == "jpeg" else None,
                 strip_metadata=strip,
@@ -204,7 +226,8 @@ def plan_work(
             output = out / plan.name / output_name(image, fmt)
             side = out / plan.name / sidecar_name(image)
             size_plan = fullsize.plan_for(plan.protection, *image.pixels.shape[-2:], facts, max_pixels)
-            works.append(Work(plan, image, output, side, key, size_plan, sidecar.is_complete(side, output, key)))
+            done = sidecar.is_complete(side, output, key)
+            works.append(Work(plan, image, output, side, key, size_plan, done, used_seed))
     return works
 
 
@@ -342,6 +365,13 @@ def protect(
     ),
     seed: int = typer.Option(
         0, "--seed", min=0, max=2**63 - 1, help="Seed: the same seed, images and settings give the same output."
+    ),
+    compare_seeds: bool = typer.Option(
+        False,
+        "--compare-seeds",
+        help="Seed each picture as `bench compare --seed SEED` (and `bench leaderboard run`) seeds its protect "
+        "cell, from --seed, the picture's pixels and the method: the output is then the image a built-in "
+        "leaderboard entry publishes (docs/LEADERBOARD.md). [default: off: every picture uses --seed itself]",
     ),
     reference_set: str | None = typer.Option(
         None,
@@ -521,6 +551,7 @@ def protect(
             strip=strip_metadata,
             seed=seed,
             max_pixels=max_pixels,
+            compare_seeds=compare_seeds,
         )
         pending = [work for work in works if not work.done]
         jobs = [job_of(work, batch_size) for work in (works if dry_run else pending)]
@@ -550,7 +581,7 @@ def protect(
                 works[largest].plan.protection,
                 works[largest].image.pixels,
                 bundle,
-                seed=seed,
+                seed=works[largest].seed,
                 max_pixels=max_pixels,
                 tile_batch=batch_size,
             )
@@ -582,7 +613,7 @@ def protect(
                     protection,
                     image.pixels,
                     bundle,
-                    seed=seed,
+                    seed=work.seed,
                     max_pixels=max_pixels,
                     tile_batch=batch_size,
                     on_progress=progress.hook,
@@ -644,7 +675,10 @@ def protect(
                 "config": protection.identity()["config"],
                 "note": notes.get(plan.name, ""),
                 "model": {**bundle.identity(), "kind": target.kind, "real": target.real},
-                "seed": seed,
+                # The picture's own seed; with --compare-seeds derived from --seed (seed_option).
+                "seed": work.seed,
+                "seed_option": seed,
+                "compare_seeds": compare_seeds,
                 "device": str(bundle.device),
                 "size": [int(image.pixels.shape[-1]), int(image.pixels.shape[-2])],
                 "intake": image.intake_record(),

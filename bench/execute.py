@@ -54,10 +54,6 @@ from cloakbench.protections.engine import GeneratorArg, image_generators
 log = logging.getLogger(__name__)
 
 
-#: The cost row that says how many images were protected in the cell's batch (1: alone).
-BATCH_METRIC = "batch_images"
-
-
 class CellTimeout(Exception):
     """Raised inside a cell when its time limit passes."""
 
@@ -371,13 +367,20 @@ def cell_generators(workspace: Workspace, cells: list[Cell], clean: torch.Tensor
     return [image_generators(clean[i : i + 1], workspace.generator(cell.seed))[0] for i, cell in enumerate(cells)]
 
 
+def batch_note(note: str, size: int) -> str:
+    """A batched cell's cost-row note: what its figures are (``wall_s``: the batch's time / size)."""
+    said = f"batch of {size} images: wall_s is the batch's time / {size}, memory the whole batch's"
+    return f"{note}; {said}" if note else said
+
+
 def protect_batch(workspace: Workspace, cells: list[Cell]) -> list[tuple[list[Artifact], list[Row]]]:
     """Protect the images of ``cells`` (one protection, one model) in one call; publish each as an
     8-bit PNG; measure what was published. One cell is the unbatched case.
 
-    Cost rows are per image: the batch's wall time divided by its size (``wall_s``), the batch's
-    memory figures as measured (the peak of the whole batch), and ``batch_images``, the batch size,
-    so a cost read from a batched run says what it is.
+    Cost rows are per image: the batch's wall time divided by its size (``wall_s``) and the
+    batch's memory figures as measured (the peak of the whole batch); in a batch their note says
+    so (:func:`batch_note`), so a cost read from a batched run says what it is. Unbatched rows
+    are those of every earlier version: batching adds no row and changes no column.
     """
     model = workspace.model
     images = [workspace.images[cell.images[0].pixel_hash] for cell in cells]
@@ -398,17 +401,8 @@ def protect_batch(workspace: Workspace, cells: list[Cell]) -> list[tuple[list[Ar
         )
         rows = metric_rows(workspace, base, Pair.PROTECTED_VS_CLEAN, saved, image.pixels.unsqueeze(0), budget=True)
         rows += noreference_rows(workspace.components.metrics, workspace.metric_availability, base, saved)
-        rows += cost_rows(base, record)
-        rows.append(
-            {
-                **base,
-                "pair": Pair.COST.value,
-                "metric": BATCH_METRIC,
-                "value": float(len(cells)),
-                "unit": "images",
-                "higher_is_better": 0,
-            }
-        )
+        cost_base = {**base, "note": batch_note(base["note"], len(cells))} if len(cells) > 1 else base
+        rows += cost_rows(cost_base, record)
         if cell.protection != NO_PROTECTION:
             rows += analysis_rows(model, base, image.pixels.unsqueeze(0), saved)
         results.append(([artifact], rows))

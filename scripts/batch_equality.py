@@ -1,10 +1,12 @@
 """Batched vs one-at-a-time PGD: byte equality and images/second, measured in one run.
 
-usage: python scripts/batch_equality.py MODEL SIZE STEPS METHOD... (4 images, seed 0, one thread)
+usage: python scripts/batch_equality.py MODEL SIZE STEPS METHOD... (4 images, seed 0, one thread;
+STEPS ``default``: each method's own step count)
 Each image protected alone with the same seed gets the same per-image generator as in the
 batch (protections/engine.py, image_generators), so any difference is kernel rounding.
 """
 
+import dataclasses
 import sys
 import time
 
@@ -17,11 +19,13 @@ from cloakbench.protections import PROTECTIONS
 torch.set_num_threads(1)
 m = load_model(sys.argv[1], device="cpu", dtype="float32", seed=0)
 size = int(sys.argv[2])
-steps = int(sys.argv[3])
+steps = sys.argv[3]
 g = torch.Generator().manual_seed(1)
 imgs = quantize_8bit(torch.rand(4, 3, size, size, generator=g))
 for n in sys.argv[4:]:
-    p = PROTECTIONS.get(n).from_overrides({"steps": str(steps)})
+    cls = PROTECTIONS.get(n)
+    has_steps = "steps" in {f.name for f in dataclasses.fields(cls.Config)}
+    p = cls.from_overrides({"steps": steps} if steps != "default" and has_steps else {})
     t = time.perf_counter()
     b = p(imgs, m, generator=torch.Generator().manual_seed(0))
     tb = time.perf_counter() - t

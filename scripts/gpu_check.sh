@@ -14,7 +14,8 @@
 #   1. every protection (bench perf --methods all) at 512² on sd15-arch, batch 1, fp32 and bf16
 #      autocast (--opt none,bf16), fair and reference mode: s/step, peak CUDA memory allocated
 #      -> gpu_<GPU>_perf_sd15-arch_512_b1.json
-#   2. the same at batch 4 -> gpu_<GPU>_perf_sd15-arch_512_b4.json
+#   2. the same at batch 4 -> gpu_<GPU>_perf_sd15-arch_512_b4.json, then SDS(-) and AdvDM at
+#      batch 8, 16, 32 -> gpu_<GPU>_perf_sd15-arch_512_bmax.json (the batch-max search)
 #   3. real SD 1.5 weights, if cached (CLOAKBENCH_SD15, or the Hugging Face cache of
 #      runwayml/stable-diffusion-v1-5 or stable-diffusion-v1-5/stable-diffusion-v1-5):
 #      advdm, sds-, sdst-, mist, photoguard, batch 1, fp32 and bf16, fair and reference
@@ -122,6 +123,11 @@ group perf_sd15-arch_512_b1 60 "${perf[@]}" --arch sd15-arch --methods all --bat
   --mode fair,reference --json "${prefix}_perf_sd15-arch_512_b1.json"
 group perf_sd15-arch_512_b4 60 "${perf[@]}" --arch sd15-arch --methods all --batch 4 --opt none,bf16 \
   --mode fair,reference --json "${prefix}_perf_sd15-arch_512_b4.json"
+# The largest batch worth running: SDS(-) and AdvDM up the ladder 8, 16, 32 (fair, fp32 and bf16);
+# a batch that runs out of memory is recorded failed by bench perf, and images_per_hour.py takes,
+# per method and precision, the batch with the most images per hour as "batch max".
+group batch_max_512 60 "${perf[@]}" --arch sd15-arch --methods sds-,advdm --batch 8,16,32 --opt none,bf16 \
+  --mode fair --json "${prefix}_perf_sd15-arch_512_bmax.json"
 
 sd15="${CLOAKBENCH_SD15:-}"
 if [ -z "$sd15" ]; then
@@ -153,6 +159,7 @@ group pytest_cuda 60 "$python" -m pytest -m cuda -q -p no:cacheprovider --junitx
 if [ $dry_run -eq 1 ]; then
   # Check every perf command's arguments without measuring: the same commands with --dry-run.
   for args in "--arch sd15-arch --methods all --batch 1 --opt none,bf16 --mode fair,reference" \
+              "--arch sd15-arch --methods sds-,advdm --batch 8,16,32 --opt none,bf16 --mode fair" \
               "--arch sd15-arch --methods sds- --batch 4 --mode fair --opt none,channels-last,bf16,channels-last+bf16,unet-ckpt,compile,channels-last+bf16+compile"; do
     # shellcheck disable=SC2086
     if ! "${perf[@]}" $args >"$logs/dry_check.log" 2>&1; then
@@ -177,10 +184,10 @@ if [ $dry_run -eq 1 ]; then
   fi
 fi
 
-# 512² images per hour of SDS(-) and AdvDM, batch 1 and batch 4 (the largest measured), fp32 and bf16.
+# 512² images per hour of SDS(-) and AdvDM, batch 1 and batch max (searched: 4, 8, 16, 32), fp32 and bf16.
 if [ $dry_run -eq 0 ]; then
   hour_inputs=()
-  for name in perf_sd15-arch_512_b1 perf_sd15-arch_512_b4 perf_sd15_512_b1; do
+  for name in perf_sd15-arch_512_b1 perf_sd15-arch_512_b4 perf_sd15-arch_512_bmax perf_sd15_512_b1; do
     [ -s "${prefix}_${name}.json" ] && hour_inputs+=("${prefix}_${name}.json")
   done
   if [ ${#hour_inputs[@]} -gt 0 ]; then

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from cloakbench.bench.batching import AUTO_MAX, MEMORY_SHARE, BatchSizer, parse_batch_size, take_batch
 from cloakbench.bench.compare import run_compare
-from cloakbench.bench.execute import BATCH_METRIC
+from cloakbench.bench.execute import batch_note
 from cloakbench.bench.executors import LocalPoolExecutor
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError
@@ -100,12 +100,13 @@ def row_identity(row: dict) -> tuple:
     return tuple(row[k] for k in ("pair", "metric", "image", "protection", "mimicry", "setting"))
 
 
-def test_each_protect_cell_says_its_batch_size_and_its_share_of_the_time(runs):
-    sizes = collections.Counter(
-        (r["protection"], r["value"]) for r in runs[4] if r["pair"] == "cost" and r["metric"] == BATCH_METRIC
-    )
-    assert sizes[("sds-", "4.0")] == 4  # four images, one batch
-    assert all(float(r["value"]) == 1.0 for r in runs[1] if r["metric"] == BATCH_METRIC)
+def test_each_batched_cost_row_says_what_its_figures_are(runs):
+    def protect_costs(rows):
+        return [r for r in rows if r["pair"] == "cost" and r["metric"] == "wall_s" and not r["mimicry"]]
+
+    batched = [r for r in protect_costs(runs[4]) if r["protection"] == "sds-"]
+    assert len(batched) == 4 and all(r["note"].startswith(batch_note("", 4)) for r in batched)  # one batch of 4
+    assert not any("batch of" in r["note"] for r in protect_costs(runs[1]))  # unbatched rows are as before
 
 
 def test_a_local_pool_batches_as_the_serial_run_does(image_dir, tmp_path, runs):

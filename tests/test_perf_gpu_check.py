@@ -43,6 +43,7 @@ def dry_run_summary(folder, smoke):
     assert groups == {
         "perf_sd15-arch_512_b1": "dry-run",
         "perf_sd15-arch_512_b4": "dry-run",
+        "batch_max_512": "dry-run",
         "perf_sd15_512_b1": "skipped",
         "opt_sds-_512": "dry-run",
         "compare": "dry-run",
@@ -52,6 +53,7 @@ def dry_run_summary(folder, smoke):
     for needed in (
         "--methods all --batch 1 --opt none,bf16 --mode fair,reference",
         "--batch 4",
+        "--batch 8,16,32",
         "--device cuda --resolution 512",
         "channels-last+bf16",
         "compile",

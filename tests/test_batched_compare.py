@@ -2,9 +2,9 @@
 
 Why they can: a batch gives each image the generator it gets alone (bench/execute.py,
 ``cell_generators``), so only the kernels see the batch; where the kernels round a batch like
-a single image the rows are identical, byte for byte. Where they do not (AdvDM backpropagates
-through the UNet, whose batched CPU kernels round differently), the protected pixels differ by
-a level in a few places and the rows within rounding: docs/PERFORMANCE.md, "Batching".
+a single image the rows are identical, byte for byte. Where they may not (AdvDM backpropagates
+through the UNet, whose batched CPU kernels can round differently), the protected pixels differ
+by a level in a few places and the rows within rounding: docs/PERFORMANCE.md, "Batching".
 Every run here is the tiny-random model at 64², the four sample photos, --quick.
 """
 
@@ -26,7 +26,8 @@ from cloakbench.core.config import ConfigError
 
 #: Protections whose batched kernels round as batch 1 on this CPU (measured by the test below).
 EXACT = "none,noise,sds-,photoguard,amortized"
-#: Protections whose batched kernels do not: their rows agree within rounding only.
+#: Protections whose batched kernels may not (seen differing in 24 of 104 rows on these photos):
+#: their rows agree within rounding.
 ROUNDING = "advdm"
 
 
@@ -89,10 +90,8 @@ def test_where_the_kernels_round_differently_the_rows_agree_within_rounding(runs
     assert len(one) == len(four) > 0
     pairs = list(zip(sorted(one, key=row_identity), sorted(four, key=row_identity)))
     assert all(row_identity(a) == row_identity(b) for a, b in pairs)
-    differing = [(a, b) for a, b in pairs if a["value"] != b["value"]]
-    # Not identical (else it belongs in EXACT), but every value within 0.1 % of its unbatched twin.
-    assert differing, f"{ROUNDING} is now exact under batching: move it to EXACT"
-    for a, b in differing:
+    # Identical or not (it depends on the run: measured both), every value within 0.1 % of its twin.
+    for a, b in pairs:
         assert float(b["value"]) == pytest.approx(float(a["value"]), rel=1e-3, abs=1e-3), (a["metric"], a["pair"])
 
 
@@ -157,3 +156,18 @@ def test_the_cli_refuses_a_bad_batch_size_before_any_work(image_dir, tmp_path):
     assert result.exit_code == 2
     assert "--batch-size 0" in result.output and "Traceback" not in result.output
     assert not (out / "rows.csv").exists()
+
+
+def test_one_image_is_protected_in_the_layout_it_was_decoded_in():
+    """Decoded pixels are channels-last views; a contiguous copy would round differently (4 % of
+    SDS(-)'s pixels on toy moved when one did), so one image passes as it is and a batch keeps it."""
+    from cloakbench.bench.execute import stack_as_alone
+    from cloakbench.core.datasets import load_dataset
+
+    pixels = [im.pixels for im in load_dataset(["samples"], 64).images[:3]]
+    alone = stack_as_alone(pixels[:1])
+    assert alone.stride() == pixels[0].unsqueeze(0).stride() and alone.data_ptr() == pixels[0].data_ptr()
+    batch = stack_as_alone(pixels)
+    import torch
+
+    assert batch.is_contiguous(memory_format=torch.channels_last) and torch.equal(batch[1], pixels[1])

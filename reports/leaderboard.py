@@ -211,6 +211,10 @@ def pooled_over_attackers(rows: pd.DataFrame, pool: list[Attacker], metric: str)
     return mean_over_groups([estimate(attacker_rows(strength, attacker), STRENGTH_PAIR, metric) for attacker in pool])
 
 
+#: How a cell abbreviates its interval's method (reports/stats.py names them).
+INTERVAL_TAGS = {stats.STUDENT_T: "t", stats.CLUSTER_BOOTSTRAP: "CB"}
+
+
 def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
     """Display form of an estimate: mean, interval and n, and a tooltip saying what they are."""
     if found.n == 0:
@@ -224,6 +228,9 @@ def cell(found: Estimate, metric: str, *, extra: str = "") -> dict[str, Any]:
         "text": fmt.number(found.mean, metric),
         "ci": interval,
         "n_text": f"n={found.n}",
+        # The interval's method, abbreviated on the cell (the note under the table spells both out).
+        "interval_tag": INTERVAL_TAGS.get(found.method, ""),
+        "interval_name": found.method,
         "title": title,
         "css": "",
         "mark": "",

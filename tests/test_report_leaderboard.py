@@ -631,3 +631,14 @@ def test_adaptive_worst_cases_pick_each_pools_strongest_attacker_and_flag_agains
         "holds": (False, False),
         "level": (True, False),  # weaker than noise on the mean, intervals overlap
     }
+
+
+def test_each_cell_names_its_own_interval_method():
+    """Below 20 images the interval is Student's t, from 20 the cluster bootstrap: the cell's tag says which."""
+    from cloakbench.reports import stats
+    from cloakbench.reports.leaderboard import cell
+
+    two = stats.over_images([0.9, 0.95], ["a", "b"])
+    many = stats.over_images([0.9 + 0.001 * i for i in range(25)], [f"im{i}" for i in range(25)])
+    assert (cell(two, "ssim")["interval_tag"], cell(many, "ssim")["interval_tag"]) == ("t", "CB")
+    assert cell(two, "ssim")["interval_name"] == stats.STUDENT_T

@@ -1,7 +1,7 @@
 """Batches of protect cells: ``bench compare --batch-size auto|N`` (docs/PERFORMANCE.md, "Batching").
 
 Cells that protect with the same configured protection on the same model (one
-:func:`cloakbench.bench.executors.cell_group`) may run as one call on a batch of images when the
+:func:`cell_group`) may run as one call on a batch of images when the
 protection protects each image as if alone (``Protection.batches_across_cells``: per-image
 generators, nothing learnt across the batch). The executors ask :func:`take_batch` for their next
 unit of work; :class:`BatchSizer` says how large it may be:
@@ -100,16 +100,27 @@ class BatchSizer:
             self.per_image[group] = max(found)
 
 
+def cell_group(task) -> tuple[str, str]:
+    """Cells that share a worker's loaded state, and may share a batch: same model, same protection."""
+    return task.cell.model, task.cell.protection_key
+
+
+def batchable(task) -> bool:
+    """A protect cell whose protection protects each image as if alone."""
+    from cloakbench.protections import PROTECTIONS
+
+    return task.cell.kind == "protect" and PROTECTIONS.get(task.cell.protection).batches_across_cells()
+
+
 def take_batch(
     pending: collections.deque,
     sizer: BatchSizer,
-    group_of: Callable,
-    batchable: Callable,
-    first=None,
+    group_of: Callable = cell_group,
+    batchable: Callable = batchable,
 ) -> list:
-    """The next unit of work: ``first`` (else the next pending task) and, when it is batchable, the
-    pending tasks of its group that follow it, up to the sizer's size (plan order kept)."""
-    first = pending.popleft() if first is None else first
+    """The next unit of work: the next pending task and, when it is batchable, the pending tasks
+    of its group that follow it, up to the sizer's size (plan order kept)."""
+    first = pending.popleft()
     group = group_of(first)
     size = sizer.size(group)
     if size == 1 or not batchable(first):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Protocol
 
-from cloakbench.bench.batching import BatchSizer, take_batch
+from cloakbench.bench.batching import BatchSizer, cell_group, take_batch
 from cloakbench.bench.execute import CellTask, Outcome, Workspace, failure_outcome, run_cells
 from cloakbench.bench.plan import Components
 from cloakbench.bench.spec import CompareSpec
@@ -100,7 +100,7 @@ class SerialExecutor:
     def run(self, tasks: Iterable[CellTask]) -> Iterator[ExecutorEvent]:
         pending = collections.deque(tasks)
         while pending:
-            batch = take_batch(pending, self.sizer, cell_group, batchable)
+            batch = take_batch(pending, self.sizer)
             if self.workspace is None:
                 self.workspace = Workspace.open(self.spec, components=self.components, intake=self.intake)
             for task in batch:
@@ -122,18 +122,6 @@ def worker_device(device: str) -> str:
         index = torch.device(device).index or 0
         return f"{socket.gethostname()} cuda:{index} {torch.cuda.get_device_name(index)}"
     return f"{socket.gethostname()} cpu, {torch.get_num_threads()} thread(s)"
-
-
-def cell_group(task: CellTask) -> tuple[str, str]:
-    """Cells that share a worker's loaded state: same model, same protection."""
-    return task.cell.model, task.cell.protection_key
-
-
-def batchable(task: CellTask) -> bool:
-    """A protect cell whose protection protects each image as if alone (bench/batching.py)."""
-    from cloakbench.protections import PROTECTIONS
-
-    return task.cell.kind == "protect" and PROTECTIONS.get(task.cell.protection).batches_across_cells()
 
 
 class _Queue:
@@ -158,7 +146,7 @@ class _Queue:
         group = self.groups.get(last_group) if last_group else None
         if not group:
             group = max(self.groups.values(), key=len)
-        return take_batch(group, sizer, cell_group, batchable)
+        return take_batch(group, sizer)
 
 
 def _worker_setup(spec: CompareSpec, threads: int) -> None:
@@ -349,16 +337,14 @@ class LocalPoolExecutor(_NoteTaker):
         while len(self.workers) < size:
             self._spawn()
         attempts: collections.Counter[str] = collections.Counter()
-        group_of_key: dict[str, tuple[str, str]] = {}
         run_name = self.spec.out.name
         while queue or any(w.tasks for w in self.workers):
             for worker in self.workers:
                 if worker.ready and not worker.tasks and queue:
                     batch = queue.next_for(worker.last_group, self.sizer)
-                    worker.tasks, worker.last_group = list(batch), cell_group(batch[0])
+                    worker.tasks, worker.last_group = batch, cell_group(batch[0])
                     for task in batch:
                         attempts[task.cell.key] += 1
-                        group_of_key[task.cell.key] = cell_group(task)
                         yield Started(task, worker.name)
                     worker.connection.send(batch)
             if not self.workers:
@@ -367,8 +353,6 @@ class LocalPoolExecutor(_NoteTaker):
             wait_for(waitables, timeout=1.0)
             for worker in list(self.workers):
                 outcomes = self._drain(worker)
-                for outcome in outcomes:
-                    self.sizer.observe(group_of_key[outcome.key], outcome.rows)
                 yield from self.said()
                 yield from outcomes
                 if worker.gone or (not worker.process.is_alive() and not worker.connection.poll()):
@@ -396,6 +380,9 @@ class LocalPoolExecutor(_NoteTaker):
                     )
                 elif kind == "outcome":
                     outcome = message[1]
+                    for task in worker.tasks:
+                        if task.cell.key == outcome.key:
+                            self.sizer.observe(cell_group(task), outcome.rows)
                     worker.tasks = [task for task in worker.tasks if task.cell.key != outcome.key]
                     if not worker.tasks:
                         self.note({"worker": worker.name, "state": "idle"})

@@ -38,12 +38,14 @@ from cloakbench.core.images import (
     IntakeResult,
     LoadedImage,
     png_bytes,
+    protection_batch,
     quantize_8bit,
     read_png,
     resize_square,
 )
 from cloakbench.core.io import write_atomic
 from cloakbench.core.ldm import LDM
+from cloakbench.core.per_image import one_image_per_call
 from cloakbench.core.schema import Pair, Row
 from cloakbench.core.zoo import load_model
 from cloakbench.metrics import MetricUnavailable, masked
@@ -367,23 +369,6 @@ def cell_generators(workspace: Workspace, cells: list[Cell], clean: torch.Tensor
     return [image_generators(clean[i : i + 1], workspace.generator(cell.seed))[0] for i, cell in enumerate(cells)]
 
 
-def stack_as_alone(pixels: list[torch.Tensor]) -> torch.Tensor:
-    """``(N, 3, H, W)`` in the memory layout one image has alone (``pixels.unsqueeze(0)``).
-
-    Decoded pixels are channels-last views (HWC read as CHW), and the CPU kernels pick their
-    code path, so their rounding, by layout: a contiguous copy of one image protects it
-    differently in the last bits, which PGD's sign() carries on (measured: 4 % of SDS(−)'s
-    pixels on toy). So one image is passed exactly as before, and a batch in its layout.
-    """
-    if len(pixels) == 1:
-        return pixels[0].unsqueeze(0)
-    one = pixels[0].unsqueeze(0)
-    batch = torch.stack(pixels)
-    if one.is_contiguous(memory_format=torch.channels_last) and not one.is_contiguous():
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
-
-
 def batch_note(note: str, size: int) -> str:
     """A batched cell's cost-row note: what its figures are (``wall_s``: the batch's time / size)."""
     said = f"batch of {size} images: wall_s is the batch's time / {size}, memory the whole batch's"
@@ -392,7 +377,8 @@ def batch_note(note: str, size: int) -> str:
 
 def protect_batch(workspace: Workspace, cells: list[Cell]) -> list[tuple[list[Artifact], list[Row]]]:
     """Protect the images of ``cells`` (one protection, one model) in one call; publish each as an
-    8-bit PNG; measure what was published. One cell is the unbatched case.
+    8-bit PNG; measure what was published. One cell is the unbatched case; in a batch the
+    networks still see one image per call, so every row is the row of the cell alone.
 
     Cost rows are per image: the batch's wall time divided by its size (``wall_s``) and the
     batch's memory figures as measured (the peak of the whole batch); in a batch their note says
@@ -402,10 +388,13 @@ def protect_batch(workspace: Workspace, cells: list[Cell]) -> list[tuple[list[Ar
     model = workspace.model
     images = [workspace.images[cell.images[0].pixel_hash] for cell in cells]
     (protection,) = workspace.components.chain(cells[0])  # as the plan resolved it; one protection per batch
-    clean = stack_as_alone([image.pixels for image in images]).to(model.device, model.dtype)
-    with profile_phase(
+    clean = protection_batch([image.pixels for image in images]).to(model.device, model.dtype)
+    measured = profile_phase(
         "protect", model.device, count_saved=True, exclude=parameter_storages(*model.modules().values())
-    ) as record:
+    )
+    # Each image's network calls are those it makes alone (core/per_image.py): a batch's rows
+    # are its cells' rows, byte for byte.
+    with measured as record, one_image_per_call():
         protected = protection(clean, model, generator=cell_generators(workspace, cells, clean))
     protected = quantize_8bit(protected.detach().float().cpu())
     record.wall_s /= len(cells)

@@ -21,7 +21,9 @@ whose sides are multiples of the VAE's downsampling factor (8 for every SD-shape
 
 A protection that can only run at the model's working size (``working_size_only = True``
 on its class) is always tiled. Each tile's randomness comes from the run's seed mixed with the tile's own pixels (the
-engine's per-image generators), so tiles do not repeat one pattern.
+engine's per-image generators), so tiles do not repeat one pattern. Tiles run in batches of
+``tile_batch``, each tile in its own network calls (core/per_image.py), so a picture's pixels do
+not depend on ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from cloakbench.core.images import protection_batch
+from cloakbench.core.per_image import one_image_per_call
 from cloakbench.protections.engine import project, round_within_budget
 
 log = logging.getLogger(__name__)
@@ -265,7 +269,7 @@ def protect_full_size(
     padded = _pad(clean, plan.padded_height, plan.padded_width)
     eps_255 = budget_of(protection)
     if plan.mode == "full":
-        protected, trace = _run(protection, padded.unsqueeze(0), model, seed, stepper(0))
+        protected, trace = _run(protection, protection_batch([padded]), model, seed, stepper(0))
         tell("batch", {"tiles_done": 1, "tiles": 1})
         result = protected[0, :, :height, :width].float()
         first = last = None
@@ -279,10 +283,12 @@ def protect_full_size(
         firsts, lasts = [], []
         for start in range(0, len(plan.origins), tile_batch):
             origins = plan.origins[start : start + tile_batch]
-            tiles = torch.stack(
+            tiles = protection_batch(
                 [padded[:, top : top + plan.tile_height, left : left + plan.tile_width] for top, left in origins]
             )
-            protected, trace = _run(protection, tiles, model, seed, stepper(start // tile_batch))
+            # One tile per network call (core/per_image.py): the picture is the same whatever --batch-size.
+            with one_image_per_call():
+                protected, trace = _run(protection, tiles, model, seed, stepper(start // tile_batch))
             if trace is not None and len(trace):
                 firsts += trace[0].tolist()
                 lasts += trace[-1].tolist()
@@ -309,16 +315,16 @@ def measure_first_step(protection, image, model, *, seed: int, max_pixels: int, 
     clean = image.to(device=model.device, dtype=torch.float32)
     padded = _pad(clean, plan.padded_height, plan.padded_width)
     if plan.mode == "full":
-        batch = padded.unsqueeze(0)
+        batch = protection_batch([padded])
     else:
         origins = plan.origins[:tile_batch]
-        batch = torch.stack(
+        batch = protection_batch(
             [padded[:, top : top + plan.tile_height, left : left + plan.tile_width] for top, left in origins]
         )
     single = protection
     if steps_of(protection) is not None:
         single = type(protection)(dataclasses.replace(protection.config, steps=1))
-    with profile_phase("probe", model.device) as record:
+    with profile_phase("probe", model.device) as record, one_image_per_call():  # as protect_full_size runs it
         _run(single, batch, model, seed)
     return {
         "seconds": record.wall_s,

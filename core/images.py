@@ -135,6 +135,22 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
+def protection_batch(pixels: list[torch.Tensor]) -> torch.Tensor:
+    """``(N, 3, H, W)``: the layout in which images enter a protection, one or many alike.
+
+    A dense channels-last copy, whatever view the decoder left (an RGB PNG's HWC buffer read as
+    CHW, an RGBA file's first three planes, a tile cut from a picture). The CPU and GPU kernels
+    choose their memory layout, and so their rounding, by the input's strides, and PGD's
+    ``sign()`` carries a last-bit difference on to whole pixel steps, so without one canonical
+    layout the same pixels would be protected differently by how they were read, or by whether
+    they came alone or in a batch (a slice of a batch keeps the batch's strides). Channels-last,
+    because every operation on a decoded view already produced it (measured: against the
+    decoded view itself only the encoder attack and SDS-z, which encode the clean image as
+    given, move; docs/PERFORMANCE.md, "Batching").
+    """
+    return torch.stack(pixels).contiguous(memory_format=torch.channels_last)
+
+
 def to_uint8_array(image: torch.Tensor) -> np.ndarray:
     """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8, rounding."""
     if image.ndim != 3 or image.shape[0] != 3:

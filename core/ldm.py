@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, inpaints_with_own_denoiser, noise_path
+from cloakbench.core.per_image import per_image, row_of, splits
 
 #: Stable Diffusion's DDPM schedule: scaled-linear β from 0.00085 to 0.012 over 1000 steps.
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
@@ -126,7 +127,13 @@ class LDM:
     def posterior(self, images: torch.Tensor):
         """The VAE posterior ``q(z|x)`` (a diagonal Gaussian) of ``images`` in ``[0, 1]``."""
         pixels = self.to_model_range(images.to(self.device, self.dtype))
-        return self.vae.encode(pixels).latent_dist
+        if not splits(pixels.shape[0]):
+            return self.vae.encode(pixels).latent_dist
+        # One image per encoder call (core/per_image.py); the distribution is rebuilt from the
+        # concatenated moments by the elementwise arithmetic diffusers applies to each image's.
+        batch = pixels.shape[0]
+        dists = [self.vae.encode(row_of(pixels, i, batch)).latent_dist for i in range(batch)]
+        return type(dists[0])(torch.cat([dist.parameters for dist in dists]))
 
     def encode(
         self, images: torch.Tensor, *, mode: str = "sample", generator: torch.Generator | None = None
@@ -154,7 +161,8 @@ class LDM:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in ``[0, 1]`` from scaled latents."""
-        return self.from_model_range(self.vae.decode(self.unscale_latents(latents)).sample)
+        unscaled = self.unscale_latents(latents)
+        return self.from_model_range(per_image(lambda z: self.vae.decode(z).sample, unscaled.shape[0], unscaled))
 
     @property
     def latent_channels(self) -> int:
@@ -289,14 +297,19 @@ class LDM:
         (a fine-tuned copy).
         """
         net = unet if unet is not None else self.unet
-        if not self.is_flow:
-            return net(noisy_latents, timesteps, **self.unet_conditioning(conditioning, noisy_latents)).sample
-        return net(
-            noisy_latents,
-            encoder_hidden_states=conditioning.hidden,
-            pooled_projections=conditioning.pooled,
-            timestep=self.noise_path.model_timesteps(timesteps).to(noisy_latents.dtype),
-        ).sample
+
+        def denoise(latents: torch.Tensor, steps: torch.Tensor, condition) -> torch.Tensor:
+            if not self.is_flow:
+                return net(latents, steps, **self.unet_conditioning(condition, latents)).sample
+            return net(
+                latents,
+                encoder_hidden_states=condition.hidden,
+                pooled_projections=condition.pooled,
+                timestep=self.noise_path.model_timesteps(steps).to(latents.dtype),
+            ).sample
+
+        # One call for the batch, or one per image inside per_image.one_image_per_call.
+        return per_image(denoise, noisy_latents.shape[0], noisy_latents, timesteps, conditioning)
 
     @functools.cached_property
     def noise_path(self) -> NoisePath:

@@ -73,7 +73,9 @@ class LatentSDS(PGDProtection):
     plain = "For analysis only: changes the model's hidden encoding, not the pixels; nothing to publish."
 
     Config = LatentSDSConfig
-    version = 1
+    # 2: the clean image is encoded as given, and it now enters in the canonical channels-last layout
+    # (core.images.protection_batch), not the decoder's view: its rounding moved (toy: 0.04-0.46 % of values).
+    version = 2
     analysis_only = True
     needs = frozenset({"diffusion_noise", "prompt"})
 

@@ -1,11 +1,11 @@
 """``bench compare --batch-size``: batched and one-at-a-time runs give the same rows (cost aside).
 
-Why they can: a batch gives each image the generator it gets alone (bench/execute.py,
-``cell_generators``), so only the kernels see the batch; where the kernels round a batch like
-a single image the rows are identical, byte for byte. Where they may not (AdvDM backpropagates
-through the UNet, whose batched CPU kernels can round differently), the protected pixels differ
-by a level in a few places and the rows within rounding: docs/PERFORMANCE.md, "Batching".
-Every run here is the tiny-random model at 64², the four sample photos, --quick.
+Why they do by construction: a batch gives each image the generator it gets alone
+(bench/execute.py, ``cell_generators``), and its networks see one image per call
+(core/per_image.py, ``one_image_per_call``), so every kernel computes what it computes for the
+image alone: docs/PERFORMANCE.md, "Batching". tests/test_batched.py shows on toy that without the
+second half the kernels round a batch differently. Every run here is the tiny-random model at
+64², the four sample photos, --quick, and every protection compare batches.
 """
 
 from __future__ import annotations
@@ -23,18 +23,16 @@ from cloakbench.bench.execute import batch_note
 from cloakbench.bench.executors import LocalPoolExecutor
 from cloakbench.bench.spec import CompareSpec
 from cloakbench.core.config import ConfigError
+from cloakbench.protections import PROTECTIONS
 
-#: Protections whose batched kernels round as batch 1 on this CPU (measured by the test below).
-EXACT = "none,noise,sds-,photoguard,amortized"
-#: Protections whose batched kernels may not (seen differing in 24 of 104 rows on these photos):
-#: their rows agree within rounding.
-ROUNDING = "advdm"
+#: Every protection bench compare batches (the registry's flag; external reads files), and none.
+BATCHED = ",".join(name for name in PROTECTIONS.names() if PROTECTIONS.get(name).batches_across_cells())
 
 
 @pytest.fixture(scope="module")
 def image_dir() -> str:
-    """The four sample photos: on smooth random images, or two photos in a batch of two, every
-    protection happens to round alike; with four photos in one batch AdvDM's does not."""
+    """The four sample photos: one batch of four per protection (with shared kernels, AdvDM's
+    rows on these photos differed in 24 of 104 values)."""
     return "samples"
 
 
@@ -70,33 +68,18 @@ def comparable(rows: list[dict]) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def runs(image_dir, tmp_path_factory) -> dict[str, list[dict]]:
-    methods = f"{EXACT},{ROUNDING}"
     found = {}
     for batch in (1, 4):
-        summary = run_compare(spec(image_dir, tmp_path_factory.mktemp(f"b{batch}") / "run", methods, batch))
+        summary = run_compare(spec(image_dir, tmp_path_factory.mktemp(f"b{batch}") / "run", BATCHED, batch))
         assert summary.failed == 0 and summary.computed == summary.cells > 0
         found[batch] = read_rows(summary.rows_csv)
     return found
 
 
-def test_batched_and_unbatched_rows_are_identical_where_the_kernels_round_alike(runs):
-    exact = set(EXACT.split(","))
-    one, four = ([r for r in runs[b] if r["protection"] in exact] for b in (1, 4))
-    assert one and comparable(one) == comparable(four)
-
-
-def test_where_the_kernels_round_differently_the_rows_agree_within_rounding(runs):
-    one, four = ([r for r in runs[b] if r["protection"] == ROUNDING and r["pair"] != "cost"] for b in (1, 4))
-    assert len(one) == len(four) > 0
-    pairs = list(zip(sorted(one, key=row_identity), sorted(four, key=row_identity)))
-    assert all(row_identity(a) == row_identity(b) for a, b in pairs)
-    # Identical or not (it depends on the run: measured both), every value within 0.1 % of its twin.
-    for a, b in pairs:
-        assert float(b["value"]) == pytest.approx(float(a["value"]), rel=1e-3, abs=1e-3), (a["metric"], a["pair"])
-
-
-def row_identity(row: dict) -> tuple:
-    return tuple(row[k] for k in ("pair", "metric", "image", "protection", "mimicry", "setting"))
+def test_batched_and_unbatched_rows_are_identical(runs):
+    one, four = runs[1], runs[4]
+    assert {r["protection"] for r in one} == set(BATCHED.split(","))
+    assert comparable(one) == comparable(four)
 
 
 def test_each_batched_cost_row_says_what_its_figures_are(runs):
@@ -158,16 +141,19 @@ def test_the_cli_refuses_a_bad_batch_size_before_any_work(image_dir, tmp_path):
     assert not (out / "rows.csv").exists()
 
 
-def test_one_image_is_protected_in_the_layout_it_was_decoded_in():
-    """Decoded pixels are channels-last views; a contiguous copy would round differently (4 % of
-    SDS(-)'s pixels on toy moved when one did), so one image passes as it is and a batch keeps it."""
-    from cloakbench.bench.execute import stack_as_alone
-    from cloakbench.core.datasets import load_dataset
-
-    pixels = [im.pixels for im in load_dataset(["samples"], 64).images[:3]]
-    alone = stack_as_alone(pixels[:1])
-    assert alone.stride() == pixels[0].unsqueeze(0).stride() and alone.data_ptr() == pixels[0].data_ptr()
-    batch = stack_as_alone(pixels)
+def test_images_enter_a_protection_in_one_layout_alone_or_batched():
+    """Decoded pixels are views (an RGB file's HWC buffer read as CHW); the kernels choose their
+    layout by strides, so one image and a batch's row must arrive alike: a dense channels-last
+    copy, each row of a batch with the strides of the image alone."""
     import torch
 
-    assert batch.is_contiguous(memory_format=torch.channels_last) and torch.equal(batch[1], pixels[1])
+    from cloakbench.core.datasets import load_dataset
+    from cloakbench.core.images import protection_batch
+
+    pixels = [im.pixels for im in load_dataset(["samples"], 64).images[:3]]
+    alone = protection_batch(pixels[:1])
+    batch = protection_batch(pixels)
+    assert alone.is_contiguous(memory_format=torch.channels_last) and alone.data_ptr() != pixels[0].data_ptr()
+    assert batch[1:2].stride() == alone.stride() and torch.equal(batch[1], pixels[1])
+    rgba_view = torch.cat([pixels[0], pixels[0][:1]]).permute(1, 2, 0).contiguous().permute(2, 0, 1)[:3]
+    assert protection_batch([rgba_view]).stride() == alone.stride()  # whatever view the decoder left

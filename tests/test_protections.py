@@ -62,8 +62,9 @@ def test_contract_budget_determinism_and_batching(name, tiny_model, clean8, tmp_
         return  # fsmg/aspl: the surrogate learns from the whole batch by design (docs/PROTECTIONS.md)
     singles = torch.cat([protection(clean8[i : i + 1], tiny_model, generator=generator(0)) for i in range(2)])
     differing = (singles != protected).float().mean().item()
-    # Batched kernels may round differently, which can flip the sign of a near-zero
-    # gradient entry; a design that shared randomness across the batch differs everywhere.
+    # Called plainly, a batch shares the networks' kernels, which may round differently and flip
+    # the sign of a near-zero gradient entry (inside core.per_image.one_image_per_call it is exact:
+    # tests/test_batched.py); a design that shared randomness across the batch differs everywhere.
     assert differing <= 1e-3, f"{name}: batch differs from single runs in {differing:.2%} of values"
     assert (singles - protected).abs().max() <= 4 / 255 + 1e-6
 

@@ -13,8 +13,9 @@ unit of work; :class:`BatchSizer` says how large it may be:
   :data:`AUTO_MAX`. The figure is this run's own measurement on this model and device rather
   than ``benchmarks/baseline.json``'s, which is the toy model at 128² on a CPU.
 
-Batching changes no cell key and no random draw; what it can change is the kernels' rounding,
-which docs/PERFORMANCE.md, "Batching", measures.
+Batching changes no cell key, no random draw and no value: a batch's networks take one image
+per call (bench/execute.py, ``protect_batch``; core/per_image.py), so its rows are its cells'
+rows run one by one (docs/PERFORMANCE.md, "Batching").
 """
 
 from __future__ import annotations

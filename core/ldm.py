@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from cloakbench.core.families import EPS_UNET, FLOW_TRANSFORMER, NoisePath, inpaints_with_own_denoiser, noise_path
-from cloakbench.core.per_image import per_image, row_of, splits
+from cloakbench.core.per_image import per_image, splits
 
 #: Stable Diffusion's DDPM schedule: scaled-linear β from 0.00085 to 0.012 over 1000 steps.
 SD_BETA_START, SD_BETA_END, SD_TIMESTEPS = 0.00085, 0.012, 1000
@@ -131,9 +131,10 @@ class LDM:
             return self.vae.encode(pixels).latent_dist
         # One image per encoder call (core/per_image.py); the distribution is rebuilt from the
         # concatenated moments by the elementwise arithmetic diffusers applies to each image's.
-        batch = pixels.shape[0]
-        dists = [self.vae.encode(row_of(pixels, i, batch)).latent_dist for i in range(batch)]
-        return type(dists[0])(torch.cat([dist.parameters for dist in dists]))
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        moments = per_image(lambda one: self.vae.encode(one).latent_dist.parameters, pixels.shape[0], pixels)
+        return DiagonalGaussianDistribution(moments)
 
     def encode(
         self, images: torch.Tensor, *, mode: str = "sample", generator: torch.Generator | None = None

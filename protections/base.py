@@ -113,8 +113,9 @@ class Protection(Component):
 
         It may when each image is protected as if alone: its randomness comes from its own
         generator (``generator`` may then be a list, one per image: ``protections/engine.py``,
-        ``image_generators``) and nothing is learnt across the batch. The kernels still see the
-        batch: docs/PERFORMANCE.md, "Batching", says what that changes (last-bit rounding).
+        ``image_generators``) and nothing is learnt across the batch. Its networks then take one
+        image per call (core/per_image.py), so the batch gives each image its result alone:
+        docs/PERFORMANCE.md, "Batching".
         """
         return not cls.learns_from_batch and not cls.reads_files
 
